@@ -1,0 +1,153 @@
+"""The `assistant` command: chat, database and fake-server entry points."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+
+from assistant.bootstrap import open_runtime
+from assistant.config import ConfigError, Settings, load_settings
+from assistant.pricing import PriceTable
+from assistant.prompts import PromptFileError
+from assistant.store import PromptVersionConflict, Store, migrate
+from assistant.testing import FakeLlm
+from assistant.turns import Actor, ConversationRef
+from bots.terminal import TerminalChat
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade or check migrations.")
+app.add_typer(db_app, name="db")
+
+NO_MODEL = (
+    "No language model is configured. Set OPENAI_API_KEY (environment or .env) to use OpenAI,\n"
+    "or set OPENAI_BASE_URL to a local OpenAI-compatible server (Ollama: "
+    "http://localhost:11434/v1, vLLM, llama.cpp). To try it offline: assistant chat --fake"
+)
+_USER_ERRORS = (ConfigError, PromptFileError, PromptVersionConflict, ValueError)
+T = TypeVar("T")
+
+
+def _run(main: Callable[[], Awaitable[T]]) -> T:
+    """Run `main`; a configuration problem becomes one red line and exit code 2, no traceback."""
+    try:
+        return asyncio.run(main())  # type: ignore[arg-type]
+    except _USER_ERRORS as exc:
+        Console(stderr=True).print(f"error: {exc}", style="bold red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        Console(stderr=True).print(f"error: {exc}", style="bold red", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def chat(
+    fake: Annotated[
+        bool, typer.Option(help="Offline: answer with the bundled fake model.")
+    ] = False,
+    conversation: Annotated[str, typer.Option(help="Which conversation to resume.")] = "default",
+    show_cost: Annotated[
+        bool, typer.Option("--show-cost", help="Print tokens, cost and latency after each reply.")
+    ] = False,
+) -> None:
+    """Chat in the terminal with the same engine Slack and Discord use; resumes where you left."""
+    settings = _settings()
+    if not fake and settings.openai_api_key is None and settings.openai_base_url is None:
+        Console(stderr=True).print(NO_MODEL, style="yellow", highlight=False, markup=False)
+        raise typer.Exit(2)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    user = getpass.getuser()
+
+    async def main() -> None:
+        fake_llm = await FakeLlm().start() if fake else None
+        runtime = await open_runtime(settings, base_url=fake_llm.base_url if fake_llm else None)
+        try:
+            await TerminalChat(
+                runtime.assistant,
+                ref=ConversationRef(
+                    platform="terminal", workspace="local", channel=user, thread=conversation
+                ),
+                actor=Actor(platform="terminal", user_id=user, display_name=user),
+                console=Console(soft_wrap=True),
+                show_cost=show_cost,
+            ).run()
+        finally:
+            await runtime.close()
+            if fake_llm is not None:
+                await fake_llm.stop()
+
+    _run(main)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply every pending migration (alembic upgrade head)."""
+    settings = _settings()
+
+    async def main() -> None:
+        store = Store.connect(settings.database_url)
+        try:
+            await migrate.upgrade(store.engine)
+        finally:
+            await store.close()
+
+    _run(main)
+    typer.echo("database is up to date")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail when the tables and the migrations disagree (run in CI)."""
+    settings = _settings()
+
+    async def main() -> None:
+        store = Store.connect(settings.database_url)
+        try:
+            await migrate.upgrade(store.engine)
+            await migrate.check(store.engine)
+        finally:
+            await store.close()
+
+    _run(main)
+    typer.echo("migrations match the models")
+
+
+@app.command("fake-llm")
+def fake_llm(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to listen on.")] = 8808,
+) -> None:
+    """Serve the fake OpenAI-compatible API (for demos and manual testing)."""
+
+    async def main() -> None:
+        server = await FakeLlm().start(port=port)
+        typer.echo(f"fake OpenAI-compatible API on {server.base_url} (Ctrl-C to stop)")
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await server.stop()
+
+    _run(main)
+
+
+@app.command("prices")
+def prices(model: str) -> None:
+    """Show what a model costs per million tokens, or that it is unpriced."""
+    settings = _settings()
+    price = PriceTable.load(settings.pricing_file).price(model)
+    if price is None:
+        typer.echo(f"{model}: unpriced (add it to PRICING_FILE)")
+        sys.exit(1)
+    typer.echo(f"{model}: {price.model_dump_json()}")

@@ -1,0 +1,96 @@
+"""Settings read from the environment and `.env`, under the names of the interface contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from assistant.store.database import async_database_url
+
+DEFAULT_DATABASE_URL = "sqlite:///./data/assistant.db"
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what is expected."""
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _platform_ids(value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        platform, _, ident = item.partition(":")
+        if not platform or not ident:
+            raise ValueError(f"expected platform:id pairs like 'slack:U0123', got {item!r}")
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob an operator can turn; secrets are SecretStr so they never print."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    assistant_model: str = "gpt-4o-mini"
+    prompts_dir: Path = Path("./prompts")
+    default_prompt: str = "assistant"
+    admin_users: Annotated[tuple[str, ...], NoDecode] = ()
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_port: int = Field(default=3000, ge=1, le=65535)
+    slack_api_url: str = "https://slack.com/api/"
+    discord_token: SecretStr | None = None
+    discord_api_url: str | None = None
+    discord_gateway_url: str | None = None
+
+    report_channels: Annotated[tuple[str, ...], NoDecode] = ()
+    report_cron: str = "0 9 * * *"
+    eval_cron: str = "0 3 * * *"
+    daily_budget_usd: float | None = Field(default=None, ge=0)
+
+    pricing_file: Path | None = None
+    llm_first_token_timeout: float = Field(default=30.0, gt=0)
+    llm_idle_timeout: float = Field(default=30.0, gt=0)
+    llm_total_timeout: float = Field(default=180.0, gt=0)
+    llm_max_retries: int = Field(default=2, ge=0, le=10)
+    tool_timeout: float = Field(default=15.0, gt=0)
+    max_tool_rounds: int = Field(default=5, ge=1, le=20)
+
+    @field_validator("admin_users", "report_channels", mode="before")
+    @classmethod
+    def _parse_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("admin_users", "report_channels")
+    @classmethod
+    def _check_platform_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return _platform_ids(value)
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        async_database_url(value)  # raises ValueError naming the accepted forms
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning pydantic's report into one line per bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"{name}: {message}")
+        raise ConfigError("; ".join(lines)) from None

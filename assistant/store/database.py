@@ -1,0 +1,51 @@
+"""Connecting: the URL forms users write, the async drivers, SQLite tuned for concurrent use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+_ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+_ACCEPTED = "expected sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname"
+
+
+def async_database_url(url: str) -> URL:
+    """Map the plain forms (`sqlite:///x.db`, `postgres://…`) to the async driver we ship."""
+    try:
+        parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    except ArgumentError:
+        raise ValueError(f"{_ACCEPTED}, got {url!r}") from None
+    backend = parsed.get_backend_name()
+    if backend not in _ASYNC_DRIVERS:
+        raise ValueError(f"{_ACCEPTED}, got a {backend!r} URL")
+    if backend == "sqlite" and not parsed.database:
+        raise ValueError(f"{_ACCEPTED}: the SQLite URL names no file")
+    return parsed.set(drivername=_ASYNC_DRIVERS[backend])
+
+
+def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # WAL lets readers proceed during a write; the busy timeout turns lock contention into waiting.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for `url`; creates the SQLite file's folder so a fresh checkout just runs."""
+    async_url = async_database_url(url)
+    if async_url.get_backend_name() == "sqlite":
+        database = async_url.database or ""
+        if database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(async_url)
+        event.listen(engine.sync_engine, "connect", _tune_sqlite)
+        return engine
+    return create_async_engine(async_url, pool_pre_ping=True)

@@ -1,0 +1,43 @@
+"""Schema migrations (alembic), run on a connection we open so they work inside a running loop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _config(connection: Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.upgrade(_config(sync), revision))
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.downgrade(_config(sync), revision))
+
+
+async def check(engine: AsyncEngine) -> None:
+    """Raise when the tables and the migrations disagree (a model change without a migration)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.check(_config(sync)))
+
+
+async def revision(engine: AsyncEngine, message: str) -> None:
+    """Autogenerate a migration against an up-to-date database (a developer's tool)."""
+    async with engine.begin() as connection:
+        await connection.run_sync(
+            lambda sync: command.revision(_config(sync), message=message, autogenerate=True)
+        )

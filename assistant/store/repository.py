@@ -1,0 +1,244 @@
+"""What the engine reads and writes, in short transactions (SQLite has one writer at a time)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+
+from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from assistant.store.database import create_engine
+from assistant.store.tables import (
+    Conversation,
+    LlmCall,
+    Message,
+    ProcessedEvent,
+    PromptVersionRow,
+    utcnow,
+)
+from assistant.turns import ConversationRef
+
+_PAGE = 64
+
+
+class PromptVersionConflict(Exception):
+    """A released prompt version came back with different content."""
+
+
+class Store:
+    """The engine's only way to the database."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    @classmethod
+    def connect(cls, url: str) -> Store:
+        return cls(create_engine(url))
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    async def conversation(self, key: ConversationRef) -> Conversation:
+        """Fetch or create; a concurrent creator wins the unique constraint and we read its row."""
+        async with self._sessions() as session:
+            found = await self._find_conversation(session, key)
+            if found is not None:
+                return found
+            row = Conversation(
+                platform=key.platform,
+                workspace=key.workspace,
+                channel=key.channel,
+                thread=key.thread,
+            )
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                found = await self._find_conversation(session, key)
+                assert found is not None
+                return found
+            return row
+
+    async def find_conversation(self, key: ConversationRef) -> Conversation | None:
+        async with self._sessions() as session:
+            return await self._find_conversation(session, key)
+
+    @staticmethod
+    async def _find_conversation(
+        session: AsyncSession, key: ConversationRef
+    ) -> Conversation | None:
+        result = await session.exec(
+            select(Conversation).where(
+                Conversation.platform == key.platform,
+                Conversation.workspace == key.workspace,
+                Conversation.channel == key.channel,
+                Conversation.thread == key.thread,
+            )
+        )
+        return result.first()
+
+    async def begin_turn(self, key: ConversationRef, message: Message) -> Conversation:
+        """Find (or create) the conversation and store the user's message before anything else."""
+        async with self._sessions() as session:
+            conversation = await self._find_conversation(session, key)
+            if conversation is None:
+                conversation = await self.conversation(key)
+            assert conversation.id is not None
+            message.conversation_id = conversation.id
+            session.add(message)
+            await session.commit()
+            return conversation
+
+    async def get_conversation(self, conversation_id: int) -> Conversation | None:
+        async with self._sessions() as session:
+            return await session.get(Conversation, conversation_id)
+
+    async def add_message(self, message: Message) -> Message:
+        async with self._sessions() as session:
+            session.add(message)
+            await session.commit()
+            return message
+
+    async def newest_messages(
+        self, conversation_id: int, *, after_id: int, token_limit: int
+    ) -> list[Message]:
+        """Newest-first complete messages after `after_id`, until their tokens pass `token_limit`.
+
+        Reads in pages from the newest end, so the cost depends on the budget, never on how
+        long the conversation is.
+        """
+        found: list[Message] = []
+        total = 0
+        before_id: int | None = None
+        async with self._sessions() as session:
+            while total <= token_limit:
+                query = (
+                    select(Message)
+                    .where(
+                        Message.conversation_id == conversation_id,
+                        col(Message.id) > after_id,
+                        Message.status == "ok",
+                    )
+                    .order_by(col(Message.id).desc())
+                    .limit(_PAGE)
+                )
+                if before_id is not None:
+                    query = query.where(col(Message.id) < before_id)
+                page = list((await session.exec(query)).all())
+                for message in page:
+                    found.append(message)
+                    total += message.token_count
+                    if total > token_limit:
+                        break
+                if len(page) < _PAGE:
+                    break
+                before_id = page[-1].id
+        return found
+
+    async def count_messages(self, conversation_id: int) -> int:
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(func.count()).where(Message.conversation_id == conversation_id)
+            )
+            return result.one()
+
+    async def save_summary(
+        self, conversation_id: int, *, summary: str, tokens: int, through_id: int
+    ) -> None:
+        async with self._sessions() as session:
+            row = await session.get(Conversation, conversation_id)
+            assert row is not None
+            row.summary = summary
+            row.summary_tokens = tokens
+            row.summary_through_id = through_id
+            await session.commit()
+
+    async def record_calls(self, calls: Sequence[LlmCall]) -> None:
+        async with self._sessions() as session:
+            session.add_all(calls)
+            await session.commit()
+
+    async def finish_turn(self, reply: Message | None, calls: Sequence[LlmCall]) -> None:
+        """Store the reply and its calls together: a reply is never stored without its cost."""
+        async with self._sessions() as session:
+            if reply is not None:
+                session.add(reply)
+                await session.flush()
+                for call in calls:
+                    call.message_id = reply.id
+            session.add_all(calls)
+            await session.commit()
+
+    async def llm_calls(self, conversation_id: int) -> list[LlmCall]:
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(LlmCall)
+                .where(LlmCall.conversation_id == conversation_id)
+                .order_by(col(LlmCall.id))
+            )
+            return list(result.all())
+
+    async def messages(self, conversation_id: int) -> list[Message]:
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(col(Message.id))
+            )
+            return list(result.all())
+
+    async def claim_event(self, keys: Sequence[str], *, keep: timedelta) -> bool:
+        """True when none of `keys` was seen before; records them all in one transaction."""
+        async with self._sessions() as session:
+            await session.exec(
+                delete(ProcessedEvent).where(col(ProcessedEvent.created_at) < utcnow() - keep)
+            )
+            session.add_all(ProcessedEvent(key=key) for key in dict.fromkeys(keys))
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return False
+            return True
+
+    async def save_prompt_version(self, row: PromptVersionRow) -> PromptVersionRow:
+        """Insert a version once; the same content again is a no-op, other content is refused."""
+        async with self._sessions() as session:
+            existing = (
+                await session.exec(
+                    select(PromptVersionRow).where(
+                        PromptVersionRow.name == row.name,
+                        PromptVersionRow.version == row.version,
+                    )
+                )
+            ).first()
+            if existing is not None:
+                if existing.content_hash != row.content_hash:
+                    raise PromptVersionConflict(
+                        f"{row.source_file}: {row.name} version {row.version} was already "
+                        f"released with other content; add a new version file instead of "
+                        f"editing this one"
+                    )
+                return existing
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                return await self.save_prompt_version(row)
+            return row
+
+    async def prompt_versions(self, name: str | None = None) -> list[PromptVersionRow]:
+        async with self._sessions() as session:
+            query = select(PromptVersionRow).order_by(
+                col(PromptVersionRow.name), col(PromptVersionRow.version)
+            )
+            if name is not None:
+                query = query.where(PromptVersionRow.name == name)
+            return list((await session.exec(query)).all())

@@ -1,0 +1,96 @@
+"""The database tables. Every reply and every LLM call can be traced to its prompt version."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Conversation(SQLModel, table=True):
+    """One thread of talk, keyed by where it happens; holds the rolling summary of folded turns."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (
+        UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_conversation_ref"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=32)
+    workspace: str = Field(max_length=128)
+    channel: str = Field(max_length=128)
+    thread: str = Field(max_length=128)
+    summary: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    summary_tokens: int = 0
+    summary_through_id: int = Field(default=0, description="last message folded into summary")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptVersionRow(SQLModel, table=True):
+    """A released prompt version; immutable once stored (the content hash guards it)."""
+
+    __tablename__ = "prompt_versions"
+    __table_args__ = (UniqueConstraint("name", "version", name="uq_prompt_name_version"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64)
+    version: int
+    content_hash: str = Field(max_length=64)
+    source_file: str = Field(max_length=512)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Message(SQLModel, table=True):
+    """A user or assistant message; its token count is stored, so trimming never re-counts."""
+
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int = Field(foreign_key="conversations.id")
+    role: str = Field(max_length=16)
+    author_id: str = Field(default="", max_length=128)
+    author_name: str = Field(default="", max_length=128)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    token_count: int
+    status: str = Field(default="ok", max_length=16, description="ok | incomplete")
+    prompt_version_id: int | None = Field(default=None, foreign_key="prompt_versions.id")
+    platform_message_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class LlmCall(SQLModel, table=True):
+    """One request to the model: what it cost, how long it took, how it ended."""
+
+    __tablename__ = "llm_calls"
+
+    id: int | None = Field(default=None, primary_key=True)
+    conversation_id: int | None = Field(default=None, foreign_key="conversations.id", index=True)
+    message_id: int | None = Field(default=None, foreign_key="messages.id")
+    prompt_version_id: int | None = Field(default=None, foreign_key="prompt_versions.id")
+    purpose: str = Field(max_length=16, description="reply | summary")
+    model: str = Field(max_length=128)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost_usd: float | None = Field(default=None, description="NULL when the model is unpriced")
+    ttft_ms: float | None = None
+    total_ms: float
+    status: str = Field(max_length=16, description="ok | error")
+    error_class: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class ProcessedEvent(SQLModel, table=True):
+    """A platform event already handled; the primary key makes the claim atomic across replicas."""
+
+    __tablename__ = "processed_events"
+
+    key: str = Field(primary_key=True, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, index=True)

