@@ -32,6 +32,7 @@ NO_MODEL = (
 )
 _USER_ERRORS = (ConfigError, PromptFileError, PromptVersionConflict, ValueError)
 T = TypeVar("T")
+_ERR = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:
@@ -39,7 +40,7 @@ def _run(main: Callable[[], Awaitable[T]]) -> T:
     try:
         return asyncio.run(main())  # type: ignore[arg-type]
     except _USER_ERRORS as exc:
-        Console(stderr=True).print(f"error: {exc}", style="bold red", highlight=False, markup=False)
+        _ERR.print(f"error: {exc}", style="bold red", highlight=False, markup=False)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -49,7 +50,7 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        Console(stderr=True).print(f"error: {exc}", style="bold red", highlight=False, markup=False)
+        _ERR.print(f"error: {exc}", style="bold red", highlight=False, markup=False)
         raise typer.Exit(2) from None
 
 
@@ -66,7 +67,7 @@ def chat(
     """Chat in the terminal with the same engine Slack and Discord use; resumes where you left."""
     settings = _settings()
     if not fake and settings.openai_api_key is None and settings.openai_base_url is None:
-        Console(stderr=True).print(NO_MODEL, style="yellow", highlight=False, markup=False)
+        _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
         raise typer.Exit(2)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     user = getpass.getuser()

@@ -17,6 +17,7 @@ from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmEr
 from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, PromptFile, PromptVersion
 from assistant.store import Store
+from assistant.store.repository import HistoryEntry
 from assistant.store.tables import Conversation, LlmCall, Message, PromptVersionRow
 from assistant.tokens import TokenCounter
 from assistant.tools import ToolRegistry
@@ -223,7 +224,9 @@ class Assistant:
             self._fixed_tokens[label] = turn.counter.count_request(wire, tools) + 32
         return self._fixed_tokens[label]
 
-    async def _fold(self, turn: _Turn, conversation: Conversation, fold: list[Message]) -> None:
+    async def _fold(
+        self, turn: _Turn, conversation: Conversation, fold: list[HistoryEntry]
+    ) -> None:
         """Summarize older turns with one extra call; if it fails, answer without it."""
         assert conversation.id is not None
         request = ChatRequest(
@@ -239,7 +242,7 @@ class Assistant:
             return
         turn.calls.append(self._call_row(turn, "summary", request, completion))
         summary = completion.text.strip()
-        through = fold[-1].id or conversation.summary_through_id
+        through = fold[-1].id
         tokens = turn.counter.count_message(summary)
         await self._store.save_summary(
             conversation.id, summary=summary, tokens=tokens, through_id=through

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
+from openai import AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from assistant.tools import ToolDefinition
 
@@ -187,6 +189,19 @@ class OpenAIChatModel:
             return None
         return delay
 
+    async def _open_stream(self, body: dict[str, Any]) -> AsyncStream[ChatCompletionChunk]:
+        """POST the body as built. `chat.completions.create` would first walk every message
+        through the SDK's TypedDict transform, which costs more than the rest of a turn on a
+        long history; our body is already plain JSON, so it goes through the client's own
+        `post`, with the same auth, headers, errors and SSE parsing."""
+        return await self._client.post(
+            "/chat/completions",
+            cast_to=ChatCompletion,
+            body=body,
+            stream=True,
+            stream_cls=AsyncStream[ChatCompletionChunk],
+        )
+
     async def _attempt(
         self, request: ChatRequest, started: float, deadline: float, attempt: int
     ) -> AsyncIterator[str | Completion]:
@@ -200,10 +215,10 @@ class OpenAIChatModel:
             limit = self._timeouts.first_token if ttft_ms is None else self._timeouts.idle
             return max(min(limit, deadline - time.perf_counter()), 0.0)
 
-        stream: Any = None
+        stream: AsyncStream[ChatCompletionChunk] | None = None
         try:
             async with asyncio.timeout(time_left()):
-                stream = await self._client.chat.completions.create(**_wire_request(request))
+                stream = await self._open_stream(_wire_request(request))
             chunks = aiter(stream)
             while True:
                 async with asyncio.timeout(time_left()):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from assistant.llm import ChatMessage
-from assistant.store.tables import Message
+from assistant.store.repository import HistoryEntry
 
 SUMMARY_INSTRUCTIONS = (
     "You maintain the running summary of a conversation between a team and its assistant. "
@@ -24,11 +24,11 @@ SUMMARY_INSTRUCTIONS = (
 class FoldPlan:
     """Older messages to fold into the summary, and the newer ones that stay verbatim."""
 
-    fold: list[Message]  # oldest first
-    keep: list[Message]  # newest first
+    fold: list[HistoryEntry]  # oldest first
+    keep: list[HistoryEntry]  # newest first
 
 
-def plan_fold(newest_first: Sequence[Message], *, summarize_over: int) -> FoldPlan:
+def plan_fold(newest_first: Sequence[HistoryEntry], *, summarize_over: int) -> FoldPlan:
     """Fold once the unsummarized history passes `summarize_over`, keeping its newest half.
 
     Keeping half means a summary call happens once per `summarize_over / 2` tokens of talk,
@@ -49,9 +49,9 @@ def plan_fold(newest_first: Sequence[Message], *, summarize_over: int) -> FoldPl
     return FoldPlan(fold=list(reversed(newest_first[split:])), keep=list(newest_first[:split]))
 
 
-def fit_window(newest_first: Sequence[Message], *, budget: int) -> list[Message]:
+def fit_window(newest_first: Sequence[HistoryEntry], *, budget: int) -> list[HistoryEntry]:
     """The newest messages whose tokens fit `budget`, oldest first; the newest one always."""
-    window: list[Message] = []
+    window: list[HistoryEntry] = []
     used = 0
     for message in newest_first:
         cost = message.token_count
@@ -63,7 +63,9 @@ def fit_window(newest_first: Sequence[Message], *, budget: int) -> list[Message]
     return window
 
 
-def summary_request(previous: str, messages: Sequence[Message], *, words: int) -> list[ChatMessage]:
+def summary_request(
+    previous: str, messages: Sequence[HistoryEntry], *, words: int
+) -> list[ChatMessage]:
     transcript = "\n".join(f"[{_speaker(m)}]: {m.text}" for m in messages)
     earlier = previous or "(none yet)"
     return [
@@ -79,11 +81,11 @@ def summary_message(summary: str) -> ChatMessage:
     return ChatMessage(role="system", content=f"Summary of the earlier conversation:\n{summary}")
 
 
-def history_messages(window: Sequence[Message]) -> list[ChatMessage]:
+def history_messages(window: Sequence[HistoryEntry]) -> list[ChatMessage]:
     return [ChatMessage(role=m.role, content=m.text) for m in window]
 
 
-def _speaker(message: Message) -> str:
+def _speaker(message: HistoryEntry) -> str:
     if message.role == "assistant":
         return "assistant"
     return f"user {message.author_name}" if message.author_name else "user"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, func, select
@@ -23,6 +25,17 @@ from assistant.store.tables import (
 from assistant.turns import ConversationRef
 
 _PAGE = 64
+
+
+@dataclass(frozen=True, kw_only=True)
+class HistoryEntry:
+    """The part of a stored message that context building needs; plain, no ORM state."""
+
+    id: int
+    role: str
+    text: str
+    token_count: int
+    author_name: str = ""
 
 
 class PromptVersionConflict(Exception):
@@ -107,38 +120,44 @@ class Store:
 
     async def newest_messages(
         self, conversation_id: int, *, after_id: int, token_limit: int
-    ) -> list[Message]:
+    ) -> list[HistoryEntry]:
         """Newest-first complete messages after `after_id`, until their tokens pass `token_limit`.
 
         Reads in pages from the newest end, so the cost depends on the budget, never on how
         long the conversation is.
         """
-        found: list[Message] = []
+        found: list[HistoryEntry] = []
         total = 0
         before_id: int | None = None
-        async with self._sessions() as session:
+        table = Message.__table__.c  # type: ignore[attr-defined]
+        columns = (table.id, table.role, table.text, table.token_count, table.author_name)
+        async with self.engine.connect() as connection:
             while total <= token_limit:
                 query = (
-                    select(Message)
+                    sa_select(*columns)
                     .where(
-                        Message.conversation_id == conversation_id,
-                        col(Message.id) > after_id,
-                        Message.status == "ok",
+                        table.conversation_id == conversation_id,
+                        table.id > after_id,
+                        table.status == "ok",
                     )
-                    .order_by(col(Message.id).desc())
+                    .order_by(table.id.desc())
                     .limit(_PAGE)
                 )
                 if before_id is not None:
-                    query = query.where(col(Message.id) < before_id)
-                page = list((await session.exec(query)).all())
-                for message in page:
-                    found.append(message)
-                    total += message.token_count
+                    query = query.where(table.id < before_id)
+                page = (await connection.execute(query)).all()
+                for ident, role, text, tokens, author in page:
+                    found.append(
+                        HistoryEntry(
+                            id=ident, role=role, text=text, token_count=tokens, author_name=author
+                        )
+                    )
+                    total += tokens
                     if total > token_limit:
                         break
                 if len(page) < _PAGE:
                     break
-                before_id = page[-1].id
+                before_id = page[-1][0]
         return found
 
     async def count_messages(self, conversation_id: int) -> int:

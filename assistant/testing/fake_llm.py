@@ -125,6 +125,7 @@ class FakeLlm:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/_fake/requests", self._recorded)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -145,6 +146,10 @@ class FakeLlm:
 
     async def _models(self, _request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def _recorded(self, _request: web.Request) -> web.Response:
+        """Every request body received so far, for tests that run the server in another process."""
+        return _json({"requests": self.requests})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
@@ -270,7 +275,7 @@ def _tool_call_deltas(
 
 
 def _json(
-    payload: dict[str, Any], *, status: int = 200, headers: dict[str, str] | None = None
+    payload: dict[str, Any] | list[Any], *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
     # Exactly application/json: some clients (discord.py, for one) reject a charset suffix.
     return web.Response(

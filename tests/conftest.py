@@ -1,0 +1,159 @@
+"""Shared fixtures: a real fake-LLM server on loopback, real databases, a real engine."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import yaml
+
+from assistant.builtin_tools import builtin_registry
+from assistant.engine import Assistant, EngineConfig
+from assistant.llm import OpenAIChatModel, Timeouts
+from assistant.pricing import PriceTable
+from assistant.prompts import PromptCatalog, load_prompts_dir
+from assistant.store import Store, migrate
+from assistant.testing import FakeLlm
+from assistant.tools import ToolRegistry
+from assistant.turns import Actor, ConversationRef, Event, Inbound
+
+POSTGRES_URL = os.environ.get("ASSISTANT_TEST_POSTGRES_URL")
+
+BASE_PROMPT: dict[str, Any] = {
+    "name": "assistant",
+    "version": 1,
+    "model": "gpt-4o-mini",
+    "params": {"temperature": 0.2, "seed": 7},
+    "system": "You are a test assistant talking to {{ user_name }}.",
+    "tools": ["current_time", "calculator"],
+    "memory": {"context_tokens": 6000, "summarize_over_tokens": 4000},
+}
+
+
+def write_prompt(directory: Path, **fields: Any) -> Path:
+    """Write a prompt file the way an author would; fields override BASE_PROMPT."""
+    spec = {**BASE_PROMPT, **fields}
+    path = directory / str(spec["name"]) / f"{spec['version']}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeLlm]:
+    async with FakeLlm() as server:
+        yield server
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/assistant.db"
+
+
+async def _create_postgres_database() -> tuple[str, str]:
+    assert POSTGRES_URL is not None
+    name = f"assistant_test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    return name, f"{base}/{name}"
+
+
+async def _drop_postgres_database(name: str) -> None:
+    assert POSTGRES_URL is not None
+    admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> AsyncIterator[str]:
+    """An empty database of each kind: SQLite always, Postgres when a URL is given."""
+    if request.param == "sqlite":
+        yield sqlite_url
+        return
+    if not POSTGRES_URL:
+        pytest.skip("set ASSISTANT_TEST_POSTGRES_URL to run the store tests on Postgres")
+    name, url = await _create_postgres_database()
+    try:
+        yield url
+    finally:
+        await _drop_postgres_database(name)
+
+
+@pytest.fixture
+async def store(sqlite_url: str) -> AsyncIterator[Store]:
+    store = Store.connect(sqlite_url)
+    await migrate.upgrade(store.engine)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def prompts_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "prompts"
+    write_prompt(directory)
+    return directory
+
+
+@pytest.fixture
+def tools() -> ToolRegistry:
+    return builtin_registry()
+
+
+@pytest.fixture
+async def model(fake_llm: FakeLlm) -> AsyncIterator[OpenAIChatModel]:
+    chat_model = OpenAIChatModel.connect(
+        api_key="sk-test-not-a-real-key",
+        base_url=fake_llm.base_url,
+        timeouts=Timeouts(first_token=2.0, idle=0.5, total=10.0),
+        max_retries=2,
+    )
+    yield chat_model
+    await chat_model.close()
+
+
+@pytest.fixture
+def make_assistant(
+    store: Store, model: OpenAIChatModel, prompts_dir: Path, tools: ToolRegistry
+) -> Callable[..., Any]:
+    """Build an engine over the shared store and fake LLM; keyword args tune EngineConfig."""
+
+    async def build(**config: Any) -> Assistant:
+        catalog = PromptCatalog(
+            load_prompts_dir(prompts_dir, known_tools=tools.names()), default_prompt="assistant"
+        )
+        assistant = Assistant(
+            store=store,
+            model=model,
+            catalog=catalog,
+            tools=tools,
+            prices=PriceTable.load(),
+            config=EngineConfig(**config),
+        )
+        await assistant.sync_prompts()
+        return assistant
+
+    return build
+
+
+REF = ConversationRef(platform="test", workspace="W1", channel="C1", thread="T1")
+ALICE = Actor(platform="test", user_id="U1", display_name="Alice")
+
+
+def inbound(text: str, *, ref: ConversationRef = REF, **fields: Any) -> Inbound:
+    return Inbound(ref=ref, actor=ALICE, text=text, **fields)
+
+
+async def collect(events: AsyncIterator[Event]) -> list[Event]:
+    return [event async for event in events]

@@ -1,0 +1,101 @@
+"""The `assistant` command as a user runs it: a real process, input through a pipe."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import write_prompt
+
+REPO = Path(__file__).resolve().parents[1]
+ASSISTANT = [sys.executable, "-m", "assistant"]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    """A clean environment: no API key, a fresh database, the shipped prompts."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_"))}
+    clean.update(
+        DATABASE_URL=f"sqlite:///{tmp_path}/chat.db",
+        PROMPTS_DIR=str(REPO / "prompts"),
+    )
+    return clean
+
+
+def assistant(
+    *args: str, env: dict[str, str], stdin: str = "", cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ASSISTANT, *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_fake_chat_answers_uses_tools_and_shows_cost(env, tmp_path):
+    result = assistant(
+        "chat", "--fake", env=env, cwd=tmp_path, stdin="hello there\nwhat is 6*7?\n/cost\n"
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "New conversation 'default'" in out
+    assert "You said: hello there" in out
+    assert "[calculator" in out and "42" in out
+    cost_line = out.strip().splitlines()[-1]
+    assert "prompt" in cost_line and "$" in cost_line and "assistant@1 on gpt-4o-mini" in cost_line
+    assert "Traceback" not in result.stderr
+
+
+def test_chat_resumes_the_same_conversation_on_the_next_run(env, tmp_path):
+    assistant("chat", "--fake", env=env, cwd=tmp_path, stdin="remember the llama\n")
+    again = assistant("chat", "--fake", env=env, cwd=tmp_path, stdin="what did I say?\n")
+    assert "Resuming conversation 'default' (2 messages)" in again.stdout
+    other = assistant("chat", "--fake", "--conversation", "other", env=env, cwd=tmp_path)
+    assert "New conversation 'other'" in other.stdout
+
+
+def test_show_cost_prints_figures_after_each_reply(env, tmp_path):
+    result = assistant("chat", "--fake", "--show-cost", env=env, cwd=tmp_path, stdin="a\nb\n")
+    assert result.stdout.count("completion tokens") == 2
+
+
+def test_without_a_model_it_explains_how_to_configure_one(env, tmp_path):
+    result = assistant("chat", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr and "OPENAI_BASE_URL" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_prompt_file_names_the_file_and_field(env, tmp_path):
+    prompts = tmp_path / "prompts"
+    path = write_prompt(prompts, params={"temperature": "hot"})
+    env["PROMPTS_DIR"] = str(prompts)
+    result = assistant("chat", "--fake", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert str(path) in result.stderr and "params.temperature" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_setting_is_named(env, tmp_path):
+    env["DATABASE_URL"] = "mysql://root@localhost/db"
+    result = assistant("db", "upgrade", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: DATABASE_URL:")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_db_upgrade_creates_the_database(env, tmp_path):
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path}/nested/dir/new.db"
+    result = assistant("db", "upgrade", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "nested" / "dir" / "new.db").exists()

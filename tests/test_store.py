@@ -1,0 +1,120 @@
+"""The store and its migrations, on SQLite and on Postgres (ASSISTANT_TEST_POSTGRES_URL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import inspect, text
+
+from assistant.store import PromptVersionConflict, Store, migrate
+from assistant.store.tables import Message, PromptVersionRow
+from assistant.turns import ConversationRef
+
+REF = ConversationRef(platform="slack", workspace="T1", channel="C1", thread="1700000000.000100")
+TABLES = {"conversations", "messages", "prompt_versions", "llm_calls", "processed_events"}
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Store]:
+    store = Store.connect(database_url)
+    await migrate.upgrade(store.engine)
+    yield store
+    await store.close()
+
+
+async def table_names(store: Store) -> set[str]:
+    async with store.engine.connect() as connection:
+        return set(await connection.run_sync(lambda sync: inspect(sync).get_table_names()))
+
+
+async def test_migrations_build_the_schema_from_an_empty_database(database_url):
+    store = Store.connect(database_url)
+    try:
+        assert await table_names(store) == set()
+        await migrate.upgrade(store.engine)
+        assert await table_names(store) >= TABLES | {"alembic_version"}
+        await migrate.upgrade(store.engine)  # a second start changes nothing
+        await migrate.check(store.engine)  # the models and the migrations agree
+        await migrate.downgrade(store.engine, "base")
+        assert await table_names(store) == {"alembic_version"}
+        await migrate.upgrade(store.engine)
+        assert await table_names(store) >= TABLES
+    finally:
+        await store.close()
+
+
+async def test_sqlite_runs_in_wal_mode(sqlite_url):
+    store = Store.connect(sqlite_url)
+    try:
+        async with store.engine.connect() as connection:
+            mode = (await connection.execute(text("PRAGMA journal_mode"))).scalar()
+            timeout = (await connection.execute(text("PRAGMA busy_timeout"))).scalar()
+        assert mode == "wal" and timeout == 5000
+    finally:
+        await store.close()
+
+
+async def test_one_conversation_per_place_even_under_concurrent_first_messages(db):
+    rows = await asyncio.gather(*(db.conversation(REF) for _ in range(8)))
+    assert len({row.id for row in rows}) == 1
+    other = await db.conversation(ConversationRef(platform="slack", workspace="T1", channel="C1"))
+    assert other.id != rows[0].id
+
+
+async def test_user_message_is_stored_with_its_token_count_and_time(db):
+    message = Message(
+        conversation_id=0, role="user", author_id="slack:U1", text="hi", token_count=4
+    )
+    conversation = await db.begin_turn(REF, message)
+    [stored] = await db.messages(conversation.id)
+    assert (stored.text, stored.token_count, stored.author_id) == ("hi", 4, "slack:U1")
+    assert stored.created_at.tzinfo is not None
+
+
+async def test_newest_messages_read_only_what_the_budget_needs(db):
+    conversation = await db.conversation(REF)
+    for index in range(150):
+        await db.add_message(
+            Message(
+                conversation_id=conversation.id,
+                role="user",
+                text=f"m{index}",
+                token_count=10,
+                status="incomplete" if index == 149 else "ok",
+            )
+        )
+    newest = await db.newest_messages(conversation.id, after_id=0, token_limit=95)
+    assert [m.text for m in newest] == [f"m{i}" for i in range(148, 138, -1)]
+    everything = await db.newest_messages(conversation.id, after_id=0, token_limit=10_000)
+    assert len(everything) == 149  # the incomplete one is not history
+    after = await db.newest_messages(conversation.id, after_id=everything[5].id, token_limit=10_000)
+    assert [m.text for m in after] == [m.text for m in everything[:5]]
+
+
+async def test_an_event_is_claimed_once(db):
+    keep = timedelta(minutes=10)
+    assert await db.claim_event(["event:E1", "msg:C1:1.0"], keep=keep)
+    assert not await db.claim_event(["event:E1"], keep=keep)
+    assert not await db.claim_event(["event:E2", "msg:C1:1.0"], keep=keep)  # same message
+    assert await db.claim_event(["event:E3", "msg:C1:2.0"], keep=keep)
+    results = await asyncio.gather(*(db.claim_event(["event:race"], keep=keep) for _ in range(6)))
+    assert results.count(True) == 1
+
+
+async def test_expired_event_keys_are_pruned(db):
+    assert await db.claim_event(["event:old"], keep=timedelta(minutes=10))
+    assert await db.claim_event(["event:other"], keep=timedelta(0))  # prunes everything older
+    assert await db.claim_event(["event:old"], keep=timedelta(minutes=10))
+
+
+async def test_a_released_prompt_version_cannot_change(db):
+    row = dict(name="helpdesk", version=3, source_file="prompts/helpdesk/3.yaml", body="a")
+    first = await db.save_prompt_version(PromptVersionRow(content_hash="h1", **row))
+    again = await db.save_prompt_version(PromptVersionRow(content_hash="h1", **row))
+    assert first.id == again.id
+    with pytest.raises(PromptVersionConflict, match=r"prompts/helpdesk/3\.yaml.*new version"):
+        await db.save_prompt_version(PromptVersionRow(content_hash="h2", **row))
+    assert [v.content_hash for v in await db.prompt_versions("helpdesk")] == ["h1"]
