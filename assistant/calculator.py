@@ -40,7 +40,7 @@ _FUNCTIONS: dict[str, Callable[..., Number]] = {
 _CONSTANTS: dict[str, Number] = {"pi": math.pi, "e": math.e}
 _MAX_LENGTH = 500
 _MAX_EXPONENT = 10_000
-_MAX_DIGITS = 4_000
+_MAX_BITS = 13_300  # about 4,000 decimal digits
 
 
 class CalculatorError(ValueError):
@@ -63,6 +63,8 @@ def evaluate(expression: str) -> Number:
         raise CalculatorError("division by zero") from None
     except OverflowError:
         raise CalculatorError("the result is too large") from None
+    except RecursionError:
+        raise CalculatorError("the expression is nested too deeply") from None
 
 
 def _eval(node: ast.expr) -> Number:
@@ -78,19 +80,33 @@ def _eval(node: ast.expr) -> Number:
         return _binary(node)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         return _call(node.func.id, node)
-    raise CalculatorError(f"unsupported element: {ast.unparse(node)!r}")
+    raise CalculatorError(f"unsupported element: {_describe(node)}")
+
+
+def _describe(node: ast.expr) -> str:
+    text = ast.unparse(node) if not isinstance(node, ast.UnaryOp | ast.BinOp) else ""
+    return repr(text) if text and len(text) <= 40 else type(node).__name__
 
 
 def _binary(node: ast.BinOp) -> Number:
     left, right = _eval(node.left), _eval(node.right)
-    if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-        raise CalculatorError(f"exponents above {_MAX_EXPONENT} are not supported")
+    if isinstance(node.op, ast.Pow):
+        _check_power(left, right)
     result = _BINARY[type(node.op)](left, right)
     if isinstance(result, complex):
         raise CalculatorError("the result is not a real number")
-    if isinstance(result, int) and result.bit_length() > _MAX_DIGITS * 3.33:
+    if isinstance(result, int) and result.bit_length() > _MAX_BITS:
         raise CalculatorError("the result is too large")
     return result
+
+
+def _check_power(base: Number, exponent: Number) -> None:
+    """Refuse a power before computing it: big-integer powers hold the GIL until done."""
+    if abs(exponent) > _MAX_EXPONENT:
+        raise CalculatorError(f"exponents above {_MAX_EXPONENT} are not supported")
+    exact = isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1
+    if exact and int(base).bit_length() * exponent > _MAX_BITS:
+        raise CalculatorError("the result is too large")
 
 
 def _call(name: str, node: ast.Call) -> Number:

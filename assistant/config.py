@@ -34,7 +34,9 @@ def _platform_ids(value: tuple[str, ...]) -> tuple[str, ...]:
 class Settings(BaseSettings):
     """Every knob an operator can turn; secrets are SecretStr so they never print."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     database_url: str = DEFAULT_DATABASE_URL
     openai_api_key: SecretStr | None = None

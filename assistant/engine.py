@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from assistant import memory
@@ -17,8 +17,8 @@ from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmEr
 from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, PromptFile, PromptVersion
 from assistant.store import Store
-from assistant.store.repository import HistoryEntry
-from assistant.store.tables import Conversation, LlmCall, Message, PromptVersionRow
+from assistant.store.repository import ConversationState, HistoryEntry
+from assistant.store.tables import LlmCall, Message, PromptVersionRow
 from assistant.tokens import TokenCounter
 from assistant.tools import ToolRegistry
 from assistant.turns import (
@@ -61,7 +61,7 @@ class _Turn:
     prompt_row_id: int | None
     model: str
     counter: TokenCounter
-    conversation: Conversation | None = None
+    conversation_id: int | None = None
     user_message: Message | None = None
     calls: list[LlmCall] = field(default_factory=list)
     text: str = ""
@@ -174,18 +174,16 @@ class Assistant:
             prompt_version_id=turn.prompt_row_id,
             platform_message_id=inbound.platform_message_id,
         )
-        turn.conversation = await self._store.begin_turn(inbound.ref, message)
+        turn.conversation_id = await self._store.begin_turn(inbound.ref, message)
         turn.user_message = message
 
     async def _build_context(self, turn: _Turn) -> list[ChatMessage]:
-        conversation, version = turn.conversation, turn.version
-        assert conversation is not None and conversation.id is not None
+        version = turn.version
+        assert turn.conversation_id is not None
         fixed = self._fixed(turn)
         budget = version.memory.context_tokens
-        newest = await self._store.newest_messages(
-            conversation.id,
-            after_id=conversation.summary_through_id,
-            token_limit=max(version.memory.summarize_over_tokens, budget),
+        conversation, newest = await self._store.history(
+            turn.conversation_id, token_limit=max(version.memory.summarize_over_tokens, budget)
         )
         if turn.user_message and fixed + turn.user_message.token_count > budget:
             raise TurnRefused(
@@ -194,7 +192,7 @@ class Assistant:
             )
         plan = memory.plan_fold(newest, summarize_over=version.memory.summarize_over_tokens)
         if plan.fold:
-            await self._fold(turn, conversation, plan.fold)
+            conversation = await self._fold(turn, conversation, plan.fold)
         history_budget = budget - fixed - conversation.summary_tokens
         window = memory.fit_window(plan.keep, budget=history_budget)
         messages = self._preamble(turn)
@@ -225,10 +223,9 @@ class Assistant:
         return self._fixed_tokens[label]
 
     async def _fold(
-        self, turn: _Turn, conversation: Conversation, fold: list[HistoryEntry]
-    ) -> None:
+        self, turn: _Turn, conversation: ConversationState, fold: list[HistoryEntry]
+    ) -> ConversationState:
         """Summarize older turns with one extra call; if it fails, answer without it."""
-        assert conversation.id is not None
         request = ChatRequest(
             model=turn.model,
             messages=memory.summary_request(conversation.summary, fold, words=SUMMARY_WORDS),
@@ -239,16 +236,22 @@ class Assistant:
         except LlmError as exc:
             log.warning("summary folding failed, answering with the trimmed history: %s", exc)
             turn.calls.append(self._failed_call(turn, "summary", exc))
-            return
+            return conversation
         turn.calls.append(self._call_row(turn, "summary", request, completion))
         summary = completion.text.strip()
-        through = fold[-1].id
-        tokens = turn.counter.count_message(summary)
-        await self._store.save_summary(
-            conversation.id, summary=summary, tokens=tokens, through_id=through
+        folded = replace(
+            conversation,
+            summary=summary,
+            summary_tokens=turn.counter.count_message(summary),
+            summary_through_id=fold[-1].id,
         )
-        conversation.summary, conversation.summary_tokens = summary, tokens
-        conversation.summary_through_id = through
+        await self._store.save_summary(
+            conversation.id,
+            summary=folded.summary,
+            tokens=folded.summary_tokens,
+            through_id=folded.summary_through_id,
+        )
+        return folded
 
     async def _complete(self, request: ChatRequest) -> Completion:
         async for item in self._model.stream(request):
@@ -328,7 +331,7 @@ class Assistant:
     ) -> LlmCall:
         usage = completion.usage or self._estimate_usage(turn, request, completion)
         return LlmCall(
-            conversation_id=turn.conversation.id if turn.conversation else None,
+            conversation_id=turn.conversation_id,
             prompt_version_id=turn.prompt_row_id,
             purpose=purpose,
             model=completion.model or request.model,
@@ -357,7 +360,7 @@ class Assistant:
 
     def _failed_call(self, turn: _Turn, purpose: str, exc: LlmError) -> LlmCall:
         return LlmCall(
-            conversation_id=turn.conversation.id if turn.conversation else None,
+            conversation_id=turn.conversation_id,
             prompt_version_id=turn.prompt_row_id,
             purpose=purpose,
             model=turn.model,
@@ -368,9 +371,9 @@ class Assistant:
         )
 
     async def _finish(self, turn: _Turn) -> Completed:
-        assert turn.conversation is not None and turn.conversation.id is not None
+        assert turn.conversation_id is not None
         reply = Message(
-            conversation_id=turn.conversation.id,
+            conversation_id=turn.conversation_id,
             role="assistant",
             text=turn.text,
             token_count=turn.counter.count_message(turn.text),
@@ -401,9 +404,9 @@ class Assistant:
                 True,
             )
         partial = None
-        if turn.text and turn.conversation and turn.conversation.id is not None:
+        if turn.text and turn.conversation_id is not None:
             partial = Message(
-                conversation_id=turn.conversation.id,
+                conversation_id=turn.conversation_id,
                 role="assistant",
                 text=turn.text,
                 token_count=turn.counter.count_message(turn.text),

@@ -34,10 +34,9 @@ class PriceTable:
         if override is not None:
             try:
                 text = override.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ValueError(
-                    f"PRICING_FILE {override}: cannot read it ({exc.strerror})"
-                ) from None
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ValueError(f"PRICING_FILE {override}: cannot read it ({reason})") from None
             prices.update(_parse(text, str(override)))
         return cls(prices)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -140,9 +141,15 @@ def load_prompt_file(path: Path, *, known_tools: Iterable[str] = ()) -> PromptFi
 
 
 def _describe(path: Path, exc: ValidationError) -> str:
-    first = exc.errors()[0]
+    # A misspelt key shows up twice (unknown key, missing field): name the misspelling first.
+    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
+    first = errors[0]
     field = ".".join(str(part) for part in first["loc"])
     message = str(first["msg"]).removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        known = PromptVersion.model_fields if len(first["loc"]) == 1 else {}
+        close = difflib.get_close_matches(str(first["loc"][-1]), list(known), n=1)
+        message = "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
     if not field and ": " in message:  # model-level checks name their field themselves
         field, message = message.split(": ", 1)
     extra = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""

@@ -31,6 +31,7 @@ from typing import Any
 
 import openai
 import yaml
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from sqlalchemy import insert, update
 
 from assistant.builtin_tools import builtin_registry
@@ -40,8 +41,6 @@ from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, load_prompts_dir
 from assistant.store import Store, migrate
 from assistant.store.tables import Conversation, Message
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-
 from assistant.testing import FakeLlm, Reply
 from assistant.tokens import TokenCounter
 from assistant.turns import Actor, ConversationRef, Inbound
@@ -180,18 +179,17 @@ def last_request(base_url: str) -> dict[str, Any]:
     return body
 
 
-async def wait_until_up(base_url: str) -> None:
+def wait_until_up(base_url: str) -> None:
     for _ in range(200):
         try:
             with urllib.request.urlopen(f"{base_url}/models"):
                 return
         except OSError:
-            await asyncio.sleep(0.05)
+            time.sleep(0.05)
     raise RuntimeError("the fake LLM server did not start")
 
 
 async def measure(base_url: str, turns: int) -> dict[int, dict[str, list[float]]]:
-    await wait_until_up(base_url)
     results: dict[int, dict[str, list[float]]] = {}
     client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
     for size in SIZES:
@@ -199,7 +197,7 @@ async def measure(base_url: str, turns: int) -> dict[int, dict[str, list[float]]
             assistant, store = await engine_for(Path(directory), size, base_url)
             for index in range(10):  # warm up connections, caches, the tokenizer
                 await engine_turn(assistant, index)
-            body = last_request(base_url)
+            body = await asyncio.to_thread(last_request, base_url)
             for _ in range(10):
                 await bare_create(client, body)
                 await bare_post(client, body)
@@ -252,6 +250,7 @@ def main() -> None:
     server = multiprocessing.get_context("spawn").Process(target=serve_fake, args=(port,))
     server.start()
     try:
+        wait_until_up(f"http://127.0.0.1:{port}/v1")
         results = asyncio.run(measure(f"http://127.0.0.1:{port}/v1", args.turns))
     finally:
         server.terminate()

@@ -68,8 +68,9 @@ async def test_user_message_is_stored_with_its_token_count_and_time(db):
     message = Message(
         conversation_id=0, role="user", author_id="slack:U1", text="hi", token_count=4
     )
-    conversation = await db.begin_turn(REF, message)
-    [stored] = await db.messages(conversation.id)
+    conversation_id = await db.begin_turn(REF, message)
+    [stored] = await db.messages(conversation_id)
+    assert stored.id == message.id
     assert (stored.text, stored.token_count, stored.author_id) == ("hi", 4, "slack:U1")
     assert stored.created_at.tzinfo is not None
 

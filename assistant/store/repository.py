@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, insert
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,7 +24,9 @@ from assistant.store.tables import (
 )
 from assistant.turns import ConversationRef
 
-_PAGE = 64
+_PAGE = 128
+_messages = Message.__table__.c  # type: ignore[attr-defined]
+_conversations = Conversation.__table__.c  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +40,16 @@ class HistoryEntry:
     author_name: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class ConversationState:
+    """A conversation's id and rolling summary, as of the start of a turn."""
+
+    id: int
+    summary: str = ""
+    summary_tokens: int = 0
+    summary_through_id: int = 0
+
+
 class PromptVersionConflict(Exception):
     """A released prompt version came back with different content."""
 
@@ -48,6 +60,9 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        # A conversation's id never changes and rows are never deleted, so every replica may
+        # keep this map: it saves a query on every turn and holds nothing another one needs.
+        self._conversation_ids: dict[ConversationRef, int] = {}
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -96,21 +111,23 @@ class Store:
         )
         return result.first()
 
-    async def begin_turn(self, key: ConversationRef, message: Message) -> Conversation:
-        """Find (or create) the conversation and store the user's message before anything else."""
-        async with self._sessions() as session:
-            conversation = await self._find_conversation(session, key)
-            if conversation is None:
-                conversation = await self.conversation(key)
+    async def conversation_id(self, key: ConversationRef) -> int:
+        if key not in self._conversation_ids:
+            conversation = await self.conversation(key)
             assert conversation.id is not None
-            message.conversation_id = conversation.id
-            session.add(message)
-            await session.commit()
-            return conversation
+            self._conversation_ids[key] = conversation.id
+        return self._conversation_ids[key]
 
-    async def get_conversation(self, conversation_id: int) -> Conversation | None:
-        async with self._sessions() as session:
-            return await session.get(Conversation, conversation_id)
+    async def begin_turn(self, key: ConversationRef, message: Message) -> int:
+        """Store the user's message (creating its conversation if new) before anything else.
+
+        Returns the conversation id; `message` gets its id. Core statements, not the ORM:
+        this runs on every turn.
+        """
+        message.conversation_id = await self.conversation_id(key)
+        async with self.engine.begin() as connection:
+            message.id = await _insert_message(connection, message)
+        return message.conversation_id
 
     async def add_message(self, message: Message) -> Message:
         async with self._sessions() as session:
@@ -118,47 +135,35 @@ class Store:
             await session.commit()
             return message
 
+    async def history(
+        self, conversation_id: int, *, token_limit: int
+    ) -> tuple[ConversationState, list[HistoryEntry]]:
+        """The summary state and the newest unsummarized messages, read in one connection."""
+        table = _conversations
+        async with self.engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    sa_select(table.summary, table.summary_tokens, table.summary_through_id).where(
+                        table.id == conversation_id
+                    )
+                )
+            ).one()
+            state = ConversationState(
+                id=conversation_id,
+                summary=row.summary,
+                summary_tokens=row.summary_tokens,
+                summary_through_id=row.summary_through_id,
+            )
+            newest = await _newest(
+                connection, conversation_id, after_id=state.summary_through_id, limit=token_limit
+            )
+        return state, newest
+
     async def newest_messages(
         self, conversation_id: int, *, after_id: int, token_limit: int
     ) -> list[HistoryEntry]:
-        """Newest-first complete messages after `after_id`, until their tokens pass `token_limit`.
-
-        Reads in pages from the newest end, so the cost depends on the budget, never on how
-        long the conversation is.
-        """
-        found: list[HistoryEntry] = []
-        total = 0
-        before_id: int | None = None
-        table = Message.__table__.c  # type: ignore[attr-defined]
-        columns = (table.id, table.role, table.text, table.token_count, table.author_name)
         async with self.engine.connect() as connection:
-            while total <= token_limit:
-                query = (
-                    sa_select(*columns)
-                    .where(
-                        table.conversation_id == conversation_id,
-                        table.id > after_id,
-                        table.status == "ok",
-                    )
-                    .order_by(table.id.desc())
-                    .limit(_PAGE)
-                )
-                if before_id is not None:
-                    query = query.where(table.id < before_id)
-                page = (await connection.execute(query)).all()
-                for ident, role, text, tokens, author in page:
-                    found.append(
-                        HistoryEntry(
-                            id=ident, role=role, text=text, token_count=tokens, author_name=author
-                        )
-                    )
-                    total += tokens
-                    if total > token_limit:
-                        break
-                if len(page) < _PAGE:
-                    break
-                before_id = page[-1][0]
-        return found
+            return await _newest(connection, conversation_id, after_id=after_id, limit=token_limit)
 
     async def count_messages(self, conversation_id: int) -> int:
         async with self._sessions() as session:
@@ -178,21 +183,16 @@ class Store:
             row.summary_through_id = through_id
             await session.commit()
 
-    async def record_calls(self, calls: Sequence[LlmCall]) -> None:
-        async with self._sessions() as session:
-            session.add_all(calls)
-            await session.commit()
-
     async def finish_turn(self, reply: Message | None, calls: Sequence[LlmCall]) -> None:
         """Store the reply and its calls together: a reply is never stored without its cost."""
-        async with self._sessions() as session:
+        async with self.engine.begin() as connection:
             if reply is not None:
-                session.add(reply)
-                await session.flush()
+                reply.id = await _insert_message(connection, reply)
                 for call in calls:
                     call.message_id = reply.id
-            session.add_all(calls)
-            await session.commit()
+            if calls:
+                rows = [call.model_dump(exclude={"id"}) for call in calls]
+                await connection.execute(insert(LlmCall), rows)
 
     async def llm_calls(self, conversation_id: int) -> list[LlmCall]:
         async with self._sessions() as session:
@@ -261,3 +261,48 @@ class Store:
             if name is not None:
                 query = query.where(PromptVersionRow.name == name)
             return list((await session.exec(query)).all())
+
+
+async def _insert_message(connection: AsyncConnection, message: Message) -> int:
+    values = message.model_dump(exclude={"id"})
+    result = await connection.execute(insert(Message).values(**values).returning(_messages.id))
+    return int(result.scalar_one())
+
+
+async def _newest(
+    connection: AsyncConnection, conversation_id: int, *, after_id: int, limit: int
+) -> list[HistoryEntry]:
+    """Newest-first complete messages after `after_id`, until their tokens pass `limit`.
+
+    Reads in pages from the newest end, so the cost depends on the budget, never on how long
+    the conversation is.
+    """
+    table = _messages
+    found: list[HistoryEntry] = []
+    total = 0
+    before_id: int | None = None
+    while total <= limit:
+        query = (
+            sa_select(table.id, table.role, table.text, table.token_count, table.author_name)
+            .where(
+                table.conversation_id == conversation_id,
+                table.id > after_id,
+                table.status == "ok",
+            )
+            .order_by(table.id.desc())
+            .limit(_PAGE)
+        )
+        if before_id is not None:
+            query = query.where(table.id < before_id)
+        page = (await connection.execute(query)).all()
+        for ident, role, text, tokens, author in page:
+            found.append(
+                HistoryEntry(id=ident, role=role, text=text, token_count=tokens, author_name=author)
+            )
+            total += tokens
+            if total > limit:
+                break
+        if len(page) < _PAGE:
+            break
+        before_id = page[-1][0]
+    return found
