@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -14,7 +13,6 @@ from rich.console import Console
 
 from assistant.bootstrap import open_runtime
 from assistant.config import ConfigError, Settings, load_settings
-from assistant.pricing import PriceTable
 from assistant.prompts import PromptFileError
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
@@ -22,7 +20,7 @@ from assistant.turns import Actor, ConversationRef
 from bots.terminal import TerminalChat
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
-db_app = typer.Typer(no_args_is_help=True, help="Database schema: upgrade or check migrations.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 app.add_typer(db_app, name="db")
 
 NO_MODEL = (
@@ -109,23 +107,6 @@ def db_upgrade() -> None:
     typer.echo("database is up to date")
 
 
-@db_app.command("check")
-def db_check() -> None:
-    """Fail when the tables and the migrations disagree (run in CI)."""
-    settings = _settings()
-
-    async def main() -> None:
-        store = Store.connect(settings.database_url)
-        try:
-            await migrate.upgrade(store.engine)
-            await migrate.check(store.engine)
-        finally:
-            await store.close()
-
-    _run(main)
-    typer.echo("migrations match the models")
-
-
 @app.command("fake-llm")
 def fake_llm(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to listen on.")] = 8808,
@@ -141,14 +122,3 @@ def fake_llm(
             await server.stop()
 
     _run(main)
-
-
-@app.command("prices")
-def prices(model: str) -> None:
-    """Show what a model costs per million tokens, or that it is unpriced."""
-    settings = _settings()
-    price = PriceTable.load(settings.pricing_file).price(model)
-    if price is None:
-        typer.echo(f"{model}: unpriced (add it to PRICING_FILE)")
-        sys.exit(1)
-    typer.echo(f"{model}: {price.model_dump_json()}")

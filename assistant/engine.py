@@ -127,8 +127,9 @@ class Assistant:
             yield Ignored(reason="duplicate delivery")
             return
         turn = self._start(inbound)
+        yield Thinking()
         try:
-            await self._store_user_message(turn)
+            history = await self._store_user_message(turn)
         except Exception:
             log.exception("could not store the user's message")
             yield Failed(
@@ -138,9 +139,8 @@ class Assistant:
                 error_class="StoreError",
             )
             return
-        yield Thinking()
         try:
-            async for event in self._converse(turn):
+            async for event in self._converse(turn, history):
                 yield event
             yield await self._finish(turn)
         except Exception as exc:
@@ -162,7 +162,9 @@ class Assistant:
             self._counters[model] = TokenCounter(model)
         return self._counters[model]
 
-    async def _store_user_message(self, turn: _Turn) -> None:
+    async def _store_user_message(
+        self, turn: _Turn
+    ) -> tuple[ConversationState, list[HistoryEntry]]:
         inbound = turn.inbound
         message = Message(
             conversation_id=0,
@@ -174,17 +176,23 @@ class Assistant:
             prompt_version_id=turn.prompt_row_id,
             platform_message_id=inbound.platform_message_id,
         )
-        turn.conversation_id = await self._store.begin_turn(inbound.ref, message)
+        memory_policy = turn.version.memory
+        history = await self._store.begin_turn(
+            inbound.ref,
+            message,
+            token_limit=max(memory_policy.summarize_over_tokens, memory_policy.context_tokens),
+        )
+        turn.conversation_id = message.conversation_id
         turn.user_message = message
+        return history
 
-    async def _build_context(self, turn: _Turn) -> list[ChatMessage]:
+    async def _build_context(
+        self, turn: _Turn, history: tuple[ConversationState, list[HistoryEntry]]
+    ) -> list[ChatMessage]:
         version = turn.version
-        assert turn.conversation_id is not None
+        conversation, newest = history
         fixed = self._fixed(turn)
         budget = version.memory.context_tokens
-        conversation, newest = await self._store.history(
-            turn.conversation_id, token_limit=max(version.memory.summarize_over_tokens, budget)
-        )
         if turn.user_message and fixed + turn.user_message.token_count > budget:
             raise TurnRefused(
                 f"Your message is too long for this assistant ({turn.user_message.token_count} "
@@ -259,9 +267,11 @@ class Assistant:
                 return item
         raise LlmError("the model stream ended without a completion")
 
-    async def _converse(self, turn: _Turn) -> AsyncIterator[Event]:
+    async def _converse(
+        self, turn: _Turn, history: tuple[ConversationState, list[HistoryEntry]]
+    ) -> AsyncIterator[Event]:
         """Call the model, run the tools it asks for, and repeat until it answers in text."""
-        messages = await self._build_context(turn)
+        messages = await self._build_context(turn, history)
         version = turn.version
         for round_number in range(self._config.max_tool_rounds + 1):
             last_round = round_number == self._config.max_tool_rounds

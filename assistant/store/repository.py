@@ -118,16 +118,19 @@ class Store:
             self._conversation_ids[key] = conversation.id
         return self._conversation_ids[key]
 
-    async def begin_turn(self, key: ConversationRef, message: Message) -> int:
-        """Store the user's message (creating its conversation if new) before anything else.
+    async def begin_turn(
+        self, key: ConversationRef, message: Message, *, token_limit: int
+    ) -> tuple[ConversationState, list[HistoryEntry]]:
+        """Store the user's message (creating its conversation if new), then read its history.
 
-        Returns the conversation id; `message` gets its id. Core statements, not the ORM:
-        this runs on every turn.
+        The message is committed before the history is read, so it is safe whatever happens
+        next; one connection serves both because this runs on every turn.
         """
         message.conversation_id = await self.conversation_id(key)
-        async with self.engine.begin() as connection:
+        async with self.engine.connect() as connection:
             message.id = await _insert_message(connection, message)
-        return message.conversation_id
+            await connection.commit()
+            return await _history(connection, message.conversation_id, token_limit)
 
     async def add_message(self, message: Message) -> Message:
         async with self._sessions() as session:
@@ -139,25 +142,8 @@ class Store:
         self, conversation_id: int, *, token_limit: int
     ) -> tuple[ConversationState, list[HistoryEntry]]:
         """The summary state and the newest unsummarized messages, read in one connection."""
-        table = _conversations
         async with self.engine.connect() as connection:
-            row = (
-                await connection.execute(
-                    sa_select(table.summary, table.summary_tokens, table.summary_through_id).where(
-                        table.id == conversation_id
-                    )
-                )
-            ).one()
-            state = ConversationState(
-                id=conversation_id,
-                summary=row.summary,
-                summary_tokens=row.summary_tokens,
-                summary_through_id=row.summary_through_id,
-            )
-            newest = await _newest(
-                connection, conversation_id, after_id=state.summary_through_id, limit=token_limit
-            )
-        return state, newest
+            return await _history(connection, conversation_id, token_limit)
 
     async def newest_messages(
         self, conversation_id: int, *, after_id: int, token_limit: int
@@ -267,6 +253,26 @@ async def _insert_message(connection: AsyncConnection, message: Message) -> int:
     values = message.model_dump(exclude={"id"})
     result = await connection.execute(insert(Message).values(**values).returning(_messages.id))
     return int(result.scalar_one())
+
+
+async def _history(
+    connection: AsyncConnection, conversation_id: int, token_limit: int
+) -> tuple[ConversationState, list[HistoryEntry]]:
+    table = _conversations
+    query = sa_select(table.summary, table.summary_tokens, table.summary_through_id).where(
+        table.id == conversation_id
+    )
+    row = (await connection.execute(query)).one()
+    state = ConversationState(
+        id=conversation_id,
+        summary=row.summary,
+        summary_tokens=row.summary_tokens,
+        summary_through_id=row.summary_through_id,
+    )
+    newest = await _newest(
+        connection, conversation_id, after_id=state.summary_through_id, limit=token_limit
+    )
+    return state, newest
 
 
 async def _newest(
