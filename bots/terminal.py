@@ -45,7 +45,7 @@ class TerminalChat:
         actor: Actor,
         console: Console,
         show_cost: bool = False,
-        read_line: Callable[[], str] = input,
+        read_line: Callable[[], str] = lambda: input("you> "),
     ) -> None:
         self._assistant = assistant
         self._ref = ref
@@ -89,19 +89,17 @@ class TerminalChat:
         inbound = Inbound(ref=self._ref, actor=self._actor, text=text)
         out = self._console
         out.print("assistant> ", style="bold green", end="")
-        fresh_line = False
+        line_open = True  # something is on the current line; a tool line must start afresh
         async for event in self._assistant.respond(inbound):
             if isinstance(event, TextDelta):
-                text = event.text.lstrip("\n") if fresh_line else event.text
-                fresh_line = False
+                text = event.text if line_open else event.text.lstrip("\n")
                 out.print(text, end="", markup=False, highlight=False)
-            elif isinstance(event, ToolStarted):
-                out.print(
-                    f"\n  [{event.name} {event.arguments}]", style="dim", markup=False, end=""
-                )
-                fresh_line = True
-            elif isinstance(event, ToolFinished):
-                out.print(" ok" if event.ok else " failed", style="dim", markup=False)
+                line_open = line_open or bool(text)
+            elif isinstance(event, ToolStarted | ToolFinished):
+                line = _tool_line(event)
+                if line:
+                    out.print(("\n" if line_open else "") + line, style="dim", markup=False)
+                    line_open = False
             elif isinstance(event, Completed):
                 self._last = event
                 out.print()
@@ -109,3 +107,9 @@ class TerminalChat:
                     out.print(describe(event), style="cyan", highlight=False)
             elif isinstance(event, Failed):
                 out.print(f"\n! {event.user_message}", style="bold red", highlight=False)
+
+
+def _tool_line(event: ToolStarted | ToolFinished) -> str:
+    if isinstance(event, ToolStarted):
+        return f"  [{event.name} {event.arguments}]"
+    return "" if event.ok else f"  [{event.name} failed]"

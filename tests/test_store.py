@@ -46,6 +46,19 @@ async def test_migrations_build_the_schema_from_an_empty_database(database_url):
         await store.close()
 
 
+async def test_replicas_starting_together_migrate_once(database_url):
+    if database_url.startswith("sqlite"):
+        pytest.skip("replicas share Postgres; SQLite serves one process")
+    stores = [Store.connect(database_url) for _ in range(3)]
+    try:
+        async with asyncio.timeout(30):  # without the migration lock they deadlock on DDL
+            await asyncio.gather(*(migrate.upgrade(store.engine) for store in stores))
+        assert await table_names(stores[0]) >= TABLES
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_sqlite_runs_in_wal_mode(sqlite_url):
     store = Store.connect(sqlite_url)
     try:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,8 +20,14 @@ def _config(connection: Connection) -> Config:
     return config
 
 
+# Any constant: replicas starting together on Postgres take turns instead of racing on DDL.
+_MIGRATION_LOCK = 0x61737369  # "assi"
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
         await connection.run_sync(lambda sync: command.upgrade(_config(sync), revision))
 
 
