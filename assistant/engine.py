@@ -1,4 +1,5 @@
-"""The turn: resolve the prompt, store the message, build the context, call, run tools, persist.
+"""The turn: resolve the version, store the message, build the context, call, run tools, check
+the contract, persist.
 
 Each phase is a method that fits on a screen; `respond` only strings them together and turns
 every failure into a `Failed` event, after the user's message is safely stored.
@@ -6,14 +7,17 @@ every failure into a `Failed` event, after the user's message is safely stored.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from assistant import memory
-from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError, Usage
+from assistant import accounting, contracts, memory
+from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
 from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, PromptFile, PromptVersion
 from assistant.store import Store
@@ -32,13 +36,14 @@ from assistant.turns import (
     Thinking,
     ToolFinished,
     ToolStarted,
-    TurnUsage,
 )
+from assistant.versions import VersionResolver
 
 log = logging.getLogger(__name__)
 
 DEDUPE_WINDOW = timedelta(hours=24)  # Slack redelivers for minutes; keep keys far longer
 SUMMARY_WORDS = 200
+History = tuple[ConversationState, list[HistoryEntry]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,19 +63,27 @@ class _Turn:
 
     inbound: Inbound
     prompt: PromptFile
-    prompt_row_id: int | None
-    model: str
+    context: accounting.CallContext
     counter: TokenCounter
-    conversation_id: int | None = None
     user_message: Message | None = None
     calls: list[LlmCall] = field(default_factory=list)
     text: str = ""
+    shown: bool = True  # whether text reaches the user as it streams (not for JSON contracts)
     started: float = field(default_factory=time.perf_counter)
     ttft_ms: float | None = None
 
     @property
     def version(self) -> PromptVersion:
         return self.prompt.version
+
+    @property
+    def model(self) -> str:
+        return self.context.model
+
+    @property
+    def conversation_id(self) -> int:
+        assert self.context.conversation_id is not None
+        return self.context.conversation_id
 
 
 class Assistant:
@@ -89,19 +102,19 @@ class Assistant:
     ) -> None:
         self._store = store
         self._model = model
-        self._catalog = catalog
         self._tools = tools
         self._prices = prices
         self._config = config
         self._clock = clock
+        self.versions = VersionResolver(catalog, store.prompts)
         self._prompt_rows: dict[str, int] = {}
         self._counters: dict[str, TokenCounter] = {}
         self._fixed_tokens: dict[str, int] = {}
 
     async def sync_prompts(self) -> None:
         """Store every loaded version (refusing edited released files) and remember their ids."""
-        for prompt in self._catalog.files:
-            row = await self._store.save_prompt_version(
+        for prompt in self.versions.catalog.files:
+            row = await self._store.prompts.save_version(
                 PromptVersionRow(
                     name=prompt.version.name,
                     version=prompt.version.version,
@@ -126,9 +139,9 @@ class Assistant:
         ):
             yield Ignored(reason="duplicate delivery")
             return
-        turn = self._start(inbound)
         yield Thinking()
         try:
+            turn = await self._start(inbound)
             history = await self._store_user_message(turn)
         except Exception:
             log.exception("could not store the user's message")
@@ -146,49 +159,59 @@ class Assistant:
         except Exception as exc:
             yield await self._fail(turn, exc)
 
-    def _start(self, inbound: Inbound) -> _Turn:
-        prompt = self._catalog.latest(self._catalog.default_name)
+    async def _start(self, inbound: Inbound) -> _Turn:
+        conversation_id = await self._store.conversation_id(inbound.ref)
+        prompt = await self.versions.resolve(inbound.ref, conversation_id)
         model = prompt.version.model or self._config.default_model
+        context = accounting.CallContext(
+            conversation_id=conversation_id,
+            prompt_version_id=await self._prompt_row_id(prompt),
+            model=model,
+        )
         return _Turn(
             inbound=inbound,
             prompt=prompt,
-            prompt_row_id=self._prompt_rows.get(prompt.version.label),
-            model=model,
+            context=context,
             counter=self._counter(model),
+            shown=prompt.version.response_schema is None,
         )
+
+    async def _prompt_row_id(self, prompt: PromptFile) -> int | None:
+        label = prompt.version.label
+        if label not in self._prompt_rows:  # a version this process learnt from the store
+            row = await self._store.prompts.version(prompt.version.name, prompt.version.version)
+            if row is None or row.id is None:
+                return None
+            self._prompt_rows[label] = row.id
+        return self._prompt_rows[label]
 
     def _counter(self, model: str) -> TokenCounter:
         if model not in self._counters:
             self._counters[model] = TokenCounter(model)
         return self._counters[model]
 
-    async def _store_user_message(
-        self, turn: _Turn
-    ) -> tuple[ConversationState, list[HistoryEntry]]:
+    async def _store_user_message(self, turn: _Turn) -> History:
         inbound = turn.inbound
         message = Message(
-            conversation_id=0,
+            conversation_id=turn.conversation_id,
             role="user",
             author_id=inbound.actor.qualified_id,
             author_name=inbound.actor.display_name,
             text=inbound.text,
             token_count=turn.counter.count_message(inbound.text),
-            prompt_version_id=turn.prompt_row_id,
+            prompt_version_id=turn.context.prompt_version_id,
             platform_message_id=inbound.platform_message_id,
         )
-        memory_policy = turn.version.memory
+        policy = turn.version.memory
         history = await self._store.begin_turn(
             inbound.ref,
             message,
-            token_limit=max(memory_policy.summarize_over_tokens, memory_policy.context_tokens),
+            token_limit=max(policy.summarize_over_tokens, policy.context_tokens),
         )
-        turn.conversation_id = message.conversation_id
         turn.user_message = message
         return history
 
-    async def _build_context(
-        self, turn: _Turn, history: tuple[ConversationState, list[HistoryEntry]]
-    ) -> list[ChatMessage]:
+    async def _build_context(self, turn: _Turn, history: History) -> list[ChatMessage]:
         version = turn.version
         conversation, newest = history
         fixed = self._fixed(turn)
@@ -243,7 +266,7 @@ class Assistant:
             completion = await self._complete(request)
         except LlmError as exc:
             log.warning("summary folding failed, answering with the trimmed history: %s", exc)
-            turn.calls.append(self._failed_call(turn, "summary", exc))
+            turn.calls.append(accounting.failed_call(turn.context, purpose="summary", error=exc))
             return conversation
         turn.calls.append(self._call_row(turn, "summary", request, completion))
         summary = completion.text.strip()
@@ -267,27 +290,50 @@ class Assistant:
                 return item
         raise LlmError("the model stream ended without a completion")
 
-    async def _converse(
-        self, turn: _Turn, history: tuple[ConversationState, list[HistoryEntry]]
-    ) -> AsyncIterator[Event]:
-        """Call the model, run the tools it asks for, and repeat until it answers in text."""
+    async def _converse(self, turn: _Turn, history: History) -> AsyncIterator[Event]:
+        """Answer from the cache, or call the model (with tools) and check its contract."""
         messages = await self._build_context(turn, history)
+        version = turn.version
+        cache_key = _cache_key(turn, messages) if version.cache else None
+        if cache_key is not None and await self._answer_from_cache(turn, cache_key):
+            yield TextDelta(text=turn.text)
+            return
+        async for event in self._tool_loop(turn, messages):
+            yield event
+        if version.response_schema is not None:
+            await self._enforce_contract(turn, messages, version.response_schema)
+            yield TextDelta(text=turn.text)
+        if cache_key is not None and turn.context.prompt_version_id is not None:
+            await self._store.prompts.cache_reply(
+                cache_key, turn.context.prompt_version_id, turn.text
+            )
+
+    async def _answer_from_cache(self, turn: _Turn, key: str) -> bool:
+        cached = await self._store.prompts.cached_reply(key)
+        if cached is None:
+            return False
+        elapsed = (time.perf_counter() - turn.started) * 1000
+        turn.calls.append(accounting.cache_hit_call(turn.context, elapsed_ms=elapsed))
+        turn.text, turn.ttft_ms = cached, elapsed
+        return True
+
+    async def _tool_loop(self, turn: _Turn, messages: list[ChatMessage]) -> AsyncIterator[Event]:
+        """Call the model, run the tools it asks for, and repeat until it answers in text."""
         version = turn.version
         for round_number in range(self._config.max_tool_rounds + 1):
             last_round = round_number == self._config.max_tool_rounds
-            tools = [] if last_round else self._tools.definitions(version.tools)
             request = ChatRequest(
                 model=turn.model,
                 messages=messages,
-                tools=tools,
+                tools=[] if last_round else self._tools.definitions(version.tools),
                 params=version.params.request_fields(),
             )
             completion: Completion | None = None
             async for item in self._call_streaming(turn, request):
-                if isinstance(item, TextDelta):
-                    yield item
-                else:
+                if isinstance(item, Completion):
                     completion = item
+                elif turn.shown:
+                    yield item
             assert completion is not None
             if not completion.tool_calls:
                 return
@@ -313,7 +359,7 @@ class Assistant:
                 turn.text += item
                 yield TextDelta(text=item)
         except LlmError as exc:
-            turn.calls.append(self._failed_call(turn, "reply", exc))
+            turn.calls.append(accounting.failed_call(turn.context, purpose="reply", error=exc))
             raise
 
     async def _run_tools(
@@ -336,65 +382,56 @@ class Assistant:
                 ChatMessage(role="tool", content=result.content, tool_call_id=result.call_id)
             )
 
+    async def _enforce_contract(
+        self, turn: _Turn, messages: list[ChatMessage], schema: dict[str, Any]
+    ) -> None:
+        """Validate the reply; on a violation, one repair call that quotes the error."""
+        check = contracts.check_reply(turn.text, schema)
+        if not check.ok:
+            turn.calls[-1].contract_error = check.error[:500]
+            repair = [
+                *messages,
+                ChatMessage(role="assistant", content=turn.text),
+                ChatMessage(role="user", content=contracts.repair_instruction(check.error, schema)),
+            ]
+            turn.text = ""
+            request = ChatRequest(
+                model=turn.model, messages=repair, params=turn.version.params.request_fields()
+            )
+            async for _ in self._call_streaming(turn, request):
+                pass
+            check = contracts.check_reply(turn.text, schema)
+            if not check.ok:
+                turn.calls[-1].contract_error = check.error[:500]
+                raise contracts.ContractViolation(check.error)
+        turn.text = check.text
+
     def _call_row(
         self, turn: _Turn, purpose: str, request: ChatRequest, completion: Completion
     ) -> LlmCall:
-        usage = completion.usage or self._estimate_usage(turn, request, completion)
-        return LlmCall(
-            conversation_id=turn.conversation_id,
-            prompt_version_id=turn.prompt_row_id,
+        return accounting.completed_call(
+            turn.context,
             purpose=purpose,
-            model=completion.model or request.model,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            cost_usd=self._prices.cost(
-                completion.model or request.model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_tokens=usage.cached_tokens,
-            ),
-            ttft_ms=completion.ttft_ms,
-            total_ms=completion.total_ms,
-            status="ok",
-        )
-
-    def _estimate_usage(self, turn: _Turn, request: ChatRequest, completion: Completion) -> Usage:
-        """Servers that send no usage (some local ones) are counted with our tokenizer."""
-        wire = [{"role": m.role, "content": m.content} for m in request.messages]
-        tools = [t.to_openai() for t in request.tools]
-        return Usage(
-            prompt_tokens=turn.counter.count_request(wire, tools),
-            completion_tokens=turn.counter.count(completion.text),
-        )
-
-    def _failed_call(self, turn: _Turn, purpose: str, exc: LlmError) -> LlmCall:
-        return LlmCall(
-            conversation_id=turn.conversation_id,
-            prompt_version_id=turn.prompt_row_id,
-            purpose=purpose,
-            model=turn.model,
-            ttft_ms=exc.ttft_ms,
-            total_ms=exc.total_ms,
-            status="error",
-            error_class=type(exc).__name__,
+            request=request,
+            completion=completion,
+            prices=self._prices,
+            counter=turn.counter,
         )
 
     async def _finish(self, turn: _Turn) -> Completed:
-        assert turn.conversation_id is not None
         reply = Message(
             conversation_id=turn.conversation_id,
             role="assistant",
             text=turn.text,
             token_count=turn.counter.count_message(turn.text),
-            prompt_version_id=turn.prompt_row_id,
+            prompt_version_id=turn.context.prompt_version_id,
         )
         await self._store.finish_turn(reply, turn.calls)
         assert reply.id is not None
         return Completed(
             message_id=reply.id,
             text=turn.text,
-            usage=_total_usage(turn.calls),
+            usage=accounting.turn_usage(turn.calls),
             ttft_ms=turn.ttft_ms,
             total_ms=(time.perf_counter() - turn.started) * 1000,
             prompt_version=turn.version.label,
@@ -403,25 +440,16 @@ class Assistant:
 
     async def _fail(self, turn: _Turn, exc: Exception) -> Failed:
         """Record what happened and tell the user in words they can act on."""
-        if isinstance(exc, LlmError):
-            message, retryable = exc.user_message, exc.retryable
-        elif isinstance(exc, TurnRefused):
-            message, retryable = str(exc), False
-        else:
-            log.exception("turn failed", exc_info=exc)
-            message, retryable = (
-                "Something went wrong on the assistant's side. Please try again.",
-                True,
-            )
+        message, retryable = _user_facing(exc)
         partial = None
-        if turn.text and turn.conversation_id is not None:
+        if turn.text:
             partial = Message(
                 conversation_id=turn.conversation_id,
                 role="assistant",
                 text=turn.text,
                 token_count=turn.counter.count_message(turn.text),
                 status="incomplete",
-                prompt_version_id=turn.prompt_row_id,
+                prompt_version_id=turn.context.prompt_version_id,
             )
         elif turn.user_message is not None:
             for call in turn.calls:
@@ -434,18 +462,29 @@ class Assistant:
             user_message=message,
             retryable=retryable,
             error_class=type(exc).__name__,
-            partial_text=turn.text,
+            partial_text=turn.text if turn.shown else "",
         )
 
 
-def _total_usage(calls: list[LlmCall]) -> TurnUsage:
-    unpriced = tuple(sorted({c.model for c in calls if c.status == "ok" and c.cost_usd is None}))
-    cost = None if unpriced else sum(c.cost_usd or 0.0 for c in calls)
-    return TurnUsage(
-        calls=len(calls),
-        prompt_tokens=sum(c.prompt_tokens for c in calls),
-        completion_tokens=sum(c.completion_tokens for c in calls),
-        cached_tokens=sum(c.cached_tokens for c in calls),
-        cost_usd=cost,
-        unpriced_models=unpriced,
-    )
+def _user_facing(exc: Exception) -> tuple[str, bool]:
+    if isinstance(exc, LlmError):
+        return exc.user_message, exc.retryable
+    if isinstance(exc, contracts.ContractViolation):
+        return exc.user_message, True
+    if isinstance(exc, TurnRefused):
+        return str(exc), False
+    log.error("turn failed", exc_info=exc)
+    return "Something went wrong on the assistant's side. Please try again.", True
+
+
+def _cache_key(turn: _Turn, messages: list[ChatMessage]) -> str:
+    """Identical context under the same version: same content hash, model, messages, tools
+    and parameters."""
+    material = {
+        "version": turn.prompt.content_hash,
+        "model": turn.model,
+        "messages": [[m.role, m.content] for m in messages],
+        "tools": sorted(turn.version.tools),
+        "params": turn.version.params.request_fields(),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()

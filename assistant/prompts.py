@@ -17,6 +17,8 @@ import yaml
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from assistant.contracts import check_schema
+
 # The variables a system prompt may use; anything else is refused when the file loads.
 TEMPLATE_VARIABLES = frozenset({"today", "now", "platform", "user_name"})
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -86,6 +88,10 @@ class PromptVersion(BaseModel):
             raise ValueError(
                 f"system: template error on line {exc.lineno}: {exc.message}"
             ) from None
+        if self.response_schema is not None:
+            problem = check_schema(self.response_schema)
+            if problem:
+                raise ValueError(f"response_schema: not a valid JSON schema ({problem})")
         unknown = jinja2.meta.find_undeclared_variables(parsed) - TEMPLATE_VARIABLES
         if unknown:
             allowed = ", ".join(sorted(TEMPLATE_VARIABLES))
@@ -124,6 +130,15 @@ def load_prompt_file(path: Path, *, known_tools: Iterable[str] = ()) -> PromptFi
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise PromptFileError(f"{path}: cannot read the file ({exc})") from None
+    prompt_file = parse_prompt(text, path)
+    _check_placement(path, prompt_file.version)
+    _check_tools(path, prompt_file.version, set(known_tools))
+    return prompt_file
+
+
+def parse_prompt(text: str, path: Path) -> PromptFile:
+    """A version from its text; `path` names it in errors (also for versions read back from
+    the store after their file was deleted)."""
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -134,8 +149,6 @@ def load_prompt_file(path: Path, *, known_tools: Iterable[str] = ()) -> PromptFi
         version = PromptVersion.model_validate(raw)
     except ValidationError as exc:
         raise PromptFileError(_describe(path, exc)) from None
-    _check_placement(path, version)
-    _check_tools(path, version, set(known_tools))
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return PromptFile(version=version, path=path, content_hash=digest, text=text)
 
@@ -214,6 +227,16 @@ class PromptCatalog:
     @property
     def files(self) -> list[PromptFile]:
         return [f for versions in self._by_name.values() for f in versions.values()]
+
+    def add(self, prompt_file: PromptFile) -> None:
+        """Learn a version this process did not load from disk (released by another replica,
+        or whose file was deleted)."""
+        self._by_name.setdefault(prompt_file.version.name, {})[prompt_file.version.version] = (
+            prompt_file
+        )
+
+    def find(self, name: str, version: int) -> PromptFile | None:
+        return self._by_name.get(name, {}).get(version)
 
     def latest(self, name: str) -> PromptFile:
         versions = self._by_name[name]

@@ -52,6 +52,7 @@ class TurnUsage:
     cached_tokens: int
     cost_usd: float | None  # None when any call's model is unpriced: a partial sum would lie
     unpriced_models: tuple[str, ...] = ()
+    cache_hits: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,7 +63,7 @@ async def test_accounting_row_per_call_with_version_tokens_cost_and_timing(
 
     conversation = await store.find_conversation(REF)
     [call] = await store.llm_calls(conversation.id)
-    [version] = await store.prompt_versions("assistant")
+    [version] = await store.prompts.versions("assistant")
     assert call.status == "ok" and call.purpose == "reply"
     assert call.prompt_version_id == version.id
     assert call.model == "gpt-4o-mini"

@@ -14,7 +14,17 @@ from assistant.store.tables import Message, PromptVersionRow
 from assistant.turns import ConversationRef
 
 REF = ConversationRef(platform="slack", workspace="T1", channel="C1", thread="1700000000.000100")
-TABLES = {"conversations", "messages", "prompt_versions", "llm_calls", "processed_events"}
+TABLES = {
+    "conversations",
+    "messages",
+    "prompt_versions",
+    "llm_calls",
+    "processed_events",
+    "prompt_bindings",
+    "prompt_audit",
+    "prompt_assignments",
+    "response_cache",
+}
 
 
 @pytest.fixture
@@ -42,6 +52,26 @@ async def test_migrations_build_the_schema_from_an_empty_database(database_url):
         assert await table_names(store) == {"alembic_version"}
         await migrate.upgrade(store.engine)
         assert await table_names(store) >= TABLES
+    finally:
+        await store.close()
+
+
+async def test_upgrading_a_database_that_holds_data_keeps_it(database_url):
+    store = Store.connect(database_url)
+    try:
+        await migrate.upgrade(store.engine, "0001")
+        async with store.engine.begin() as connection:
+            await connection.execute(
+                text(
+                    "INSERT INTO llm_calls (purpose, model, prompt_tokens, completion_tokens, "
+                    "cached_tokens, total_ms, status, created_at) "
+                    "VALUES ('reply', 'gpt-4o-mini', 10, 5, 0, 12.5, 'ok', CURRENT_TIMESTAMP)"
+                )
+            )
+        await migrate.upgrade(store.engine)
+        async with store.engine.connect() as connection:
+            row = (await connection.execute(text("SELECT model, cache_hit FROM llm_calls"))).one()
+        assert row.model == "gpt-4o-mini" and not row.cache_hit
     finally:
         await store.close()
 
@@ -127,9 +157,9 @@ async def test_expired_event_keys_are_pruned(db):
 
 async def test_a_released_prompt_version_cannot_change(db):
     row = dict(name="helpdesk", version=3, source_file="prompts/helpdesk/3.yaml", body="a")
-    first = await db.save_prompt_version(PromptVersionRow(content_hash="h1", **row))
-    again = await db.save_prompt_version(PromptVersionRow(content_hash="h1", **row))
+    first = await db.prompts.save_version(PromptVersionRow(content_hash="h1", **row))
+    again = await db.prompts.save_version(PromptVersionRow(content_hash="h1", **row))
     assert first.id == again.id
     with pytest.raises(PromptVersionConflict, match=r"prompts/helpdesk/3\.yaml.*new version"):
-        await db.save_prompt_version(PromptVersionRow(content_hash="h2", **row))
-    assert [v.content_hash for v in await db.prompt_versions("helpdesk")] == ["h1"]
+        await db.prompts.save_version(PromptVersionRow(content_hash="h2", **row))
+    assert [v.content_hash for v in await db.prompts.versions("helpdesk")] == ["h1"]

@@ -1,6 +1,7 @@
 """Storage: SQLModel tables, the async engine, migrations and the repository the engine uses."""
 
 from assistant.store.database import async_database_url, create_engine
-from assistant.store.repository import PromptVersionConflict, Store
+from assistant.store.prompt_store import PromptStore, PromptVersionConflict
+from assistant.store.repository import Store
 
-__all__ = ["PromptVersionConflict", "Store", "async_database_url", "create_engine"]
+__all__ = ["PromptStore", "PromptVersionConflict", "Store", "async_database_url", "create_engine"]

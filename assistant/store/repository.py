@@ -14,12 +14,12 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.store.database import create_engine
+from assistant.store.prompt_store import PromptStore
 from assistant.store.tables import (
     Conversation,
     LlmCall,
     Message,
     ProcessedEvent,
-    PromptVersionRow,
     utcnow,
 )
 from assistant.turns import ConversationRef
@@ -50,10 +50,6 @@ class ConversationState:
     summary_through_id: int = 0
 
 
-class PromptVersionConflict(Exception):
-    """A released prompt version came back with different content."""
-
-
 class Store:
     """The engine's only way to the database."""
 
@@ -63,6 +59,7 @@ class Store:
         # A conversation's id never changes and rows are never deleted, so every replica may
         # keep this map: it saves a query on every turn and holds nothing another one needs.
         self._conversation_ids: dict[ConversationRef, int] = {}
+        self.prompts = PromptStore(engine)
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -211,42 +208,6 @@ class Store:
                 await session.rollback()
                 return False
             return True
-
-    async def save_prompt_version(self, row: PromptVersionRow) -> PromptVersionRow:
-        """Insert a version once; the same content again is a no-op, other content is refused."""
-        async with self._sessions() as session:
-            existing = (
-                await session.exec(
-                    select(PromptVersionRow).where(
-                        PromptVersionRow.name == row.name,
-                        PromptVersionRow.version == row.version,
-                    )
-                )
-            ).first()
-            if existing is not None:
-                if existing.content_hash != row.content_hash:
-                    raise PromptVersionConflict(
-                        f"{row.source_file}: {row.name} version {row.version} was already "
-                        f"released with other content; add a new version file instead of "
-                        f"editing this one"
-                    )
-                return existing
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-                return await self.save_prompt_version(row)
-            return row
-
-    async def prompt_versions(self, name: str | None = None) -> list[PromptVersionRow]:
-        async with self._sessions() as session:
-            query = select(PromptVersionRow).order_by(
-                col(PromptVersionRow.name), col(PromptVersionRow.version)
-            )
-            if name is not None:
-                query = query.where(PromptVersionRow.name == name)
-            return list((await session.exec(query)).all())
 
 
 async def _insert_message(connection: AsyncConnection, message: Message) -> int:

@@ -84,6 +84,10 @@ class LlmCall(SQLModel, table=True):
     total_ms: float
     status: str = Field(max_length=16, description="ok | error")
     error_class: str | None = Field(default=None, max_length=64)
+    cache_hit: bool = Field(default=False, description="answered from the response cache")
+    contract_error: str | None = Field(
+        default=None, max_length=500, description="why the reply broke the version's schema"
+    )
     created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
@@ -94,3 +98,66 @@ class ProcessedEvent(SQLModel, table=True):
 
     key: str = Field(primary_key=True, max_length=255)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class PromptBinding(SQLModel, table=True):
+    """Which prompt answers in a scope: one version, or an A/B split of versions by weight."""
+
+    __tablename__ = "prompt_bindings"
+    __table_args__ = (
+        UniqueConstraint("scope", "platform", "workspace", "channel", name="uq_binding_scope"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16, description="global | workspace | channel")
+    platform: str = Field(default="", max_length=32)
+    workspace: str = Field(default="", max_length=128)
+    channel: str = Field(default="", max_length=128)
+    prompt_name: str = Field(max_length=64)
+    version: int | None = Field(default=None, description="NULL when split is set")
+    split: str | None = Field(default=None, max_length=512, description='JSON {"2": 90, "3": 10}')
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(max_length=160)
+
+
+class PromptAudit(SQLModel, table=True):
+    """Every change of a binding: who, from which surface, where, from what, to what, when."""
+
+    __tablename__ = "prompt_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=160)
+    surface: str = Field(max_length=32)
+    action: str = Field(max_length=16, description="use | ab | rollback")
+    prompt_name: str = Field(max_length=64, index=True)
+    scope: str = Field(max_length=16)
+    platform: str = Field(default="", max_length=32)
+    workspace: str = Field(default="", max_length=128)
+    channel: str = Field(default="", max_length=128)
+    before: str | None = Field(default=None, max_length=600, description="binding JSON or NULL")
+    after: str | None = Field(default=None, max_length=600, description="binding JSON or NULL")
+    forced: bool = False
+    undone_by: int | None = Field(default=None, description="the rollback that undid this change")
+
+
+class PromptAssignment(SQLModel, table=True):
+    """The version an A/B split gave a conversation: sticky, so it never moves mid-talk."""
+
+    __tablename__ = "prompt_assignments"
+
+    conversation_id: int = Field(foreign_key="conversations.id", primary_key=True)
+    prompt_name: str = Field(max_length=64, primary_key=True)
+    version: int
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class CachedResponse(SQLModel, table=True):
+    """A reply to reuse when the same version meets the very same context again."""
+
+    __tablename__ = "response_cache"
+
+    key: str = Field(primary_key=True, max_length=64)
+    prompt_version_id: int = Field(foreign_key="prompt_versions.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

@@ -1,0 +1,252 @@
+"""Prompt versions, their bindings to scopes, the audit log, A/B assignments and the reply cache.
+
+Read fresh on every turn, never cached in memory: a change made by one replica answers the very
+next turn in all of them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from sqlalchemy import or_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from assistant.bindings import Binding, Scope, scopes_for
+from assistant.store.tables import (
+    CachedResponse,
+    PromptAssignment,
+    PromptAudit,
+    PromptBinding,
+    PromptVersionRow,
+    utcnow,
+)
+from assistant.turns import ConversationRef
+
+
+class PromptVersionConflict(Exception):
+    """A released prompt version came back with different content."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class BindingChange:
+    """What a change did, for the answer to the admin and the audit log."""
+
+    audit_id: int
+    before: Binding | None
+    after: Binding | None
+
+
+class PromptStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+    async def save_version(self, row: PromptVersionRow) -> PromptVersionRow:
+        """Insert a version once; the same content again is a no-op, other content is refused."""
+        async with self._sessions() as session:
+            existing = await _version(session, row.name, row.version)
+            if existing is not None:
+                if existing.content_hash != row.content_hash:
+                    raise PromptVersionConflict(
+                        f"{row.source_file}: {row.name} version {row.version} was already "
+                        f"released with other content; add a new version file instead of "
+                        f"editing this one"
+                    )
+                return existing
+            session.add(row)
+            try:
+                await session.commit()
+            except IntegrityError:  # another replica saved it first: compare with theirs
+                await session.rollback()
+                return await self.save_version(
+                    PromptVersionRow.model_validate(row.model_dump(exclude={"id"}))
+                )
+            return row
+
+    async def versions(self, name: str | None = None) -> list[PromptVersionRow]:
+        async with self._sessions() as session:
+            query = select(PromptVersionRow).order_by(
+                col(PromptVersionRow.name), col(PromptVersionRow.version)
+            )
+            if name is not None:
+                query = query.where(PromptVersionRow.name == name)
+            return list((await session.exec(query)).all())
+
+    async def version(self, name: str, version: int) -> PromptVersionRow | None:
+        async with self._sessions() as session:
+            return await _version(session, name, version)
+
+    async def bindings_for(self, ref: ConversationRef) -> list[tuple[Scope, Binding]]:
+        """The bindings that apply to a conversation, most specific first."""
+        scopes = scopes_for(ref)
+        async with self._sessions() as session:
+            rows = (
+                await session.exec(
+                    select(PromptBinding).where(or_(*(_matches(scope) for scope in scopes)))
+                )
+            ).all()
+        by_kind = {row.scope: row for row in rows}
+        return [(scope, _binding(by_kind[scope.kind])) for scope in scopes if scope.kind in by_kind]
+
+    async def bindings(self) -> list[tuple[Scope, Binding]]:
+        async with self._sessions() as session:
+            rows = (await session.exec(select(PromptBinding).order_by(col(PromptBinding.id)))).all()
+        return [(_scope(row), _binding(row)) for row in rows]
+
+    async def binding(self, scope: Scope) -> Binding | None:
+        async with self._sessions() as session:
+            row = (await session.exec(select(PromptBinding).where(_matches(scope)))).first()
+        return _binding(row) if row else None
+
+    async def change_binding(
+        self,
+        scope: Scope,
+        after: Binding | None,
+        *,
+        actor: str,
+        surface: str,
+        action: str,
+        forced: bool = False,
+        undoes: int | None = None,
+    ) -> BindingChange:
+        """Set (or clear) a scope's binding and write the audit row, in one transaction."""
+        async with self._sessions() as session:
+            row = (await session.exec(select(PromptBinding).where(_matches(scope)))).first()
+            before = _binding(row) if row else None
+            if after is None and row is not None:
+                await session.delete(row)
+            elif after is not None:
+                row = row or PromptBinding(
+                    scope=scope.kind,
+                    platform=scope.platform,
+                    workspace=scope.workspace,
+                    channel=scope.channel,
+                    prompt_name=after.prompt,
+                    updated_by=actor,
+                )
+                row.prompt_name, row.version = after.prompt, after.version
+                row.split = json.dumps(after.split) if after.split else None
+                row.updated_at, row.updated_by = utcnow(), actor
+                session.add(row)
+            named = after or before
+            audit = PromptAudit(
+                actor=actor,
+                surface=surface,
+                action=action,
+                prompt_name=named.prompt if named else "",
+                scope=scope.kind,
+                platform=scope.platform,
+                workspace=scope.workspace,
+                channel=scope.channel,
+                before=before.to_json() if before else None,
+                after=after.to_json() if after else None,
+                forced=forced,
+            )
+            session.add(audit)
+            await session.flush()
+            if undoes is not None:
+                undone = await session.get(PromptAudit, undoes)
+                assert undone is not None
+                undone.undone_by = audit.id
+            await session.commit()
+            assert audit.id is not None
+            return BindingChange(audit_id=audit.id, before=before, after=after)
+
+    async def last_change(self, scope: Scope) -> PromptAudit | None:
+        """The newest change of this scope's binding that no rollback has undone yet."""
+        async with self._sessions() as session:
+            query = (
+                select(PromptAudit)
+                .where(
+                    PromptAudit.scope == scope.kind,
+                    PromptAudit.platform == scope.platform,
+                    PromptAudit.workspace == scope.workspace,
+                    PromptAudit.channel == scope.channel,
+                    col(PromptAudit.action).in_(("use", "ab")),
+                    col(PromptAudit.undone_by).is_(None),
+                )
+                .order_by(col(PromptAudit.id).desc())
+            )
+            return (await session.exec(query)).first()
+
+    async def history(self, prompt_name: str, *, limit: int = 20) -> list[PromptAudit]:
+        async with self._sessions() as session:
+            query = (
+                select(PromptAudit)
+                .where(PromptAudit.prompt_name == prompt_name)
+                .order_by(col(PromptAudit.id).desc())
+                .limit(limit)
+            )
+            return list((await session.exec(query)).all())
+
+    async def assignment(self, conversation_id: int, prompt_name: str) -> int | None:
+        async with self._sessions() as session:
+            row = await session.get(PromptAssignment, (conversation_id, prompt_name))
+            return row.version if row else None
+
+    async def assign(self, conversation_id: int, prompt_name: str, version: int) -> int:
+        """Record a conversation's version; if another replica assigned one first, theirs wins."""
+        async with self._sessions() as session:
+            row = await session.get(PromptAssignment, (conversation_id, prompt_name))
+            if row is not None:
+                row.version = version  # the split no longer offers the old version
+            else:
+                session.add(
+                    PromptAssignment(
+                        conversation_id=conversation_id, prompt_name=prompt_name, version=version
+                    )
+                )
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                existing = await self.assignment(conversation_id, prompt_name)
+                assert existing is not None
+                return existing
+            return version
+
+    async def cached_reply(self, key: str) -> str | None:
+        async with self._sessions() as session:
+            row = await session.get(CachedResponse, key)
+            return row.text if row else None
+
+    async def cache_reply(self, key: str, prompt_version_id: int, text: str) -> None:
+        async with self._sessions() as session:
+            session.add(CachedResponse(key=key, prompt_version_id=prompt_version_id, text=text))
+            try:
+                await session.commit()
+            except IntegrityError:  # the same context was answered and cached concurrently
+                await session.rollback()
+
+
+async def _version(session: AsyncSession, name: str, version: int) -> PromptVersionRow | None:
+    query = select(PromptVersionRow).where(
+        PromptVersionRow.name == name, PromptVersionRow.version == version
+    )
+    return (await session.exec(query)).first()
+
+
+def _matches(scope: Scope):  # type: ignore[no-untyped-def]
+    return (
+        (col(PromptBinding.scope) == scope.kind)
+        & (col(PromptBinding.platform) == scope.platform)
+        & (col(PromptBinding.workspace) == scope.workspace)
+        & (col(PromptBinding.channel) == scope.channel)
+    )
+
+
+def _binding(row: PromptBinding) -> Binding:
+    split = tuple((int(v), int(w)) for v, w in json.loads(row.split)) if row.split else ()
+    return Binding(prompt=row.prompt_name, version=row.version, split=split)
+
+
+def _scope(row: PromptBinding) -> Scope:
+    return Scope(
+        kind=row.scope,  # type: ignore[arg-type]
+        platform=row.platform,
+        workspace=row.workspace,
+        channel=row.channel,
+    )
