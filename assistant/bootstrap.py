@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from assistant.builtin_tools import builtin_registry
+from assistant.commands import AdminCommands
 from assistant.config import Settings
 from assistant.engine import Assistant, EngineConfig
 from assistant.llm import OpenAIChatModel, Timeouts
@@ -18,6 +19,7 @@ class Runtime:
     store: Store
     model: OpenAIChatModel
     assistant: Assistant
+    commands: AdminCommands
 
     async def close(self) -> None:
         await self.model.close()
@@ -62,4 +64,7 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
     except BaseException:
         await store.close()
         raise
-    return Runtime(store=store, model=model, assistant=assistant)
+    commands = AdminCommands(
+        prompts=store.prompts, versions=assistant.versions, admins=settings.admin_users
+    )
+    return Runtime(store=store, model=model, assistant=assistant, commands=commands)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import shlex
 from collections.abc import Awaitable, Callable
 from typing import Annotated, TypeVar
 
@@ -12,6 +13,7 @@ import typer
 from rich.console import Console
 
 from assistant.bootstrap import open_runtime
+from assistant.commands import CommandContext
 from assistant.config import ConfigError, Settings, load_settings
 from assistant.prompts import PromptFileError
 from assistant.store import PromptVersionConflict, Store, migrate
@@ -89,6 +91,34 @@ def chat(
                 await fake_llm.stop()
 
     _run(main)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def prompts(ctx: typer.Context) -> None:
+    """Prompt versions: sync | list | show | diff | use | rollback | ab | history (see `help`)."""
+    settings = _settings()
+    words = list(ctx.args)
+
+    async def main() -> int:
+        runtime = await open_runtime(settings)
+        try:
+            if words == ["sync"]:
+                count = len(runtime.assistant.versions.catalog.files)
+                typer.echo(f"{count} prompt versions in {settings.prompts_dir} are in the store")
+                return 0
+            context = CommandContext(
+                actor=Actor(platform="cli", user_id=getpass.getuser()), surface="cli"
+            )
+            result = await runtime.commands.run(shlex.join(["prompt", *words]), context)
+            typer.echo(result.text, err=not result.ok)
+            return 0 if result.ok else 1
+        finally:
+            await runtime.close()
+
+    raise typer.Exit(_run(main))
 
 
 @db_app.command("upgrade")

@@ -1,0 +1,141 @@
+"""The admin grammar: every string gets a command or a usage message, never a crash."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from assistant.commands import (
+    USAGE,
+    DiffPrompt,
+    ListPrompts,
+    RollbackPrompt,
+    ShowPrompt,
+    SplitPrompt,
+    UsageError,
+    UsePrompt,
+    Where,
+    parse,
+)
+from assistant.turns import ConversationRef
+
+WORDS = st.sampled_from(
+    [
+        "prompt",
+        "list",
+        "show",
+        "diff",
+        "use",
+        "rollback",
+        "ab",
+        "history",
+        "assistant",
+        "/assistant",
+        "helpdesk",
+        "1",
+        "2",
+        "0",
+        "-3",
+        "x",
+        "2=90",
+        "3=10",
+        "3=0",
+        "=",
+        "2=",
+        "--scope",
+        "global",
+        "workspace",
+        "channel",
+        "galaxy",
+        "--target",
+        "slack/T1/C1",
+        "slack",
+        "slack//C1",
+        "--force",
+        "--frob",
+        "'",
+        '"',
+        "a b",
+        "",
+    ]
+)
+
+
+def outcome(text: str) -> object:
+    try:
+        return parse(text)
+    except UsageError as exc:  # anything else escapes and fails the test
+        return exc
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(max_size=80))
+def test_any_text_is_a_command_or_a_usage_error(text: str) -> None:
+    result = outcome(text)
+    assert not isinstance(result, UsageError) or str(result)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(WORDS, max_size=8))
+def test_command_like_word_salad_is_a_command_or_a_usage_error(words: list[str]) -> None:
+    result = outcome(" ".join(words))
+    assert result is not None
+    assert not isinstance(result, UsageError) or str(result)
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("prompt list", ListPrompts()),
+        ("/assistant prompt show helpdesk", ShowPrompt(name="helpdesk")),
+        ("prompt show helpdesk 3", ShowPrompt(name="helpdesk", version=3)),
+        ("prompt diff helpdesk 2 3", DiffPrompt(name="helpdesk", old=2, new=3)),
+        (
+            "prompt use helpdesk 3 --scope workspace --force",
+            UsePrompt(name="helpdesk", version=3, where=Where(scope="workspace"), force=True),
+        ),
+        (
+            "assistant prompt rollback helpdesk --target slack/T1/C1",
+            RollbackPrompt(
+                name="helpdesk",
+                where=Where(target=ConversationRef(platform="slack", workspace="T1", channel="C1")),
+            ),
+        ),
+        (
+            "prompt ab helpdesk 3=10 2=90",
+            SplitPrompt(name="helpdesk", weights=((2, 90), (3, 10)), where=Where()),
+        ),
+    ],
+)
+def test_well_formed_commands(text, command):
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("", "commands start with 'prompt'"),
+        ("prompt", "commands start with 'prompt'"),
+        ("prompt frob", "unknown action 'frob'"),
+        ("prompt use helpdesk", "wrong number of arguments for 'prompt use'"),
+        ("prompt use helpdesk three", "a version is a whole number from 1, not 'three'"),
+        ("prompt use helpdesk 3 --scope galaxy", "the scope is global, workspace or channel"),
+        ("prompt use helpdesk 3 --scope", "--scope needs a value"),
+        ("prompt use helpdesk 3 --target slack", "a place is platform/workspace[/channel]"),
+        ("prompt ab helpdesk 2=90", "at least two VERSION=WEIGHT pairs"),
+        ("prompt ab helpdesk 2=90 2=10", "version 2 appears twice"),
+        ("prompt ab helpdesk 2=100 3=0", "at least two versions with a weight above zero"),
+        ("prompt ab helpdesk 2=x 3=10", "a split is VERSION=WEIGHT"),
+        ("prompt list --force", "'prompt list' takes no options"),
+        ("prompt use 'unclosed", "cannot read the command"),
+    ],
+)
+def test_malformed_commands_say_what_is_wrong(text, says):
+    with pytest.raises(UsageError, match=says.replace("[", r"\[").replace("]", r"\]")):
+        parse(text)
+
+
+def test_usage_lists_every_action():
+    for action in ("list", "show", "diff", "use", "rollback", "ab", "history"):
+        assert f"prompt {action}" in USAGE
