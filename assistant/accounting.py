@@ -30,7 +30,7 @@ def completed_call(
     prices: PriceTable,
     counter: TokenCounter,
 ) -> LlmCall:
-    usage = completion.usage or estimate_usage(counter, request, completion)
+    usage = completion.usage or estimate_usage(counter, request, completion.text)
     model = completion.model or request.model
     return LlmCall(
         conversation_id=context.conversation_id,
@@ -65,6 +65,36 @@ def failed_call(context: CallContext, *, purpose: str, error: LlmError) -> LlmCa
     )
 
 
+def abandoned_call(
+    context: CallContext,
+    *,
+    request: ChatRequest,
+    text: str,
+    elapsed_ms: float,
+    prices: PriceTable,
+    counter: TokenCounter,
+) -> LlmCall:
+    """A call cut short because nobody was listening any more: the provider still bills what
+    it read and wrote, so the tokens are estimated and priced."""
+    usage = estimate_usage(counter, request, text)
+    return LlmCall(
+        conversation_id=context.conversation_id,
+        prompt_version_id=context.prompt_version_id,
+        purpose="reply",
+        model=context.model,
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        cost_usd=prices.cost(
+            context.model,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+        ),
+        total_ms=elapsed_ms,
+        status="cancelled",
+        error_class="Abandoned",
+    )
+
+
 def cache_hit_call(context: CallContext, *, elapsed_ms: float) -> LlmCall:
     """A reply served from the cache: no model call, so no tokens and a real $0."""
     return LlmCall(
@@ -80,13 +110,13 @@ def cache_hit_call(context: CallContext, *, elapsed_ms: float) -> LlmCall:
     )
 
 
-def estimate_usage(counter: TokenCounter, request: ChatRequest, completion: Completion) -> Usage:
+def estimate_usage(counter: TokenCounter, request: ChatRequest, completion_text: str) -> Usage:
     """Servers that send no usage (some local ones) are counted with our tokenizer."""
     wire = [{"role": m.role, "content": m.content} for m in request.messages]
     tools = [t.to_openai() for t in request.tools]
     return Usage(
         prompt_tokens=counter.count_request(wire, tools),
-        completion_tokens=counter.count(completion.text),
+        completion_tokens=counter.count(completion_text),
     )
 
 

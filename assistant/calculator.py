@@ -25,7 +25,7 @@ _UNARY: dict[type[ast.unaryop], Callable[[Number], Number]] = {
 _FUNCTIONS: dict[str, Callable[..., Number]] = {
     "sqrt": math.sqrt,
     "abs": abs,
-    "round": round,
+    "round": lambda x, digits=0: round(x, _bounded_digits(digits)),
     "floor": math.floor,
     "ceil": math.ceil,
     "log": math.log,
@@ -107,6 +107,13 @@ def _check_power(base: Number, exponent: Number) -> None:
     exact = isinstance(base, int) and isinstance(exponent, int) and abs(base) > 1
     if exact and int(base).bit_length() * exponent > _MAX_BITS:
         raise CalculatorError("the result is too large")
+
+
+def _bounded_digits(digits: Number) -> int:
+    """round(x, -10**8) would build 10**(10**8) first, holding the GIL for minutes."""
+    if not isinstance(digits, int) or abs(digits) > 100:
+        raise CalculatorError("round() takes a whole number of digits between -100 and 100")
+    return digits
 
 
 def _call(name: str, node: ast.Call) -> Number:

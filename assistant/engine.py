@@ -7,11 +7,13 @@ every failure into a `Failed` event, after the user's message is safely stored.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +23,7 @@ from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmEr
 from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, PromptFile, PromptVersion
 from assistant.store import Store
-from assistant.store.repository import ConversationState, HistoryEntry
+from assistant.store.repository import ConversationState, History, HistoryEntry
 from assistant.store.tables import LlmCall, Message, PromptVersionRow
 from assistant.tokens import TokenCounter
 from assistant.tools import ToolRegistry
@@ -43,7 +45,13 @@ log = logging.getLogger(__name__)
 
 DEDUPE_WINDOW = timedelta(hours=24)  # Slack redelivers for minutes; keep keys far longer
 SUMMARY_WORDS = 200
-History = tuple[ConversationState, list[HistoryEntry]]
+CACHE_TTL = timedelta(hours=24)
+FOLD_BACKOFF_SECONDS = 300.0  # after a failed summary call, answer without folding for a while
+NAME_LIMIT = 64
+CUT_OFF_NOTES = {
+    "length": "\n\n[The answer was cut off: it reached the length limit.]",
+    "content_filter": "\n\n[The answer was stopped by the provider's content filter.]",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,7 +76,10 @@ class _Turn:
     user_message: Message | None = None
     calls: list[LlmCall] = field(default_factory=list)
     text: str = ""
+    round_text: str = ""  # the latest model call's text: what an output contract checks
     shown: bool = True  # whether text reaches the user as it streams (not for JSON contracts)
+    used_tools: bool = False
+    recorded: bool = False
     started: float = field(default_factory=time.perf_counter)
     ttft_ms: float | None = None
 
@@ -109,7 +120,8 @@ class Assistant:
         self.versions = VersionResolver(catalog, store.prompts)
         self._prompt_rows: dict[str, int] = {}
         self._counters: dict[str, TokenCounter] = {}
-        self._fixed_tokens: dict[str, int] = {}
+        self._static_tokens: dict[str, int] = {}
+        self._fold_failed_at: dict[int, float] = {}
 
     async def sync_prompts(self) -> None:
         """Store every loaded version (refusing edited released files) and remember their ids."""
@@ -133,16 +145,17 @@ class Assistant:
             return 0
         return await self._store.count_messages(conversation.id)
 
-    async def respond(self, inbound: Inbound) -> AsyncIterator[Event]:
-        if inbound.dedupe_keys and not await self._store.claim_event(
-            inbound.dedupe_keys, keep=DEDUPE_WINDOW
-        ):
-            yield Ignored(reason="duplicate delivery")
-            return
-        yield Thinking()
+    async def respond(self, inbound: Inbound) -> AsyncGenerator[Event, None]:
+        """The turn's events. A consumer may stop early (a user left, a socket closed): what
+        the turn cost and any partial answer are still recorded."""
         try:
-            turn = await self._start(inbound)
-            history = await self._store_user_message(turn)
+            fresh = not inbound.dedupe_keys or await self._store.claim_event(
+                inbound.dedupe_keys, keep=DEDUPE_WINDOW
+            )
+            if fresh:
+                yield Thinking()
+                turn = await self._start(inbound)
+                history = await self._store_user_message(turn)
         except Exception:
             log.exception("could not store the user's message")
             yield Failed(
@@ -152,12 +165,20 @@ class Assistant:
                 error_class="StoreError",
             )
             return
+        if not fresh:
+            yield Ignored(reason="duplicate delivery")
+            return
         try:
-            async for event in self._converse(turn, history):
-                yield event
+            async with aclosing(self._converse(turn, history)) as events:
+                async for event in events:
+                    yield event
             yield await self._finish(turn)
         except Exception as exc:
             yield await self._fail(turn, exc)
+        except (GeneratorExit, asyncio.CancelledError):
+            if not turn.recorded:
+                await asyncio.shield(self._record_unfinished(turn))
+            raise
 
     async def _start(self, inbound: Inbound) -> _Turn:
         conversation_id = await self._store.conversation_id(inbound.ref)
@@ -195,12 +216,12 @@ class Assistant:
         message = Message(
             conversation_id=turn.conversation_id,
             role="user",
-            author_id=inbound.actor.qualified_id,
-            author_name=inbound.actor.display_name,
+            author_id=inbound.actor.qualified_id[:128],
+            author_name=_clean_name(inbound.actor.display_name),
             text=inbound.text,
             token_count=turn.counter.count_message(inbound.text),
             prompt_version_id=turn.context.prompt_version_id,
-            platform_message_id=inbound.platform_message_id,
+            platform_message_id=(inbound.platform_message_id or "")[:128] or None,
         )
         policy = turn.version.memory
         history = await self._store.begin_turn(
@@ -212,29 +233,37 @@ class Assistant:
         return history
 
     async def _build_context(self, turn: _Turn, history: History) -> list[ChatMessage]:
-        version = turn.version
-        conversation, newest = history
-        fixed = self._fixed(turn)
-        budget = version.memory.context_tokens
-        if turn.user_message and fixed + turn.user_message.token_count > budget:
+        """Preamble, summary and the newest history, within the version's token budget."""
+        budget = turn.version.memory.context_tokens
+        preamble = self._preamble(turn)
+        fixed = self._fixed(turn, preamble)
+        assert turn.user_message is not None
+        newest_tokens = turn.user_message.token_count
+        if fixed + newest_tokens > budget:
             raise TurnRefused(
-                f"Your message is too long for this assistant ({turn.user_message.token_count} "
-                f"tokens; about {max(budget - fixed, 0)} fit). Please shorten it or split it up."
+                f"Your message is too long for this assistant ({newest_tokens} tokens; about "
+                f"{max(budget - fixed, 0)} fit). Please shorten it or split it up."
             )
-        plan = memory.plan_fold(newest, summarize_over=version.memory.summarize_over_tokens)
-        if plan.fold:
-            conversation = await self._fold(turn, conversation, plan.fold)
-        history_budget = budget - fixed - conversation.summary_tokens
-        window = memory.fit_window(plan.keep, budget=history_budget)
-        messages = self._preamble(turn)
-        if conversation.summary:
+        conversation = history.state
+        fold = await self._fold_candidates(turn, history)
+        if fold:
+            conversation = await self._fold(turn, conversation, fold)
+        summary_tokens = conversation.summary_tokens
+        if fixed + summary_tokens + newest_tokens > budget:  # the newest message matters more
+            summary_tokens = 0
+        unsummarized = [e for e in history.newest if e.id > conversation.summary_through_id]
+        window = memory.fit_window(unsummarized, budget=budget - fixed - summary_tokens)
+        messages = preamble
+        if summary_tokens:
             messages.append(memory.summary_message(conversation.summary))
         return messages + memory.history_messages(window)
 
     def _preamble(self, turn: _Turn) -> list[ChatMessage]:
         version, actor = turn.version, turn.inbound.actor
         system = version.render_system(
-            now=self._clock(), platform=actor.platform, user_name=actor.display_name or "a user"
+            now=self._clock(),
+            platform=actor.platform,
+            user_name=_clean_name(actor.display_name) or "a user",
         )
         messages = [ChatMessage(role="system", content=system)]
         for example in version.examples:
@@ -242,16 +271,30 @@ class Assistant:
             messages.append(ChatMessage(role="assistant", content=example.assistant))
         return messages
 
-    def _fixed(self, turn: _Turn) -> int:
-        """Tokens of what every request of this version carries: preamble, tools, reply primer."""
+    def _fixed(self, turn: _Turn, preamble: list[ChatMessage]) -> int:
+        """Tokens every request of this turn carries: system prompt (it varies by user and
+        date, so counted each turn), examples and tool schemas (counted once per version)."""
         label = turn.version.label
-        if label not in self._fixed_tokens:
-            preamble = self._preamble(turn)
+        if label not in self._static_tokens:
+            examples = [{"role": m.role, "content": m.content} for m in preamble[1:]]
             tools = [t.to_openai() for t in self._tools.definitions(turn.version.tools)]
-            wire = [{"role": m.role, "content": m.content} for m in preamble]
-            # the rendered system prompt varies by user and date: leave headroom for it
-            self._fixed_tokens[label] = turn.counter.count_request(wire, tools) + 32
-        return self._fixed_tokens[label]
+            self._static_tokens[label] = turn.counter.count_request(examples, tools)
+        return self._static_tokens[label] + turn.counter.count_message(preamble[0].content)
+
+    async def _fold_candidates(self, turn: _Turn, history: History) -> list[HistoryEntry]:
+        """Older messages to fold now, oldest first and contiguous from the summary pointer,
+        so no message is ever skipped."""
+        state = history.state
+        failed_at = self._fold_failed_at.get(state.id)
+        if failed_at is not None and time.monotonic() - failed_at < FOLD_BACKOFF_SECONDS:
+            return []
+        limit = turn.version.memory.summarize_over_tokens
+        plan = memory.plan_fold(history.newest, summarize_over=limit)
+        if not plan.fold or history.complete:
+            return plan.fold
+        return await self._store.oldest_messages(
+            state.id, after_id=state.summary_through_id, token_limit=limit
+        )
 
     async def _fold(
         self, turn: _Turn, conversation: ConversationState, fold: list[HistoryEntry]
@@ -267,7 +310,9 @@ class Assistant:
         except LlmError as exc:
             log.warning("summary folding failed, answering with the trimmed history: %s", exc)
             turn.calls.append(accounting.failed_call(turn.context, purpose="summary", error=exc))
+            self._fold_failed_at[conversation.id] = time.monotonic()
             return conversation
+        self._fold_failed_at.pop(conversation.id, None)
         turn.calls.append(self._call_row(turn, "summary", request, completion))
         summary = completion.text.strip()
         folded = replace(
@@ -290,7 +335,7 @@ class Assistant:
                 return item
         raise LlmError("the model stream ended without a completion")
 
-    async def _converse(self, turn: _Turn, history: History) -> AsyncIterator[Event]:
+    async def _converse(self, turn: _Turn, history: History) -> AsyncGenerator[Event, None]:
         """Answer from the cache, or call the model (with tools) and check its contract."""
         messages = await self._build_context(turn, history)
         version = turn.version
@@ -298,18 +343,22 @@ class Assistant:
         if cache_key is not None and await self._answer_from_cache(turn, cache_key):
             yield TextDelta(text=turn.text)
             return
-        async for event in self._tool_loop(turn, messages):
-            yield event
+        async with aclosing(self._tool_loop(turn, messages)) as events:
+            async for event in events:
+                yield event
         if version.response_schema is not None:
             await self._enforce_contract(turn, messages, version.response_schema)
             yield TextDelta(text=turn.text)
-        if cache_key is not None and turn.context.prompt_version_id is not None:
+        # an answer built on tool results (the time, a lookup) is not safe to reuse
+        cacheable = cache_key is not None and not turn.used_tools
+        if cacheable and turn.context.prompt_version_id is not None:
+            assert cache_key is not None
             await self._store.prompts.cache_reply(
                 cache_key, turn.context.prompt_version_id, turn.text
             )
 
     async def _answer_from_cache(self, turn: _Turn, key: str) -> bool:
-        cached = await self._store.prompts.cached_reply(key)
+        cached = await self._store.prompts.cached_reply(key, max_age=CACHE_TTL)
         if cached is None:
             return False
         elapsed = (time.perf_counter() - turn.started) * 1000
@@ -317,7 +366,9 @@ class Assistant:
         turn.text, turn.ttft_ms = cached, elapsed
         return True
 
-    async def _tool_loop(self, turn: _Turn, messages: list[ChatMessage]) -> AsyncIterator[Event]:
+    async def _tool_loop(
+        self, turn: _Turn, messages: list[ChatMessage]
+    ) -> AsyncGenerator[Event, None]:
         """Call the model, run the tools it asks for, and repeat until it answers in text."""
         version = turn.version
         for round_number in range(self._config.max_tool_rounds + 1):
@@ -329,42 +380,73 @@ class Assistant:
                 params=version.params.request_fields(),
             )
             completion: Completion | None = None
-            async for item in self._call_streaming(turn, request):
-                if isinstance(item, Completion):
-                    completion = item
-                elif turn.shown:
-                    yield item
+            async with aclosing(self._call_streaming(turn, request)) as items:
+                async for item in items:
+                    if isinstance(item, Completion):
+                        completion = item
+                    elif turn.shown:
+                        yield item
             assert completion is not None
+            note = self._cut_off_note(turn, completion)
+            if note and turn.shown:
+                turn.text += note
+                yield TextDelta(text=note)
             if not completion.tool_calls:
                 return
-            async for event in self._run_tools(turn, completion, messages):
-                yield event
+            turn.used_tools = True
+            async with aclosing(self._run_tools(turn, completion, messages)) as events:
+                async for event in events:
+                    yield event
+
+    def _cut_off_note(self, turn: _Turn, completion: Completion) -> str:
+        """A reply the provider stopped early is flagged, to the user and on its call row."""
+        note = CUT_OFF_NOTES.get(completion.finish_reason, "")
+        if note:
+            log.warning("model reply stopped early: finish_reason=%s", completion.finish_reason)
+            turn.calls[-1].error_class = f"finish_reason:{completion.finish_reason}"
+        return note
 
     async def _call_streaming(
         self, turn: _Turn, request: ChatRequest
-    ) -> AsyncIterator[TextDelta | Completion]:
+    ) -> AsyncGenerator[TextDelta | Completion, None]:
         separate = bool(turn.text) and not turn.text.endswith("\n")
+        turn.round_text = ""
+        started = time.perf_counter()
         try:
-            async for item in self._model.stream(request):
-                if isinstance(item, Completion):
-                    turn.calls.append(self._call_row(turn, "reply", request, item))
-                    yield item
-                    continue
-                if turn.ttft_ms is None:
-                    turn.ttft_ms = (time.perf_counter() - turn.started) * 1000
-                if separate:  # a later round's text starts on its own paragraph
-                    separate = False
-                    turn.text += "\n\n"
-                    yield TextDelta(text="\n\n")
-                turn.text += item
-                yield TextDelta(text=item)
+            async with aclosing(self._model.stream(request)) as stream:
+                async for item in stream:
+                    if isinstance(item, Completion):
+                        turn.calls.append(self._call_row(turn, "reply", request, item))
+                        yield item
+                        continue
+                    if turn.ttft_ms is None:
+                        turn.ttft_ms = (time.perf_counter() - turn.started) * 1000
+                    if separate:  # a later round's text starts on its own paragraph
+                        separate = False
+                        turn.text += "\n\n"
+                        yield TextDelta(text="\n\n")
+                    turn.text += item
+                    turn.round_text += item
+                    yield TextDelta(text=item)
         except LlmError as exc:
             turn.calls.append(accounting.failed_call(turn.context, purpose="reply", error=exc))
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            turn.calls.append(
+                accounting.abandoned_call(
+                    turn.context,
+                    request=request,
+                    text=turn.round_text,
+                    elapsed_ms=(time.perf_counter() - started) * 1000,
+                    prices=self._prices,
+                    counter=turn.counter,
+                )
+            )
             raise
 
     async def _run_tools(
         self, turn: _Turn, completion: Completion, messages: list[ChatMessage]
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         calls = completion.tool_calls
         messages.append(ChatMessage(role="assistant", content=completion.text, tool_calls=calls))
         for call in calls:
@@ -374,33 +456,45 @@ class Assistant:
             allowed=turn.version.tools,
             time_limit=self._config.tool_timeout,
         )
+        room = turn.version.memory.context_tokens - self._request_tokens(turn, messages)
+        share = max(room // len(results), 0)
         for result in results:
             if not result.ok:
                 log.info("tool %s failed: %s", result.name, result.content)
             yield ToolFinished(call_id=result.call_id, name=result.name, ok=result.ok)
-            messages.append(
-                ChatMessage(role="tool", content=result.content, tool_call_id=result.call_id)
-            )
+            content = _fit(result.content, share, turn.counter)
+            messages.append(ChatMessage(role="tool", content=content, tool_call_id=result.call_id))
+
+    def _request_tokens(self, turn: _Turn, messages: list[ChatMessage]) -> int:
+        wire: list[dict[str, Any]] = []
+        for m in messages:
+            entry: dict[str, Any] = {"role": m.role, "content": m.content}
+            if m.tool_calls:
+                entry["tool_calls"] = [[c.id, c.name, c.arguments] for c in m.tool_calls]
+            wire.append(entry)
+        tools = [t.to_openai() for t in self._tools.definitions(turn.version.tools)]
+        return turn.counter.count_request(wire, tools)
 
     async def _enforce_contract(
         self, turn: _Turn, messages: list[ChatMessage], schema: dict[str, Any]
     ) -> None:
         """Validate the reply; on a violation, one repair call that quotes the error."""
-        check = contracts.check_reply(turn.text, schema)
+        check = contracts.check_reply(turn.round_text, schema)
         if not check.ok:
             turn.calls[-1].contract_error = check.error[:500]
             repair = [
                 *messages,
-                ChatMessage(role="assistant", content=turn.text),
+                ChatMessage(role="assistant", content=turn.round_text),
                 ChatMessage(role="user", content=contracts.repair_instruction(check.error, schema)),
             ]
             turn.text = ""
             request = ChatRequest(
                 model=turn.model, messages=repair, params=turn.version.params.request_fields()
             )
-            async for _ in self._call_streaming(turn, request):
-                pass
-            check = contracts.check_reply(turn.text, schema)
+            async with aclosing(self._call_streaming(turn, request)) as items:
+                async for _ in items:
+                    pass
+            check = contracts.check_reply(turn.round_text, schema)
             if not check.ok:
                 turn.calls[-1].contract_error = check.error[:500]
                 raise contracts.ContractViolation(check.error)
@@ -427,6 +521,7 @@ class Assistant:
             prompt_version_id=turn.context.prompt_version_id,
         )
         await self._store.finish_turn(reply, turn.calls)
+        turn.recorded = True
         assert reply.id is not None
         return Completed(
             message_id=reply.id,
@@ -441,6 +536,22 @@ class Assistant:
     async def _fail(self, turn: _Turn, exc: Exception) -> Failed:
         """Record what happened and tell the user in words they can act on."""
         message, retryable = _user_facing(exc)
+        try:
+            if isinstance(exc, TurnRefused) and turn.user_message and turn.user_message.id:
+                # never fed back as history: it would be refused again, or poison a summary
+                await self._store.set_message_status(turn.user_message.id, "refused")
+            await self._record_unfinished(turn)
+        except Exception:
+            log.exception("could not record the failed turn")
+        return Failed(
+            user_message=message,
+            retryable=retryable,
+            error_class=type(exc).__name__,
+            partial_text=turn.text if turn.shown else "",
+        )
+
+    async def _record_unfinished(self, turn: _Turn) -> None:
+        """The calls a turn made, and its partial answer (kept, never fed back as history)."""
         partial = None
         if turn.text:
             partial = Message(
@@ -454,20 +565,27 @@ class Assistant:
         elif turn.user_message is not None:
             for call in turn.calls:
                 call.message_id = turn.user_message.id
-        try:
-            await self._store.finish_turn(partial, turn.calls)
-        except Exception:
-            log.exception("could not record the failed turn")
-        return Failed(
-            user_message=message,
-            retryable=retryable,
-            error_class=type(exc).__name__,
-            partial_text=turn.text if turn.shown else "",
-        )
+        await self._store.finish_turn(partial, turn.calls)
+        turn.recorded = True
+
+
+def _clean_name(name: str) -> str:
+    """A display name as it may appear in a prompt: one line, bounded."""
+    return " ".join(name.split())[:NAME_LIMIT]
+
+
+def _fit(content: str, tokens: int, counter: TokenCounter) -> str:
+    """A tool result cut to the room left in the context (about 3 characters a token)."""
+    if counter.count(content) <= tokens:
+        return content
+    if tokens < 16:
+        return "error: no room left in the context for this result"
+    return content[: tokens * 3] + " [truncated to fit the context]"
 
 
 def _user_facing(exc: Exception) -> tuple[str, bool]:
     if isinstance(exc, LlmError):
+        log.warning("model call failed: %s: %s", type(exc).__name__, exc)
         return exc.user_message, exc.retryable
     if isinstance(exc, contracts.ContractViolation):
         return exc.user_message, True

@@ -6,9 +6,10 @@ The only module that knows OpenAI's wire types; the engine sees ChatMessage, Com
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -17,6 +18,8 @@ from openai import AsyncStream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from assistant.tools import ToolDefinition
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,7 +120,7 @@ class LlmAuthFailed(LlmError):
 class ChatModel(Protocol):
     """What the engine needs of a model: a stream of text pieces ending with a Completion."""
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]: ...
+    def stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -158,7 +161,7 @@ class OpenAIChatModel:
     async def close(self) -> None:
         await self._client.close()
 
-    async def stream(self, request: ChatRequest) -> AsyncIterator[str | Completion]:
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]:
         started = time.perf_counter()
         deadline = started + self._timeouts.total
         attempt = 0
@@ -174,6 +177,13 @@ class OpenAIChatModel:
                 delay = self._retry_delay(exc, attempt, emitted, deadline)
                 if delay is None:
                     raise
+                log.warning(
+                    "model call attempt %d failed (%s: %s); retrying in %.2f s",
+                    attempt,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
             await asyncio.sleep(delay)
 
     def _retry_delay(
@@ -204,16 +214,19 @@ class OpenAIChatModel:
 
     async def _attempt(
         self, request: ChatRequest, started: float, deadline: float, attempt: int
-    ) -> AsyncIterator[str | Completion]:
+    ) -> AsyncGenerator[str | Completion, None]:
         assembly = _Assembly()
         ttft_ms: float | None = None
 
         def elapsed_ms() -> float:
             return (time.perf_counter() - started) * 1000
 
+        first_token_by = started + self._timeouts.first_token  # across retries, not per try
+
         def time_left() -> float:
-            limit = self._timeouts.first_token if ttft_ms is None else self._timeouts.idle
-            return max(min(limit, deadline - time.perf_counter()), 0.0)
+            now = time.perf_counter()
+            limit = first_token_by - now if ttft_ms is None else self._timeouts.idle
+            return max(min(limit, deadline - now), 0.0)
 
         stream: AsyncStream[ChatCompletionChunk] | None = None
         try:
@@ -236,7 +249,11 @@ class OpenAIChatModel:
                 f"no {phase} within the timeout", ttft_ms=ttft_ms, total_ms=elapsed_ms()
             ) from None
         except openai.APIError as exc:
-            raise _translate(exc, ttft_ms, elapsed_ms()) from exc
+            error = _translate(exc, ttft_ms, elapsed_ms())
+            key = self._client.api_key
+            if key and len(key) > 8 and key in str(error):  # a server that echoes the key
+                error.args = (str(error).replace(key, "[redacted]"),)
+            raise error from None
         except Exception as exc:  # the transport (httpx2) raising mid-body: a cut stream
             if isinstance(exc, LlmError):
                 raise

@@ -80,7 +80,9 @@ class TerminalChat:
             figures = describe(self._last) if self._last else "No turn yet in this session."
             self._console.print(figures, style="cyan", highlight=False)
         elif line.startswith("/"):
-            self._console.print(f"Unknown command {line.split()[0]}. {HELP}", style="yellow")
+            self._console.print(
+                f"Unknown command {line.split()[0]}. {HELP}", style="yellow", markup=False
+            )
         else:
             return False
         return True

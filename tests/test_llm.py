@@ -97,7 +97,7 @@ async def test_retries_are_bounded(fake_llm: FakeLlm):
 
 @pytest.mark.parametrize(("status", "error"), [(401, LlmAuthFailed), (400, LlmRejected)])
 async def test_client_errors_are_not_retried(fake_llm: FakeLlm, status, error):
-    fake_llm.script(Fail(status=status))
+    fake_llm.script(Fail(status=status, echo_key=True))
     model = connect(fake_llm.base_url)
     with pytest.raises(error) as caught:
         await run(model)

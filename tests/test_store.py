@@ -111,10 +111,10 @@ async def test_user_message_is_stored_with_its_token_count_and_time(db):
     message = Message(
         conversation_id=0, role="user", author_id="slack:U1", text="hi", token_count=4
     )
-    state, history = await db.begin_turn(REF, message, token_limit=1000)
-    [stored] = await db.messages(state.id)
+    history = await db.begin_turn(REF, message, token_limit=1000)
+    [stored] = await db.messages(history.state.id)
     assert stored.id == message.id
-    assert [entry.text for entry in history] == ["hi"]
+    assert [entry.text for entry in history.newest] == ["hi"] and history.complete
     assert (stored.text, stored.token_count, stored.author_id) == ("hi", 4, "slack:U1")
     assert stored.created_at.tzinfo is not None
 

@@ -18,8 +18,8 @@ def async_database_url(url: str) -> URL:
     """Map the plain forms (`sqlite:///x.db`, `postgres://…`) to the async driver we ship."""
     try:
         parsed = make_url(url.replace("postgres://", "postgresql://", 1))
-    except ArgumentError:
-        raise ValueError(f"{_ACCEPTED}, got {url!r}") from None
+    except ArgumentError:  # not even a URL: never echo it, it may hold a password
+        raise ValueError(f"{_ACCEPTED}; the value given is not a URL") from None
     backend = parsed.get_backend_name()
     if backend not in _ASYNC_DRIVERS:
         raise ValueError(f"{_ACCEPTED}, got a {backend!r} URL")

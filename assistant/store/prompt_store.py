@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import or_
 from sqlalchemy.exc import IntegrityError
@@ -208,14 +209,18 @@ class PromptStore:
                 return existing
             return version
 
-    async def cached_reply(self, key: str) -> str | None:
+    async def cached_reply(self, key: str, *, max_age: timedelta) -> str | None:
         async with self._sessions() as session:
             row = await session.get(CachedResponse, key)
-            return row.text if row else None
+            if row is None or row.created_at < utcnow() - max_age:
+                return None
+            return row.text
 
     async def cache_reply(self, key: str, prompt_version_id: int, text: str) -> None:
         async with self._sessions() as session:
-            session.add(CachedResponse(key=key, prompt_version_id=prompt_version_id, text=text))
+            await session.merge(  # replaces an expired entry
+                CachedResponse(key=key, prompt_version_id=prompt_version_id, text=text)
+            )
             try:
                 await session.commit()
             except IntegrityError:  # the same context was answered and cached concurrently

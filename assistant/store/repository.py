@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import delete, insert
+from sqlalchemy import delete, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
@@ -48,6 +48,15 @@ class ConversationState:
     summary: str = ""
     summary_tokens: int = 0
     summary_through_id: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class History:
+    """What a turn knows of its conversation: the summary state and the newest messages."""
+
+    state: ConversationState
+    newest: list[HistoryEntry]  # newest first, after state.summary_through_id
+    complete: bool  # False when older unsummarized messages were left unread
 
 
 class Store:
@@ -117,7 +126,7 @@ class Store:
 
     async def begin_turn(
         self, key: ConversationRef, message: Message, *, token_limit: int
-    ) -> tuple[ConversationState, list[HistoryEntry]]:
+    ) -> History:
         """Store the user's message (creating its conversation if new), then read its history.
 
         The message is committed before the history is read, so it is safe whatever happens
@@ -135,18 +144,50 @@ class Store:
             await session.commit()
             return message
 
-    async def history(
-        self, conversation_id: int, *, token_limit: int
-    ) -> tuple[ConversationState, list[HistoryEntry]]:
-        """The summary state and the newest unsummarized messages, read in one connection."""
-        async with self.engine.connect() as connection:
-            return await _history(connection, conversation_id, token_limit)
-
     async def newest_messages(
         self, conversation_id: int, *, after_id: int, token_limit: int
     ) -> list[HistoryEntry]:
         async with self.engine.connect() as connection:
-            return await _newest(connection, conversation_id, after_id=after_id, limit=token_limit)
+            found, _ = await _newest(
+                connection, conversation_id, after_id=after_id, limit=token_limit
+            )
+            return found
+
+    async def oldest_messages(
+        self, conversation_id: int, *, after_id: int, token_limit: int
+    ) -> list[HistoryEntry]:
+        """Oldest-first complete messages after `after_id`, up to about `token_limit` tokens:
+        what summary folding takes when a long history was not read in full."""
+        table = _messages
+        query = (
+            sa_select(table.id, table.role, table.text, table.token_count, table.author_name)
+            .where(
+                table.conversation_id == conversation_id,
+                table.id > after_id,
+                table.status == "ok",
+            )
+            .order_by(table.id)
+            .limit(_PAGE)
+        )
+        found: list[HistoryEntry] = []
+        total = 0
+        async with self.engine.connect() as connection:
+            for ident, role, text, tokens, author in (await connection.execute(query)).all():
+                if found and total + tokens > token_limit:
+                    break
+                found.append(
+                    HistoryEntry(
+                        id=ident, role=role, text=text, token_count=tokens, author_name=author
+                    )
+                )
+                total += tokens
+        return found
+
+    async def set_message_status(self, message_id: int, status: str) -> None:
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(Message).where(_messages.id == message_id).values(status=status)
+            )
 
     async def count_messages(self, conversation_id: int) -> int:
         async with self._sessions() as session:
@@ -216,9 +257,7 @@ async def _insert_message(connection: AsyncConnection, message: Message) -> int:
     return int(result.scalar_one())
 
 
-async def _history(
-    connection: AsyncConnection, conversation_id: int, token_limit: int
-) -> tuple[ConversationState, list[HistoryEntry]]:
+async def _history(connection: AsyncConnection, conversation_id: int, token_limit: int) -> History:
     table = _conversations
     query = sa_select(table.summary, table.summary_tokens, table.summary_through_id).where(
         table.id == conversation_id
@@ -230,16 +269,17 @@ async def _history(
         summary_tokens=row.summary_tokens,
         summary_through_id=row.summary_through_id,
     )
-    newest = await _newest(
+    newest, complete = await _newest(
         connection, conversation_id, after_id=state.summary_through_id, limit=token_limit
     )
-    return state, newest
+    return History(state=state, newest=newest, complete=complete)
 
 
 async def _newest(
     connection: AsyncConnection, conversation_id: int, *, after_id: int, limit: int
-) -> list[HistoryEntry]:
-    """Newest-first complete messages after `after_id`, until their tokens pass `limit`.
+) -> tuple[list[HistoryEntry], bool]:
+    """Newest-first complete messages after `after_id`, until their tokens pass `limit`, and
+    whether that read every one of them.
 
     Reads in pages from the newest end, so the cost depends on the budget, never on how long
     the conversation is.
@@ -248,7 +288,7 @@ async def _newest(
     found: list[HistoryEntry] = []
     total = 0
     before_id: int | None = None
-    while total <= limit:
+    while True:
         query = (
             sa_select(table.id, table.role, table.text, table.token_count, table.author_name)
             .where(
@@ -262,14 +302,14 @@ async def _newest(
         if before_id is not None:
             query = query.where(table.id < before_id)
         page = (await connection.execute(query)).all()
-        for ident, role, text, tokens, author in page:
+        for index, (ident, role, text, tokens, author) in enumerate(page):
             found.append(
                 HistoryEntry(id=ident, role=role, text=text, token_count=tokens, author_name=author)
             )
             total += tokens
             if total > limit:
-                break
+                read_all = index == len(page) - 1 and len(page) < _PAGE
+                return found, read_all
         if len(page) < _PAGE:
-            break
+            return found, True
         before_id = page[-1][0]
-    return found

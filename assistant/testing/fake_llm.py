@@ -32,6 +32,7 @@ class Reply:
     first_delay: float = 0.0
     chunk_delay: float = 0.0
     cached_tokens: int = 0
+    finish_reason: str = "stop"  # "length" or "content_filter" for a reply stopped early
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +50,7 @@ class Fail:
     status: int
     message: str = "scripted failure"
     headers: dict[str, str] = field(default_factory=dict)
+    echo_key: bool = False  # quote the caller's API key back, as careless servers do
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,7 +158,11 @@ class FakeLlm:
         self.requests.append(body)
         script = self._queue.popleft() if self._queue else self._responder(body)
         if isinstance(script, Fail):
-            error = {"error": {"message": script.message, "type": "fake", "code": script.status}}
+            message = script.message
+            if script.echo_key:
+                key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+                message += f" (API key provided: {key})"
+            error = {"error": {"message": message, "type": "fake", "code": script.status}}
             return _json(error, status=script.status, headers=script.headers)
         if not body.get("stream"):
             return _json(self._whole_completion(body, script))
@@ -197,7 +203,7 @@ class FakeLlm:
             assert request.transport is not None
             request.transport.abort()
             return response
-        finish = "stop"
+        finish = script.finish_reason if isinstance(script, Reply) else "stop"
         if isinstance(script, CallTools):
             finish = "tool_calls"
             for index, (name, arguments) in enumerate(script.calls):
