@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from assistant.llm import ChatRequest, Completion, LlmError, Usage
+from assistant.llm import ChatRequest, Completion, LlmError, Usage, wire_messages
 from assistant.pricing import PriceTable
 from assistant.store.tables import LlmCall
 from assistant.tokens import TokenCounter
@@ -112,10 +112,9 @@ def cache_hit_call(context: CallContext, *, elapsed_ms: float) -> LlmCall:
 
 def estimate_usage(counter: TokenCounter, request: ChatRequest, completion_text: str) -> Usage:
     """Servers that send no usage (some local ones) are counted with our tokenizer."""
-    wire = [{"role": m.role, "content": m.content} for m in request.messages]
     tools = [t.to_openai() for t in request.tools]
     return Usage(
-        prompt_tokens=counter.count_request(wire, tools),
+        prompt_tokens=counter.count_request(wire_messages(request.messages), tools),
         completion_tokens=counter.count(completion_text),
     )
 

@@ -19,7 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from assistant import accounting, contracts, memory
-from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
+from assistant.llm import (
+    ChatMessage,
+    ChatModel,
+    ChatRequest,
+    Completion,
+    LlmError,
+    wire_messages,
+)
 from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, PromptFile, PromptVersion
 from assistant.store import Store
@@ -48,6 +55,7 @@ SUMMARY_WORDS = 200
 CACHE_TTL = timedelta(hours=24)
 FOLD_BACKOFF_SECONDS = 300.0  # after a failed summary call, answer without folding for a while
 NAME_LIMIT = 64
+TRUNCATED = " [truncated to fit the context]"
 CUT_OFF_NOTES = {
     "length": "\n\n[The answer was cut off: it reached the length limit.]",
     "content_filter": "\n\n[The answer was stopped by the provider's content filter.]",
@@ -276,7 +284,7 @@ class Assistant:
         date, so counted each turn), examples and tool schemas (counted once per version)."""
         label = turn.version.label
         if label not in self._static_tokens:
-            examples = [{"role": m.role, "content": m.content} for m in preamble[1:]]
+            examples = wire_messages(preamble[1:])
             tools = [t.to_openai() for t in self._tools.definitions(turn.version.tools)]
             self._static_tokens[label] = turn.counter.count_request(examples, tools)
         return self._static_tokens[label] + turn.counter.count_message(preamble[0].content)
@@ -466,14 +474,8 @@ class Assistant:
             messages.append(ChatMessage(role="tool", content=content, tool_call_id=result.call_id))
 
     def _request_tokens(self, turn: _Turn, messages: list[ChatMessage]) -> int:
-        wire: list[dict[str, Any]] = []
-        for m in messages:
-            entry: dict[str, Any] = {"role": m.role, "content": m.content}
-            if m.tool_calls:
-                entry["tool_calls"] = [[c.id, c.name, c.arguments] for c in m.tool_calls]
-            wire.append(entry)
         tools = [t.to_openai() for t in self._tools.definitions(turn.version.tools)]
-        return turn.counter.count_request(wire, tools)
+        return turn.counter.count_request(wire_messages(messages), tools)
 
     async def _enforce_contract(
         self, turn: _Turn, messages: list[ChatMessage], schema: dict[str, Any]
@@ -575,12 +577,16 @@ def _clean_name(name: str) -> str:
 
 
 def _fit(content: str, tokens: int, counter: TokenCounter) -> str:
-    """A tool result cut to the room left in the context (about 3 characters a token)."""
-    if counter.count(content) <= tokens:
+    """A tool result cut to `tokens`, the room left for it in the context."""
+    if counter.count_message(content) <= tokens:
         return content
-    if tokens < 16:
+    room = tokens - counter.count_message(TRUNCATED)
+    if room < 8:
         return "error: no room left in the context for this result"
-    return content[: tokens * 3] + " [truncated to fit the context]"
+    cut = content[: room * 4]
+    while counter.count(cut) > room:
+        cut = cut[: len(cut) * 9 // 10]
+    return cut + TRUNCATED
 
 
 def _user_facing(exc: Exception) -> tuple[str, bool]:

@@ -349,10 +349,15 @@ def _wire_message(message: ChatMessage) -> dict[str, Any]:
     return wire
 
 
+def wire_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
+    """The messages exactly as they go over the wire (what token counts must be taken of)."""
+    return [_wire_message(m) for m in messages]
+
+
 def _wire_request(request: ChatRequest) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": request.model,
-        "messages": [_wire_message(m) for m in request.messages],
+        "messages": wire_messages(request.messages),
         "stream": True,
         "stream_options": {"include_usage": True},
         **request.params,

@@ -115,6 +115,16 @@ async def test_first_token_timeout(fake_llm: FakeLlm):
     await model.close()
 
 
+async def test_the_first_token_timeout_covers_retries(fake_llm: FakeLlm):
+    fake_llm.script(
+        Fail(status=429, headers={"retry-after-ms": "300"}), Reply(text="late", first_delay=0.4)
+    )
+    model = connect(fake_llm.base_url, first_token=0.5)
+    with pytest.raises(LlmTimeout, match="first token"):
+        await run(model)
+    await model.close()
+
+
 async def test_idle_timeout_on_a_hung_stream(fake_llm: FakeLlm):
     fake_llm.script(Hang(text="partial"))
     model = connect(fake_llm.base_url, idle=0.2)
