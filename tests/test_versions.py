@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 from pathlib import Path
@@ -203,3 +204,18 @@ async def test_the_shell_must_name_a_place_for_narrow_scopes(two_versions, make_
     assert done.ok and "channel test/W1/C1" in done.text
     audit: PromptAudit = (await store.prompts.history("assistant"))[0]
     assert (audit.actor, audit.surface, audit.channel) == ("cli:ops", "cli", "C1")
+
+
+async def test_two_admins_binding_a_new_scope_at_once_are_both_audited(
+    two_versions, make_assistant, store
+):
+    commands = admin_commands(await make_assistant(), store)
+    results = await asyncio.gather(
+        run(commands, "prompt use assistant 1 --scope global"),
+        run(commands, "prompt use assistant 2 --scope global"),
+    )
+    assert all(r.ok for r in results), [r.text for r in results]
+    history = await store.prompts.history("assistant")
+    assert len(history) == 2
+    [(_, binding)] = await store.prompts.bindings()
+    assert binding.describe() in {"assistant@1", "assistant@2"}

@@ -113,48 +113,46 @@ class PromptStore:
         forced: bool = False,
         undoes: int | None = None,
     ) -> BindingChange:
-        """Set (or clear) a scope's binding and write the audit row, in one transaction."""
-        async with self._sessions() as session:
-            row = (await session.exec(select(PromptBinding).where(_matches(scope)))).first()
-            before = _binding(row) if row else None
-            if after is None and row is not None:
-                await session.delete(row)
-            elif after is not None:
-                row = row or PromptBinding(
-                    scope=scope.kind,
-                    platform=scope.platform,
-                    workspace=scope.workspace,
-                    channel=scope.channel,
-                    prompt_name=after.prompt,
-                    updated_by=actor,
-                )
-                row.prompt_name, row.version = after.prompt, after.version
-                row.split = json.dumps(after.split) if after.split else None
-                row.updated_at, row.updated_by = utcnow(), actor
-                session.add(row)
-            named = after or before
-            audit = PromptAudit(
-                actor=actor,
-                surface=surface,
-                action=action,
-                prompt_name=named.prompt if named else "",
-                scope=scope.kind,
-                platform=scope.platform,
-                workspace=scope.workspace,
-                channel=scope.channel,
-                before=before.to_json() if before else None,
-                after=after.to_json() if after else None,
-                forced=forced,
-            )
-            session.add(audit)
-            await session.flush()
-            if undoes is not None:
-                undone = await session.get(PromptAudit, undoes)
-                assert undone is not None
-                undone.undone_by = audit.id
-            await session.commit()
-            assert audit.id is not None
-            return BindingChange(audit_id=audit.id, before=before, after=after)
+        """Set (or clear) a scope's binding and write the audit row, in one transaction.
+
+        Two admins binding a new scope at once collide on its unique key; the loser retries
+        and records the winner's binding as its `before`.
+        """
+        audit = PromptAudit(
+            actor=actor,
+            surface=surface,
+            action=action,
+            prompt_name="",
+            scope=scope.kind,
+            platform=scope.platform,
+            workspace=scope.workspace,
+            channel=scope.channel,
+            after=after.to_json() if after else None,
+            forced=forced,
+        )
+        for attempt in (1, 2):
+            async with self._sessions() as session:
+                before = await _write_binding(session, scope, after, actor)
+                named = after or before
+                audit.prompt_name = named.prompt if named else ""
+                audit.before = before.to_json() if before else None
+                session.add(audit)
+                await session.flush()
+                if undoes is not None:
+                    undone = await session.get(PromptAudit, undoes)
+                    assert undone is not None
+                    undone.undone_by = audit.id
+                try:
+                    await session.commit()
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+                    await session.rollback()
+                    audit.id = None
+                    continue
+                assert audit.id is not None
+                return BindingChange(audit_id=audit.id, before=before, after=after)
+        raise AssertionError("unreachable")
 
     async def last_change(self, scope: Scope) -> PromptAudit | None:
         """The newest change of this scope's binding that no rollback has undone yet."""
@@ -225,6 +223,31 @@ class PromptStore:
                 await session.commit()
             except IntegrityError:  # the same context was answered and cached concurrently
                 await session.rollback()
+
+
+async def _write_binding(
+    session: AsyncSession, scope: Scope, after: Binding | None, actor: str
+) -> Binding | None:
+    """Make the scope's binding `after` (None clears it); returns what it was."""
+    row = (await session.exec(select(PromptBinding).where(_matches(scope)))).first()
+    before = _binding(row) if row else None
+    if after is None:
+        if row is not None:
+            await session.delete(row)
+        return before
+    row = row or PromptBinding(
+        scope=scope.kind,
+        platform=scope.platform,
+        workspace=scope.workspace,
+        channel=scope.channel,
+        prompt_name=after.prompt,
+        updated_by=actor,
+    )
+    row.prompt_name, row.version = after.prompt, after.version
+    row.split = json.dumps(after.split) if after.split else None
+    row.updated_at, row.updated_by = utcnow(), actor
+    session.add(row)
+    return before
 
 
 async def _version(session: AsyncSession, name: str, version: int) -> PromptVersionRow | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -242,7 +243,7 @@ class Store:
             await session.exec(
                 delete(ProcessedEvent).where(col(ProcessedEvent.created_at) < utcnow() - keep)
             )
-            session.add_all(ProcessedEvent(key=key) for key in dict.fromkeys(keys))
+            session.add_all(ProcessedEvent(key=_event_key(key)) for key in dict.fromkeys(keys))
             try:
                 await session.commit()
             except IntegrityError:
@@ -313,3 +314,10 @@ async def _newest(
         if len(page) < _PAGE:
             return found, True
         before_id = page[-1][0]
+
+
+def _event_key(key: str) -> str:
+    """Platform ids are short, but a key must never fail the column's 255-character limit."""
+    if len(key) <= 255:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()

@@ -115,7 +115,7 @@ class PromptBinding(SQLModel, table=True):
     channel: str = Field(default="", max_length=128)
     prompt_name: str = Field(max_length=64)
     version: int | None = Field(default=None, description="NULL when split is set")
-    split: str | None = Field(default=None, max_length=512, description='JSON {"2": 90, "3": 10}')
+    split: str | None = Field(default=None, max_length=512, description="JSON [[2, 90], [3, 10]]")
     updated_at: datetime = Field(default_factory=utcnow)
     updated_by: str = Field(max_length=160)
 
