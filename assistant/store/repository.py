@@ -6,8 +6,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import delete, insert, update
+from sqlalchemy import Select, delete, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
@@ -159,17 +160,7 @@ class Store:
     ) -> list[HistoryEntry]:
         """Oldest-first complete messages after `after_id`, up to about `token_limit` tokens:
         what summary folding takes when a long history was not read in full."""
-        table = _messages
-        query = (
-            sa_select(table.id, table.role, table.text, table.token_count, table.author_name)
-            .where(
-                table.conversation_id == conversation_id,
-                table.id > after_id,
-                table.status == "ok",
-            )
-            .order_by(table.id)
-            .limit(_PAGE)
-        )
+        query = _history_query(conversation_id, after_id).order_by(_messages.id).limit(_PAGE)
         found: list[HistoryEntry] = []
         total = 0
         async with self.engine.connect() as connection:
@@ -276,6 +267,14 @@ async def _history(connection: AsyncConnection, conversation_id: int, token_limi
     return History(state=state, newest=newest, complete=complete)
 
 
+def _history_query(conversation_id: int, after_id: int) -> Select[Any]:
+    """The complete messages of a conversation after `after_id`: what history is made of."""
+    table = _messages
+    return sa_select(table.id, table.role, table.text, table.token_count, table.author_name).where(
+        table.conversation_id == conversation_id, table.id > after_id, table.status == "ok"
+    )
+
+
 async def _newest(
     connection: AsyncConnection, conversation_id: int, *, after_id: int, limit: int
 ) -> tuple[list[HistoryEntry], bool]:
@@ -290,16 +289,7 @@ async def _newest(
     total = 0
     before_id: int | None = None
     while True:
-        query = (
-            sa_select(table.id, table.role, table.text, table.token_count, table.author_name)
-            .where(
-                table.conversation_id == conversation_id,
-                table.id > after_id,
-                table.status == "ok",
-            )
-            .order_by(table.id.desc())
-            .limit(_PAGE)
-        )
+        query = _history_query(conversation_id, after_id).order_by(table.id.desc()).limit(_PAGE)
         if before_id is not None:
             query = query.where(table.id < before_id)
         page = (await connection.execute(query)).all()
