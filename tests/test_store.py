@@ -9,8 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import inspect, text
 
+from assistant.bindings import Binding, Scope
 from assistant.store import PromptVersionConflict, Store, migrate
-from assistant.store.tables import Message, PromptVersionRow
+from assistant.store.tables import LlmCall, Message, PromptVersionRow
 from assistant.turns import ConversationRef
 
 REF = ConversationRef(platform="slack", workspace="T1", channel="C1", thread="1700000000.000100")
@@ -163,3 +164,48 @@ async def test_a_released_prompt_version_cannot_change(db):
     with pytest.raises(PromptVersionConflict, match=r"prompts/helpdesk/3\.yaml.*new version"):
         await db.prompts.save_version(PromptVersionRow(content_hash="h2", **row))
     assert [v.content_hash for v in await db.prompts.versions("helpdesk")] == ["h1"]
+
+
+async def test_a_reply_and_its_calls_are_stored_together(db):
+    conversation_id = await db.conversation_id(REF)
+    reply = Message(conversation_id=conversation_id, role="assistant", text="done", token_count=4)
+    calls = [
+        LlmCall(conversation_id=conversation_id, purpose=p, model="m", total_ms=1.0, status="ok")
+        for p in ("summary", "reply")
+    ]
+    await db.finish_turn(reply, calls)
+    stored = await db.llm_calls(conversation_id)
+    assert [c.purpose for c in stored] == ["summary", "reply"]
+    assert {c.message_id for c in stored} == {reply.id}
+
+
+async def test_oldest_messages_start_right_after_the_pointer(db):
+    conversation_id = await db.conversation_id(REF)
+    for index in range(10):
+        await db.add_message(
+            Message(conversation_id=conversation_id, role="user", text=f"m{index}", token_count=10)
+        )
+    everything = await db.newest_messages(conversation_id, after_id=0, token_limit=1000)
+    pointer = everything[-3].id  # m2
+    oldest = await db.oldest_messages(conversation_id, after_id=pointer, token_limit=25)
+    assert [m.text for m in oldest] == ["m3", "m4"]
+
+
+async def test_bindings_that_apply_to_a_place_come_most_specific_first(db):
+    here = ConversationRef(platform="slack", workspace="T1", channel="C1", thread="x")
+    for scope, version in (
+        (Scope(kind="global"), 1),
+        (Scope.of("workspace", here), 2),
+        (Scope.of("channel", here), 3),
+        (Scope(kind="channel", platform="slack", workspace="T1", channel="C2"), 4),
+    ):
+        binding = Binding(prompt="helpdesk", version=version)
+        await db.prompts.change_binding(scope, binding, actor="t:1", surface="test", action="use")
+    found = await db.prompts.bindings_for(here)
+    assert [(scope.kind, binding.version) for scope, binding in found] == [
+        ("channel", 3),
+        ("workspace", 2),
+        ("global", 1),
+    ]
+    elsewhere = ConversationRef(platform="discord", workspace="G1", channel="C1")
+    assert [s.kind for s, _ in await db.prompts.bindings_for(elsewhere)] == ["global"]

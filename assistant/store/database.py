@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import sqlalchemy
 from sqlalchemy import event
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
+T = TypeVar("T")
 _ACCEPTED = "expected sqlite:///path/to/file.db or postgresql://user:pass@host:5432/dbname"
 
 
@@ -36,6 +40,41 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+class WorkRunner:
+    """Runs one unit of SQL work (a sync function of a Connection that commits what it writes).
+
+    On SQLite the unit goes through the sync driver in one thread hop: through aiosqlite every
+    statement is a hop of its own, and the hops cost more than the SQL. Elsewhere it runs on
+    the async engine's connection. The hot path of a turn is written this way; the rest uses
+    the async ORM session.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._sqlite: Engine | None = None
+        if engine.dialect.name == "sqlite":
+            self._sqlite = sqlalchemy.create_engine(
+                engine.url.set(drivername="sqlite+pysqlite"),
+                connect_args={"check_same_thread": False},
+            )
+            event.listen(self._sqlite, "connect", _tune_sqlite)
+
+    async def __call__(self, work: Callable[[Connection], T]) -> T:
+        if self._sqlite is not None:
+            return await asyncio.to_thread(_with_connection, self._sqlite, work)
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(work)
+
+    def dispose(self) -> None:
+        if self._sqlite is not None:
+            self._sqlite.dispose()
+
+
+def _with_connection(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.connect() as connection:
+        return work(connection)
 
 
 def create_engine(url: str) -> AsyncEngine:

@@ -10,13 +10,16 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import or_
+from sqlalchemy import and_, bindparam, or_
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.bindings import Binding, Scope, scopes_for
+from assistant.store.database import WorkRunner
 from assistant.store.tables import (
     CachedResponse,
     PromptAssignment,
@@ -26,6 +29,27 @@ from assistant.store.tables import (
     utcnow,
 )
 from assistant.turns import ConversationRef
+
+_bindings = PromptBinding.__table__.c  # type: ignore[attr-defined]
+# Built once (statement building costs more than the query): the bindings of one place.
+_BINDINGS_FOR = sa_select(
+    _bindings.scope, _bindings.prompt_name, _bindings.version, _bindings.split
+).where(
+    or_(
+        and_(_bindings.scope == "global"),
+        and_(
+            _bindings.scope == "workspace",
+            _bindings.platform == bindparam("platform"),
+            _bindings.workspace == bindparam("workspace"),
+        ),
+        and_(
+            _bindings.scope == "channel",
+            _bindings.platform == bindparam("platform"),
+            _bindings.workspace == bindparam("workspace"),
+            _bindings.channel == bindparam("channel"),
+        ),
+    )
+)
 
 
 class PromptVersionConflict(Exception):
@@ -42,8 +66,9 @@ class BindingChange:
 
 
 class PromptStore:
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, run: WorkRunner | None = None) -> None:
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+        self._run = run or WorkRunner(engine)
 
     async def save_version(self, row: PromptVersionRow) -> PromptVersionRow:
         """Insert a version once; the same content again is a no-op, other content is refused."""
@@ -83,14 +108,14 @@ class PromptStore:
     async def bindings_for(self, ref: ConversationRef) -> list[tuple[Scope, Binding]]:
         """The bindings that apply to a conversation, most specific first."""
         scopes = scopes_for(ref)
-        async with self._sessions() as session:
-            rows = (
-                await session.exec(
-                    select(PromptBinding).where(or_(*(_matches(scope) for scope in scopes)))
-                )
-            ).all()
-        by_kind = {row.scope: row for row in rows}
-        return [(scope, _binding(by_kind[scope.kind])) for scope in scopes if scope.kind in by_kind]
+        params = {"platform": ref.platform, "workspace": ref.workspace, "channel": ref.channel}
+
+        def work(connection: Connection) -> dict[str, Binding]:  # read on every turn: Core
+            rows = connection.execute(_BINDINGS_FOR, params).all()
+            return {kind: _binding_of(name, version, split) for kind, name, version, split in rows}
+
+        by_kind = await self._run(work)
+        return [(scope, by_kind[scope.kind]) for scope in scopes if scope.kind in by_kind]
 
     async def bindings(self) -> list[tuple[Scope, Binding]]:
         async with self._sessions() as session:
@@ -267,8 +292,12 @@ def _matches(scope: Scope):  # type: ignore[no-untyped-def]
 
 
 def _binding(row: PromptBinding) -> Binding:
-    split = tuple((int(v), int(w)) for v, w in json.loads(row.split)) if row.split else ()
-    return Binding(prompt=row.prompt_name, version=row.version, split=split)
+    return _binding_of(row.prompt_name, row.version, row.split)
+
+
+def _binding_of(prompt: str, version: int | None, split_json: str | None) -> Binding:
+    split = tuple((int(v), int(w)) for v, w in json.loads(split_json)) if split_json else ()
+    return Binding(prompt=prompt, version=version, split=split)
 
 
 def _scope(row: PromptBinding) -> Scope:

@@ -6,16 +6,17 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import NamedTuple, TypeVar
 
-from sqlalchemy import Select, delete, insert, update
+from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from assistant.store.database import create_engine
+from assistant.store.database import WorkRunner, create_engine
 from assistant.store.prompt_store import PromptStore
 from assistant.store.tables import (
     Conversation,
@@ -27,13 +28,14 @@ from assistant.store.tables import (
 from assistant.turns import ConversationRef
 
 _PAGE = 128
+T = TypeVar("T")
 _messages = Message.__table__.c  # type: ignore[attr-defined]
 _conversations = Conversation.__table__.c  # type: ignore[attr-defined]
 
 
-@dataclass(frozen=True, kw_only=True)
-class HistoryEntry:
-    """The part of a stored message that context building needs; plain, no ORM state."""
+class HistoryEntry(NamedTuple):
+    """The part of a stored message that context building needs. A tuple, not an ORM object:
+    hundreds are read on every turn."""
 
     id: int
     role: str
@@ -66,11 +68,12 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._run = WorkRunner(engine)
         self._sessions = async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
         # A conversation's id never changes and rows are never deleted, so every replica may
         # keep this map: it saves a query on every turn and holds nothing another one needs.
         self._conversation_ids: dict[ConversationRef, int] = {}
-        self.prompts = PromptStore(engine)
+        self.prompts = PromptStore(engine, run=self._run)
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -78,6 +81,7 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        self._run.dispose()
 
     async def conversation(self, key: ConversationRef) -> Conversation:
         """Fetch or create; a concurrent creator wins the unique constraint and we read its row."""
@@ -134,11 +138,15 @@ class Store:
         The message is committed before the history is read, so it is safe whatever happens
         next; one connection serves both because this runs on every turn.
         """
-        message.conversation_id = await self.conversation_id(key)
-        async with self.engine.connect() as connection:
-            message.id = await _insert_message(connection, message)
-            await connection.commit()
-            return await _history(connection, message.conversation_id, token_limit)
+        conversation_id = await self.conversation_id(key)
+        message.conversation_id = conversation_id
+
+        def work(connection: Connection) -> History:
+            message.id = _insert_message(connection, message)
+            connection.commit()
+            return _history(connection, conversation_id, token_limit)
+
+        return await self._run(work)
 
     async def add_message(self, message: Message) -> Message:
         async with self._sessions() as session:
@@ -149,31 +157,31 @@ class Store:
     async def newest_messages(
         self, conversation_id: int, *, after_id: int, token_limit: int
     ) -> list[HistoryEntry]:
-        async with self.engine.connect() as connection:
-            found, _ = await _newest(
-                connection, conversation_id, after_id=after_id, limit=token_limit
-            )
+        def work(connection: Connection) -> list[HistoryEntry]:
+            found, _ = _newest(connection, conversation_id, after_id=after_id, limit=token_limit)
             return found
+
+        return await self._run(work)
 
     async def oldest_messages(
         self, conversation_id: int, *, after_id: int, token_limit: int
     ) -> list[HistoryEntry]:
         """Oldest-first complete messages after `after_id`, up to about `token_limit` tokens:
         what summary folding takes when a long history was not read in full."""
-        query = _history_query(conversation_id, after_id).order_by(_messages.id).limit(_PAGE)
-        found: list[HistoryEntry] = []
-        total = 0
-        async with self.engine.connect() as connection:
-            for ident, role, text, tokens, author in (await connection.execute(query)).all():
-                if found and total + tokens > token_limit:
+        params = {"conversation_id": conversation_id, "after_id": after_id}
+
+        def work(connection: Connection) -> list[HistoryEntry]:
+            found: list[HistoryEntry] = []
+            total = 0
+            for row in connection.execute(_OLDEST_PAGE, params).all():
+                entry = HistoryEntry._make(row)
+                if found and total + entry.token_count > token_limit:
                     break
-                found.append(
-                    HistoryEntry(
-                        id=ident, role=role, text=text, token_count=tokens, author_name=author
-                    )
-                )
-                total += tokens
-        return found
+                found.append(entry)
+                total += entry.token_count
+            return found
+
+        return await self._run(work)
 
     async def set_message_status(self, message_id: int, status: str) -> None:
         async with self.engine.begin() as connection:
@@ -201,14 +209,18 @@ class Store:
 
     async def finish_turn(self, reply: Message | None, calls: Sequence[LlmCall]) -> None:
         """Store the reply and its calls together: a reply is never stored without its cost."""
-        async with self.engine.begin() as connection:
+
+        def work(connection: Connection) -> None:
             if reply is not None:
-                reply.id = await _insert_message(connection, reply)
+                reply.id = _insert_message(connection, reply)
                 for call in calls:
                     call.message_id = reply.id
             if calls:
                 rows = [call.model_dump(exclude={"id"}) for call in calls]
-                await connection.execute(insert(LlmCall), rows)
+                connection.execute(_INSERT_CALLS, rows)
+            connection.commit()
+
+        await self._run(work)
 
     async def llm_calls(self, conversation_id: int) -> list[LlmCall]:
         async with self._sessions() as session:
@@ -243,40 +255,47 @@ class Store:
             return True
 
 
-async def _insert_message(connection: AsyncConnection, message: Message) -> int:
-    values = message.model_dump(exclude={"id"})
-    result = await connection.execute(insert(Message).values(**values).returning(_messages.id))
+# The statements of the hot path, built once: building a statement costs more than running it.
+_STATE = sa_select(
+    _conversations.summary, _conversations.summary_tokens, _conversations.summary_through_id
+).where(_conversations.id == bindparam("conversation_id"))
+_HISTORY = sa_select(
+    _messages.id, _messages.role, _messages.text, _messages.token_count, _messages.author_name
+).where(
+    _messages.conversation_id == bindparam("conversation_id"),
+    _messages.id > bindparam("after_id"),
+    _messages.status == "ok",
+)
+_NEWEST_PAGE = (
+    _HISTORY.where(_messages.id <= bindparam("up_to_id")).order_by(_messages.id.desc()).limit(_PAGE)
+)
+_OLDEST_PAGE = _HISTORY.order_by(_messages.id).limit(_PAGE)
+_INSERT_MESSAGE = insert(Message).returning(_messages.id)
+_INSERT_CALLS = insert(LlmCall)
+_LARGEST_ID = 2**31 - 1  # INTEGER on Postgres
+
+
+def _insert_message(connection: Connection, message: Message) -> int:
+    result = connection.execute(_INSERT_MESSAGE, message.model_dump(exclude={"id"}))
     return int(result.scalar_one())
 
 
-async def _history(connection: AsyncConnection, conversation_id: int, token_limit: int) -> History:
-    table = _conversations
-    query = sa_select(table.summary, table.summary_tokens, table.summary_through_id).where(
-        table.id == conversation_id
-    )
-    row = (await connection.execute(query)).one()
+def _history(connection: Connection, conversation_id: int, token_limit: int) -> History:
+    row = connection.execute(_STATE, {"conversation_id": conversation_id}).one()
     state = ConversationState(
         id=conversation_id,
         summary=row.summary,
         summary_tokens=row.summary_tokens,
         summary_through_id=row.summary_through_id,
     )
-    newest, complete = await _newest(
+    newest, complete = _newest(
         connection, conversation_id, after_id=state.summary_through_id, limit=token_limit
     )
     return History(state=state, newest=newest, complete=complete)
 
 
-def _history_query(conversation_id: int, after_id: int) -> Select[Any]:
-    """The complete messages of a conversation after `after_id`: what history is made of."""
-    table = _messages
-    return sa_select(table.id, table.role, table.text, table.token_count, table.author_name).where(
-        table.conversation_id == conversation_id, table.id > after_id, table.status == "ok"
-    )
-
-
-async def _newest(
-    connection: AsyncConnection, conversation_id: int, *, after_id: int, limit: int
+def _newest(
+    connection: Connection, conversation_id: int, *, after_id: int, limit: int
 ) -> tuple[list[HistoryEntry], bool]:
     """Newest-first complete messages after `after_id`, until their tokens pass `limit`, and
     whether that read every one of them.
@@ -284,26 +303,22 @@ async def _newest(
     Reads in pages from the newest end, so the cost depends on the budget, never on how long
     the conversation is.
     """
-    table = _messages
     found: list[HistoryEntry] = []
     total = 0
-    before_id: int | None = None
+    up_to_id = _LARGEST_ID
     while True:
-        query = _history_query(conversation_id, after_id).order_by(table.id.desc()).limit(_PAGE)
-        if before_id is not None:
-            query = query.where(table.id < before_id)
-        page = (await connection.execute(query)).all()
-        for index, (ident, role, text, tokens, author) in enumerate(page):
-            found.append(
-                HistoryEntry(id=ident, role=role, text=text, token_count=tokens, author_name=author)
-            )
-            total += tokens
+        params = {"conversation_id": conversation_id, "after_id": after_id, "up_to_id": up_to_id}
+        page = connection.execute(_NEWEST_PAGE, params).all()
+        for index, row in enumerate(page):
+            entry = HistoryEntry._make(row)
+            found.append(entry)
+            total += entry.token_count
             if total > limit:
                 read_all = index == len(page) - 1 and len(page) < _PAGE
                 return found, read_all
         if len(page) < _PAGE:
             return found, True
-        before_id = page[-1][0]
+        up_to_id = page[-1][0] - 1
 
 
 def _event_key(key: str) -> str:
