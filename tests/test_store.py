@@ -209,3 +209,15 @@ async def test_bindings_that_apply_to_a_place_come_most_specific_first(db):
     ]
     elsewhere = ConversationRef(platform="discord", workspace="G1", channel="C1")
     assert [s.kind for s, _ in await db.prompts.bindings_for(elsewhere)] == ["global"]
+
+
+async def test_a_summary_never_moves_backwards(db):
+    conversation_id = await db.conversation_id(REF)
+    assert await db.save_summary(conversation_id, summary="up to 9", tokens=5, through_id=9)
+    assert not await db.save_summary(conversation_id, summary="up to 5", tokens=5, through_id=5)
+    history = await db.begin_turn(
+        REF,
+        Message(conversation_id=0, role="user", text="hi", token_count=3),
+        token_limit=100,
+    )
+    assert (history.state.summary, history.state.summary_through_id) == ("up to 9", 9)

@@ -198,14 +198,20 @@ class Store:
 
     async def save_summary(
         self, conversation_id: int, *, summary: str, tokens: int, through_id: int
-    ) -> None:
-        async with self._sessions() as session:
-            row = await session.get(Conversation, conversation_id)
-            assert row is not None
-            row.summary = summary
-            row.summary_tokens = tokens
-            row.summary_through_id = through_id
-            await session.commit()
+    ) -> bool:
+        """Store a fold unless a concurrent turn already folded as far: a summary never moves
+        backwards. Returns whether this one was kept."""
+        statement = (
+            update(Conversation)
+            .where(
+                _conversations.id == conversation_id,
+                _conversations.summary_through_id < through_id,
+            )
+            .values(summary=summary, summary_tokens=tokens, summary_through_id=through_id)
+        )
+        async with self.engine.begin() as connection:
+            result = await connection.execute(statement)
+        return bool(result.rowcount)
 
     async def finish_turn(self, reply: Message | None, calls: Sequence[LlmCall]) -> None:
         """Store the reply and its calls together: a reply is never stored without its cost."""
