@@ -336,9 +336,12 @@ class AdminCommands:
         version = command.version or versions[-1]
         await self._require(command.name, version)
         row = await self._prompts.version(command.name, version)
-        assert row is not None
+        assert row is not None and row.id is not None
+        usage = await self._prompts.usage(row.id)
         return (
             f"{row.name}@{row.version} from {row.source_file} (sha256 {row.content_hash[:12]})\n"
+            f"model calls for replies: {usage.calls}; output-contract violations: "
+            f"{usage.contract_violations}; answered from cache: {usage.cache_hits}\n"
             f"```\n{row.body.rstrip()}\n```"
         )
 

@@ -6,11 +6,12 @@ import json
 
 import pytest
 
+from assistant.commands import AdminCommands, CommandContext
 from assistant.contracts import check_reply
 from assistant.prompts import PromptFileError, load_prompt_file
 from assistant.testing import Reply
 from assistant.turns import Completed, Failed, TextDelta
-from tests.conftest import REF, ConversationRef, collect, inbound, write_prompt
+from tests.conftest import ALICE, REF, ConversationRef, collect, inbound, write_prompt
 
 SCHEMA = {
     "type": "object",
@@ -61,6 +62,10 @@ async def test_a_violation_gets_one_repair_and_then_succeeds(
     conversation = await store.find_conversation(REF)
     calls = await store.llm_calls(conversation.id)
     assert [c.contract_error is not None for c in calls] == [True, False]
+    shown = await AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=()).run(
+        "prompt show assistant", CommandContext(actor=ALICE, surface="test")
+    )
+    assert "model calls for replies: 2; output-contract violations: 1" in shown.text
 
 
 async def test_two_violations_fail_the_turn_clearly(prompts_dir, make_assistant, fake_llm, store):

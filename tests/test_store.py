@@ -221,3 +221,32 @@ async def test_a_summary_never_moves_backwards(db):
         token_limit=100,
     )
     assert (history.state.summary, history.state.summary_through_id) == ("up to 9", 9)
+
+
+async def test_a_versions_usage_counts_violations_and_cache_hits(db):
+    version = await db.prompts.save_version(
+        PromptVersionRow(name="p", version=1, content_hash="h", source_file="p/1.yaml", body="b")
+    )
+    conversation_id = await db.conversation_id(REF)
+
+    def call(**fields: object) -> LlmCall:
+        return LlmCall(
+            conversation_id=conversation_id,
+            prompt_version_id=version.id,
+            model="m",
+            total_ms=1.0,
+            status="ok",
+            **fields,
+        )
+
+    await db.finish_turn(
+        None,
+        [
+            call(purpose="reply", contract_error="at /: bad"),
+            call(purpose="reply"),
+            call(purpose="reply", cache_hit=True),
+            call(purpose="summary"),
+        ],
+    )
+    usage = await db.prompts.usage(version.id)
+    assert (usage.calls, usage.contract_violations, usage.cache_hits) == (3, 1, 1)

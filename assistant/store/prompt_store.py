@@ -15,13 +15,14 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.bindings import Binding, Scope, scopes_for
 from assistant.store.database import WorkRunner
 from assistant.store.tables import (
     CachedResponse,
+    LlmCall,
     PromptAssignment,
     PromptAudit,
     PromptBinding,
@@ -54,6 +55,13 @@ _BINDINGS_FOR = sa_select(
 
 class PromptVersionConflict(Exception):
     """A released prompt version came back with different content."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionUsage:
+    calls: int
+    contract_violations: int
+    cache_hits: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +99,18 @@ class PromptStore:
                     PromptVersionRow.model_validate(row.model_dump(exclude={"id"}))
                 )
             return row
+
+    async def usage(self, prompt_version_id: int) -> VersionUsage:
+        """How a version has done in production: replies, contract violations, cache hits."""
+        replies = col(LlmCall.purpose) == "reply"
+        query = select(
+            func.count(),
+            func.count().filter(col(LlmCall.contract_error).is_not(None)),
+            func.count().filter(col(LlmCall.cache_hit)),
+        ).where(col(LlmCall.prompt_version_id) == prompt_version_id, replies)
+        async with self._sessions() as session:
+            calls, violations, hits = (await session.exec(query)).one()
+        return VersionUsage(calls=calls, contract_violations=violations, cache_hits=hits)
 
     async def versions(self, name: str | None = None) -> list[PromptVersionRow]:
         async with self._sessions() as session:
