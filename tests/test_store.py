@@ -77,9 +77,7 @@ async def test_upgrading_a_database_that_holds_data_keeps_it(database_url):
         await store.close()
 
 
-async def test_replicas_starting_together_migrate_once(database_url):
-    if database_url.startswith("sqlite"):
-        pytest.skip("replicas share Postgres; SQLite serves one process")
+async def test_processes_starting_together_migrate_once(database_url):
     stores = [Store.connect(database_url) for _ in range(3)]
     try:
         async with asyncio.timeout(30):  # without the migration lock they deadlock on DDL

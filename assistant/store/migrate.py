@@ -25,9 +25,13 @@ _MIGRATION_LOCK = 0x61737369  # "assi"
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Apply migrations. Processes starting together take turns: on Postgres through an
+    advisory lock, on SQLite by taking the write lock before alembic looks at the schema."""
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
+        elif connection.dialect.name == "sqlite":
+            await connection.exec_driver_sql("BEGIN IMMEDIATE")
         await connection.run_sync(lambda sync: command.upgrade(_config(sync), revision))
 
 
