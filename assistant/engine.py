@@ -285,7 +285,7 @@ class Assistant:
         label = turn.version.label
         if label not in self._static_tokens:
             examples = wire_messages(preamble[1:])
-            tools = [t.to_openai() for t in self._tools.definitions(turn.version.tools)]
+            tools = self._wire_tools(turn.version)
             self._static_tokens[label] = turn.counter.count_request(examples, tools)
         return self._static_tokens[label] + turn.counter.count_message(preamble[0].content)
 
@@ -474,8 +474,10 @@ class Assistant:
             messages.append(ChatMessage(role="tool", content=content, tool_call_id=result.call_id))
 
     def _request_tokens(self, turn: _Turn, messages: list[ChatMessage]) -> int:
-        tools = [t.to_openai() for t in self._tools.definitions(turn.version.tools)]
-        return turn.counter.count_request(wire_messages(messages), tools)
+        return turn.counter.count_request(wire_messages(messages), self._wire_tools(turn.version))
+
+    def _wire_tools(self, version: PromptVersion) -> list[dict[str, Any]]:
+        return [t.to_openai() for t in self._tools.definitions(version.tools)]
 
     async def _enforce_contract(
         self, turn: _Turn, messages: list[ChatMessage], schema: dict[str, Any]
@@ -515,13 +517,7 @@ class Assistant:
         )
 
     async def _finish(self, turn: _Turn) -> Completed:
-        reply = Message(
-            conversation_id=turn.conversation_id,
-            role="assistant",
-            text=turn.text,
-            token_count=turn.counter.count_message(turn.text),
-            prompt_version_id=turn.context.prompt_version_id,
-        )
+        reply = _reply_message(turn, status="ok")
         await self._store.finish_turn(reply, turn.calls)
         turn.recorded = True
         assert reply.id is not None
@@ -556,19 +552,23 @@ class Assistant:
         """The calls a turn made, and its partial answer (kept, never fed back as history)."""
         partial = None
         if turn.text:
-            partial = Message(
-                conversation_id=turn.conversation_id,
-                role="assistant",
-                text=turn.text,
-                token_count=turn.counter.count_message(turn.text),
-                status="incomplete",
-                prompt_version_id=turn.context.prompt_version_id,
-            )
+            partial = _reply_message(turn, status="incomplete")
         elif turn.user_message is not None:
             for call in turn.calls:
                 call.message_id = turn.user_message.id
         await self._store.finish_turn(partial, turn.calls)
         turn.recorded = True
+
+
+def _reply_message(turn: _Turn, *, status: str) -> Message:
+    return Message(
+        conversation_id=turn.conversation_id,
+        role="assistant",
+        text=turn.text,
+        token_count=turn.counter.count_message(turn.text),
+        status=status,
+        prompt_version_id=turn.context.prompt_version_id,
+    )
 
 
 def _clean_name(name: str) -> str:

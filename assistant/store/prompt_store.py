@@ -15,6 +15,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -302,7 +303,7 @@ async def _version(session: AsyncSession, name: str, version: int) -> PromptVers
     return (await session.exec(query)).first()
 
 
-def _matches(scope: Scope):  # type: ignore[no-untyped-def]
+def _matches(scope: Scope) -> ColumnElement[bool]:
     return (
         (col(PromptBinding.scope) == scope.kind)
         & (col(PromptBinding.platform) == scope.platform)
