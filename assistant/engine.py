@@ -35,6 +35,7 @@ from assistant.store.tables import LlmCall, Message, PromptVersionRow
 from assistant.tokens import TokenCounter
 from assistant.tools import ToolRegistry
 from assistant.turns import (
+    Actor,
     Completed,
     ConversationRef,
     Event,
@@ -145,6 +146,8 @@ class Assistant:
             )
             assert row.id is not None
             self._prompt_rows[prompt.version.label] = row.id
+            # load the tokenizer now: loading it takes ~0.5 s, which the first turn must not
+            self._counter(prompt.version.model or self._config.default_model)
 
     async def history_length(self, ref: ConversationRef) -> int:
         """How many messages a conversation already holds (0 for a new one)."""
@@ -152,6 +155,18 @@ class Assistant:
         if conversation is None or conversation.id is None:
             return 0
         return await self._store.count_messages(conversation.id)
+
+    async def knows(self, ref: ConversationRef) -> bool:
+        """Whether this conversation already exists: a thread the assistant is part of, where
+        follow-ups need no new mention."""
+        return await self._store.find_conversation(ref) is not None
+
+    async def record_feedback(self, message_id: int, actor: Actor, *, vote: int) -> bool:
+        """Store `actor`'s 👍 (+1) or 👎 (-1) on an answer, replacing their earlier vote;
+        False when `message_id` is not an answer."""
+        if vote not in (1, -1):
+            raise ValueError(f"vote must be 1 or -1, got {vote}")
+        return await self._store.record_feedback(message_id, actor.qualified_id, vote)
 
     async def respond(self, inbound: Inbound) -> AsyncGenerator[Event, None]:
         """The turn's events. A consumer may stop early (a user left, a socket closed): what

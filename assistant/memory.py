@@ -82,7 +82,18 @@ def summary_message(summary: str) -> ChatMessage:
 
 
 def history_messages(window: Sequence[HistoryEntry]) -> list[ChatMessage]:
-    return [ChatMessage(role=m.role, content=m.text) for m in window]
+    """The window as chat messages; when several people talk in it (a shared thread), each
+    user message is prefixed with its author so the model can tell them apart."""
+    speakers = {m.author_name for m in window if m.role == "user"}
+    if len(speakers) < 2:
+        return [ChatMessage(role=m.role, content=m.text) for m in window]
+    return [
+        ChatMessage(
+            role=m.role,
+            content=f"[{m.author_name or 'someone'}] {m.text}" if m.role == "user" else m.text,
+        )
+        for m in window
+    ]
 
 
 def _speaker(message: HistoryEntry) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,20 +55,28 @@ class WorkRunner:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._sqlite: Engine | None = None
+        self._thread: ThreadPoolExecutor | None = None
         if engine.dialect.name == "sqlite":
             self._sqlite = sqlalchemy.create_engine(
                 engine.url.set(drivername="sqlite+pysqlite"),
                 connect_args={"check_same_thread": False},
             )
             event.listen(self._sqlite, "connect", _tune_sqlite)
+            # One thread: SQLite has one writer at a time, and units queued here take turns
+            # in order, where units on several threads would sleep in SQLite's busy handler
+            # (its back-off reaches 100 ms a try: seconds per turn at 200 conversations).
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
 
     async def __call__(self, work: Callable[[Connection], T]) -> T:
         if self._sqlite is not None:
-            return await asyncio.to_thread(_with_connection, self._sqlite, work)
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._thread, _with_connection, self._sqlite, work)
         async with self._engine.connect() as connection:
             return await connection.run_sync(work)
 
     def dispose(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
         if self._sqlite is not None:
             self._sqlite.dispose()
 

@@ -20,6 +20,7 @@ from assistant.store.database import WorkRunner, create_engine
 from assistant.store.prompt_store import PromptStore
 from assistant.store.tables import (
     Conversation,
+    Feedback,
     LlmCall,
     Message,
     ProcessedEvent,
@@ -84,25 +85,11 @@ class Store:
         self._run.dispose()
 
     async def conversation(self, key: ConversationRef) -> Conversation:
-        """Fetch or create; a concurrent creator wins the unique constraint and we read its row."""
+        """Fetch or create the conversation's row."""
+        conversation_id = await self.conversation_id(key)
         async with self._sessions() as session:
-            found = await self._find_conversation(session, key)
-            if found is not None:
-                return found
-            row = Conversation(
-                platform=key.platform,
-                workspace=key.workspace,
-                channel=key.channel,
-                thread=key.thread,
-            )
-            session.add(row)
-            try:
-                await session.commit()
-            except IntegrityError:
-                await session.rollback()
-                found = await self._find_conversation(session, key)
-                assert found is not None
-                return found
+            row = await session.get(Conversation, conversation_id)
+            assert row is not None  # conversations are never deleted
             return row
 
     async def find_conversation(self, key: ConversationRef) -> Conversation | None:
@@ -124,10 +111,9 @@ class Store:
         return result.first()
 
     async def conversation_id(self, key: ConversationRef) -> int:
+        """Fetch or create, on the turn's path (one unit of work, no ORM)."""
         if key not in self._conversation_ids:
-            conversation = await self.conversation(key)
-            assert conversation.id is not None
-            self._conversation_ids[key] = conversation.id
+            self._conversation_ids[key] = await self._run(lambda c: _conversation_id(c, key))
         return self._conversation_ids[key]
 
     async def begin_turn(
@@ -246,19 +232,60 @@ class Store:
             )
             return list(result.all())
 
+    async def record_feedback(self, message_id: int, user_id: str, vote: int) -> bool:
+        """Store or change `user_id`'s vote on an assistant message; False when there is no
+        such answer. The vote carries the answer's prompt version."""
+        async with self._sessions() as session:
+            message = await session.get(Message, message_id)
+            if message is None or message.role != "assistant":
+                return False
+            version_id = message.prompt_version_id
+            for _ in range(2):  # a concurrent first vote by the same user wins the insert
+                existing = await session.exec(
+                    select(Feedback).where(
+                        Feedback.message_id == message_id, Feedback.user_id == user_id
+                    )
+                )
+                row = existing.first()
+                if row is None:
+                    row = Feedback(
+                        message_id=message_id,
+                        prompt_version_id=version_id,
+                        user_id=user_id,
+                        vote=vote,
+                    )
+                else:
+                    row.vote, row.updated_at = vote, utcnow()
+                session.add(row)
+                try:
+                    await session.commit()
+                    return True
+                except IntegrityError:
+                    await session.rollback()
+            return False
+
+    async def feedback(self, message_id: int) -> list[Feedback]:
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(Feedback).where(Feedback.message_id == message_id).order_by(col(Feedback.id))
+            )
+            return list(result.all())
+
     async def claim_event(self, keys: Sequence[str], *, keep: timedelta) -> bool:
         """True when none of `keys` was seen before; records them all in one transaction."""
-        async with self._sessions() as session:
-            await session.exec(
-                delete(ProcessedEvent).where(col(ProcessedEvent.created_at) < utcnow() - keep)
-            )
-            session.add_all(ProcessedEvent(key=_event_key(key)) for key in dict.fromkeys(keys))
+        rows = [{"key": _event_key(key), "created_at": utcnow()} for key in dict.fromkeys(keys)]
+
+        def work(connection: Connection) -> bool:
+            connection.execute(_FORGET_EVENTS, {"before": utcnow() - keep})
             try:
-                await session.commit()
+                connection.execute(_CLAIM_EVENT, rows)
             except IntegrityError:
-                await session.rollback()
+                connection.rollback()
                 return False
+            connection.commit()
             return True
+
+        return await self._run(work)
 
 
 # The statements of the hot path, built once: building a statement costs more than running it.
@@ -276,9 +303,42 @@ _NEWEST_PAGE = (
     _HISTORY.where(_messages.id <= bindparam("up_to_id")).order_by(_messages.id.desc()).limit(_PAGE)
 )
 _OLDEST_PAGE = _HISTORY.order_by(_messages.id).limit(_PAGE)
+_FIND_CONVERSATION = sa_select(_conversations.id).where(
+    _conversations.platform == bindparam("platform"),
+    _conversations.workspace == bindparam("workspace"),
+    _conversations.channel == bindparam("channel"),
+    _conversations.thread == bindparam("thread"),
+)
+_INSERT_CONVERSATION = insert(Conversation).returning(_conversations.id)
+_events = ProcessedEvent.__table__.c  # type: ignore[attr-defined]
+_FORGET_EVENTS = delete(ProcessedEvent).where(_events.created_at < bindparam("before"))
+_CLAIM_EVENT = insert(ProcessedEvent)
 _INSERT_MESSAGE = insert(Message).returning(_messages.id)
 _INSERT_CALLS = insert(LlmCall)
 _LARGEST_ID = 2**31 - 1  # INTEGER on Postgres
+
+
+def _conversation_id(connection: Connection, key: ConversationRef) -> int:
+    """A concurrent creator (another replica) wins the unique constraint; we read its row."""
+    where = {
+        "platform": key.platform,
+        "workspace": key.workspace,
+        "channel": key.channel,
+        "thread": key.thread,
+    }
+    found = connection.execute(_FIND_CONVERSATION, where).scalar()
+    if found is not None:
+        return int(found)
+    row = Conversation(
+        platform=key.platform, workspace=key.workspace, channel=key.channel, thread=key.thread
+    ).model_dump(exclude={"id"})
+    try:
+        created = connection.execute(_INSERT_CONVERSATION, row).scalar_one()
+    except IntegrityError:
+        connection.rollback()
+        return int(connection.execute(_FIND_CONVERSATION, where).scalar_one())
+    connection.commit()
+    return int(created)
 
 
 def _insert_message(connection: Connection, message: Message) -> int:

@@ -161,3 +161,21 @@ class CachedResponse(SQLModel, table=True):
     prompt_version_id: int = Field(foreign_key="prompt_versions.id", index=True)
     text: str = Field(sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class Feedback(SQLModel, table=True):
+    """A user's vote on an answer, kept with the answer's prompt version so quality per version
+    can be counted; one row per user and message, so a changed mind replaces the vote."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (UniqueConstraint("message_id", "user_id", name="uq_feedback_message_user"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="messages.id", index=True)
+    prompt_version_id: int | None = Field(
+        default=None, foreign_key="prompt_versions.id", index=True
+    )
+    user_id: str = Field(max_length=160, description="platform:user_id")
+    vote: int = Field(description="+1 or -1")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
