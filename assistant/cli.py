@@ -19,6 +19,7 @@ from assistant.prompts import PromptFileError
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
 from assistant.turns import Actor, ConversationRef
+from bots import services
 from bots.terminal import TerminalChat
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -85,6 +86,36 @@ def chat(
                 console=Console(soft_wrap=True),
                 show_cost=show_cost,
             ).run()
+        finally:
+            await runtime.close()
+            if fake_llm is not None:
+                await fake_llm.stop()
+
+    _run(main)
+
+
+@app.command()
+def run(
+    fake: Annotated[
+        bool, typer.Option(help="Offline: answer with the bundled fake model.")
+    ] = False,
+) -> None:
+    """Migrate, sync prompts and serve every configured chat platform until stopped."""
+    settings = _settings()
+    no_model = not fake and settings.openai_api_key is None and settings.openai_base_url is None
+    problem = NO_MODEL if no_model else services.missing_configuration(settings)
+    if problem:
+        _ERR.print(problem, style="yellow", highlight=False, markup=False)
+        raise typer.Exit(2)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+    async def main() -> None:
+        fake_llm = await FakeLlm().start() if fake else None
+        runtime = await open_runtime(settings, base_url=fake_llm.base_url if fake_llm else None)
+        try:
+            await services.serve(settings, runtime)
         finally:
             await runtime.close()
             if fake_llm is not None:

@@ -1,0 +1,204 @@
+"""200 concurrent Slack conversations through the real HTTP endpoint, a fake LLM streaming 1 s.
+
+Two processes, as in production: this one runs the assistant (Bolt app, engine, SQLite); a
+child plays Slack and the model (the fake Web API, the fake LLM, and the sender of signed
+events, which times each ack). Figures:
+  ack p50/p99         event POST -> HTTP response (Slack redelivers after 3 s)
+  first text p50/p99  event POST -> the first text Slack received for that conversation
+  total / LLM p50     event POST -> the answer finished, over the fake LLM's 1 s
+  loop lag p99/max    how late a 10 ms timer fired in the assistant's event loop
+  CPU per conversation  the assistant process's CPU time (all threads) over the run
+and whether every conversation got exactly one complete reply. The last line is JSON.
+
+    python benchmarks/slack_load.py [--conversations 200] [--llm-seconds 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from assistant.bootstrap import open_runtime  # noqa: E402
+from assistant.config import load_settings  # noqa: E402
+from bots.slack_app import SlackAdapter  # noqa: E402
+
+ANSWER_WORDS = 100
+
+
+def answer_text() -> str:
+    return " ".join(f"word{i}" for i in range(ANSWER_WORDS)) + "."
+
+
+# ---- the child: Slack and the model
+
+
+async def play_slack(conversations: int, llm_seconds: float) -> None:
+    from assistant.testing import FakeLlm, Reply
+    from tests.fakes.slack_api import BOT_USER, FakeSlack
+
+    text = answer_text()
+    chunks = 20
+    reply = Reply(text=text, chunk_chars=-(-len(text) // chunks), chunk_delay=llm_seconds / chunks)
+    llm = await FakeLlm(responder=lambda _body: reply).start()
+    slack = await FakeSlack().start()
+    print(json.dumps({"llm": llm.base_url, "slack": slack.api_url}), flush=True)
+    url = json.loads(await asyncio.to_thread(sys.stdin.readline))["url"]
+
+    async def one(index: int) -> dict[str, float]:
+        ts = f"1700000000.{index:06d}"
+        event = {"type": "app_mention", "user": f"U{index}", "text": f"<@{BOT_USER}> q{index}"}
+        event |= {"ts": ts, "channel": f"C{index % 20}"}
+        sent = time.time()
+        status = await slack.send_event(url, event, event_id=f"Ev{index}")
+        acked = time.time()
+        assert status == 200, status
+        return {"ts": float(ts), "sent": sent, "ack_ms": (acked - sent) * 1000}
+
+    sends = await asyncio.gather(*(one(i) for i in range(conversations)))
+    await slack.wait_until(lambda: _finished(slack) >= conversations)
+    await asyncio.sleep(0.5)  # anything extra (a second reply) would arrive now
+    print(json.dumps(_figures(slack, sends, text, llm_seconds)), flush=True)
+    await slack.stop()
+    await llm.stop()
+
+
+def _finished(slack: Any) -> int:
+    return sum(1 for m in slack.messages.values() if m.text and not m.streaming and m.blocks)
+
+
+def _figures(slack: Any, sends: list[dict[str, float]], text: str, llm_s: float) -> dict[str, Any]:
+    first_text: dict[str, float] = {}
+    for call in slack.calls:
+        if call.method in ("chat.appendStream", "chat.update", "chat.postMessage"):
+            thread = call.params.get("thread_ts") or _thread_of(slack, call.params.get("ts"))
+            if thread and call.params.get("markdown_text", call.params.get("text")):
+                first_text.setdefault(thread, call.at)
+    done: dict[str, float] = {}
+    for call in slack.calls:
+        if call.method == "chat.stopStream":
+            done[_thread_of(slack, call.params["ts"]) or ""] = call.at
+    replies: dict[str | None, list[str]] = {}
+    for message in slack.messages.values():
+        replies.setdefault(message.thread_ts, []).append(message.text)
+    exactly_one = all(replies.get(f"{s['ts']:.6f}") == [text] for s in sends) and len(
+        replies
+    ) == len(sends)
+    firsts = [(first_text[f"{s['ts']:.6f}"] - s["sent"]) * 1000 for s in sends]
+    totals = [(done[f"{s['ts']:.6f}"] - s["sent"]) / llm_s for s in sends]
+    acks = [s["ack_ms"] for s in sends]
+    return {
+        "ack_p50_ms": _pct(acks, 50),
+        "ack_p99_ms": _pct(acks, 99),
+        "first_text_p50_ms": _pct(firsts, 50),
+        "first_text_p99_ms": _pct(firsts, 99),
+        "total_over_llm_p50": round(statistics.median(totals), 3),
+        "total_over_llm_p99": round(_pct(totals, 99) / 1, 3),
+        "exactly_one_reply": exactly_one,
+    }
+
+
+def _thread_of(slack: Any, ts: str | None) -> str | None:
+    message = slack.messages.get(ts) if ts else None
+    return message.thread_ts if message else None
+
+
+def _pct(values: list[float], pct: int) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))], 1)
+
+
+# ---- the parent: the assistant
+
+
+async def lag_monitor(samples: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        start = time.perf_counter()
+        await asyncio.sleep(0.01)
+        samples.append((time.perf_counter() - start - 0.01) * 1000)
+
+
+async def serve_assistant(conversations: int, llm_seconds: float) -> None:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--child",
+        "--conversations",
+        str(conversations),
+        "--llm-seconds",
+        str(llm_seconds),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    urls = json.loads(await child.stdout.readline())
+    with tempfile.TemporaryDirectory() as scratch:
+        prompts = Path(scratch) / "prompts" / "assistant"
+        prompts.mkdir(parents=True)
+        prompt = {"name": "assistant", "version": 1, "system": "You help.", "tools": []}
+        (prompts / "1.yaml").write_text(yaml.safe_dump(prompt), encoding="utf-8")
+        settings = load_settings(
+            database_url=f"sqlite:///{scratch}/bench.db",
+            prompts_dir=prompts.parent,
+            openai_api_key="sk-bench",
+            openai_base_url=urls["llm"],
+        )
+        runtime = await open_runtime(settings)
+        adapter = SlackAdapter(
+            assistant=runtime.assistant,
+            commands=runtime.commands,
+            bot_token="xoxb-bench",
+            signing_secret="test-signing-secret",
+            api_url=urls["slack"],
+        )
+        port = await adapter.serve_http(port=0, host="127.0.0.1")
+        lags: list[float] = []
+        stop = asyncio.Event()
+        monitor = asyncio.create_task(lag_monitor(lags, stop))
+        cpu_before = time.process_time()
+        child.stdin.write(json.dumps({"url": f"http://127.0.0.1:{port}/slack/events"}).encode())
+        child.stdin.write(b"\n")
+        await child.stdin.drain()
+        figures = json.loads(await child.stdout.readline())
+        cpu_seconds = time.process_time() - cpu_before
+        stop.set()
+        await monitor
+        await child.wait()
+        await adapter.close()
+        await runtime.close()
+    figures["cpu_ms_per_conversation"] = round(cpu_seconds * 1000 / conversations, 1)
+    figures["loop_lag_p99_ms"] = _pct(lags, 99)
+    figures["loop_lag_max_ms"] = round(max(lags), 1)
+    figures["conversations"] = conversations
+    figures["llm_seconds"] = llm_seconds
+    for key, value in figures.items():
+        print(f"{key:>22}: {value}")
+    print(json.dumps(figures))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conversations", type=int, default=200)
+    parser.add_argument("--llm-seconds", type=float, default=1.0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        asyncio.run(play_slack(args.conversations, args.llm_seconds))
+    else:
+        asyncio.run(serve_assistant(args.conversations, args.llm_seconds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""`assistant run`: every configured platform served by one engine until the process is told
+to stop, then a graceful stop that lets answers under way finish."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from contextlib import AsyncExitStack
+
+from assistant.bootstrap import Runtime
+from assistant.config import Settings
+from bots.slack_app import SlackAdapter
+
+log = logging.getLogger(__name__)
+
+NOTHING_TO_SERVE = (
+    "Nothing to serve: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for "
+    "Socket Mode) to serve Slack; see README.md, 'Slack'. To chat in the terminal: assistant chat"
+)
+
+
+def missing_configuration(settings: Settings) -> str | None:
+    """What stops `run` from starting, in one line naming the setting; None when ready."""
+    if settings.slack_app_token and not settings.slack_bot_token:
+        return "SLACK_BOT_TOKEN: needed with SLACK_APP_TOKEN (the bot token, xoxb-...)"
+    if settings.slack_bot_token:
+        if not settings.slack_app_token and not settings.slack_signing_secret:
+            return (
+                "SLACK_SIGNING_SECRET: needed in HTTP mode to verify Slack's requests "
+                "(or set SLACK_APP_TOKEN to use Socket Mode)"
+            )
+        return None
+    return NOTHING_TO_SERVE
+
+
+async def serve(settings: Settings, runtime: Runtime) -> None:
+    """Run until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with AsyncExitStack() as stack:
+        if settings.slack_bot_token:
+            slack = await start_slack(settings, runtime)
+            stack.push_async_callback(slack.close)
+        log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
+        await stop.wait()
+        log.info("stopping")
+
+
+async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
+    assert settings.slack_bot_token is not None
+    app_token = settings.slack_app_token
+    secret = settings.slack_signing_secret
+    adapter = SlackAdapter(
+        assistant=runtime.assistant,
+        commands=runtime.commands,
+        bot_token=settings.slack_bot_token.get_secret_value(),
+        signing_secret=secret.get_secret_value() if secret else None,
+        api_url=settings.slack_api_url,
+    )
+    if app_token is not None:
+        await adapter.connect_socket_mode(app_token.get_secret_value())
+    else:
+        await adapter.serve_http(port=settings.slack_port)
+    return adapter

@@ -1,0 +1,250 @@
+"""The Slack adapter: Slack events in, engine turns out, rendered back into threads.
+
+Only translation lives here. Every event is acked at once (Bolt answers the HTTP request
+before listeners run) and each turn runs on a task of its own, so a slow model never makes
+Slack redeliver. Redeliveries and the double delivery of a mention (`app_mention` and
+`message`) are dropped by the engine through the dedupe keys, which the store keeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Mapping
+from contextlib import aclosing
+from typing import Any
+
+from aiohttp import ClientSession, web
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp, AsyncRespond
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from assistant.commands import AdminCommands, CommandContext
+from assistant.engine import Assistant
+from assistant.turns import Actor, ConversationRef, Inbound
+from bots.slack_reply import FEEDBACK_DOWN, FEEDBACK_UP, Place, SlackReply, slack_error
+from bots.streaming import deliver
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SHUTDOWN_GRACE_SECONDS = 30.0
+_NAME_CACHE_SIZE = 5000
+_HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # edits, deletions, joins: not asks
+_FAILED_TO_START = "Sorry, something went wrong before I could answer. Please try again."
+
+
+class SlackAdapter:
+    """A Bolt app wired to the engine; serve it over HTTP or Socket Mode."""
+
+    def __init__(
+        self,
+        *,
+        assistant: Assistant,
+        commands: AdminCommands,
+        bot_token: str,
+        signing_secret: str | None,
+        api_url: str = "https://slack.com/api/",
+        update_interval: float = 1.0,
+    ) -> None:
+        self._assistant = assistant
+        self._commands = commands
+        self._update_interval = update_interval
+        self.client = AsyncWebClient(
+            token=bot_token,
+            base_url=api_url,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(max_retry_count=2),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=5),  # waits out Retry-After
+            ],
+        )
+        self.app = AsyncApp(
+            client=self.client,
+            signing_secret=signing_secret,
+            # Socket Mode needs no signature: the connection itself is authenticated
+            request_verification_enabled=signing_secret is not None,
+            process_before_response=False,
+        )
+        self.app.event("app_mention")(self._on_message)
+        self.app.event("message")(self._on_message)
+        self.app.command("/assistant")(self._on_command)
+        self.app.action(re.compile(f"^({FEEDBACK_UP}|{FEEDBACK_DOWN})$"))(self._on_feedback)
+        self._turns: set[asyncio.Task[None]] = set()
+        self._names: dict[str, str] = {}
+        self._socket: AsyncSocketModeHandler | None = None
+        self._runner: web.AppRunner | None = None
+
+    # ---- serving
+
+    def web_app(self) -> web.Application:
+        return self.app.web_app(path=EVENTS_PATH)
+
+    async def serve_http(self, *, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104
+        """Take Slack's events over HTTP; returns the port (useful when `port` is 0)."""
+        self._share_connections()
+        self._runner = web.AppRunner(self.web_app(), access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host, port).start()
+        bound = int(self._runner.addresses[0][1])
+        log.info("Slack events accepted on http://%s:%d%s", host, bound, EVENTS_PATH)
+        return bound
+
+    async def connect_socket_mode(self, app_token: str) -> None:
+        self._share_connections()
+        self._socket = AsyncSocketModeHandler(self.app, app_token)
+        await self._socket.connect_async()  # type: ignore[no-untyped-call]
+        log.info("Slack connected in Socket Mode")
+
+    def _share_connections(self) -> None:
+        """One connection pool for every Web API call; without it slack-sdk opens a session,
+        and a connection, per call (at 200 conversations that is most of the CPU)."""
+        if self.client.session is None:
+            self.client.session = ClientSession()
+
+    async def close(self) -> None:
+        """Stop taking events, then let the answers under way finish (for a while)."""
+        if self._socket is not None:
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._turns:
+            await asyncio.wait(self._turns, timeout=SHUTDOWN_GRACE_SECONDS)
+        if self.client.session is not None:
+            await self.client.session.close()
+
+    async def idle(self) -> None:
+        """Wait until every turn under way has been answered (tests and benchmarks)."""
+        while self._turns:
+            await asyncio.wait(set(self._turns))
+
+    # ---- messages
+
+    async def _on_message(
+        self, event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext
+    ) -> None:
+        inbound_place = await self._to_inbound(event, body, context)
+        if inbound_place is None:
+            return
+        task = asyncio.create_task(self._turn(*inbound_place))
+        self._turns.add(task)
+        task.add_done_callback(self._turns.discard)
+
+    async def _to_inbound(
+        self, event: Mapping[str, Any], body: Mapping[str, Any], context: AsyncBoltContext
+    ) -> tuple[Inbound, Place] | None:
+        """The turn an event asks for, or None when it asks for none."""
+        bot_user = context.bot_user_id or ""
+        user = event.get("user")
+        if event.get("subtype") not in _HANDLED_SUBTYPES or event.get("bot_id") or not user:
+            return None
+        if user == bot_user:
+            return None
+        channel, ts = str(event["channel"]), str(event["ts"])
+        team = str(event.get("team") or body.get("team_id") or context.team_id or "")
+        thread_ts = event.get("thread_ts")
+        direct = event.get("channel_type") == "im"
+        mention = f"<@{bot_user}>"
+        mentioned = event.get("type") == "app_mention" or (
+            bool(bot_user) and mention in event.get("text", "")
+        )
+        if direct:
+            ref = ConversationRef(
+                platform="slack", workspace=team, channel=channel, thread=thread_ts or ""
+            )
+            place = Place(channel=channel, thread_ts=thread_ts, team_id=team, user_id=user)
+        else:
+            ref = ConversationRef(
+                platform="slack", workspace=team, channel=channel, thread=thread_ts or ts
+            )
+            place = Place(channel=channel, thread_ts=thread_ts or ts, team_id=team, user_id=user)
+            if not mentioned and not (thread_ts and await self._assistant.knows(ref)):
+                return None
+        text = (
+            event.get("text", "").replace(mention, "").strip()
+            if bot_user
+            else event.get("text", "")
+        )
+        keys = [f"slack:msg:{team}:{channel}:{ts}"]
+        if body.get("event_id"):
+            keys.insert(0, f"slack:event:{body['event_id']}")
+        inbound = Inbound(
+            ref=ref,
+            actor=Actor(platform="slack", user_id=user, display_name=await self._name(user)),
+            text=text,
+            platform_message_id=ts,
+            dedupe_keys=tuple(keys),
+        )
+        return inbound, place
+
+    async def _turn(self, inbound: Inbound, place: Place) -> None:
+        reply = SlackReply(self.client, place)
+        try:
+            async with aclosing(self._assistant.respond(inbound)) as events:
+                await deliver(events, reply, interval=self._update_interval)
+        except Exception:
+            log.exception("a Slack turn failed outside the engine")
+            await self._say_failure(place)
+
+    async def _say_failure(self, place: Place) -> None:
+        try:
+            await self.client.chat_postMessage(
+                channel=place.channel, thread_ts=place.thread_ts, text=f"⚠️ {_FAILED_TO_START}"
+            )
+        except SlackApiError:
+            log.exception("could not tell the user that the turn failed")
+
+    async def _name(self, user: str) -> str:
+        """The user's display name, so people in a shared thread are told apart."""
+        if user not in self._names:
+            try:
+                response = await self.client.users_info(user=user)
+                info = response.get("user") or {}
+                profile = info.get("profile") or {}
+                name = profile.get("display_name") or info.get("real_name") or info.get("name")
+            except SlackApiError as exc:
+                log.info("no name for %s (%s); using the id", user, slack_error(exc))
+                name = None
+            if len(self._names) >= _NAME_CACHE_SIZE:
+                self._names.clear()
+            self._names[user] = str(name or user)
+        return self._names[user]
+
+    # ---- admin commands and feedback
+
+    async def _on_command(self, ack: Any, command: dict[str, Any], respond: AsyncRespond) -> None:
+        await ack()
+        context = CommandContext(
+            actor=Actor(platform="slack", user_id=command["user_id"]),
+            surface="slack",
+            ref=ConversationRef(
+                platform="slack",
+                workspace=command.get("team_id", ""),
+                channel=command.get("channel_id", ""),
+            ),
+        )
+        result = await self._commands.run(command.get("text", ""), context)
+        await respond(text=f"```\n{result.text}\n```", response_type="ephemeral")
+
+    async def _on_feedback(
+        self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        vote = 1 if action["action_id"] == FEEDBACK_UP else -1
+        actor = Actor(platform="slack", user_id=body["user"]["id"])
+        try:
+            recorded = await self._assistant.record_feedback(int(action["value"]), actor, vote=vote)
+        except ValueError:
+            recorded = False
+        text = (
+            f"Thanks, your {'👍' if vote > 0 else '👎'} is recorded."
+            if recorded
+            else "That answer is no longer known, so the vote was not recorded."
+        )
+        await respond(text=text, response_type="ephemeral", replace_original=False)

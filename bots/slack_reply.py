@@ -1,0 +1,250 @@
+"""One answer shown in Slack: streamed where Slack can stream, posted and edited otherwise.
+
+The full text is always kept here, so whatever Slack refuses mid-way (a stream that stopped
+accepting text, an edit that failed) the answer is shown again whole by another route, and an
+answer longer than one message continues in further messages instead of losing its tail.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bots.render import close_fences, split_message, to_mrkdwn
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 3000  # a section block's text limit; the final message carries blocks
+STREAM_LIMIT = 12000  # what one streamed message holds; the rest continues below it
+THINKING = "_Thinking…_"
+FEEDBACK_UP = "feedback_up"
+FEEDBACK_DOWN = "feedback_down"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Place:
+    """Where the answer goes: `thread_ts` None means top level (a direct message)."""
+
+    channel: str
+    thread_ts: str | None
+    team_id: str
+    user_id: str
+
+
+def feedback_block(message_id: int) -> dict[str, Any]:
+    def button(action_id: str, label: str) -> dict[str, Any]:
+        return {
+            "type": "button",
+            "action_id": action_id,
+            "text": {"type": "plain_text", "text": label, "emoji": True},
+            "value": str(message_id),
+        }
+
+    return {
+        "type": "actions",
+        "block_id": "feedback",
+        "elements": [button(FEEDBACK_UP, "👍"), button(FEEDBACK_DOWN, "👎")],
+    }
+
+
+class SlackReply:
+    """A `ReplySurface` for one answer in Slack."""
+
+    def __init__(self, client: AsyncWebClient, place: Place) -> None:
+        self._client = client
+        self._place = place
+        self._stream_ts: str | None = None
+        self._streamed = ""  # the answer's text already in the streamed message
+        self._messages: list[str] = []  # ts of the posted-and-edited messages, in order
+        # (while streaming: those holding what did not fit in the streamed message)
+        self._shown: list[str] = []  # what each of them shows
+
+    async def begin(self) -> None:
+        if self._place.thread_ts is not None:
+            try:
+                response = await self._client.chat_startStream(
+                    channel=self._place.channel,
+                    thread_ts=self._place.thread_ts,
+                    recipient_team_id=self._place.team_id,
+                    recipient_user_id=self._place.user_id,
+                )
+                self._stream_ts = str(response["ts"])
+                return
+            except SlackApiError as exc:
+                log.info(
+                    "Slack did not start a stream (%s); posting and editing instead",
+                    slack_error(exc),
+                )
+        await self._post(THINKING)
+
+    async def progress(self, text: str) -> None:
+        if self._stream_ts is None:
+            await self._render(text, final=False)
+            return
+        await self._append(text)
+        if self._stream_ts is not None and len(text) > len(self._streamed):
+            await self._render(self._overflow(text), final=False)
+
+    async def complete(self, text: str, message_id: int) -> None:
+        await self._finish(text, [feedback_block(message_id)])
+
+    async def fail(self, message: str, partial: str) -> None:
+        note = f"⚠️ {message}"
+        await self._finish(f"{partial.rstrip()}\n\n{note}" if partial.strip() else note, [])
+
+    async def _finish(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        if self._stream_ts is not None and not text.startswith(self._streamed):
+            self._abandon_stream()  # the final text is not what was streamed: show it whole
+        if self._stream_ts is not None and await self._stop_stream(text, blocks):
+            return
+        await self._render(text, final=True, blocks=blocks)
+
+    async def _append(self, text: str) -> None:
+        """Add what is new to the streamed message, up to what one message holds."""
+        assert self._stream_ts is not None
+        if not text.startswith(self._streamed):
+            return  # only the final text can differ; _finish shows it whole
+        addition = _fit(text[len(self._streamed) :], STREAM_LIMIT - len(self._streamed))
+        if not addition:
+            return
+        try:
+            await self._client.chat_appendStream(
+                channel=self._place.channel, ts=self._stream_ts, markdown_text=addition
+            )
+        except SlackApiError as exc:
+            log.warning("the Slack stream died (%s); editing the message instead", slack_error(exc))
+            self._abandon_stream()
+            await self._render(text, final=False)
+            return
+        self._streamed += addition
+
+    async def _stop_stream(self, text: str, blocks: list[dict[str, Any]]) -> bool:
+        """Finish the streamed message; what did not fit continues in further messages."""
+        await self._append(text)
+        if self._stream_ts is None:  # the stream died while appending
+            return False
+        overflow = len(text) > len(self._streamed)
+        try:
+            await self._client.chat_stopStream(
+                channel=self._place.channel,
+                ts=self._stream_ts,
+                markdown_text="\n```" if _open_fence(self._streamed) is not None else None,
+                blocks=None if overflow else blocks or None,
+            )
+        except SlackApiError as exc:
+            log.warning("Slack did not stop the stream (%s); editing the message", slack_error(exc))
+            self._abandon_stream()
+            return False
+        if overflow:
+            await self._render(self._overflow(text), final=True, blocks=blocks)
+        return True
+
+    def _overflow(self, text: str) -> str:
+        """What follows the streamed message, its open code block reopened."""
+        rest = text[len(self._streamed) :]
+        fence = _open_fence(self._streamed)
+        return rest if fence is None else f"```{fence}\n{rest.lstrip(chr(10))}"
+
+    def _abandon_stream(self) -> None:
+        """From now on the streamed message is edited like any other, from the start."""
+        assert self._stream_ts is not None
+        self._messages.insert(0, self._stream_ts)
+        self._shown.insert(0, self._streamed)
+        self._stream_ts, self._streamed = None, ""
+
+    async def _render(
+        self, text: str, *, final: bool, blocks: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Show `text` across the posted messages: edit those that changed, post the rest."""
+        source = text if final else close_fences(text)
+        pieces = split_message(to_mrkdwn(source), MESSAGE_LIMIT) or [THINKING]
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            extra = blocks if final and last and blocks else None
+            if index < len(self._messages):
+                if self._shown[index] != piece or extra:
+                    await self._edit(index, piece, extra)
+            else:
+                await self._post(piece, extra)
+        if final:
+            await self._drop_after(len(pieces))
+
+    async def _drop_after(self, count: int) -> None:
+        """Delete messages the final answer no longer needs (it came out shorter than shown)."""
+        while len(self._messages) > count:
+            ts = self._messages.pop()
+            self._shown.pop()
+            try:
+                await self._client.chat_delete(channel=self._place.channel, ts=ts)
+            except SlackApiError as exc:
+                log.warning("could not delete a stale part of an answer (%s)", slack_error(exc))
+
+    async def _post(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
+        response = await self._client.chat_postMessage(
+            channel=self._place.channel,
+            thread_ts=self._place.thread_ts,
+            text=text,
+            blocks=_with_text(text, blocks),
+            unfurl_links=False,
+        )
+        self._messages.append(str(response["ts"]))
+        self._shown.append(text)
+
+    async def _edit(self, index: int, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        try:
+            await self._client.chat_update(
+                channel=self._place.channel,
+                ts=self._messages[index],
+                text=text,
+                blocks=_with_text(text, blocks) or [],
+            )
+        except SlackApiError as exc:  # e.g. a message deleted meanwhile: post it anew
+            log.warning("Slack refused an edit (%s); posting the text again", slack_error(exc))
+            response = await self._client.chat_postMessage(
+                channel=self._place.channel,
+                thread_ts=self._place.thread_ts,
+                text=text,
+                blocks=_with_text(text, blocks),
+            )
+            self._messages[index] = str(response["ts"])
+        self._shown[index] = text
+
+
+def _with_text(text: str, blocks: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+    """Blocks replace a message's text on screen, so the text goes first as a section."""
+    if not blocks:
+        return None
+    return [{"type": "section", "text": {"type": "mrkdwn", "text": text}}, *blocks]
+
+
+def _fit(addition: str, room: int) -> str:
+    """As much of `addition` as fits in `room`, ending at a line or word break when it is cut."""
+    if len(addition) <= room:
+        return addition
+    if room <= 0:
+        return ""
+    head = addition[:room]
+    cut = max(head.rfind("\n"), head.rfind(" "))
+    return head[: cut + 1] if cut > room // 2 else head
+
+
+def _open_fence(text: str) -> str | None:
+    """The language of a ``` block left open at the end of `text` ("" for none given)."""
+    language: str | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            language = None if language is not None else stripped[3:].strip()
+    return language
+
+
+def slack_error(exc: SlackApiError) -> str:
+    """Slack's short error code ("ratelimited", "channel_not_found"), for a log line."""
+    data = getattr(exc.response, "data", None)
+    if isinstance(data, dict) and data.get("error"):
+        return str(data["error"])
+    return f"HTTP {getattr(exc.response, 'status_code', '?')}"

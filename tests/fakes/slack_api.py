@@ -1,0 +1,329 @@
+"""A fake Slack on loopback: the Web API the real AsyncWebClient talks to, and a sender of
+signed events, slash commands and button clicks to the real Bolt endpoint.
+
+It keeps messages as Slack would show them (posted, edited, streamed, deleted), records every
+call, and can be told to fail a method the way Slack does (an error, or a 429 with
+Retry-After).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+SIGNING_SECRET = "test-signing-secret"
+TEAM = "T0TEAM"
+BOT_USER = "U0BOT"
+
+
+@dataclass
+class SlackMessage:
+    channel: str
+    ts: str
+    text: str
+    thread_ts: str | None = None
+    blocks: list[dict[str, Any]] = field(default_factory=list)
+    streaming: bool = False
+    deleted: bool = False
+    edits: int = 0
+
+    def buttons(self) -> list[dict[str, Any]]:
+        return [
+            element
+            for block in self.blocks
+            if block.get("type") == "actions"
+            for element in block.get("elements", [])
+        ]
+
+
+@dataclass(frozen=True)
+class Call:
+    method: str
+    params: dict[str, Any]
+    at: float  # time.time() when it arrived, for benchmarks across processes
+
+
+@dataclass(frozen=True)
+class Fault:
+    error: str = "internal_error"
+    status: int = 200
+    retry_after: int | None = None
+
+
+class FakeSlack:
+    def __init__(self, *, names: dict[str, str] | None = None) -> None:
+        self.calls: list[Call] = []
+        self.messages: dict[str, SlackMessage] = {}
+        self.responses: list[dict[str, Any]] = []  # what was posted to response_urls
+        self.names = names or {}
+        self.streams_die_after: int | None = None  # appends, after which streams stop
+        self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._clock = itertools.count(1)
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+        self._changed: asyncio.Condition | None = None
+        self.base = ""
+
+    async def start(self) -> FakeSlack:
+        self._changed = asyncio.Condition()
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_post("/respond/{id}", self._respond)
+        app.router.add_get("/_fake/calls", self._recorded)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.base = f"http://127.0.0.1:{port}"
+        self._http = aiohttp.ClientSession()
+        return self
+
+    async def stop(self) -> None:
+        if self._http is not None:
+            await self._http.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/api/"
+
+    # ---- scripting and reading back
+
+    def fail(self, method: str, fault: Fault, *, times: int = 1) -> None:
+        self._faults[method].extend([fault] * times)
+
+    def calls_to(self, method: str) -> list[dict[str, Any]]:
+        return [call.params for call in self.calls if call.method == method]
+
+    def thread(self, channel: str, thread_ts: str | None) -> list[SlackMessage]:
+        """What the bot shows in a thread (or at the top level for None), oldest first."""
+        return [
+            m
+            for m in self.messages.values()
+            if m.channel == channel and m.thread_ts == thread_ts and not m.deleted
+        ]
+
+    def shown_text(self, channel: str, thread_ts: str | None) -> str:
+        return "\n".join(m.text for m in self.thread(channel, thread_ts))
+
+    # ---- the Web API
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        params = await _params(request)
+        self.calls.append(Call(method, params, time.time()))
+        if self._faults[method]:
+            fault = self._faults[method].popleft()
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
+            body = {"ok": False, "error": fault.error}
+            return web.json_response(body, status=fault.status, headers=headers)
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        result = handler(params)
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+        return web.json_response(result)
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Wait (20 s at most) until `predicate` holds, checking after every Web API call."""
+        assert self._changed is not None
+        async with asyncio.timeout(20), self._changed:
+            await self._changed.wait_for(predicate)
+
+    def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0BOT", "team": "T"}
+
+    def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = params["user"]
+        profile = {"display_name": self.names.get(user, "")}
+        return {"ok": True, "user": {"id": user, "name": user.lower(), "profile": profile}}
+
+    def _new_ts(self) -> str:
+        return f"1800000000.{next(self._clock):06d}"
+
+    def _chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = SlackMessage(
+            channel=params["channel"],
+            ts=self._new_ts(),
+            text=params.get("text", ""),
+            thread_ts=params.get("thread_ts"),
+            blocks=_blocks(params),
+        )
+        self.messages[message.ts] = message
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get(params["ts"])
+        if message is None or message.deleted:
+            return {"ok": False, "error": "message_not_found"}
+        message.text = params.get("text", message.text)
+        message.blocks = _blocks(params)
+        message.streaming = False
+        message.edits += 1
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get(params["ts"])
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        message.deleted = True
+        return {"ok": True}
+
+    def _chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("thread_ts"):
+            return {"ok": False, "error": "invalid_arguments"}
+        message = SlackMessage(
+            channel=params["channel"],
+            ts=self._new_ts(),
+            text=params.get("markdown_text", ""),
+            thread_ts=params["thread_ts"],
+            streaming=True,
+        )
+        self.messages[message.ts] = message
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _chat_appendStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        if self.streams_die_after is not None and len(self.calls_to("chat.appendStream")) > (
+            self.streams_die_after
+        ):
+            self.kill_streams()
+        message = self.messages.get(params["ts"])
+        if message is None or not message.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message.text += params.get("markdown_text", "")
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def _chat_stopStream(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self.messages.get(params["ts"])
+        if message is None or not message.streaming:
+            return {"ok": False, "error": "message_not_in_streaming_state"}
+        message.text += params.get("markdown_text", "")
+        message.blocks = _blocks(params)
+        message.streaming = False
+        return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    def kill_streams(self) -> None:
+        """Every open stream stops taking text, as Slack's do after a few minutes."""
+        for message in self.messages.values():
+            message.streaming = False
+
+    async def _recorded(self, _request: web.Request) -> web.Response:
+        calls = [{"method": c.method, "params": c.params, "at": c.at} for c in self.calls]
+        return web.json_response({"calls": calls})
+
+    async def _respond(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        return web.Response(text="ok")
+
+    # ---- what Slack sends the app
+
+    async def post_signed(
+        self,
+        url: str,
+        body: str,
+        *,
+        content_type: str,
+        secret: str = SIGNING_SECRET,
+        timestamp: int | None = None,
+        retry_num: int | None = None,
+    ) -> int:
+        stamp = str(timestamp if timestamp is not None else int(time.time()))
+        digest = hmac.new(secret.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256)
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": stamp,
+            "X-Slack-Signature": "v0=" + digest.hexdigest(),
+        }
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = "http_timeout"
+        assert self._http is not None
+        async with self._http.post(url, data=body.encode(), headers=headers) as response:
+            await response.read()
+            return response.status
+
+    async def send_event(
+        self, url: str, event: dict[str, Any], *, event_id: str, **options: Any
+    ) -> int:
+        body = {
+            "token": "unused",
+            "team_id": TEAM,
+            "api_app_id": "A0APP",
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
+            "event": {"team": TEAM, **event},
+        }
+        return await self.post_signed(
+            url, json.dumps(body), content_type="application/json", **options
+        )
+
+    async def send_command(self, url: str, text: str, *, user: str, channel: str) -> int:
+        form = {
+            "command": "/assistant",
+            "text": text,
+            "team_id": TEAM,
+            "channel_id": channel,
+            "user_id": user,
+            "response_url": f"{self.base}/respond/{next(self._clock)}",
+            "trigger_id": "1.2.3",
+        }
+        return await self.post_signed(
+            url, urlencode(form), content_type="application/x-www-form-urlencoded"
+        )
+
+    async def click(
+        self, url: str, button: dict[str, Any], *, user: str, message: SlackMessage
+    ) -> int:
+        payload = {
+            "type": "block_actions",
+            "team": {"id": TEAM},
+            "user": {"id": user},
+            "channel": {"id": message.channel},
+            "container": {"type": "message", "message_ts": message.ts},
+            "message": {"ts": message.ts, "text": message.text},
+            "response_url": f"{self.base}/respond/{next(self._clock)}",
+            "trigger_id": "1.2.3",
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": button["action_id"],
+                    "block_id": "feedback",
+                    "value": button["value"],
+                    "action_ts": str(time.time()),
+                }
+            ],
+        }
+        form = urlencode({"payload": json.dumps(payload)})
+        return await self.post_signed(url, form, content_type="application/x-www-form-urlencoded")
+
+
+async def _params(request: web.Request) -> dict[str, Any]:
+    if request.method == "GET":
+        return dict(request.query)
+    if request.content_type == "application/json":
+        return dict(await request.json())
+    return dict(await request.post())
+
+
+def _blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
+    blocks = params.get("blocks") or []
+    return json.loads(blocks) if isinstance(blocks, str) else list(blocks)

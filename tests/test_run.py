@@ -1,0 +1,114 @@
+"""`assistant run` as an operator starts it: a real process serving Slack, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from assistant.testing import Reply
+from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack
+from tests.test_cli import ASSISTANT, REPO, assistant
+
+CHANNEL = "C0RUN"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    clean = {
+        k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_", "DISCORD_"))
+    }
+    clean.update(DATABASE_URL=f"sqlite:///{tmp_path}/run.db", PROMPTS_DIR=str(REPO / "prompts"))
+    return clean
+
+
+def test_run_without_a_platform_says_what_to_set(env, tmp_path):
+    result = assistant("run", "--fake", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_run_with_a_bot_token_but_no_signing_secret_names_the_setting(env, tmp_path):
+    env["SLACK_BOT_TOKEN"] = "xoxb-secret-value-123"
+    result = assistant("run", "--fake", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("SLACK_SIGNING_SECRET:")
+    assert "xoxb-secret-value-123" not in result.stderr + result.stdout
+
+
+async def test_run_serves_slack_and_stops_gracefully(env, tmp_path, fake_llm):
+    slack = await FakeSlack().start()
+    port = free_port()
+    env.update(
+        SLACK_BOT_TOKEN="xoxb-run-token",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        SLACK_PORT=str(port),
+        OPENAI_BASE_URL=fake_llm.base_url,
+        OPENAI_API_KEY="sk-run-test-key",
+    )
+    fake_llm.script(Reply(text="Served by assistant run."))
+    process = await asyncio.create_subprocess_exec(
+        *ASSISTANT, "run", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/slack/events"
+        event = {"type": "app_mention", "user": "U1", "text": f"<@{BOT_USER}> hi"}
+        event |= {"ts": "1700000000.000001", "channel": CHANNEL}
+        await _until_accepted(slack, url, event)
+        await slack.wait_until(lambda: _answered(slack))
+        assert slack.shown_text(CHANNEL, "1700000000.000001") == "Served by assistant run."
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+        await slack.stop()
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert "stopping" in log
+    for secret in ("xoxb-run-token", SIGNING_SECRET, "sk-run-test-key"):
+        assert secret not in log
+
+
+async def _until_accepted(slack: FakeSlack, url: str, event: dict) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status = await slack.send_event(url, event, event_id="EvRun")
+            assert status == 200
+            return
+        except OSError:  # not listening yet: the process is still starting
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
+
+
+def _answered(slack: FakeSlack) -> bool:
+    return any(not m.streaming and m.text for m in slack.messages.values())
+
+
+def test_the_manifest_subscribes_to_what_the_adapter_handles():
+    manifest = yaml.safe_load((REPO / "manifest.yaml").read_text(encoding="utf-8"))
+    settings = manifest["settings"]
+    events = set(settings["event_subscriptions"]["bot_events"])
+    assert {"app_mention", "message.channels", "message.im"} <= events
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"app_mentions:read", "chat:write", "commands", "im:history", "users:read"} <= scopes
+    assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/assistant"]
+    urls = [
+        settings["event_subscriptions"]["request_url"],
+        settings["interactivity"]["request_url"],
+        manifest["features"]["slash_commands"][0]["url"],
+    ]
+    assert all(url.endswith("/slack/events") for url in urls)

@@ -1,0 +1,398 @@
+"""The Slack adapter against a fake Slack: signed requests POSTed to the real Bolt endpoint, the
+real AsyncWebClient answering to a loopback Web API, the real engine and database."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assistant.commands import AdminCommands
+from assistant.engine import Assistant
+from assistant.store import Store
+from assistant.testing import Cut, Fail, Reply
+from assistant.turns import ConversationRef
+from bots.slack_app import SlackAdapter
+from tests.conftest import write_prompt
+from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, TEAM, FakeSlack, Fault
+
+CHANNEL = "C0GENERAL"
+DM = "D0ALICE"
+TS = "1700000000.000100"
+THREAD = ConversationRef(platform="slack", workspace=TEAM, channel=CHANNEL, thread=TS)
+
+
+@dataclass
+class Bot:
+    adapter: SlackAdapter
+    assistant: Assistant
+    url: str
+
+    async def settle(self, fake: FakeSlack, quiet: float = 0.15) -> None:
+        """Wait until no turn is under way and Slack has heard nothing new for `quiet` s."""
+        deadline = time.monotonic() + 15
+        seen = -1
+        while time.monotonic() < deadline:
+            await self.adapter.idle()
+            if len(fake.calls) == seen:
+                return
+            seen = len(fake.calls)
+            await asyncio.sleep(quiet)
+        raise AssertionError("the Slack adapter did not settle")
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack(names={"U1": "Alice", "U2": "Bob"}).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def start_bot(
+    make_assistant: Callable[..., Any], store: Store, slack: FakeSlack
+) -> AsyncIterator[Callable[..., Any]]:
+    adapters: list[SlackAdapter] = []
+
+    async def start() -> Bot:
+        assistant = await make_assistant()
+        commands = AdminCommands(
+            prompts=store.prompts, versions=assistant.versions, admins=["slack:UADMIN"]
+        )
+        adapter = SlackAdapter(
+            assistant=assistant,
+            commands=commands,
+            bot_token="xoxb-test-token",
+            signing_secret=SIGNING_SECRET,
+            api_url=slack.api_url,
+            update_interval=0.01,
+        )
+        port = await adapter.serve_http(port=0, host="127.0.0.1")
+        adapters.append(adapter)
+        return Bot(adapter, assistant, f"http://127.0.0.1:{port}/slack/events")
+
+    yield start
+    for adapter in adapters:
+        await adapter.close()
+
+
+@pytest.fixture
+async def bot(start_bot: Callable[..., Any]) -> Bot:
+    return await start_bot()
+
+
+def mention(text: str, *, ts: str = TS, user: str = "U1", thread_ts: str | None = None) -> dict:
+    event = {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER}> {text}",
+        "ts": ts,
+        "channel": CHANNEL,
+    }
+    if thread_ts:
+        event["thread_ts"] = thread_ts
+    return event
+
+
+def message(text: str, *, ts: str, channel: str = CHANNEL, **fields: Any) -> dict:
+    channel_type = "im" if channel.startswith("D") else "channel"
+    return {
+        "type": "message",
+        "user": "U1",
+        "text": text,
+        "ts": ts,
+        "channel": channel,
+        "channel_type": channel_type,
+        **fields,
+    }
+
+
+async def test_a_mention_is_answered_in_its_thread_with_feedback_buttons(bot, slack, fake_llm):
+    fake_llm.script(Reply(text="Hello Alice, the VPN is fine.", chunk_chars=4))
+    assert await slack.send_event(bot.url, mention("is the VPN up?"), event_id="Ev1") == 200
+    await bot.settle(slack)
+
+    [answer] = slack.thread(CHANNEL, TS)
+    assert answer.text == "Hello Alice, the VPN is fine."
+    assert [b["action_id"] for b in answer.buttons()] == ["feedback_up", "feedback_down"]
+    assert fake_llm.requests[-1]["messages"][-1] == {"role": "user", "content": "is the VPN up?"}
+    assert "Alice" in fake_llm.requests[-1]["messages"][0]["content"]  # users.info gave the name
+    assert slack.calls_to("chat.startStream")[0]["recipient_user_id"] == "U1"
+
+
+async def test_a_direct_message_needs_no_mention_and_is_answered_in_place(bot, slack, fake_llm):
+    fake_llm.script(Reply(text="Sure thing."), Reply(text="Still here."))
+    await slack.send_event(
+        bot.url, message("help me", ts="1700000001.000001", channel=DM), event_id="E1"
+    )
+    await bot.settle(slack)
+    await slack.send_event(
+        bot.url, message("again", ts="1700000002.000001", channel=DM), event_id="E2"
+    )
+    await bot.settle(slack)
+
+    assert [m.text for m in slack.thread(DM, None)] == ["Sure thing.", "Still here."]
+    history = [m["content"] for m in fake_llm.requests[-1]["messages"][1:]]
+    assert history == ["help me", "Sure thing.", "again"]  # one DM, one conversation
+
+
+async def test_a_follow_up_in_the_thread_needs_no_mention_and_remembers(bot, slack, fake_llm):
+    fake_llm.script(Reply(text="Blue is the answer."), Reply(text="You asked about colours."))
+    await slack.send_event(bot.url, mention("pick a colour"), event_id="E1")
+    await bot.settle(slack)
+    follow_up = message("what did I ask?", ts="1700000000.000200", thread_ts=TS)
+    await slack.send_event(bot.url, follow_up, event_id="E2")
+    await bot.settle(slack)
+
+    texts = [m.text for m in slack.thread(CHANNEL, TS)]
+    assert texts == ["Blue is the answer.", "You asked about colours."]
+    contents = [m["content"] for m in fake_llm.requests[-1]["messages"][1:]]
+    assert contents == ["pick a colour", "Blue is the answer.", "what did I ask?"]
+
+
+async def test_talk_it_is_not_part_of_is_left_alone(bot, slack, fake_llm):
+    await slack.send_event(bot.url, message("lunch?", ts="1700000003.000001"), event_id="E1")
+    in_other_thread = message("yes", ts="1700000003.000002", thread_ts="1700000003.000001")
+    await slack.send_event(bot.url, in_other_thread, event_id="E2")
+    edit = message("x", ts="1700000003.000003", subtype="message_changed")
+    await slack.send_event(bot.url, edit, event_id="E3")
+    from_a_bot = message("beep", ts="1700000003.000004", channel=DM, bot_id="B9")
+    await slack.send_event(bot.url, from_a_bot, event_id="E4")
+    await bot.settle(slack)
+
+    assert fake_llm.requests == []
+    assert slack.calls_to("chat.postMessage") == slack.calls_to("chat.startStream") == []
+
+
+async def test_people_in_a_shared_thread_are_told_apart(bot, slack, fake_llm):
+    fake_llm.script(Reply(text="Noted."), Reply(text="Both noted."))
+    await slack.send_event(bot.url, mention("I like tea", user="U1"), event_id="E1")
+    await bot.settle(slack)
+    bob = mention("I like coffee", user="U2", ts="1700000000.000300", thread_ts=TS)
+    await slack.send_event(bot.url, bob, event_id="E2")
+    await bot.settle(slack)
+
+    users = [m["content"] for m in fake_llm.requests[-1]["messages"] if m["role"] == "user"]
+    assert users == ["[Alice] I like tea", "[Bob] I like coffee"]
+
+
+async def test_a_redelivered_event_gets_no_second_reply_even_after_a_restart(
+    start_bot, slack, fake_llm
+):
+    first = await start_bot()
+    fake_llm.script(Reply(text="Once."))
+    await slack.send_event(first.url, mention("hi"), event_id="EvSame")
+    await first.settle(slack)
+    await slack.send_event(first.url, mention("hi"), event_id="EvSame", retry_num=1)
+    await first.settle(slack)
+    await first.adapter.close()
+
+    restarted = await start_bot()  # a new process on the same database
+    await slack.send_event(restarted.url, mention("hi"), event_id="EvSame", retry_num=2)
+    await restarted.settle(slack)
+
+    assert [m.text for m in slack.thread(CHANNEL, TS)] == ["Once."]
+    assert len(fake_llm.requests) == 1
+
+
+async def test_a_mention_delivered_as_app_mention_and_message_is_answered_once(
+    bot, slack, fake_llm
+):
+    fake_llm.script(Reply(text="Just once."))
+    as_message = message(f"<@{BOT_USER}> hi", ts=TS)
+    await asyncio.gather(
+        slack.send_event(bot.url, mention("hi"), event_id="EvMention"),
+        slack.send_event(bot.url, as_message, event_id="EvMessage"),
+    )
+    await bot.settle(slack)
+
+    assert [m.text for m in slack.thread(CHANNEL, TS)] == ["Just once."]
+    assert len(fake_llm.requests) == 1
+
+
+@pytest.mark.parametrize("forgery", ["wrong secret", "stale timestamp"])
+async def test_a_forged_or_stale_request_is_refused_and_does_nothing(
+    bot, slack, fake_llm, store, forgery
+):
+    options: dict[str, Any] = (
+        {"secret": "not-the-secret"}
+        if forgery == "wrong secret"
+        else {"timestamp": int(time.time()) - 600}
+    )
+    status = await slack.send_event(bot.url, mention("hi"), event_id="EvForged", **options)
+    await bot.settle(slack)
+
+    assert status == 401
+    assert fake_llm.requests == []
+    assert not slack.calls_to("chat.postMessage") and not slack.calls_to("chat.startStream")
+    assert await store.find_conversation(THREAD) is None
+
+
+async def test_admins_switch_the_prompt_version_and_others_are_refused(
+    prompts_dir: Path, start_bot, slack, fake_llm
+):
+    write_prompt(prompts_dir, version=2, system="Version two speaking.")
+    write_prompt(prompts_dir, version=1, system="Version one speaking.")
+    bot = await start_bot()
+    await slack.send_command(bot.url, "prompt use assistant 1 --force", user="U1", channel=CHANNEL)
+    await bot.settle(slack)
+    refused = slack.responses[-1]
+    assert refused["response_type"] == "ephemeral"
+    assert "Only admins" in refused["text"]
+
+    fake_llm.script(Reply(text="v2"), Reply(text="v1"))
+    await slack.send_event(bot.url, mention("who?"), event_id="E1")
+    await bot.settle(slack)
+    assert fake_llm.requests[-1]["messages"][0]["content"] == "Version two speaking."
+
+    await slack.send_command(
+        bot.url, "prompt use assistant 1 --force", user="UADMIN", channel=CHANNEL
+    )
+    await bot.settle(slack)
+    assert slack.responses[-1]["response_type"] == "ephemeral"
+    assert "assistant@1" in slack.responses[-1]["text"] or "1" in slack.responses[-1]["text"]
+    await slack.send_event(bot.url, mention("who now?", ts="1700000009.000001"), event_id="E2")
+    await bot.settle(slack)
+    assert fake_llm.requests[-1]["messages"][0]["content"] == "Version one speaking."
+
+
+async def test_a_malformed_admin_command_shows_the_usage(bot, slack):
+    await slack.send_command(bot.url, "prompt frobnicate", user="UADMIN", channel=CHANNEL)
+    await bot.settle(slack)
+    assert "Usage:" in slack.responses[-1]["text"]
+    assert slack.responses[-1]["response_type"] == "ephemeral"
+
+
+def _long_answer(paragraphs: int = 110) -> str:
+    words = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+        "elit",
+        "sed",
+        "do",
+        "eiusmod",
+    ]
+    lines = [
+        " ".join(words[(i + j) % len(words)] for j in range(14)) + f" {i}."
+        for i in range(paragraphs)
+    ]
+    return "\n\n".join(lines)
+
+
+@pytest.mark.parametrize("paragraphs", [110, 280])
+async def test_a_long_answer_arrives_whole_when_streamed(bot, slack, fake_llm, paragraphs):
+    answer = _long_answer(paragraphs)  # 10,000 characters; and past what one stream holds
+    assert len(answer) >= 10_000
+    fake_llm.script(Reply(text=answer, chunk_chars=200))
+    await slack.send_event(bot.url, mention("tell me everything"), event_id="E1")
+    await bot.settle(slack)
+
+    shown = slack.thread(CHANNEL, TS)
+    assert "\n".join(m.text for m in shown).split() == answer.split()
+    if len(answer) > 12_000:  # the rest continues below the streamed message
+        assert len(shown) > 2 and all(len(m.text) <= 3000 for m in shown[1:])
+    else:
+        assert len(shown) == 1
+    assert not shown[0].streaming
+    assert shown[-1].buttons() and not any(m.buttons() for m in shown[:-1])
+
+
+async def test_a_ten_thousand_character_answer_is_split_when_slack_cannot_stream(
+    bot, slack, fake_llm
+):
+    slack.fail("chat.startStream", Fault(error="not_allowed_token_type"))
+    answer = _long_answer()
+    fake_llm.script(Reply(text=answer, chunk_chars=200))
+    await slack.send_event(bot.url, mention("tell me everything"), event_id="E1")
+    await bot.settle(slack)
+
+    shown = slack.thread(CHANNEL, TS)
+    assert len(shown) >= 4
+    assert all(len(m.text) <= 3000 for m in shown)
+    assert "\n".join(m.text for m in shown).split() == answer.split()
+    assert [m.buttons() != [] for m in shown] == [False] * (len(shown) - 1) + [True]
+
+
+async def test_a_stream_that_dies_mid_way_falls_back_and_the_text_arrives_whole(
+    bot, slack, fake_llm
+):
+    answer = _long_answer(30)
+    fake_llm.script(Reply(text=answer, chunk_chars=100, chunk_delay=0.01))
+    slack.streams_die_after = 2
+    await slack.send_event(bot.url, mention("go on"), event_id="E1")
+    await bot.settle(slack)
+
+    assert len(slack.calls_to("chat.appendStream")) == 3  # the third found the stream dead
+    assert slack.calls_to("chat.update")
+    assert slack.shown_text(CHANNEL, TS).split() == answer.split()
+    assert slack.thread(CHANNEL, TS)[-1].buttons()
+
+
+async def test_an_llm_failure_ends_with_a_message_in_the_thread(bot, slack, fake_llm):
+    fake_llm.script(Fail(status=500), Fail(status=500), Fail(status=500))
+    await slack.send_event(bot.url, mention("hello?"), event_id="E1")
+    await bot.settle(slack)
+
+    [shown] = slack.thread(CHANNEL, TS)
+    assert shown.text.startswith("⚠️") or "⚠️" in shown.text
+    assert not shown.streaming
+    assert not shown.buttons()
+
+
+async def test_a_stream_cut_mid_answer_keeps_the_partial_text_and_says_so(bot, slack, fake_llm):
+    fake_llm.script(Cut(text="The first half of"))
+    await slack.send_event(bot.url, mention("hello?"), event_id="E1")
+    await bot.settle(slack)
+
+    [shown] = slack.thread(CHANNEL, TS)
+    assert shown.text.startswith("The first half of")
+    assert "⚠️" in shown.text
+
+
+async def test_a_feedback_click_is_stored_and_can_be_changed(bot, slack, fake_llm, store):
+    fake_llm.script(Reply(text="Rate me."))
+    await slack.send_event(bot.url, mention("hi"), event_id="E1")
+    await bot.settle(slack)
+    [answer] = slack.thread(CHANNEL, TS)
+    up, down = answer.buttons()
+
+    assert await slack.click(bot.url, up, user="U2", message=answer) == 200
+    await bot.settle(slack)
+    assert await slack.click(bot.url, down, user="U2", message=answer) == 200
+    await bot.settle(slack)
+
+    [vote] = await store.feedback(int(up["value"]))
+    assert (vote.user_id, vote.vote) == ("slack:U2", -1)
+    assert vote.prompt_version_id is not None
+    assert "recorded" in slack.responses[-1]["text"]
+
+
+async def test_a_slack_429_is_waited_out(bot, slack, fake_llm):
+    slack.fail("chat.startStream", Fault(error="ratelimited", status=429, retry_after=1))
+    fake_llm.script(Reply(text="After the wait."))
+    await slack.send_event(bot.url, mention("hi"), event_id="E1")
+    await bot.settle(slack)
+
+    assert [m.text for m in slack.thread(CHANNEL, TS)] == ["After the wait."]
+    assert len(slack.calls_to("chat.startStream")) == 2
+
+
+async def test_a_user_message_is_stored_even_when_the_model_fails(bot, slack, fake_llm, store):
+    fake_llm.script(Fail(status=401, message="bad key"))
+    await slack.send_event(bot.url, mention("remember me"), event_id="E1")
+    await bot.settle(slack)
+    conversation = await store.find_conversation(THREAD)
+    assert conversation is not None and conversation.id is not None
+    [stored] = [m for m in await store.messages(conversation.id) if m.role == "user"]
+    assert stored.text == "remember me"
+    assert stored.author_id == "slack:U1"
