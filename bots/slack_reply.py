@@ -96,6 +96,9 @@ class SlackReply:
         note = f"⚠️ {message}"
         await self._finish(f"{partial.rstrip()}\n\n{note}" if partial.strip() else note, [])
 
+    async def note(self, line: str) -> None:
+        """Tool use is not shown in Slack: the answer that follows says what was found."""
+
     async def _finish(self, text: str, blocks: list[dict[str, Any]]) -> None:
         if self._stream_ts is not None and not text.startswith(self._streamed):
             self._abandon_stream()  # the final text is not what was streamed: show it whole

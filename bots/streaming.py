@@ -13,7 +13,16 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Protocol
 
-from assistant.turns import Completed, Event, Failed, Ignored, TextDelta, Thinking
+from assistant.turns import (
+    Completed,
+    Event,
+    Failed,
+    Ignored,
+    TextDelta,
+    Thinking,
+    ToolFinished,
+    ToolStarted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +42,9 @@ class ReplySurface(Protocol):
     async def fail(self, message: str, partial: str) -> None:
         """The turn failed: show `message`, after whatever of the answer was shown."""
 
+    async def note(self, line: str) -> None:
+        """A side note between parts of the answer: a tool in use, a tool that failed."""
+
 
 class _Pump:
     """Shows the latest text on the surface, at most once per interval."""
@@ -45,6 +57,7 @@ class _Pump:
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._closed = False
+        self._shown = ""
 
     def add(self, text: str) -> None:
         self._parts.append(text)
@@ -61,10 +74,12 @@ class _Pump:
             await self._changed.wait()
             self._changed.clear()
             self._busy = True
+            text = self.text
             try:
-                await self._surface.progress(self.text)
+                await self._surface.progress(text)
             finally:
                 self._busy = False
+            self._shown = text
             if self._closed:
                 return
             await asyncio.sleep(self._interval)
@@ -84,6 +99,15 @@ class _Pump:
         except Exception:
             log.exception("showing a partial answer failed; the final answer will follow")
 
+    async def pause(self) -> None:
+        """Show everything gathered so far now (something else is shown after it), then go on
+        pumping with the next text."""
+        await self.close()
+        if self.text != self._shown:
+            self._shown = self.text
+            await self._surface.progress(self._shown)
+        self._closed = False
+
 
 async def deliver(
     events: AsyncIterator[Event], surface: ReplySurface, *, interval: float = 1.0
@@ -96,6 +120,11 @@ async def deliver(
                 await surface.begin()
             elif isinstance(event, TextDelta):
                 pump.add(event.text)
+            elif isinstance(event, ToolStarted | ToolFinished):
+                line = _tool_note(event)
+                if line:
+                    await pump.pause()
+                    await surface.note(line)
             elif isinstance(event, Completed):
                 await pump.close()
                 await surface.complete(event.text, event.message_id)
@@ -110,3 +139,9 @@ async def deliver(
         with suppress(Exception):
             await pump.close()
     return None
+
+
+def _tool_note(event: ToolStarted | ToolFinished) -> str:
+    if isinstance(event, ToolStarted):
+        return f"[{event.name} {event.arguments}]"
+    return "" if event.ok else f"[{event.name} failed]"

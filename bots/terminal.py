@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from contextlib import aclosing
 
 from rich.console import Console
 
 from assistant.engine import Assistant
-from assistant.turns import (
-    Actor,
-    Completed,
-    ConversationRef,
-    Failed,
-    Inbound,
-    TextDelta,
-    ToolFinished,
-    ToolStarted,
-)
+from assistant.turns import Actor, Completed, ConversationRef, Inbound
+from bots.streaming import deliver
 
 HELP = "Commands: /cost (tokens, cost and latency of the last turn), /help, /quit"
 
@@ -89,29 +82,46 @@ class TerminalChat:
 
     async def _turn(self, text: str) -> None:
         inbound = Inbound(ref=self._ref, actor=self._actor, text=text)
-        out = self._console
-        out.print("assistant> ", style="bold green", end="")
-        line_open = True  # something is on the current line; a tool line must start afresh
-        async for event in self._assistant.respond(inbound):
-            if isinstance(event, TextDelta):
-                text = event.text if line_open else event.text.lstrip("\n")
-                out.print(text, end="", markup=False, highlight=False)
-                line_open = line_open or bool(text)
-            elif isinstance(event, ToolStarted | ToolFinished):
-                line = _tool_line(event)
-                if line:
-                    out.print(("\n" if line_open else "") + line, style="dim", markup=False)
-                    line_open = False
-            elif isinstance(event, Completed):
-                self._last = event
-                out.print()
-                if self._show_cost:
-                    out.print(describe(event), style="cyan", highlight=False)
-            elif isinstance(event, Failed):
-                out.print(f"\n! {event.user_message}", style="bold red", highlight=False)
+        async with aclosing(self._assistant.respond(inbound)) as events:
+            last = await deliver(events, ConsoleReply(self._console), interval=0)
+        if isinstance(last, Completed):
+            self._last = last
+            if self._show_cost:
+                self._console.print(describe(last), style="cyan", highlight=False)
 
 
-def _tool_line(event: ToolStarted | ToolFinished) -> str:
-    if isinstance(event, ToolStarted):
-        return f"  [{event.name} {event.arguments}]"
-    return "" if event.ok else f"  [{event.name} failed]"
+class ConsoleReply:
+    """A `ReplySurface` on a console: text is printed as it grows, notes on lines of their own."""
+
+    def __init__(self, console: Console) -> None:
+        self._out = console
+        self._printed = ""  # the part of the answer already on screen
+        self._line_open = False  # something is on the current line; a note starts afresh
+
+    async def begin(self) -> None:
+        self._out.print("assistant> ", style="bold green", end="")
+        self._line_open = True
+
+    async def progress(self, text: str) -> None:
+        if not text.startswith(self._printed):
+            return  # only the final text can differ; complete() prints what is missing
+        new, self._printed = text[len(self._printed) :], text
+        if not self._line_open:
+            new = new.lstrip("\n")
+        if new:
+            self._out.print(new, end="", markup=False, highlight=False)
+            self._line_open = True
+
+    async def note(self, line: str) -> None:
+        self._out.print(("\n" if self._line_open else "") + "  " + line, style="dim", markup=False)
+        self._line_open = False
+
+    async def complete(self, text: str, message_id: int) -> None:
+        if text.startswith(self._printed):
+            await self.progress(text)
+        else:  # e.g. a validated structured answer, not streamed: show it whole
+            self._out.print(("\n" if self._line_open else "") + text, markup=False, highlight=False)
+        self._out.print()
+
+    async def fail(self, message: str, partial: str) -> None:
+        self._out.print(f"\n! {message}", style="bold red", highlight=False, markup=False)

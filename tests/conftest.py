@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ import pytest
 import yaml
 
 from assistant.builtin_tools import builtin_registry
+from assistant.commands import AdminCommands
 from assistant.engine import Assistant, EngineConfig
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.pricing import PriceTable
@@ -21,6 +25,8 @@ from assistant.store import Store, migrate
 from assistant.testing import FakeLlm
 from assistant.tools import ToolRegistry
 from assistant.turns import Actor, ConversationRef, Event, Inbound
+from bots.slack_app import SlackAdapter
+from tests.fakes.slack_api import SIGNING_SECRET, FakeSlack
 
 POSTGRES_URL = os.environ.get("ASSISTANT_TEST_POSTGRES_URL")
 
@@ -157,3 +163,65 @@ def inbound(text: str, *, ref: ConversationRef = REF, **fields: Any) -> Inbound:
 
 async def collect(events: AsyncIterator[Event]) -> list[Event]:
     return [event async for event in events]
+
+
+@dataclass
+class SlackBot:
+    """The Slack adapter serving HTTP on loopback, as Slack would reach it."""
+
+    adapter: SlackAdapter
+    assistant: Assistant
+    url: str
+
+    async def settle(self, fake: FakeSlack, quiet: float = 0.15) -> None:
+        """Wait until no turn is under way and Slack has heard nothing new for `quiet` s."""
+        deadline = time.monotonic() + 15
+        seen = -1
+        while time.monotonic() < deadline:
+            await self.adapter.idle()
+            if len(fake.calls) == seen:
+                return
+            seen = len(fake.calls)
+            await asyncio.sleep(quiet)
+        raise AssertionError("the Slack adapter did not settle")
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = await FakeSlack(names={"U1": "Alice", "U2": "Bob"}).start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def start_slack_bot(
+    make_assistant: Callable[..., Any], store: Store, slack: FakeSlack
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start a Slack adapter (again: a restart) on the shared database; admin is UADMIN."""
+    adapters: list[SlackAdapter] = []
+
+    async def start() -> SlackBot:
+        assistant = await make_assistant()
+        commands = AdminCommands(
+            prompts=store.prompts, versions=assistant.versions, admins=["slack:UADMIN"]
+        )
+        adapter = SlackAdapter(
+            assistant=assistant,
+            commands=commands,
+            bot_token="xoxb-test-token",
+            signing_secret=SIGNING_SECRET,
+            api_url=slack.api_url,
+            update_interval=0.01,
+        )
+        port = await adapter.serve_http(port=0, host="127.0.0.1")
+        adapters.append(adapter)
+        return SlackBot(adapter, assistant, f"http://127.0.0.1:{port}/slack/events")
+
+    yield start
+    for adapter in adapters:
+        await adapter.close()
+
+
+@pytest.fixture
+async def slack_bot(start_slack_bot: Callable[..., Any]) -> SlackBot:
+    return await start_slack_bot()

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from assistant.commands import AdminCommands
-from assistant.engine import Assistant
-from assistant.store import Store
 from assistant.testing import Cut, Fail, Reply
 from assistant.turns import ConversationRef
-from bots.slack_app import SlackAdapter
-from tests.conftest import write_prompt
-from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, TEAM, FakeSlack, Fault
+from tests.conftest import SlackBot, write_prompt
+from tests.fakes.slack_api import BOT_USER, TEAM, Fault
 
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
@@ -27,63 +22,14 @@ TS = "1700000000.000100"
 THREAD = ConversationRef(platform="slack", workspace=TEAM, channel=CHANNEL, thread=TS)
 
 
-@dataclass
-class Bot:
-    adapter: SlackAdapter
-    assistant: Assistant
-    url: str
-
-    async def settle(self, fake: FakeSlack, quiet: float = 0.15) -> None:
-        """Wait until no turn is under way and Slack has heard nothing new for `quiet` s."""
-        deadline = time.monotonic() + 15
-        seen = -1
-        while time.monotonic() < deadline:
-            await self.adapter.idle()
-            if len(fake.calls) == seen:
-                return
-            seen = len(fake.calls)
-            await asyncio.sleep(quiet)
-        raise AssertionError("the Slack adapter did not settle")
+@pytest.fixture
+def start_bot(start_slack_bot: Callable[..., Any]) -> Callable[..., Any]:
+    return start_slack_bot
 
 
 @pytest.fixture
-async def slack() -> AsyncIterator[FakeSlack]:
-    fake = await FakeSlack(names={"U1": "Alice", "U2": "Bob"}).start()
-    yield fake
-    await fake.stop()
-
-
-@pytest.fixture
-async def start_bot(
-    make_assistant: Callable[..., Any], store: Store, slack: FakeSlack
-) -> AsyncIterator[Callable[..., Any]]:
-    adapters: list[SlackAdapter] = []
-
-    async def start() -> Bot:
-        assistant = await make_assistant()
-        commands = AdminCommands(
-            prompts=store.prompts, versions=assistant.versions, admins=["slack:UADMIN"]
-        )
-        adapter = SlackAdapter(
-            assistant=assistant,
-            commands=commands,
-            bot_token="xoxb-test-token",
-            signing_secret=SIGNING_SECRET,
-            api_url=slack.api_url,
-            update_interval=0.01,
-        )
-        port = await adapter.serve_http(port=0, host="127.0.0.1")
-        adapters.append(adapter)
-        return Bot(adapter, assistant, f"http://127.0.0.1:{port}/slack/events")
-
-    yield start
-    for adapter in adapters:
-        await adapter.close()
-
-
-@pytest.fixture
-async def bot(start_bot: Callable[..., Any]) -> Bot:
-    return await start_bot()
+def bot(slack_bot: SlackBot) -> SlackBot:
+    return slack_bot
 
 
 def mention(text: str, *, ts: str = TS, user: str = "U1", thread_ts: str | None = None) -> dict:
