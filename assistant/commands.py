@@ -314,11 +314,15 @@ class AdminCommands:
             listed = ", ".join(str(v) for v in versions)
             raise CommandError(f"{name} has no version {version}. Versions: {listed}.")
 
-    async def _list(self) -> str:
-        rows = await self._prompts.versions()
+    async def released(self) -> dict[str, list[int]]:
+        """Every released prompt and its versions (what autocomplete offers)."""
         by_name: dict[str, list[int]] = {}
-        for row in rows:
+        for row in await self._prompts.versions():
             by_name.setdefault(row.name, []).append(row.version)
+        return {name: sorted(versions) for name, versions in sorted(by_name.items())}
+
+    async def _list(self) -> str:
+        by_name = await self.released()
         default = self._versions.catalog.default_name
         lines = [
             f"{name}: versions {', '.join(map(str, versions))}"

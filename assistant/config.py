@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = None
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
+    discord_guild_id: int | None = Field(default=None, gt=0)
+    discord_sharded: bool = False
 
     report_channels: Annotated[tuple[str, ...], NoDecode] = ()
     report_cron: str = "0 9 * * *"

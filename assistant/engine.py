@@ -161,6 +161,12 @@ class Assistant:
         follow-ups need no new mention."""
         return await self._store.find_conversation(ref) is not None
 
+    async def conversation_with_message(
+        self, platform: str, platform_message_id: str
+    ) -> ConversationRef | None:
+        """The conversation a user message belongs to: a reply to it continues that talk."""
+        return await self._store.conversation_with_message(platform, platform_message_id)
+
     async def record_feedback(self, message_id: int, actor: Actor, *, vote: int) -> bool:
         """Store `actor`'s 👍 (+1) or 👎 (-1) on an answer, replacing their earlier vote;
         False when `message_id` is not an answer."""

@@ -7,16 +7,19 @@ import asyncio
 import logging
 import signal
 from contextlib import AsyncExitStack
+from typing import Any
 
 from assistant.bootstrap import Runtime
 from assistant.config import Settings
+from bots.discord_app import DiscordAdapter, point_at
 from bots.slack_app import SlackAdapter
 
 log = logging.getLogger(__name__)
 
 NOTHING_TO_SERVE = (
     "Nothing to serve: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (or SLACK_APP_TOKEN for "
-    "Socket Mode) to serve Slack; see README.md, 'Slack'. To chat in the terminal: assistant chat"
+    "Socket Mode) to serve Slack, DISCORD_TOKEN to serve Discord; see README.md. To chat in "
+    "the terminal: assistant chat"
 )
 
 
@@ -31,21 +34,33 @@ def missing_configuration(settings: Settings) -> str | None:
                 "(or set SLACK_APP_TOKEN to use Socket Mode)"
             )
         return None
+    if settings.discord_token:
+        return None
     return NOTHING_TO_SERVE
 
 
 async def serve(settings: Settings, runtime: Runtime) -> None:
-    """Run until SIGINT or SIGTERM."""
+    """Run until SIGINT or SIGTERM, or until a platform connection fails for good."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
+        watched: set[asyncio.Task[Any]] = set()
         if settings.slack_bot_token:
             slack = await start_slack(settings, runtime)
             stack.push_async_callback(slack.close)
+        if settings.discord_token:
+            discord = await start_discord(settings, runtime)
+            stack.push_async_callback(discord.close)
+            assert discord.connection is not None
+            watched.add(discord.connection)
         log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({stopped, *watched}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if settings.discord_token:
+            discord.raise_if_failed()
         log.info("stopping")
 
 
@@ -64,4 +79,22 @@ async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
         await adapter.connect_socket_mode(app_token.get_secret_value())
     else:
         await adapter.serve_http(port=settings.slack_port)
+    return adapter
+
+
+async def start_discord(settings: Settings, runtime: Runtime) -> DiscordAdapter:
+    assert settings.discord_token is not None
+    point_at(settings.discord_api_url, settings.discord_gateway_url)
+    adapter = DiscordAdapter(
+        assistant=runtime.assistant,
+        commands=runtime.commands,
+        token=settings.discord_token.get_secret_value(),
+        guild_id=settings.discord_guild_id,
+        sharded=settings.discord_sharded,
+    )
+    try:
+        await adapter.start()
+    except BaseException:
+        await adapter.close()
+        raise
     return adapter

@@ -25,7 +25,11 @@ from assistant.store import Store, migrate
 from assistant.testing import FakeLlm
 from assistant.tools import ToolRegistry
 from assistant.turns import Actor, ConversationRef, Event, Inbound
+from bots.discord_app import DiscordAdapter
 from bots.slack_app import SlackAdapter
+from tests.fakes.discord_api import GUILD_ID as DISCORD_GUILD_ID
+from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import SIGNING_SECRET, FakeSlack
 
 POSTGRES_URL = os.environ.get("ASSISTANT_TEST_POSTGRES_URL")
@@ -225,3 +229,61 @@ async def start_slack_bot(
 @pytest.fixture
 async def slack_bot(start_slack_bot: Callable[..., Any]) -> SlackBot:
     return await start_slack_bot()
+
+
+DISCORD_ADMIN = "2002"
+
+
+@pytest.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    async with FakeDiscord() as fake:  # points discord.py at the fake, and back afterwards
+        fake.users[DISCORD_ADMIN] = "ada"
+        yield fake
+
+
+@pytest.fixture
+async def start_discord_bot(
+    make_assistant: Callable[..., Any], store: Store, discord_fake: FakeDiscord
+) -> AsyncIterator[Callable[..., Any]]:
+    """Start the Discord adapter (again: a restart) on the shared database; DISCORD_ADMIN is an
+    admin; keyword args reach DiscordAdapter."""
+    adapters: list[DiscordAdapter] = []
+
+    async def start(**options: Any) -> DiscordAdapter:
+        assistant = await make_assistant()
+        commands = AdminCommands(
+            prompts=store.prompts, versions=assistant.versions, admins=[f"discord:{DISCORD_ADMIN}"]
+        )
+        options = {"edit_interval": 0.01, "guild_ready_timeout": 0.05, **options}
+        adapter = DiscordAdapter(
+            assistant=assistant,
+            commands=commands,
+            token=DISCORD_TOKEN,
+            guild_id=int(DISCORD_GUILD_ID),
+            **options,
+        )
+        adapters.append(adapter)
+        await adapter.start()
+        return adapter
+
+    yield start
+    for adapter in adapters:
+        await adapter.close()
+
+
+@pytest.fixture
+async def discord_bot(start_discord_bot: Callable[..., Any]) -> DiscordAdapter:
+    return await start_discord_bot()
+
+
+async def settle_discord(bot: DiscordAdapter, fake: FakeDiscord, quiet: float = 0.15) -> None:
+    """Until no turn is under way and Discord has heard nothing new for `quiet` s."""
+    deadline = time.monotonic() + 15
+    seen = -1
+    while time.monotonic() < deadline:
+        await bot.idle()
+        if len(fake.calls) == seen:
+            return
+        seen = len(fake.calls)
+        await asyncio.sleep(quiet)
+    raise AssertionError("the Discord adapter did not settle")

@@ -17,8 +17,10 @@ from rich.console import Console
 from assistant.engine import Assistant
 from assistant.testing import Cut, Fail, FakeLlm, Reply
 from assistant.turns import Actor, ConversationRef
+from bots.discord_app import DiscordAdapter
 from bots.terminal import TerminalChat
-from tests.conftest import SlackBot
+from tests.conftest import SlackBot, settle_discord
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import BOT_USER, FakeSlack
 
 UNAVAILABLE = "The language model service is unavailable right now. Please try again."
@@ -86,12 +88,37 @@ class SlackDriver:
         return [message.text for message in self._fake.thread("C0CONTRACT", ts)]
 
 
-@pytest.fixture(params=["terminal", "slack"])
+class DiscordDriver:
+    limit = 2000
+    redelivers = True  # e.g. a MESSAGE_CREATE replayed after a gateway RESUME
+
+    def __init__(self, bot: DiscordAdapter, fake: FakeDiscord) -> None:
+        self._bot = bot
+        self._fake = fake
+
+    async def ask(self, text: str, *, twice: bool = False) -> list[str]:
+        asked = await self._fake.send_message(text, mention_bot=True)
+        await settle_discord(self._bot, self._fake)
+        if twice:
+            await self._fake.dispatch("MESSAGE_CREATE", asked)
+            await settle_discord(self._bot, self._fake)
+        return [
+            m.content
+            for m in self._fake.shown()
+            if m.message_reference and m.message_reference["message_id"] == asked["id"]
+        ]
+
+
+@pytest.fixture(params=["terminal", "slack", "discord"])
 def driver(request: pytest.FixtureRequest, make_assistant: Callable[..., Any]) -> Driver:
     """Sync, so it can ask for the platform's (async) fixtures by name."""
     if request.param == "terminal":
         return TerminalDriver(make_assistant)
-    return SlackDriver(request.getfixturevalue("slack_bot"), request.getfixturevalue("slack"))
+    if request.param == "slack":
+        return SlackDriver(request.getfixturevalue("slack_bot"), request.getfixturevalue("slack"))
+    return DiscordDriver(
+        request.getfixturevalue("discord_bot"), request.getfixturevalue("discord_fake")
+    )
 
 
 def _long_answer_with_code() -> str:

@@ -13,6 +13,9 @@ import pytest
 import yaml
 
 from assistant.testing import Reply
+from tests.fakes.discord_api import GUILD_ID as DISCORD_GUILD_ID
+from tests.fakes.discord_api import TOKEN as DISCORD_TOKEN
+from tests.fakes.discord_api import FakeDiscord
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack
 from tests.test_cli import ASSISTANT, REPO, assistant
 
@@ -112,3 +115,47 @@ def test_the_manifest_subscribes_to_what_the_adapter_handles():
         manifest["features"]["slash_commands"][0]["url"],
     ]
     assert all(url.endswith("/slack/events") for url in urls)
+
+
+async def test_run_serves_discord_and_logs_the_invite_url(env, tmp_path, fake_llm):
+    async with FakeDiscord() as discord_fake:
+        env.update(
+            DISCORD_TOKEN=DISCORD_TOKEN,
+            DISCORD_API_URL=discord_fake.rest_base,
+            DISCORD_GATEWAY_URL=discord_fake.gateway_url,
+            DISCORD_GUILD_ID=DISCORD_GUILD_ID,
+            OPENAI_BASE_URL=fake_llm.base_url,
+            OPENAI_API_KEY="sk-run-test-key",
+        )
+        fake_llm.script(Reply(text="Served on Discord."))
+        process = await asyncio.create_subprocess_exec(
+            *ASSISTANT, "run", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            await discord_fake.wait_ready()
+            await discord_fake.wait_until(lambda: discord_fake.commands.get(DISCORD_GUILD_ID))
+            await discord_fake.send_message("hi", mention_bot=True)
+            await discord_fake.wait_until(
+                lambda: any(m.content == "Served on Discord." for m in discord_fake.shown())
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    log = stderr.decode()
+    assert process.returncode == 0, log
+    assert "scope=bot+applications.commands&permissions=274877975552" in log
+    assert DISCORD_TOKEN not in log and "sk-run-test-key" not in log
+
+
+async def test_run_without_the_message_content_intent_says_so_in_one_line(env, tmp_path):
+    async with FakeDiscord(message_content_intent=False) as discord_fake:
+        env.update(
+            DISCORD_TOKEN=DISCORD_TOKEN,
+            DISCORD_API_URL=discord_fake.rest_base,
+            DISCORD_GATEWAY_URL=discord_fake.gateway_url,
+        )
+        result = await asyncio.to_thread(assistant, "run", "--fake", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "Message Content intent" in line
+    assert "Traceback" not in result.stderr

@@ -110,6 +110,30 @@ class Store:
         )
         return result.first()
 
+    async def conversation_with_message(
+        self, platform: str, platform_message_id: str
+    ) -> ConversationRef | None:
+        """Where a user message with this platform id was said (a reply chain's conversation)."""
+        statement = (
+            select(Conversation)
+            .join(Message, col(Message.conversation_id) == col(Conversation.id))
+            .where(
+                Conversation.platform == platform,
+                Message.platform_message_id == platform_message_id,
+            )
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            found = (await session.exec(statement)).first()
+        if found is None:
+            return None
+        return ConversationRef(
+            platform=found.platform,
+            workspace=found.workspace,
+            channel=found.channel,
+            thread=found.thread,
+        )
+
     async def conversation_id(self, key: ConversationRef) -> int:
         """Fetch or create, on the turn's path (one unit of work, no ORM)."""
         if key not in self._conversation_ids:

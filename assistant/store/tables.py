@@ -61,7 +61,7 @@ class Message(SQLModel, table=True):
     token_count: int
     status: str = Field(default="ok", max_length=16, description="ok | incomplete")
     prompt_version_id: int | None = Field(default=None, foreign_key="prompt_versions.id")
-    platform_message_id: str | None = Field(default=None, max_length=128)
+    platform_message_id: str | None = Field(default=None, max_length=128, index=True)
     created_at: datetime = Field(default_factory=utcnow)
 
 

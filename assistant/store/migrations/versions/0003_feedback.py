@@ -1,4 +1,4 @@
-"""feedback
+"""feedback; messages found by their platform id (reply chains)
 
 Revision ID: 0003
 Revises: 0002
@@ -43,9 +43,15 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_feedback_prompt_version_id"), ["prompt_version_id"], unique=False
         )
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_messages_platform_message_id"), ["platform_message_id"], unique=False
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_messages_platform_message_id"))
     with op.batch_alter_table("feedback", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_feedback_prompt_version_id"))
         batch_op.drop_index(batch_op.f("ix_feedback_message_id"))

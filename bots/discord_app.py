@@ -1,0 +1,463 @@
+"""The Discord adapter: gateway messages in, engine turns out, rendered back into channels.
+
+Only translation lives here. A mention starts a conversation; replies to the assistant continue
+it (a reply chain is one conversation), as does anything said in a thread it is part of; a DM
+is one running conversation. Each message id is claimed in the store before it is answered, so
+a MESSAGE_CREATE replayed after a gateway RESUME, or seen by a second process, is not
+answered twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shlex
+from collections.abc import Callable
+from contextlib import aclosing, suppress
+from typing import Any, Literal
+
+import discord
+import yarl
+from discord import app_commands
+
+from assistant.commands import AdminCommands, CommandContext
+from assistant.config import ConfigError
+from assistant.engine import Assistant
+from assistant.turns import Actor, ConversationRef, Inbound
+from bots.discord_reply import ALLOWED_MENTIONS, MESSAGE_LIMIT, ChannelGate, DiscordReply
+from bots.render import split_message
+from bots.streaming import deliver
+
+log = logging.getLogger(__name__)
+
+PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    read_message_history=True,
+)
+SCOPES = ("bot", "applications.commands")
+SHUTDOWN_GRACE_SECONDS = 30.0
+READY_TIMEOUT_SECONDS = 60.0
+_ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
+Scope = Literal["global", "workspace", "channel"]
+
+
+class DiscordSetupError(ConfigError):
+    """Discord refused the bot's set-up; the message names what to change, in one line."""
+
+
+def point_at(api_url: str | None, gateway_url: str | None) -> None:
+    """Talk to another Discord (DISCORD_API_URL, DISCORD_GATEWAY_URL): a proxy, or a test."""
+    if api_url:
+        discord.http.Route.BASE = api_url.rstrip("/")
+    if gateway_url:
+        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway_url)
+
+
+def invite_url(application_id: int) -> str:
+    """The invite with exactly the permissions the assistant needs."""
+    return discord.utils.oauth_url(application_id, permissions=PERMISSIONS, scopes=SCOPES)
+
+
+class DiscordAdapter:
+    """A discord.py client wired to the engine; `start` connects, `close` stops gracefully."""
+
+    def __init__(
+        self,
+        *,
+        assistant: Assistant,
+        commands: AdminCommands,
+        token: str,
+        guild_id: int | None = None,
+        sharded: bool = False,
+        edit_interval: float = 1.0,
+        **client_options: Any,
+    ) -> None:
+        self._assistant = assistant
+        self._commands = commands
+        self._token = token
+        self._guild_id = guild_id
+        self._gate = ChannelGate(edit_interval)
+        self._edit_interval = edit_interval
+        intents = discord.Intents.default()
+        intents.message_content = True
+        client_class = discord.AutoShardedClient if sharded else discord.Client
+        self.client = client_class(
+            intents=intents, allowed_mentions=ALLOWED_MENTIONS, **client_options
+        )
+        self.tree = app_commands.CommandTree(self.client)
+        self.tree.add_command(self._command_group())
+        self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
+        self.client.event(self.on_message)
+        self.client.event(self.on_guild_join)
+        self._feedback_class, self._feedback = _feedback_button(assistant)
+        self._turns: set[asyncio.Task[None]] = set()
+        self._connection: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    # ---- lifecycle
+
+    async def start(self) -> None:
+        """Log in and connect; raises DiscordSetupError naming the fix for a refused set-up."""
+        self.client.event(self.on_ready)
+        try:
+            await self.client.login(self._token)
+        except discord.LoginFailure:
+            raise DiscordSetupError(
+                "DISCORD_TOKEN: Discord refused the token; copy it again from the Developer "
+                "Portal (your application, Bot, Reset Token)"
+            ) from None
+        self._connection = asyncio.create_task(self.client.connect(reconnect=True))
+        ready = asyncio.create_task(self._ready.wait())
+        done, _ = await asyncio.wait(
+            {self._connection, ready},
+            timeout=READY_TIMEOUT_SECONDS,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        ready.cancel()
+        if self._connection in done:
+            self.raise_if_failed()
+        if not done:
+            raise DiscordSetupError("Discord: not ready within a minute; is the gateway reachable?")
+
+    def raise_if_failed(self) -> None:
+        """Turn a finished gateway connection into the operator's one line."""
+        if self._connection is None or not self._connection.done():
+            return
+        exc = self._connection.exception()
+        if isinstance(exc, discord.PrivilegedIntentsRequired):
+            raise DiscordSetupError(
+                "DISCORD_TOKEN: the bot needs the Message Content intent: Developer Portal, your "
+                "application, Bot, Privileged Gateway Intents, turn on Message Content Intent"
+            ) from None
+        if exc is not None:
+            raise DiscordSetupError(f"Discord: the gateway connection failed: {exc}") from None
+
+    @property
+    def connection(self) -> asyncio.Task[None] | None:
+        return self._connection
+
+    async def close(self) -> None:
+        """Stop taking messages, let the answers under way finish (for a while), disconnect."""
+        if self._turns:
+            await asyncio.wait(self._turns, timeout=SHUTDOWN_GRACE_SECONDS)
+        await self.client.close()
+        if self._connection is not None:
+            self._connection.cancel()
+            with suppress(Exception, asyncio.CancelledError):
+                await self._connection
+
+    async def idle(self) -> None:
+        """Wait until every turn under way has been answered (tests)."""
+        while self._turns:
+            await asyncio.wait(set(self._turns))
+
+    async def _setup_hook(self) -> None:
+        self.client.add_dynamic_items(self._feedback_class)
+        guild = discord.Object(id=self._guild_id) if self._guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        try:
+            await self.tree.sync(guild=guild)
+        except discord.HTTPException as exc:
+            log.error(
+                "Discord: could not register /assistant (%s); re-invite the bot with the "
+                "applications.commands scope",
+                exc.text or exc.status,
+            )
+
+    async def on_ready(self) -> None:
+        user = self.client.user
+        log.info("Discord: connected as %s", user)
+        if self.client.application_id is not None:
+            log.info("Discord: invite the bot with %s", invite_url(self.client.application_id))
+        for guild in self.client.guilds:
+            self._check_permissions(guild)
+        self._ready.set()
+
+    async def on_guild_join(self, guild: discord.Guild) -> None:
+        self._check_permissions(guild)
+
+    def _check_permissions(self, guild: discord.Guild) -> None:
+        me = guild.me
+        if me is None:
+            return
+        missing = [
+            name
+            for name, wanted in PERMISSIONS
+            if wanted and not getattr(me.guild_permissions, name)
+        ]
+        if missing:
+            log.warning(
+                "Discord: in server %r the bot lacks %s; re-invite it with the invite URL above",
+                guild.name,
+                ", ".join(missing),
+            )
+
+    # ---- messages
+
+    async def on_message(self, message: discord.Message) -> None:
+        turn = await self._to_inbound(message)
+        if turn is None:
+            return
+        task = asyncio.create_task(self._turn(message, turn))
+        self._turns.add(task)
+        task.add_done_callback(self._turns.discard)
+
+    async def _to_inbound(self, message: discord.Message) -> Inbound | None:
+        me = self.client.user
+        if me is None or message.author.bot or message.type not in _ANSWERED_TYPES:
+            return None
+        ref = await self._conversation(message, me)
+        if ref is None:
+            return None
+        text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
+        return Inbound(
+            ref=ref,
+            actor=Actor(
+                platform="discord",
+                user_id=str(message.author.id),
+                display_name=message.author.display_name,
+            ),
+            text=text,
+            platform_message_id=str(message.id),
+            dedupe_keys=(f"discord:msg:{message.id}",),
+        )
+
+    async def _conversation(
+        self, message: discord.Message, me: discord.ClientUser
+    ) -> ConversationRef | None:
+        """Where the message belongs, or None when it is not for the assistant."""
+        channel = message.channel
+        if isinstance(channel, discord.DMChannel):
+            return ConversationRef(platform="discord", channel=str(channel.id))
+        guild = str(message.guild.id) if message.guild else ""
+        mentioned = me.mentioned_in(message) and not message.mention_everyone
+        if isinstance(channel, discord.Thread):
+            ref = ConversationRef(
+                platform="discord",
+                workspace=guild,
+                channel=str(channel.parent_id),
+                thread=str(channel.id),
+            )
+            return ref if mentioned or await self._assistant.knows(ref) else None
+        replied, earlier = _reply_to_assistant(message, me)
+        if earlier is not None:
+            found = await self._assistant.conversation_with_message("discord", earlier)
+            if found is not None:
+                return found
+        if not mentioned and not replied:
+            return None
+        return ConversationRef(
+            platform="discord", workspace=guild, channel=str(channel.id), thread=str(message.id)
+        )
+
+    async def _turn(self, message: discord.Message, inbound: Inbound) -> None:
+        reply = DiscordReply(
+            message.channel,
+            channel_id=message.channel.id,
+            reply_to=message,
+            gate=self._gate,
+            feedback_view=self._feedback_view,
+        )
+        try:
+            async with aclosing(self._assistant.respond(inbound)) as events:
+                await deliver(events, reply, interval=self._edit_interval)
+        except discord.Forbidden as exc:
+            log.error(
+                "Discord: no permission to answer in channel %s (%s); grant the bot View "
+                "Channel, Send Messages, Send Messages in Threads and Read Message History",
+                message.channel.id,
+                exc.text or exc.status,
+            )
+        except Exception:
+            log.exception("a Discord turn failed outside the engine")
+            with suppress(Exception, asyncio.CancelledError):
+                await message.channel.send(
+                    "⚠️ Sorry, something went wrong before I could answer. Please try again.",
+                    allowed_mentions=ALLOWED_MENTIONS,
+                )
+
+    def _feedback_view(self, message_id: int) -> discord.ui.View:
+        view = discord.ui.View(timeout=None)
+        view.add_item(self._feedback(1, message_id))
+        view.add_item(self._feedback(-1, message_id))
+        return view
+
+    # ---- admin commands
+
+    def _command_group(self) -> app_commands.Group:
+        root = app_commands.Group(name="assistant", description="The team assistant")
+        prompt = app_commands.Group(
+            name="prompt", description="Prompt versions: list, show, switch", parent=root
+        )
+        run = self._run_admin
+
+        @prompt.command(name="list", description="Prompts, versions and where each is bound")
+        async def list_(interaction: discord.Interaction) -> None:
+            await run(interaction, ["list"])
+
+        @prompt.command(name="show", description="A version's text and figures")
+        async def show(
+            interaction: discord.Interaction, name: str, version: int | None = None
+        ) -> None:
+            await run(interaction, ["show", name, *_opt(version)])
+
+        @prompt.command(name="diff", description="What changed between two versions")
+        async def diff(interaction: discord.Interaction, name: str, v1: int, v2: int) -> None:
+            await run(interaction, ["diff", name, str(v1), str(v2)])
+
+        @prompt.command(name="use", description="Answer with this version here (admins)")
+        async def use(
+            interaction: discord.Interaction,
+            name: str,
+            version: int,
+            scope: Scope | None = None,
+            force: bool = False,
+        ) -> None:
+            words = ["use", name, str(version), *_scope(scope), *(["--force"] if force else [])]
+            await run(interaction, words)
+
+        @prompt.command(name="rollback", description="Undo the last change here (admins)")
+        async def rollback(
+            interaction: discord.Interaction, name: str, scope: Scope | None = None
+        ) -> None:
+            await run(interaction, ["rollback", name, *_scope(scope)])
+
+        @prompt.command(name="ab", description="Split conversations between versions (admins)")
+        @app_commands.describe(split="versions and weights, e.g. 2=90 3=10")
+        async def ab(
+            interaction: discord.Interaction, name: str, split: str, scope: Scope | None = None
+        ) -> None:
+            await run(interaction, ["ab", name, *split.split(), *_scope(scope)])
+
+        @prompt.command(name="history", description="Who changed what, when")
+        async def history(interaction: discord.Interaction, name: str) -> None:
+            await run(interaction, ["history", name])
+
+        named: list[app_commands.Command[Any, Any, None]] = [show, diff, use, rollback, ab, history]
+        for command in named:
+            command.autocomplete("name")(self._complete_name)
+        versioned: list[tuple[app_commands.Command[Any, Any, None], str]] = [
+            (show, "version"),
+            (use, "version"),
+            (diff, "v1"),
+            (diff, "v2"),
+        ]
+        for command, parameter in versioned:
+            command.autocomplete(parameter)(self._complete_version)
+        return root
+
+    async def _run_admin(self, interaction: discord.Interaction, words: list[str]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        channel = interaction.channel
+        channel_id = (
+            channel.parent_id
+            if isinstance(channel, discord.Thread) and channel.parent_id
+            else interaction.channel_id
+        )
+        context = CommandContext(
+            actor=Actor(
+                platform="discord",
+                user_id=str(interaction.user.id),
+                display_name=interaction.user.display_name,
+            ),
+            surface="discord",
+            ref=ConversationRef(
+                platform="discord",
+                workspace=str(interaction.guild_id or ""),
+                channel=str(channel_id or ""),
+            ),
+        )
+        result = await self._commands.run(shlex.join(["prompt", *words]), context)
+        for piece in split_message(f"```\n{result.text}\n```", MESSAGE_LIMIT):
+            await interaction.followup.send(piece, ephemeral=True)
+
+    async def _complete_name(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        names = await self._commands.released()
+        return [
+            app_commands.Choice(name=name, value=name)
+            for name in names
+            if current.lower() in name.lower()
+        ][:25]
+
+    async def _complete_version(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[int]]:
+        released = await self._commands.released()
+        name = getattr(interaction.namespace, "name", None)
+        versions = released.get(name, []) if isinstance(name, str) else []
+        return [
+            app_commands.Choice(name=f"{name} v{v}", value=v)
+            for v in reversed(versions)
+            if str(v).startswith(str(current))
+        ][:25]
+
+
+def _opt(value: int | None) -> list[str]:
+    return [] if value is None else [str(value)]
+
+
+def _scope(scope: str | None) -> list[str]:
+    return [] if scope is None else ["--scope", scope]
+
+
+def _reply_to_assistant(
+    message: discord.Message, me: discord.ClientUser
+) -> tuple[bool, str | None]:
+    """Whether `message` replies to one of the assistant's answers, and the id of the user
+    message that answer replied to (which names the conversation), when known."""
+    reference = message.reference
+    resolved = reference.resolved if reference is not None else None
+    if not isinstance(resolved, discord.Message) or resolved.author.id != me.id:
+        return False, None
+    earlier = resolved.reference.message_id if resolved.reference is not None else None
+    return True, str(earlier) if earlier is not None else None
+
+
+def _feedback_button(
+    assistant: Assistant,
+) -> tuple[type[discord.ui.DynamicItem[Any]], Callable[[int, int], discord.ui.Item[Any]]]:
+    """The 👍/👎 button class bound to this engine, and a maker of buttons. The custom id
+    carries the vote and the answer's id, so a click is understood after a restart (no view
+    state to keep)."""
+
+    class FeedbackButton(
+        discord.ui.DynamicItem[discord.ui.Button[Any]],
+        template=r"feedback:(?P<vote>-?1):(?P<message_id>[0-9]+)",
+    ):
+        def __init__(self, vote: int, message_id: int) -> None:
+            super().__init__(
+                discord.ui.Button(
+                    style=discord.ButtonStyle.secondary,
+                    emoji="👍" if vote > 0 else "👎",
+                    custom_id=f"feedback:{vote}:{message_id}",
+                )
+            )
+            self.vote = vote
+            self.message_id = message_id
+
+        @classmethod
+        async def from_custom_id(
+            cls,
+            interaction: discord.Interaction,
+            item: discord.ui.Item[Any],
+            match: re.Match[str],
+        ) -> FeedbackButton:
+            return cls(int(match["vote"]), int(match["message_id"]))
+
+        async def callback(self, interaction: discord.Interaction) -> None:
+            actor = Actor(platform="discord", user_id=str(interaction.user.id))
+            recorded = await assistant.record_feedback(self.message_id, actor, vote=self.vote)
+            text = (
+                f"Thanks, your {'👍' if self.vote > 0 else '👎'} is recorded."
+                if recorded
+                else "That answer is no longer known, so the vote was not recorded."
+            )
+            await interaction.response.send_message(text, ephemeral=True)
+
+    return FeedbackButton, FeedbackButton

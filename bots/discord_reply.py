@@ -1,0 +1,154 @@
+"""One answer shown in Discord: a typing indicator, then a message edited as the text grows,
+continued in further messages past 2,000 characters with code fences closed and reopened.
+
+Edits while streaming go through a gate shared by every answer in the channel: Discord limits
+writes per channel, not per message, so two answers streaming side by side take turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextlib import suppress
+
+import discord
+
+from bots.render import close_fences, split_message
+
+log = logging.getLogger(__name__)
+
+MESSAGE_LIMIT = 2000
+TYPING_EVERY_SECONDS = 8.0  # Discord shows "typing" for 10 s after each trigger
+ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=False)
+
+
+class ChannelGate:
+    """About one write per `interval` per channel, shared by every answer in it."""
+
+    def __init__(self, interval: float) -> None:
+        self._interval = interval
+        self._next: dict[int, float] = {}
+
+    async def wait(self, channel_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if len(self._next) > 10_000:  # forget channels whose turn is long past
+            self._next = {k: t for k, t in self._next.items() if t > now}
+        at = max(now, self._next.get(channel_id, 0.0))
+        self._next[channel_id] = at + self._interval
+        if at > now:
+            await asyncio.sleep(at - now)
+
+
+class DiscordReply:
+    """A `ReplySurface` for one answer in a Discord channel, thread or DM."""
+
+    def __init__(
+        self,
+        channel: discord.abc.Messageable,
+        *,
+        channel_id: int,
+        reply_to: discord.Message | None,
+        gate: ChannelGate,
+        feedback_view: Callable[[int], discord.ui.View],
+    ) -> None:
+        self._channel = channel
+        self._channel_id = channel_id
+        self._reply_to = reply_to
+        self._gate = gate
+        self._feedback_view = feedback_view
+        self._messages: list[discord.Message] = []
+        self._shown: list[str] = []
+        self._typing: asyncio.Task[None] | None = None
+
+    async def begin(self) -> None:
+        self._typing = asyncio.create_task(self._keep_typing())
+
+    async def progress(self, text: str) -> None:
+        await self._render(split_message(close_fences(text), MESSAGE_LIMIT), gated=True)
+
+    async def note(self, line: str) -> None:
+        """Tool use is not shown in Discord: the answer that follows says what was found."""
+
+    async def complete(self, text: str, message_id: int) -> None:
+        await self._finish(text, self._feedback_view(message_id))
+
+    async def fail(self, message: str, partial: str) -> None:
+        note = f"⚠️ {message}"
+        await self._finish(f"{partial.rstrip()}\n\n{note}" if partial.strip() else note, None)
+
+    async def _finish(self, text: str, view: discord.ui.View | None) -> None:
+        try:
+            await self._render(split_message(text, MESSAGE_LIMIT), gated=False, view=view)
+        finally:
+            await self._stop_typing()
+
+    async def _keep_typing(self) -> None:
+        with suppress(discord.HTTPException):
+            while not self._messages:
+                await self._channel.typing()
+                await asyncio.sleep(TYPING_EVERY_SECONDS)
+
+    async def _stop_typing(self) -> None:
+        if self._typing is not None:
+            self._typing.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._typing
+
+    async def _render(
+        self, pieces: list[str], *, gated: bool, view: discord.ui.View | None = None
+    ) -> None:
+        """Edit the messages whose text changed and post the rest; the view goes on the last."""
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            wanted = view if last else None
+            if index < len(self._messages):
+                if self._shown[index] != piece or wanted is not None:
+                    if gated:
+                        await self._gate.wait(self._channel_id)
+                    await self._edit(index, piece, wanted)
+            else:
+                if gated:
+                    await self._gate.wait(self._channel_id)
+                await self._post(piece, wanted)
+        if not gated:  # the final text: parts it no longer needs go
+            await self._drop_after(len(pieces))
+
+    async def _post(self, text: str, view: discord.ui.View | None) -> None:
+        self._messages.append(await self._send(text, view))
+        self._shown.append(text)
+
+    async def _send(self, text: str, view: discord.ui.View | None) -> discord.Message:
+        # every part replies to the user's message: a reply to any part continues the talk
+        if view is None:
+            return await self._channel.send(
+                text,
+                reference=self._reply_to,  # type: ignore[arg-type]
+                mention_author=False,
+                allowed_mentions=ALLOWED_MENTIONS,
+            )
+        return await self._channel.send(
+            text,
+            reference=self._reply_to,  # type: ignore[arg-type]
+            mention_author=False,
+            allowed_mentions=ALLOWED_MENTIONS,
+            view=view,
+        )
+
+    async def _edit(self, index: int, text: str, view: discord.ui.View | None) -> None:
+        try:
+            self._messages[index] = await self._messages[index].edit(
+                content=text, view=view, allowed_mentions=ALLOWED_MENTIONS
+            )
+        except discord.NotFound:  # deleted meanwhile: post the text anew
+            log.warning("a part of an answer was deleted while it was shown; posting it again")
+            self._messages[index] = await self._send(text, view)
+        self._shown[index] = text
+
+    async def _drop_after(self, count: int) -> None:
+        while len(self._messages) > count:
+            message = self._messages.pop()
+            self._shown.pop()
+            with suppress(discord.HTTPException):
+                await message.delete()

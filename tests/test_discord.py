@@ -1,0 +1,337 @@
+"""The Discord adapter against a fake Discord: the real discord.py client connects to a loopback
+gateway and REST API; the real engine and database answer."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from assistant.commands import AdminCommands
+from assistant.testing import Fail, Reply
+from bots.discord_app import DiscordAdapter, DiscordSetupError
+from tests.conftest import DISCORD_ADMIN, settle_discord, write_prompt
+from tests.fakes.discord_api import (
+    CHANNEL_ID,
+    GUILD_ID,
+    OWNER_ID,
+    THREAD_ID,
+    TOKEN,
+    FakeDiscord,
+    FakeMessage,
+)
+
+ADMIN = DISCORD_ADMIN
+
+
+@pytest.fixture
+def start_bot(start_discord_bot: Callable[..., Any]) -> Callable[..., Any]:
+    return start_discord_bot
+
+
+@pytest.fixture
+def bot(discord_bot: DiscordAdapter) -> DiscordAdapter:
+    return discord_bot
+
+
+settle = settle_discord
+
+
+def ephemeral(response: dict[str, Any]) -> bool:
+    flags = response.get("flags", (response.get("data") or {}).get("flags"))
+    return bool(int(flags or 0) & 64)
+
+
+def answers(fake: FakeDiscord, channel_id: str = CHANNEL_ID) -> list[FakeMessage]:
+    return [m for m in fake.shown(channel_id) if m.interaction_id is None]
+
+
+async def test_a_mention_gets_one_reply_with_feedback_buttons(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="The VPN uses port 1194.", chunk_chars=4))
+    asked = await discord_fake.send_message("which VPN port?", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    [answer] = answers(discord_fake)
+    assert answer.content == "The VPN uses port 1194."
+    assert answer.message_reference is not None
+    assert answer.message_reference["message_id"] == asked["id"]
+    assert [b["emoji"]["name"] for b in answer.buttons()] == ["👍", "👎"]
+    assert CHANNEL_ID in discord_fake.typing
+    assert fake_llm.requests[-1]["messages"][-1] == {"role": "user", "content": "which VPN port?"}
+
+
+async def test_talk_not_for_the_assistant_is_left_alone(bot, discord_fake, fake_llm):
+    await discord_fake.send_message("lunch anyone?")
+    await discord_fake.send_message("beep", mention_bot=True, author_id="9009", bot_author=True)
+    await settle(bot, discord_fake)
+    assert fake_llm.requests == []
+    assert answers(discord_fake) == []
+
+
+async def test_a_direct_message_needs_no_mention(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="Hello in private."), Reply(text="Still here."))
+    first = await discord_fake.send_message("hi", guild=False)
+    await settle(bot, discord_fake)
+    await discord_fake.send_message("again", guild=False)
+    await settle(bot, discord_fake)
+
+    shown = [m.content for m in answers(discord_fake, first["channel_id"])]
+    assert shown == ["Hello in private.", "Still here."]
+    history = [m["content"] for m in fake_llm.requests[-1]["messages"][1:]]
+    assert history == ["hi", "Hello in private.", "again"]
+
+
+async def test_a_thread_follow_up_needs_no_mention_and_remembers(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="Blue."), Reply(text="You asked for a colour."))
+    await discord_fake.send_message("pick a colour", mention_bot=True, channel_id=THREAD_ID)
+    await settle(bot, discord_fake)
+    await discord_fake.send_message("what did I ask?", channel_id=THREAD_ID)
+    await settle(bot, discord_fake)
+
+    assert [m.content for m in answers(discord_fake, THREAD_ID)] == [
+        "Blue.",
+        "You asked for a colour.",
+    ]
+    history = [m["content"] for m in fake_llm.requests[-1]["messages"][1:]]
+    assert history == ["pick a colour", "Blue.", "what did I ask?"]
+
+
+async def test_a_reply_to_an_answer_continues_that_conversation(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="Port 1194."), Reply(text="For staging, 1195."))
+    await discord_fake.send_message("which port?", mention_bot=True)
+    await settle(bot, discord_fake)
+    [first] = answers(discord_fake)
+    await discord_fake.send_message("and staging?", reference_id=first.id)  # no mention
+    await settle(bot, discord_fake)
+
+    assert [m.content for m in answers(discord_fake)] == ["Port 1194.", "For staging, 1195."]
+    history = [m["content"] for m in fake_llm.requests[-1]["messages"][1:]]
+    assert history == ["which port?", "Port 1194.", "and staging?"]
+
+
+async def test_people_in_a_thread_are_told_apart(bot, discord_fake, fake_llm):
+    discord_fake.users["3003"] = "bob"
+    fake_llm.script(Reply(text="Noted."), Reply(text="Both noted."))
+    await discord_fake.send_message("I like tea", mention_bot=True, channel_id=THREAD_ID)
+    await settle(bot, discord_fake)
+    await discord_fake.send_message("I like coffee", author_id="3003", channel_id=THREAD_ID)
+    await settle(bot, discord_fake)
+
+    users = [m["content"] for m in fake_llm.requests[-1]["messages"] if m["role"] == "user"]
+    assert [u.lower() for u in users] == ["[alice] i like tea", "[bob] i like coffee"]
+
+
+async def test_a_message_replayed_after_a_resume_or_a_restart_gets_no_second_reply(
+    start_bot, discord_fake, fake_llm
+):
+    bot = await start_bot()
+    fake_llm.script(Reply(text="Once."))
+    asked = await discord_fake.send_message("hi", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    await discord_fake.drop_connection(resumable=True, replay_seen=1)  # replays MESSAGE_CREATE
+    await discord_fake.wait_until(lambda: discord_fake.resumed >= 1)
+    await settle(bot, discord_fake)
+    await bot.close()
+
+    restarted = await start_bot()  # a new process on the same database gets it once more
+    await discord_fake.dispatch("MESSAGE_CREATE", asked)
+    await settle(restarted, discord_fake)
+
+    assert [m.content for m in answers(discord_fake)] == ["Once."]
+    assert len(fake_llm.requests) == 1
+
+
+def _long_answer_with_code() -> str:
+    prose = "\n\n".join(f"Step {i}: check the settings of part {i} again." for i in range(50))
+    code = "\n".join(f"    total = total + {i}  # line {i}" for i in range(80))
+    return f"{prose}\n\n```python\n{code}\n```\n\nThat is all."
+
+
+async def test_a_long_answer_with_code_is_split_with_fences_balanced(bot, discord_fake, fake_llm):
+    answer = _long_answer_with_code()
+    assert len(answer) >= 5000
+    fake_llm.script(Reply(text=answer, chunk_chars=300))
+    await discord_fake.send_message("explain", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    shown = answers(discord_fake)
+    assert len(shown) >= 3
+    assert all(len(m.content) <= 2000 for m in shown)
+    for message in shown:
+        fences = [line for line in message.content.splitlines() if line.startswith("```")]
+        assert len(fences) % 2 == 0
+    reopened = [m for m in shown if m.content.startswith("```python")]
+    assert reopened, "the code block continues in the next message, still as python"
+    words = [w for m in shown for w in m.content.split() if not w.startswith("```")]
+    assert words == [w for w in answer.split() if not w.startswith("```")]
+    assert shown[-1].buttons() and not any(m.buttons() for m in shown[:-1])
+
+
+async def test_an_llm_failure_posts_a_short_error(bot, discord_fake, fake_llm):
+    fake_llm.script(Fail(status=503), Fail(status=503), Fail(status=503))
+    await discord_fake.send_message("hello?", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    [shown] = answers(discord_fake)
+    assert shown.content.startswith("⚠️ ")
+    assert "unavailable" in shown.content
+    assert not shown.buttons()
+
+
+async def test_a_429_on_an_edit_is_waited_out(bot, discord_fake, fake_llm):
+    discord_fake.fail_next("PATCH", "/channels/*/messages/*", status=429, retry_after=0.3)
+    fake_llm.script(Reply(text="Streaming slowly " * 20, chunk_chars=20, chunk_delay=0.02))
+    await discord_fake.send_message("go", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    statuses = [c.status for c in discord_fake.calls_to("PATCH", "/channels/*/messages/*")]
+    assert 429 in statuses and statuses[-1] == 200
+    [shown] = answers(discord_fake)
+    assert shown.content.strip() == ("Streaming slowly " * 20).strip()
+
+
+async def test_edits_are_spaced_per_channel_across_answers(start_bot, discord_fake, fake_llm):
+    bot = await start_bot(edit_interval=0.2)
+    fake_llm.script(
+        Reply(text="alpha " * 40, chunk_chars=6, chunk_delay=0.02),
+        Reply(text="beta " * 40, chunk_chars=5, chunk_delay=0.02),
+    )
+    await discord_fake.send_message("one", mention_bot=True)
+    await discord_fake.send_message("two", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    assert len(answers(discord_fake)) == 2
+    path = f"/channels/{CHANNEL_ID}/messages"
+    streaming = [  # the final edit of each (with its buttons) is not held back
+        c.at
+        for c in discord_fake.calls
+        if c.path.startswith(path) and not (c.json_body or {}).get("components")
+    ]
+    gaps = [b - a for a, b in itertools.pairwise(streaming)]
+    assert gaps and min(gaps) >= 0.15, "two answers in one channel share one write a second"
+
+
+async def test_admins_switch_the_version_and_others_are_refused(
+    prompts_dir: Path, start_bot, discord_fake, fake_llm
+):
+    write_prompt(prompts_dir, version=2, system="Version two speaking.")
+    write_prompt(prompts_dir, version=1, system="Version one speaking.")
+    bot = await start_bot()
+    assert "assistant" in [c["name"] for c in discord_fake.commands[GUILD_ID]]
+
+    options = {"name": "assistant", "version": 1, "force": True}
+    refused = await discord_fake.interact(
+        discord_fake.slash_command(user_id=OWNER_ID, sub="use", options=options)
+    )
+    await settle(bot, discord_fake)
+    said = discord_fake.responses_for(refused)
+    assert "Only admins" in said[-1]["content"]
+    assert all(ephemeral(r) for r in said), "only the one who asked sees the answer"
+
+    fake_llm.script(Reply(text="v2"), Reply(text="v1"))
+    await discord_fake.send_message("who?", mention_bot=True)
+    await settle(bot, discord_fake)
+    assert fake_llm.requests[-1]["messages"][0]["content"] == "Version two speaking."
+
+    accepted = await discord_fake.interact(
+        discord_fake.slash_command(user_id=ADMIN, sub="use", options=options)
+    )
+    await settle(bot, discord_fake)
+    done = discord_fake.responses_for(accepted)
+    assert "assistant" in done[-1]["content"] and "Only admins" not in done[-1]["content"]
+    assert all(ephemeral(r) for r in done)
+    await discord_fake.send_message("who now?", mention_bot=True)
+    await settle(bot, discord_fake)
+    assert fake_llm.requests[-1]["messages"][0]["content"] == "Version one speaking."
+
+
+async def test_prompt_names_and_versions_autocomplete(prompts_dir: Path, start_bot, discord_fake):
+    write_prompt(prompts_dir, version=2)
+    bot = await start_bot()
+    names = await discord_fake.interact(
+        discord_fake.autocomplete(sub="use", options={"name": "ass"}, focused="name")
+    )
+    versions = await discord_fake.interact(
+        discord_fake.autocomplete(
+            sub="use", options={"name": "assistant", "version": ""}, focused="version"
+        )
+    )
+    await settle(bot, discord_fake)
+    [named] = discord_fake.responses_for(names)
+    [versioned] = discord_fake.responses_for(versions)
+    assert [c["value"] for c in named["data"]["choices"]] == ["assistant"]
+    assert [c["value"] for c in versioned["data"]["choices"]] == [2, 1]
+
+
+async def test_a_feedback_click_is_stored_also_after_a_restart(
+    start_bot, discord_fake, fake_llm, store
+):
+    bot = await start_bot()
+    fake_llm.script(Reply(text="Rate me."))
+    await discord_fake.send_message("hi", mention_bot=True)
+    await settle(bot, discord_fake)
+    [answer] = answers(discord_fake)
+    up, down = answer.buttons()
+    await bot.close()
+
+    restarted = await start_bot()
+    click = discord_fake.button_click(
+        user_id="3003", custom_id=up["custom_id"], message_id=answer.id
+    )
+    await discord_fake.interact(click)
+    await settle(restarted, discord_fake)
+    change = discord_fake.button_click(
+        user_id="3003", custom_id=down["custom_id"], message_id=answer.id
+    )
+    await discord_fake.interact(change)
+    await settle(restarted, discord_fake)
+
+    message_id = int(up["custom_id"].rsplit(":", 1)[1])
+    [vote] = await store.feedback(message_id)
+    assert (vote.user_id, vote.vote) == ("discord:3003", -1)
+    assert any("recorded" in str(r) for r in discord_fake.responses_for(change))
+
+
+async def test_a_missing_message_content_intent_is_one_clear_line(make_assistant, store, fake_llm):
+    async with FakeDiscord(message_content_intent=False) as fake:
+        fake.point_discord_here()
+        assistant = await make_assistant()
+        commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
+        adapter = DiscordAdapter(
+            assistant=assistant, commands=commands, token=TOKEN, guild_ready_timeout=0.05
+        )
+        try:
+            with pytest.raises(DiscordSetupError, match="Message Content intent"):
+                await adapter.start()
+        finally:
+            await adapter.close()
+            fake.restore()
+
+
+async def test_it_works_as_an_auto_sharded_client(make_assistant, store, fake_llm):
+    async with FakeDiscord(shards=2) as fake:
+        fake.point_discord_here()
+        assistant = await make_assistant()
+        commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
+        adapter = DiscordAdapter(
+            assistant=assistant,
+            commands=commands,
+            token=TOKEN,
+            sharded=True,
+            edit_interval=0.01,
+            guild_ready_timeout=0.05,
+        )
+        try:
+            await adapter.start()
+            fake_llm.script(Reply(text="From a shard."))
+            await fake.send_message("hi", mention_bot=True)
+            await settle(adapter, fake)
+            assert [m.content for m in answers(fake)] == ["From a shard."]
+            assert fake.identifies == 2
+        finally:
+            await adapter.close()
+            fake.restore()
