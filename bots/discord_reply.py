@@ -15,6 +15,7 @@ from contextlib import suppress
 import discord
 
 from bots.render import close_fences, split_message
+from bots.streaming import tool_failures_note
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class DiscordReply:
         self._messages: list[discord.Message] = []
         self._shown: list[str] = []
         self._typing: asyncio.Task[None] | None = None
+        self._failed_tools: list[str] = []
 
     async def begin(self) -> None:
         self._typing = asyncio.create_task(self._keep_typing())
@@ -68,10 +70,15 @@ class DiscordReply:
     async def progress(self, text: str) -> None:
         await self._render(split_message(close_fences(text), MESSAGE_LIMIT), gated=True)
 
-    async def note(self, line: str) -> None:
+    async def tool_started(self, name: str, arguments: str) -> None:
         """Tool use is not shown in Discord: the answer that follows says what was found."""
 
+    async def tool_failed(self, name: str) -> None:
+        self._failed_tools.append(name)
+
     async def complete(self, text: str, message_id: int) -> None:
+        if self._failed_tools:
+            text += tool_failures_note(self._failed_tools)
         await self._finish(text, self._feedback_view(message_id))
 
     async def fail(self, message: str, partial: str) -> None:

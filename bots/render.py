@@ -61,6 +61,14 @@ def _open_at_end(lines: Iterable[str], fence: _Fence | None = None) -> _Fence | 
     return fence
 
 
+def open_fence(text: str) -> tuple[str, str] | None:
+    """The code block `text` leaves open, as (what reopens it, what closes it); None if none."""
+    fence = _open_at_end(text.split("\n"))
+    if fence is None:
+        return None
+    return f"{fence.marker}{fence.info}", fence.marker
+
+
 def close_fences(text: str) -> str:
     """A still-streaming text with an open ``` fence gets a closing one, so a preview renders."""
     fence = _open_at_end(text.split("\n"))
@@ -347,3 +355,28 @@ def _empty_block_breaks(near: str, budget: int, start: _Fence | None) -> set[int
             found.add(offset)
         offset += 1
     return found
+
+
+# --- Slack mrkdwn in ------------------------------------------------------------------------------
+
+_SLACK_REF = re.compile(r"<(?P<target>[^<>|\s]+)(?:\|(?P<label>[^<>]*))?>")
+
+
+def from_mrkdwn(text: str, *, names: dict[str, str] | None = None) -> str:
+    """What a Slack user wrote, as plain text for the model: `<@U1>` -> `@Alice` (from
+    `names`), `<#C1|general>` -> `#general`, `<!here>` -> `@here`, `<url|label>` ->
+    `label (url)`, and Slack's three entities back to characters."""
+    known = names or {}
+
+    def plain(m: re.Match[str]) -> str:
+        target, label = m["target"], m["label"]
+        if target.startswith("@"):
+            return "@" + (label or known.get(target[1:], target[1:]))
+        if target.startswith("#"):
+            return "#" + (label or target[1:])
+        if target.startswith("!"):
+            return "@" + (label or target[1:].split("^")[0]).lstrip("@")
+        return f"{label} ({target})" if label and label != target else target
+
+    unwrapped = _SLACK_REF.sub(plain, text)
+    return unwrapped.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")

@@ -10,7 +10,7 @@ from contextlib import AsyncExitStack
 from typing import Any
 
 from assistant.bootstrap import Runtime
-from assistant.config import Settings
+from assistant.config import ConfigError, Settings
 from bots.discord_app import DiscordAdapter, point_at
 from bots.slack_app import SlackAdapter
 
@@ -75,10 +75,17 @@ async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
         signing_secret=secret.get_secret_value() if secret else None,
         api_url=settings.slack_api_url,
     )
-    if app_token is not None:
-        await adapter.connect_socket_mode(app_token.get_secret_value())
-    else:
-        await adapter.serve_http(port=settings.slack_port)
+    try:
+        if app_token is not None:
+            await adapter.connect_socket_mode(app_token.get_secret_value())
+        else:
+            await adapter.serve_http(port=settings.slack_port)
+    except OSError as exc:
+        await adapter.close()
+        raise ConfigError(
+            f"SLACK_PORT: cannot listen on port {settings.slack_port} ({exc.strerror}); "
+            "is another process using it?"
+        ) from None
     return adapter
 
 

@@ -15,11 +15,10 @@ from collections.abc import Mapping
 from contextlib import aclosing
 from typing import Any
 
-from aiohttp import ClientSession, web
+from aiohttp import ClientSession, ClientTimeout, web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncRespond
 from slack_bolt.context.async_context import AsyncBoltContext
-from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -29,6 +28,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from assistant.commands import AdminCommands, CommandContext
 from assistant.engine import Assistant
 from assistant.turns import Actor, ConversationRef, Inbound
+from bots.render import from_mrkdwn
 from bots.slack_reply import FEEDBACK_DOWN, FEEDBACK_UP, Place, SlackReply, slack_error
 from bots.streaming import deliver
 
@@ -38,7 +38,7 @@ EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE_SECONDS = 30.0
 _NAME_CACHE_SIZE = 5000
 _HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # edits, deletions, joins: not asks
-_FAILED_TO_START = "Sorry, something went wrong before I could answer. Please try again."
+_SOMETHING_WENT_WRONG = "Sorry, something went wrong while answering. Please try again."
 
 
 class SlackAdapter:
@@ -53,10 +53,13 @@ class SlackAdapter:
         signing_secret: str | None,
         api_url: str = "https://slack.com/api/",
         update_interval: float = 1.0,
+        shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
     ) -> None:
         self._assistant = assistant
         self._commands = commands
         self._update_interval = update_interval
+        self._shutdown_grace = shutdown_grace
+        self._verifies_requests = bool(signing_secret)
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=api_url,
@@ -69,7 +72,7 @@ class SlackAdapter:
             client=self.client,
             signing_secret=signing_secret,
             # Socket Mode needs no signature: the connection itself is authenticated
-            request_verification_enabled=signing_secret is not None,
+            request_verification_enabled=bool(signing_secret),
             process_before_response=False,
         )
         self.app.event("app_mention")(self._on_message)
@@ -88,6 +91,8 @@ class SlackAdapter:
 
     async def serve_http(self, *, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104
         """Take Slack's events over HTTP; returns the port (useful when `port` is 0)."""
+        if not self._verifies_requests:  # without it anyone could post events
+            raise ValueError("HTTP mode needs the signing secret (SLACK_SIGNING_SECRET)")
         self._share_connections()
         self._runner = web.AppRunner(self.web_app(), access_log=None)
         await self._runner.setup()
@@ -105,8 +110,8 @@ class SlackAdapter:
     def _share_connections(self) -> None:
         """One connection pool for every Web API call; without it slack-sdk opens a session,
         and a connection, per call (at 200 conversations that is most of the CPU)."""
-        if self.client.session is None:
-            self.client.session = ClientSession()
+        if self.client.session is None:  # the client's own timeout applies only to its sessions
+            self.client.session = ClientSession(timeout=ClientTimeout(total=self.client.timeout))
 
     async def close(self) -> None:
         """Stop taking events, then let the answers under way finish (for a while)."""
@@ -115,7 +120,10 @@ class SlackAdapter:
         if self._runner is not None:
             await self._runner.cleanup()
         if self._turns:
-            await asyncio.wait(self._turns, timeout=SHUTDOWN_GRACE_SECONDS)
+            _, late = await asyncio.wait(self._turns, timeout=self._shutdown_grace)
+            for task in late:  # each tells its user the answer was interrupted
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self.client.session is not None:
             await self.client.session.close()
 
@@ -129,32 +137,40 @@ class SlackAdapter:
     async def _on_message(
         self, event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        inbound_place = await self._to_inbound(event, body, context)
-        if inbound_place is None:
-            return
-        task = asyncio.create_task(self._turn(*inbound_place))
+        """Bolt has acked already; everything else happens on the turn's own task."""
+        bot_user = context.bot_user_id or ""
+        team = str(context.team_id or body.get("team_id") or event.get("team") or "")
+        task = asyncio.create_task(self._handle(event, body, bot_user=bot_user, team=team))
         self._turns.add(task)
         task.add_done_callback(self._turns.discard)
 
+    async def _handle(
+        self, event: Mapping[str, Any], body: Mapping[str, Any], *, bot_user: str, team: str
+    ) -> None:
+        try:
+            turn = await self._to_inbound(event, body, bot_user=bot_user, team=team)
+        except Exception:
+            log.exception("could not read a Slack event; it is not answered")
+            return
+        if turn is not None:
+            await self._turn(*turn)
+
     async def _to_inbound(
-        self, event: Mapping[str, Any], body: Mapping[str, Any], context: AsyncBoltContext
+        self, event: Mapping[str, Any], body: Mapping[str, Any], *, bot_user: str, team: str
     ) -> tuple[Inbound, Place] | None:
-        """The turn an event asks for, or None when it asks for none."""
-        bot_user = context.bot_user_id or ""
+        """The turn an event asks for, or None when it asks for none. `team` is the workspace
+        the app is installed in: in a Slack Connect channel, event["team"] is the author's."""
         user = event.get("user")
         if event.get("subtype") not in _HANDLED_SUBTYPES or event.get("bot_id") or not user:
             return None
-        if user == bot_user:
+        if user == bot_user or event.get("edited"):  # an edit is not a new question
             return None
         channel, ts = str(event["channel"]), str(event["ts"])
-        team = str(event.get("team") or body.get("team_id") or context.team_id or "")
         thread_ts = event.get("thread_ts")
-        direct = event.get("channel_type") == "im"
+        raw = str(event.get("text", ""))
         mention = f"<@{bot_user}>"
-        mentioned = event.get("type") == "app_mention" or (
-            bool(bot_user) and mention in event.get("text", "")
-        )
-        if direct:
+        mentioned = event.get("type") == "app_mention" or (bool(bot_user) and mention in raw)
+        if event.get("channel_type") == "im":
             ref = ConversationRef(
                 platform="slack", workspace=team, channel=channel, thread=thread_ts or ""
             )
@@ -166,22 +182,23 @@ class SlackAdapter:
             place = Place(channel=channel, thread_ts=thread_ts or ts, team_id=team, user_id=user)
             if not mentioned and not (thread_ts and await self._assistant.knows(ref)):
                 return None
-        text = (
-            event.get("text", "").replace(mention, "").strip()
-            if bot_user
-            else event.get("text", "")
-        )
         keys = [f"slack:msg:{team}:{channel}:{ts}"]
         if body.get("event_id"):
             keys.insert(0, f"slack:event:{body['event_id']}")
         inbound = Inbound(
             ref=ref,
             actor=Actor(platform="slack", user_id=user, display_name=await self._name(user)),
-            text=text,
+            text=await self._plain(raw.replace(mention, "") if bot_user else raw),
             platform_message_id=ts,
             dedupe_keys=tuple(keys),
         )
         return inbound, place
+
+    async def _plain(self, text: str) -> str:
+        """The message as the user meant it, with the people it mentions named."""
+        mentioned = set(re.findall(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", text))
+        names = {user: await self._name(user) for user in mentioned}
+        return from_mrkdwn(text, names=names).strip()
 
     async def _turn(self, inbound: Inbound, place: Place) -> None:
         reply = SlackReply(self.client, place)
@@ -190,15 +207,7 @@ class SlackAdapter:
                 await deliver(events, reply, interval=self._update_interval)
         except Exception:
             log.exception("a Slack turn failed outside the engine")
-            await self._say_failure(place)
-
-    async def _say_failure(self, place: Place) -> None:
-        try:
-            await self.client.chat_postMessage(
-                channel=place.channel, thread_ts=place.thread_ts, text=f"⚠️ {_FAILED_TO_START}"
-            )
-        except SlackApiError:
-            log.exception("could not tell the user that the turn failed")
+            await reply.fail(_SOMETHING_WENT_WRONG, "")
 
     async def _name(self, user: str) -> str:
         """The user's display name, so people in a shared thread are told apart."""
@@ -208,7 +217,7 @@ class SlackAdapter:
                 info = response.get("user") or {}
                 profile = info.get("profile") or {}
                 name = profile.get("display_name") or info.get("real_name") or info.get("name")
-            except SlackApiError as exc:
+            except Exception as exc:
                 log.info("no name for %s (%s); using the id", user, slack_error(exc))
                 name = None
             if len(self._names) >= _NAME_CACHE_SIZE:
@@ -230,7 +239,7 @@ class SlackAdapter:
             ),
         )
         result = await self._commands.run(command.get("text", ""), context)
-        await respond(text=f"```\n{result.text}\n```", response_type="ephemeral")
+        await respond(text=_preformatted(result.text), response_type="ephemeral")
 
     async def _on_feedback(
         self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
@@ -248,3 +257,9 @@ class SlackAdapter:
             else "That answer is no longer known, so the vote was not recorded."
         )
         await respond(text=text, response_type="ephemeral", replace_original=False)
+
+
+def _preformatted(text: str) -> str:
+    """Command output in a code block: Slack's entities escaped, inner fences defused."""
+    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return "```\n" + escaped.replace("```", "`\u200b``") + "\n```"  # a zero-width break

@@ -1,8 +1,9 @@
 """One answer shown in Slack: streamed where Slack can stream, posted and edited otherwise.
 
 The full text is always kept here, so whatever Slack refuses mid-way (a stream that stopped
-accepting text, an edit that failed) the answer is shown again whole by another route, and an
-answer longer than one message continues in further messages instead of losing its tail.
+accepting text, an edit that failed, a call that timed out) the answer is shown again whole by
+another route, and an answer longer than one message continues in further messages instead of
+losing its tail. No Slack error escapes `complete` or `fail`: they are the user's last word.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.render import close_fences, split_message, to_mrkdwn
+from bots.render import close_fences, open_fence, split_message, to_mrkdwn
+from bots.streaming import tool_failures_note
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +25,8 @@ STREAM_LIMIT = 12000  # what one streamed message holds; the rest continues belo
 THINKING = "_Thinking…_"
 FEEDBACK_UP = "feedback_up"
 FEEDBACK_DOWN = "feedback_down"
+_GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}
+Blocks = list[dict[str, Any]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,6 +66,7 @@ class SlackReply:
         self._messages: list[str] = []  # ts of the posted-and-edited messages, in order
         # (while streaming: those holding what did not fit in the streamed message)
         self._shown: list[str] = []  # what each of them shows
+        self._failed_tools: list[str] = []
 
     async def begin(self) -> None:
         if self._place.thread_ts is not None:
@@ -74,11 +79,8 @@ class SlackReply:
                 )
                 self._stream_ts = str(response["ts"])
                 return
-            except SlackApiError as exc:
-                log.info(
-                    "Slack did not start a stream (%s); posting and editing instead",
-                    slack_error(exc),
-                )
+            except Exception as exc:
+                log.info("Slack did not start a stream (%s); posting instead", slack_error(exc))
         await self._post(THINKING)
 
     async def progress(self, text: str) -> None:
@@ -89,22 +91,31 @@ class SlackReply:
         if self._stream_ts is not None and len(text) > len(self._streamed):
             await self._render(self._overflow(text), final=False)
 
+    async def tool_started(self, name: str, arguments: str) -> None:
+        """Tool use is not shown in Slack: the answer that follows says what was found."""
+
+    async def tool_failed(self, name: str) -> None:
+        self._failed_tools.append(name)
+
     async def complete(self, text: str, message_id: int) -> None:
+        if self._failed_tools:
+            text += tool_failures_note(self._failed_tools)
         await self._finish(text, [feedback_block(message_id)])
 
     async def fail(self, message: str, partial: str) -> None:
         note = f"⚠️ {message}"
         await self._finish(f"{partial.rstrip()}\n\n{note}" if partial.strip() else note, [])
 
-    async def note(self, line: str) -> None:
-        """Tool use is not shown in Slack: the answer that follows says what was found."""
-
-    async def _finish(self, text: str, blocks: list[dict[str, Any]]) -> None:
-        if self._stream_ts is not None and not text.startswith(self._streamed):
-            self._abandon_stream()  # the final text is not what was streamed: show it whole
-        if self._stream_ts is not None and await self._stop_stream(text, blocks):
-            return
-        await self._render(text, final=True, blocks=blocks)
+    async def _finish(self, text: str, blocks: Blocks) -> None:
+        try:
+            if self._stream_ts is not None and not text.startswith(self._streamed):
+                await self._abandon_stream()  # the final text is not what was streamed
+            if self._stream_ts is not None and await self._stop_stream(text, blocks):
+                return
+            await self._render(text, final=True, blocks=blocks)
+        except Exception:
+            log.exception("Slack refused the final answer; posting it as new messages")
+            await self._post_anew(text)
 
     async def _append(self, text: str) -> None:
         """Add what is new to the streamed message, up to what one message holds."""
@@ -118,29 +129,30 @@ class SlackReply:
             await self._client.chat_appendStream(
                 channel=self._place.channel, ts=self._stream_ts, markdown_text=addition
             )
-        except SlackApiError as exc:
+        except Exception as exc:
             log.warning("the Slack stream died (%s); editing the message instead", slack_error(exc))
-            self._abandon_stream()
+            await self._abandon_stream()
             await self._render(text, final=False)
             return
         self._streamed += addition
 
-    async def _stop_stream(self, text: str, blocks: list[dict[str, Any]]) -> bool:
+    async def _stop_stream(self, text: str, blocks: Blocks) -> bool:
         """Finish the streamed message; what did not fit continues in further messages."""
         await self._append(text)
         if self._stream_ts is None:  # the stream died while appending
             return False
         overflow = len(text) > len(self._streamed)
+        fence = open_fence(self._streamed)
         try:
             await self._client.chat_stopStream(
                 channel=self._place.channel,
                 ts=self._stream_ts,
-                markdown_text="\n```" if _open_fence(self._streamed) is not None else None,
+                markdown_text=f"\n{fence[1]}" if fence else None,
                 blocks=None if overflow else blocks or None,
             )
-        except SlackApiError as exc:
+        except Exception as exc:
             log.warning("Slack did not stop the stream (%s); editing the message", slack_error(exc))
-            self._abandon_stream()
+            await self._abandon_stream(stopped=False)
             return False
         if overflow:
             await self._render(self._overflow(text), final=True, blocks=blocks)
@@ -149,55 +161,56 @@ class SlackReply:
     def _overflow(self, text: str) -> str:
         """What follows the streamed message, its open code block reopened."""
         rest = text[len(self._streamed) :]
-        fence = _open_fence(self._streamed)
-        return rest if fence is None else f"```{fence}\n{rest.lstrip(chr(10))}"
+        fence = open_fence(self._streamed)
+        return rest if fence is None else f"{fence[0]}\n{rest.lstrip(chr(10))}"
 
-    def _abandon_stream(self) -> None:
-        """From now on the streamed message is edited like any other, from the start."""
+    async def _abandon_stream(self, *, stopped: bool = True) -> None:
+        """From now on the streamed message is edited like any other, from the start. It is
+        stopped first (if it still streams, Slack may refuse edits to it)."""
         assert self._stream_ts is not None
-        self._messages.insert(0, self._stream_ts)
+        ts, self._stream_ts = self._stream_ts, None
+        if stopped:
+            try:
+                await self._client.chat_stopStream(channel=self._place.channel, ts=ts)
+            except Exception as exc:
+                log.info("stopping the abandoned stream failed (%s)", slack_error(exc))
+        self._messages.insert(0, ts)
         self._shown.insert(0, self._streamed)
-        self._stream_ts, self._streamed = None, ""
+        self._streamed = ""
 
-    async def _render(
-        self, text: str, *, final: bool, blocks: list[dict[str, Any]] | None = None
-    ) -> None:
-        """Show `text` across the posted messages: edit those that changed, post the rest."""
+    async def _render(self, text: str, *, final: bool, blocks: Blocks | None = None) -> None:
+        """Show `text` across the posted messages: edit those that changed, post the rest. A
+        preview that Slack refuses is skipped (the next one tries again); the final text is
+        posted anew where an edit cannot land."""
         source = text if final else close_fences(text)
         pieces = split_message(to_mrkdwn(source), MESSAGE_LIMIT) or [THINKING]
         for index, piece in enumerate(pieces):
-            last = index == len(pieces) - 1
-            extra = blocks if final and last and blocks else None
-            if index < len(self._messages):
-                if self._shown[index] != piece or extra:
-                    await self._edit(index, piece, extra)
-            else:
-                await self._post(piece, extra)
+            extra = blocks if final and index == len(pieces) - 1 and blocks else None
+            if index >= len(self._messages):
+                if not await self._post(piece, extra) and final:
+                    raise RuntimeError("Slack refused to post part of the final answer")
+            elif self._shown[index] != piece or extra:
+                await self._edit(index, piece, extra, final=final)
         if final:
             await self._drop_after(len(pieces))
 
-    async def _drop_after(self, count: int) -> None:
-        """Delete messages the final answer no longer needs (it came out shorter than shown)."""
-        while len(self._messages) > count:
-            ts = self._messages.pop()
-            self._shown.pop()
-            try:
-                await self._client.chat_delete(channel=self._place.channel, ts=ts)
-            except SlackApiError as exc:
-                log.warning("could not delete a stale part of an answer (%s)", slack_error(exc))
-
-    async def _post(self, text: str, blocks: list[dict[str, Any]] | None = None) -> None:
-        response = await self._client.chat_postMessage(
-            channel=self._place.channel,
-            thread_ts=self._place.thread_ts,
-            text=text,
-            blocks=_with_text(text, blocks),
-            unfurl_links=False,
-        )
+    async def _post(self, text: str, blocks: Blocks | None = None) -> bool:
+        try:
+            response = await self._client.chat_postMessage(
+                channel=self._place.channel,
+                thread_ts=self._place.thread_ts,
+                text=text,
+                blocks=_with_text(text, blocks),
+                unfurl_links=False,
+            )
+        except Exception as exc:
+            log.warning("Slack refused a message (%s)", slack_error(exc))
+            return False
         self._messages.append(str(response["ts"]))
         self._shown.append(text)
+        return True
 
-    async def _edit(self, index: int, text: str, blocks: list[dict[str, Any]] | None) -> None:
+    async def _edit(self, index: int, text: str, blocks: Blocks | None, *, final: bool) -> None:
         try:
             await self._client.chat_update(
                 channel=self._place.channel,
@@ -205,19 +218,46 @@ class SlackReply:
                 text=text,
                 blocks=_with_text(text, blocks) or [],
             )
-        except SlackApiError as exc:  # e.g. a message deleted meanwhile: post it anew
-            log.warning("Slack refused an edit (%s); posting the text again", slack_error(exc))
-            response = await self._client.chat_postMessage(
-                channel=self._place.channel,
-                thread_ts=self._place.thread_ts,
-                text=text,
-                blocks=_with_text(text, blocks),
-            )
-            self._messages[index] = str(response["ts"])
-        self._shown[index] = text
+            self._shown[index] = text
+            return
+        except Exception as exc:
+            error = slack_error(exc)
+            if not final and error not in _GONE:
+                log.info("Slack refused an edit (%s); the next one will try again", error)
+                return
+            log.warning("Slack refused an edit (%s); posting the text anew", error)
+        stale = self._messages[index]
+        response = await self._client.chat_postMessage(
+            channel=self._place.channel,
+            thread_ts=self._place.thread_ts,
+            text=text,
+            blocks=_with_text(text, blocks),
+            unfurl_links=False,
+        )
+        self._messages[index], self._shown[index] = str(response["ts"]), text
+        await self._delete(stale)
+
+    async def _drop_after(self, count: int) -> None:
+        """Delete messages the final answer no longer needs (it came out shorter than shown)."""
+        while len(self._messages) > count:
+            self._shown.pop()
+            await self._delete(self._messages.pop())
+
+    async def _delete(self, ts: str) -> None:
+        try:
+            await self._client.chat_delete(channel=self._place.channel, ts=ts)
+        except Exception as exc:
+            log.warning("could not delete a stale part of an answer (%s)", slack_error(exc))
+
+    async def _post_anew(self, text: str) -> None:
+        """The last resort: the whole answer as plain new messages."""
+        for piece in split_message(to_mrkdwn(text), MESSAGE_LIMIT):
+            if not await self._post(piece):
+                log.error("Slack refused every way of showing an answer in %s", self._place.channel)
+                return
 
 
-def _with_text(text: str, blocks: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+def _with_text(text: str, blocks: Blocks | None) -> Blocks | None:
     """Blocks replace a message's text on screen, so the text goes first as a section."""
     if not blocks:
         return None
@@ -235,18 +275,11 @@ def _fit(addition: str, room: int) -> str:
     return head[: cut + 1] if cut > room // 2 else head
 
 
-def _open_fence(text: str) -> str | None:
-    """The language of a ``` block left open at the end of `text` ("" for none given)."""
-    language: str | None = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("```"):
-            language = None if language is not None else stripped[3:].strip()
-    return language
-
-
-def slack_error(exc: SlackApiError) -> str:
-    """Slack's short error code ("ratelimited", "channel_not_found"), for a log line."""
+def slack_error(exc: BaseException) -> str:
+    """Slack's short error code ("ratelimited", "channel_not_found"), or the exception's name
+    for a network failure; for a log line."""
+    if not isinstance(exc, SlackApiError):
+        return type(exc).__name__
     data = getattr(exc.response, "data", None)
     if isinstance(data, dict) and data.get("error"):
         return str(data["error"])

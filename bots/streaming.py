@@ -26,9 +26,17 @@ from assistant.turns import (
 
 log = logging.getLogger(__name__)
 
+EMPTY_ANSWER = "(The model returned an empty answer. Please rephrase or try again.)"
+INTERRUPTED = "The assistant was restarted while answering. Please ask again."
+_LAST_WORDS_SECONDS = 5.0  # how long a cancelled turn may take to say it was interrupted
+
 
 class ReplySurface(Protocol):
-    """Where one answer is shown: a Slack thread, a Discord channel, a terminal."""
+    """Where one answer is shown: a Slack thread, a Discord channel, a terminal.
+
+    `complete` and `fail` should not raise: they are the user's last word on the turn, so a
+    surface falls back to whatever still works on its platform.
+    """
 
     async def begin(self) -> None:
         """The turn has started: show a placeholder, a status or a typing indicator."""
@@ -36,14 +44,23 @@ class ReplySurface(Protocol):
     async def progress(self, text: str) -> None:
         """The answer so far (called at most once per interval, never concurrently)."""
 
+    async def tool_started(self, name: str, arguments: str) -> None:
+        """The model asked for a tool; the answer continues after it."""
+
+    async def tool_failed(self, name: str) -> None:
+        """A tool failed; the model answers without it, and the user should know."""
+
     async def complete(self, text: str, message_id: int) -> None:
         """The whole answer; `message_id` is what feedback is recorded against."""
 
     async def fail(self, message: str, partial: str) -> None:
         """The turn failed: show `message`, after whatever of the answer was shown."""
 
-    async def note(self, line: str) -> None:
-        """A side note between parts of the answer: a tool in use, a tool that failed."""
+
+def tool_failures_note(failed: list[str]) -> str:
+    """The line chat surfaces add under an answer made without a tool that failed."""
+    names = ", ".join(dict.fromkeys(failed))
+    return f"\n\n_⚠️ {names} failed; this answer was made without it._"
 
 
 class _Pump:
@@ -74,15 +91,20 @@ class _Pump:
             await self._changed.wait()
             self._changed.clear()
             self._busy = True
-            text = self.text
             try:
-                await self._surface.progress(text)
+                await self._show(self.text)
             finally:
                 self._busy = False
-            self._shown = text
             if self._closed:
                 return
             await asyncio.sleep(self._interval)
+
+    async def _show(self, text: str) -> None:
+        try:
+            await self._surface.progress(text)
+        except Exception:  # a preview that failed is not the answer: the next one may work
+            log.exception("showing a partial answer failed; the final answer will follow")
+        self._shown = text
 
     async def close(self) -> None:
         """Stop, letting a platform call under way finish so the surface's state stays whole."""
@@ -92,42 +114,45 @@ class _Pump:
             return
         if not self._busy:
             task.cancel()
-        try:
+        with suppress(asyncio.CancelledError):
             await task
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("showing a partial answer failed; the final answer will follow")
 
     async def pause(self) -> None:
         """Show everything gathered so far now (something else is shown after it), then go on
         pumping with the next text."""
         await self.close()
         if self.text != self._shown:
-            self._shown = self.text
-            await self._surface.progress(self._shown)
+            await self._show(self.text)
         self._closed = False
 
 
 async def deliver(
     events: AsyncIterator[Event], surface: ReplySurface, *, interval: float = 1.0
 ) -> Event | None:
-    """Render a turn on `surface`; returns the last event (`Completed`, `Failed`, `Ignored`)."""
+    """Render a turn on `surface`; returns the last event (`Completed`, `Failed`, `Ignored`).
+
+    Cancelled mid-turn (a shutdown that outlasted its grace period), it tells the user the
+    answer was interrupted before it lets the cancellation through.
+    """
     pump = _Pump(surface, interval)
+    started = False
     try:
         async for event in events:
             if isinstance(event, Thinking):
+                started = True
                 await surface.begin()
             elif isinstance(event, TextDelta):
                 pump.add(event.text)
-            elif isinstance(event, ToolStarted | ToolFinished):
-                line = _tool_note(event)
-                if line:
-                    await pump.pause()
-                    await surface.note(line)
+            elif isinstance(event, ToolStarted):
+                await pump.pause()
+                await surface.tool_started(event.name, event.arguments)
+            elif isinstance(event, ToolFinished) and not event.ok:
+                await surface.tool_failed(event.name)
             elif isinstance(event, Completed):
                 await pump.close()
-                await surface.complete(event.text, event.message_id)
+                await surface.complete(
+                    event.text if event.text.strip() else EMPTY_ANSWER, event.message_id
+                )
                 return event
             elif isinstance(event, Failed):
                 await pump.close()
@@ -135,13 +160,12 @@ async def deliver(
                 return event
             elif isinstance(event, Ignored):
                 return event
+    except asyncio.CancelledError:
+        await pump.close()
+        if started:
+            with suppress(Exception):
+                await asyncio.wait_for(surface.fail(INTERRUPTED, pump.text), _LAST_WORDS_SECONDS)
+        raise
     finally:
-        with suppress(Exception):
-            await pump.close()
+        await pump.close()
     return None
-
-
-def _tool_note(event: ToolStarted | ToolFinished) -> str:
-    if isinstance(event, ToolStarted):
-        return f"[{event.name} {event.arguments}]"
-    return "" if event.ok else f"[{event.name} failed]"

@@ -112,7 +112,13 @@ class ConsoleReply:
             self._out.print(new, end="", markup=False, highlight=False)
             self._line_open = True
 
-    async def note(self, line: str) -> None:
+    async def tool_started(self, name: str, arguments: str) -> None:
+        self._note(f"[{name} {arguments}]")
+
+    async def tool_failed(self, name: str) -> None:
+        self._note(f"[{name} failed]")
+
+    def _note(self, line: str) -> None:
         self._out.print(("\n" if self._line_open else "") + "  " + line, style="dim", markup=False)
         self._line_open = False
 

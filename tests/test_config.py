@@ -114,7 +114,7 @@ def test_postgres_urls_use_asyncpg_and_keep_their_parts(scheme: str) -> None:
     )
 
 
-@pytest.mark.parametrize("url", ["mysql://x", "sqlite://", "not a url"])
+@pytest.mark.parametrize("url", ["mysql://x", "sqlite://", "not a url", "sqlite:///:memory:"])
 def test_unsupported_database_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match="expected sqlite:///"):
         async_database_url(url)

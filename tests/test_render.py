@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.render import LINK_PIPE, RULE_TEXT, close_fences, split_message, to_mrkdwn
+from bots.render import (
+    LINK_PIPE,
+    RULE_TEXT,
+    close_fences,
+    from_mrkdwn,
+    open_fence,
+    split_message,
+    to_mrkdwn,
+)
 
 # --- helpers: an independent, deliberately simple model of what a reader sees -----------------
 
@@ -369,3 +377,26 @@ def test_code_block_content_survives_any_surrounding_prose(code: list[str], pros
 @given(text=any_texts)
 def test_any_text_converts_without_raising(text: str) -> None:
     assert isinstance(to_mrkdwn(text), str)
+
+
+@pytest.mark.parametrize(
+    ("mrkdwn", "plain"),
+    [
+        ("is a &lt; b &amp;&amp; c &gt; d?", "is a < b && c > d?"),
+        ("ask <@U2> about it", "ask @Bob about it"),
+        ("ask <@U9>", "ask @U9"),
+        ("see <#C1|general> and <!here>", "see #general and @here"),
+        ("<!subteam^S1|@ops> please", "@ops please"),
+        ("read <https://x.io/a?b=1&amp;c=2|the docs>", "read the docs (https://x.io/a?b=1&c=2)"),
+        ("read <https://x.io>", "read https://x.io"),
+        ("a &amp;lt; stays", "a &lt; stays"),
+    ],
+)
+def test_what_a_slack_user_wrote_reaches_the_model_as_plain_text(mrkdwn: str, plain: str):
+    assert from_mrkdwn(mrkdwn, names={"U2": "Bob"}) == plain
+
+
+def test_the_open_fence_is_named_with_its_language():
+    assert open_fence("text\n```python\nx = 1\n") == ("```python", "```")
+    assert open_fence("text\n```python\nx = 1\n```\n") is None
+    assert open_fence("~~~\ncode") == ("~~~", "~~~")

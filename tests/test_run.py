@@ -159,3 +159,18 @@ async def test_run_without_the_message_content_intent_says_so_in_one_line(env, t
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "Message Content intent" in line
     assert "Traceback" not in result.stderr
+
+
+def test_run_on_a_port_in_use_names_the_setting(env, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        env.update(
+            SLACK_BOT_TOKEN="xoxb-x",
+            SLACK_SIGNING_SECRET="s",
+            SLACK_PORT=str(taken.getsockname()[1]),
+        )
+        result = assistant("run", "--fake", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "SLACK_PORT: cannot listen on port" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -25,6 +25,7 @@ TABLES = {
     "prompt_audit",
     "prompt_assignments",
     "response_cache",
+    "feedback",
 }
 
 
@@ -148,10 +149,41 @@ async def test_an_event_is_claimed_once(db):
     assert results.count(True) == 1
 
 
-async def test_expired_event_keys_are_pruned(db):
+async def test_expired_event_keys_are_pruned(db, database_url):
     assert await db.claim_event(["event:old"], keep=timedelta(minutes=10))
-    assert await db.claim_event(["event:other"], keep=timedelta(0))  # prunes everything older
-    assert await db.claim_event(["event:old"], keep=timedelta(minutes=10))
+    later = Store.connect(database_url)  # pruning runs once a minute per process: a new one
+    try:
+        assert await later.claim_event(["event:other"], keep=timedelta(0))  # prunes the rest
+        assert await later.claim_event(["event:old"], keep=timedelta(minutes=10))
+    finally:
+        await later.close()
+
+
+async def test_a_vote_is_one_per_person_and_answer_and_carries_the_version(db):
+    version = await db.prompts.save_version(
+        PromptVersionRow(name="p", version=1, content_hash="h", source_file="p/1.yaml", body="b")
+    )
+    conversation_id = await db.conversation_id(REF)
+    reply = Message(
+        conversation_id=conversation_id,
+        role="assistant",
+        text="answer",
+        token_count=1,
+        prompt_version_id=version.id,
+    )
+    await db.finish_turn(reply, [])
+    assert reply.id is not None
+    votes = [db.record_feedback(reply.id, "slack:U1", vote) for vote in (1, -1, 1, -1)]
+    assert all(await asyncio.gather(*votes))  # concurrent first votes: one row, no error
+    assert await db.record_feedback(reply.id, "slack:U2", 1)
+    rows = await db.feedback(reply.id)
+    assert sorted(r.user_id for r in rows) == ["slack:U1", "slack:U2"]
+    assert {r.prompt_version_id for r in rows} == {version.id}
+    question = Message(conversation_id=conversation_id, role="user", text="q", token_count=1)
+    await db.finish_turn(question, [])
+    assert question.id is not None
+    assert not await db.record_feedback(question.id, "slack:U1", 1)  # not an answer
+    assert not await db.record_feedback(10**6, "slack:U1", 1)
 
 
 async def test_a_released_prompt_version_cannot_change(db):

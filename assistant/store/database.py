@@ -30,6 +30,8 @@ def async_database_url(url: str) -> URL:
         raise ValueError(f"{_ACCEPTED}, got a {backend!r} URL")
     if backend == "sqlite" and not parsed.database:
         raise ValueError(f"{_ACCEPTED}: the SQLite URL names no file")
+    if backend == "sqlite" and parsed.database == ":memory:":  # each connection its own database
+        raise ValueError(f"{_ACCEPTED}: an in-memory SQLite database cannot be shared; name a file")
     return parsed.set(drivername=_ASYNC_DRIVERS[backend])
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +31,8 @@ from assistant.store.tables import (
 from assistant.turns import ConversationRef
 
 _PAGE = 128
+_CONVERSATION_CACHE_SIZE = 100_000
+_PRUNE_EVERY_SECONDS = 60.0
 T = TypeVar("T")
 _messages = Message.__table__.c  # type: ignore[attr-defined]
 _conversations = Conversation.__table__.c  # type: ignore[attr-defined]
@@ -74,6 +78,7 @@ class Store:
         # A conversation's id never changes and rows are never deleted, so every replica may
         # keep this map: it saves a query on every turn and holds nothing another one needs.
         self._conversation_ids: dict[ConversationRef, int] = {}
+        self._pruned_at = -_PRUNE_EVERY_SECONDS
         self.prompts = PromptStore(engine, run=self._run)
 
     @classmethod
@@ -82,7 +87,7 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
-        self._run.dispose()
+        await asyncio.to_thread(self._run.dispose)  # waits for the SQLite thread to finish
 
     async def conversation(self, key: ConversationRef) -> Conversation:
         """Fetch or create the conversation's row."""
@@ -137,6 +142,8 @@ class Store:
     async def conversation_id(self, key: ConversationRef) -> int:
         """Fetch or create, on the turn's path (one unit of work, no ORM)."""
         if key not in self._conversation_ids:
+            if len(self._conversation_ids) >= _CONVERSATION_CACHE_SIZE:
+                self._conversation_ids.clear()  # cheap to refill: one indexed read each
             self._conversation_ids[key] = await self._run(lambda c: _conversation_id(c, key))
         return self._conversation_ids[key]
 
@@ -296,11 +303,17 @@ class Store:
             return list(result.all())
 
     async def claim_event(self, keys: Sequence[str], *, keep: timedelta) -> bool:
-        """True when none of `keys` was seen before; records them all in one transaction."""
+        """True when none of `keys` was seen before; records them all in one transaction.
+        Keys older than `keep` are forgotten, at most once a minute per process."""
         rows = [{"key": _event_key(key), "created_at": utcnow()} for key in dict.fromkeys(keys)]
+        now = time.monotonic()
+        prune = now - self._pruned_at >= _PRUNE_EVERY_SECONDS
+        if prune:
+            self._pruned_at = now
 
         def work(connection: Connection) -> bool:
-            connection.execute(_FORGET_EVENTS, {"before": utcnow() - keep})
+            if prune:
+                connection.execute(_FORGET_EVENTS, {"before": utcnow() - keep})
             try:
                 connection.execute(_CLAIM_EVENT, rows)
             except IntegrityError:

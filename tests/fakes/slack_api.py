@@ -74,6 +74,8 @@ class FakeSlack:
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._changed: asyncio.Condition | None = None
+        self._socket_ws: web.WebSocketResponse | None = None
+        self.socket_acks: list[dict[str, Any]] = []  # envelope acks received in Socket Mode
         self.base = ""
 
     async def start(self) -> FakeSlack:
@@ -83,6 +85,7 @@ class FakeSlack:
         app.router.add_get("/api/{method}", self._api)
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_get("/_fake/calls", self._recorded)
+        app.router.add_get("/socket", self._socket)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -93,6 +96,8 @@ class FakeSlack:
         return self
 
     async def stop(self) -> None:
+        if self._socket_ws is not None:
+            await self._socket_ws.close()
         if self._http is not None:
             await self._http.close()
         if self._runner is not None:
@@ -150,6 +155,34 @@ class FakeSlack:
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0BOT", "team": "T"}
 
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket"}
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        """Socket Mode: hello, then envelopes pushed by `push_event`; acks are recorded."""
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._socket_ws = ws
+        await ws.send_str(json.dumps({"type": "hello", "num_connections": 1}))
+        async for frame in ws:
+            self.socket_acks.append(json.loads(frame.data))
+            assert self._changed is not None
+            async with self._changed:
+                self._changed.notify_all()
+        return ws
+
+    async def push_event(self, event: dict[str, Any], *, event_id: str) -> None:
+        """Deliver an event over the Socket Mode connection, as Slack does without HTTP."""
+        await self.wait_until(lambda: self._socket_ws is not None)
+        assert self._socket_ws is not None
+        envelope = {
+            "envelope_id": f"env-{event_id}",
+            "type": "events_api",
+            "accepts_response_payload": False,
+            "payload": self._event_body(event, event_id),
+        }
+        await self._socket_ws.send_str(json.dumps(envelope))
+
     def _users_info(self, params: dict[str, Any]) -> dict[str, Any]:
         user = params["user"]
         profile = {"display_name": self.names.get(user, "")}
@@ -158,7 +191,21 @@ class FakeSlack:
     def _new_ts(self) -> str:
         return f"1800000000.{next(self._clock):06d}"
 
+    def _refused(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """Slack's limits on what a message may hold."""
+        blocks = _blocks(params)
+        if not params.get("text") and not blocks:
+            return {"ok": False, "error": "no_text"}
+        for block in blocks:
+            if len((block.get("text") or {}).get("text", "")) > 3000:
+                return {"ok": False, "error": "invalid_blocks"}
+        if len(params.get("markdown_text") or "") > 12000:
+            return {"ok": False, "error": "msg_too_long"}
+        return None
+
     def _chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        if refused := self._refused(params):
+            return refused
         message = SlackMessage(
             channel=params["channel"],
             ts=self._new_ts(),
@@ -173,6 +220,10 @@ class FakeSlack:
         message = self.messages.get(params["ts"])
         if message is None or message.deleted:
             return {"ok": False, "error": "message_not_found"}
+        if message.streaming:
+            return {"ok": False, "error": "cant_update_message"}
+        if refused := self._refused(params):
+            return refused
         message.text = params.get("text", message.text)
         message.blocks = _blocks(params)
         message.streaming = False
@@ -188,6 +239,9 @@ class FakeSlack:
 
     def _chat_startStream(self, params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("thread_ts"):
+            return {"ok": False, "error": "invalid_arguments"}
+        in_channel = not str(params["channel"]).startswith("D")
+        if in_channel and not (params.get("recipient_team_id") and params.get("recipient_user_id")):
             return {"ok": False, "error": "invalid_arguments"}
         message = SlackMessage(
             channel=params["channel"],
@@ -207,6 +261,8 @@ class FakeSlack:
         message = self.messages.get(params["ts"])
         if message is None or not message.streaming:
             return {"ok": False, "error": "message_not_in_streaming_state"}
+        if refused := self._refused({"text": "x", **params}):
+            return refused
         message.text += params.get("markdown_text", "")
         return {"ok": True, "channel": message.channel, "ts": message.ts}
 
@@ -259,10 +315,8 @@ class FakeSlack:
             await response.read()
             return response.status
 
-    async def send_event(
-        self, url: str, event: dict[str, Any], *, event_id: str, **options: Any
-    ) -> int:
-        body = {
+    def _event_body(self, event: dict[str, Any], event_id: str) -> dict[str, Any]:
+        return {
             "token": "unused",
             "team_id": TEAM,
             "api_app_id": "A0APP",
@@ -272,6 +326,11 @@ class FakeSlack:
             "authorizations": [{"team_id": TEAM, "user_id": BOT_USER, "is_bot": True}],
             "event": {"team": TEAM, **event},
         }
+
+    async def send_event(
+        self, url: str, event: dict[str, Any], *, event_id: str, **options: Any
+    ) -> int:
+        body = self._event_body(event, event_id)
         return await self.post_signed(
             url, json.dumps(body), content_type="application/json", **options
         )
@@ -317,11 +376,13 @@ class FakeSlack:
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
-    if request.method == "GET":
-        return dict(request.query)
-    if request.content_type == "application/json":
-        return dict(await request.json())
-    return dict(await request.post())
+    """Arguments as slack-sdk sends them: a query string, a form, or JSON."""
+    params: dict[str, Any] = dict(request.query)
+    if request.method == "POST" and request.content_type == "application/json":
+        params.update(await request.json())
+    elif request.method == "POST":
+        params.update(await request.post())
+    return params
 
 
 def _blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
