@@ -17,6 +17,7 @@ from collections.abc import Callable
 from contextlib import aclosing, suppress
 from typing import Any, Literal
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -27,7 +28,7 @@ from assistant.engine import Assistant
 from assistant.turns import Actor, ConversationRef, Inbound
 from bots.discord_reply import ALLOWED_MENTIONS, MESSAGE_LIMIT, ChannelGate, DiscordReply
 from bots.render import split_message
-from bots.streaming import deliver
+from bots.streaming import deliver, drain
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class DiscordAdapter:
         guild_id: int | None = None,
         sharded: bool = False,
         edit_interval: float = 1.0,
+        shutdown_grace: float = SHUTDOWN_GRACE_SECONDS,
         **client_options: Any,
     ) -> None:
         self._assistant = assistant
@@ -84,6 +86,8 @@ class DiscordAdapter:
         intents = discord.Intents.default()
         intents.message_content = True
         client_class = discord.AutoShardedClient if sharded else discord.Client
+        # every shard identifies in turn, about 5 s each: a big sharded bot takes minutes
+        self._ready_timeout = READY_TIMEOUT_SECONDS * (10 if sharded else 1)
         self.client = client_class(
             intents=intents, allowed_mentions=ALLOWED_MENTIONS, **client_options
         )
@@ -93,6 +97,7 @@ class DiscordAdapter:
         self.client.event(self.on_message)
         self.client.event(self.on_guild_join)
         self._feedback_class, self._feedback = _feedback_button(assistant)
+        self._shutdown_grace = shutdown_grace
         self._turns: set[asyncio.Task[None]] = set()
         self._connection: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -109,18 +114,24 @@ class DiscordAdapter:
                 "DISCORD_TOKEN: Discord refused the token; copy it again from the Developer "
                 "Portal (your application, Bot, Reset Token)"
             ) from None
+        except (discord.HTTPException, aiohttp.ClientError) as exc:
+            raise DiscordSetupError(
+                f"DISCORD_API_URL: could not log in to Discord ({type(exc).__name__}: {exc})"
+            ) from None
+        if self.client.application_id is not None:
+            log.info("Discord: invite the bot with %s", invite_url(self.client.application_id))
         self._connection = asyncio.create_task(self.client.connect(reconnect=True))
         ready = asyncio.create_task(self._ready.wait())
         done, _ = await asyncio.wait(
             {self._connection, ready},
-            timeout=READY_TIMEOUT_SECONDS,
+            timeout=self._ready_timeout,
             return_when=asyncio.FIRST_COMPLETED,
         )
         ready.cancel()
         if self._connection in done:
             self.raise_if_failed()
         if not done:
-            raise DiscordSetupError("Discord: not ready within a minute; is the gateway reachable?")
+            raise DiscordSetupError("Discord: not ready in time; is the gateway reachable?")
 
     def raise_if_failed(self) -> None:
         """Turn a finished gateway connection into the operator's one line."""
@@ -140,9 +151,9 @@ class DiscordAdapter:
         return self._connection
 
     async def close(self) -> None:
-        """Stop taking messages, let the answers under way finish (for a while), disconnect."""
-        if self._turns:
-            await asyncio.wait(self._turns, timeout=SHUTDOWN_GRACE_SECONDS)
+        """Let the answers under way finish (for a while; those past it say they were
+        interrupted), then disconnect."""
+        await drain(self._turns, grace=self._shutdown_grace)
         await self.client.close()
         if self._connection is not None:
             self._connection.cancel()
@@ -169,10 +180,7 @@ class DiscordAdapter:
             )
 
     async def on_ready(self) -> None:
-        user = self.client.user
-        log.info("Discord: connected as %s", user)
-        if self.client.application_id is not None:
-            log.info("Discord: invite the bot with %s", invite_url(self.client.application_id))
+        log.info("Discord: connected as %s", self.client.user)
         for guild in self.client.guilds:
             self._check_permissions(guild)
         self._ready.set()
@@ -199,12 +207,19 @@ class DiscordAdapter:
     # ---- messages
 
     async def on_message(self, message: discord.Message) -> None:
-        turn = await self._to_inbound(message)
-        if turn is None:
-            return
-        task = asyncio.create_task(self._turn(message, turn))
+        """Everything happens on the turn's own task, which shutdown waits for."""
+        task = asyncio.create_task(self._handle(message))
         self._turns.add(task)
         task.add_done_callback(self._turns.discard)
+
+    async def _handle(self, message: discord.Message) -> None:
+        try:
+            inbound = await self._to_inbound(message)
+        except Exception:
+            log.exception("could not read a Discord message; it is not answered")
+            return
+        if inbound is not None:
+            await self._turn(message, inbound)
 
     async def _to_inbound(self, message: discord.Message) -> Inbound | None:
         me = self.client.user
@@ -213,15 +228,14 @@ class DiscordAdapter:
         ref = await self._conversation(message, me)
         if ref is None:
             return None
-        text = re.sub(rf"<@!?{me.id}>", "", message.content).strip()
         return Inbound(
             ref=ref,
             actor=Actor(
                 platform="discord",
                 user_id=str(message.author.id),
-                display_name=message.author.display_name,
+                display_name=_speaker(message.author),
             ),
-            text=text,
+            text=_question(message, me),
             platform_message_id=str(message.id),
             dedupe_keys=(f"discord:msg:{message.id}",),
         )
@@ -230,11 +244,13 @@ class DiscordAdapter:
         self, message: discord.Message, me: discord.ClientUser
     ) -> ConversationRef | None:
         """Where the message belongs, or None when it is not for the assistant."""
-        channel = message.channel
+        channel: Any = message.channel
         if isinstance(channel, discord.DMChannel):
             return ConversationRef(platform="discord", channel=str(channel.id))
+        if isinstance(channel, discord.PartialMessageable) and message.guild is not None:
+            channel = await self.client.fetch_channel(channel.id)  # e.g. a thread not cached
         guild = str(message.guild.id) if message.guild else ""
-        mentioned = me.mentioned_in(message) and not message.mention_everyone
+        mentioned = _mentions_me(message, me)
         if isinstance(channel, discord.Thread):
             ref = ConversationRef(
                 platform="discord",
@@ -265,20 +281,11 @@ class DiscordAdapter:
         try:
             async with aclosing(self._assistant.respond(inbound)) as events:
                 await deliver(events, reply, interval=self._edit_interval)
-        except discord.Forbidden as exc:
-            log.error(
-                "Discord: no permission to answer in channel %s (%s); grant the bot View "
-                "Channel, Send Messages, Send Messages in Threads and Read Message History",
-                message.channel.id,
-                exc.text or exc.status,
-            )
         except Exception:
             log.exception("a Discord turn failed outside the engine")
-            with suppress(Exception, asyncio.CancelledError):
-                await message.channel.send(
-                    "⚠️ Sorry, something went wrong before I could answer. Please try again.",
-                    allowed_mentions=ALLOWED_MENTIONS,
-                )
+            await reply.fail("Sorry, something went wrong while answering. Please try again.", "")
+        finally:
+            await reply.close()
 
     def _feedback_view(self, message_id: int) -> discord.ui.View:
         view = discord.ui.View(timeout=None)
@@ -352,6 +359,17 @@ class DiscordAdapter:
 
     async def _run_admin(self, interaction: discord.Interaction, words: list[str]) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
+        try:
+            text = await self._admin_result(interaction, words)
+        except Exception:
+            log.exception("an admin command failed")
+            text = "⚠️ The command failed; nothing was changed. Please try again."
+        for piece in split_message(text, MESSAGE_LIMIT):  # its code blocks stay whole
+            await interaction.followup.send(piece, ephemeral=True)
+
+    async def _admin_result(self, interaction: discord.Interaction, words: list[str]) -> str:
+        if interaction.guild_id is None and "workspace" in words:
+            return "A direct message belongs to no server: use scope channel or global."
         channel = interaction.channel
         channel_id = (
             channel.parent_id
@@ -372,8 +390,7 @@ class DiscordAdapter:
             ),
         )
         result = await self._commands.run(shlex.join(["prompt", *words]), context)
-        for piece in split_message(f"```\n{result.text}\n```", MESSAGE_LIMIT):
-            await interaction.followup.send(piece, ephemeral=True)
+        return result.text
 
     async def _complete_name(
         self, interaction: discord.Interaction, current: str
@@ -396,6 +413,32 @@ class DiscordAdapter:
             for v in reversed(versions)
             if str(v).startswith(str(current))
         ][:25]
+
+
+def _mentions_me(message: discord.Message, me: discord.ClientUser) -> bool:
+    """Mentioned by name, or through its own role (Discord offers both in the @ list)."""
+    if any(user.id == me.id for user in message.mentions):
+        return True
+    own_role = message.guild.self_role if message.guild is not None else None
+    return own_role is not None and own_role in message.role_mentions
+
+
+def _question(message: discord.Message, me: discord.ClientUser) -> str:
+    """The text addressed to the assistant, without the mention; what it cannot read is said."""
+    text = re.sub(rf"<@!?{me.id}>", "", message.content)
+    own_role = message.guild.self_role if message.guild is not None else None
+    if own_role is not None:
+        text = text.replace(f"<@&{own_role.id}>", "")
+    text = text.strip()
+    if not text and (message.attachments or message.stickers):
+        return "[The message held only an attachment or a sticker, which you cannot see.]"
+    return text
+
+
+def _speaker(user: discord.User | discord.Member) -> str:
+    """The name people see, with the unique username when it differs (nicknames repeat)."""
+    shown, unique = user.display_name, user.name
+    return shown if shown.casefold() == unique.casefold() else f"{shown} ({unique})"
 
 
 def _opt(value: int | None) -> list[str]:
@@ -451,13 +494,19 @@ def _feedback_button(
             return cls(int(match["vote"]), int(match["message_id"]))
 
         async def callback(self, interaction: discord.Interaction) -> None:
+            # answer within Discord's 3 s first; the store may be busy with turns
+            await interaction.response.defer(ephemeral=True, thinking=True)
             actor = Actor(platform="discord", user_id=str(interaction.user.id))
-            recorded = await assistant.record_feedback(self.message_id, actor, vote=self.vote)
+            try:
+                recorded = await assistant.record_feedback(self.message_id, actor, vote=self.vote)
+            except Exception:
+                log.exception("a feedback vote could not be stored")
+                recorded = False
             text = (
                 f"Thanks, your {'👍' if self.vote > 0 else '👎'} is recorded."
                 if recorded
-                else "That answer is no longer known, so the vote was not recorded."
+                else "Sorry, the vote could not be recorded."
             )
-            await interaction.response.send_message(text, ephemeral=True)
+            await interaction.followup.send(text, ephemeral=True)
 
     return FeedbackButton, FeedbackButton

@@ -15,7 +15,7 @@ from contextlib import suppress
 import discord
 
 from bots.render import close_fences, split_message
-from bots.streaming import tool_failures_note
+from bots.streaming import failure_text, tool_failures_note
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +56,32 @@ class DiscordReply:
     ) -> None:
         self._channel = channel
         self._channel_id = channel_id
-        self._reply_to = reply_to
+        # a reply, but not one that fails when the question is deleted meanwhile
+        self._reply_to = (
+            reply_to.to_reference(fail_if_not_exists=False) if reply_to is not None else None
+        )
         self._gate = gate
         self._feedback_view = feedback_view
         self._messages: list[discord.Message] = []
         self._shown: list[str] = []
         self._typing: asyncio.Task[None] | None = None
         self._failed_tools: list[str] = []
+        self._muted = False  # the channel refused us: stop trying until the final answer
 
     async def begin(self) -> None:
         self._typing = asyncio.create_task(self._keep_typing())
 
     async def progress(self, text: str) -> None:
-        await self._render(split_message(close_fences(text), MESSAGE_LIMIT), gated=True)
+        """A preview Discord refuses is skipped (the next one, or the final answer, retries);
+        a channel that forbids us is not tried again, so 403s never pile up."""
+        if self._muted:
+            return
+        try:
+            await self._render(split_message(close_fences(text), MESSAGE_LIMIT), gated=True)
+        except discord.Forbidden:
+            self._muted = True
+        except discord.HTTPException as exc:
+            log.info("Discord refused a preview (%s %s)", exc.status, exc.text)
 
     async def tool_started(self, name: str, arguments: str) -> None:
         """Tool use is not shown in Discord: the answer that follows says what was found."""
@@ -82,14 +95,37 @@ class DiscordReply:
         await self._finish(text, self._feedback_view(message_id))
 
     async def fail(self, message: str, partial: str) -> None:
-        note = f"⚠️ {message}"
-        await self._finish(f"{partial.rstrip()}\n\n{note}" if partial.strip() else note, None)
+        await self._finish(failure_text(message, partial), None)
+
+    async def close(self) -> None:
+        """Stop the typing indicator, however the turn ended."""
+        await self._stop_typing()
 
     async def _finish(self, text: str, view: discord.ui.View | None) -> None:
+        """Show the final text; never raises (it is the user's last word on the turn)."""
         try:
             await self._render(split_message(text, MESSAGE_LIMIT), gated=False, view=view)
+        except discord.Forbidden as exc:
+            log.error(
+                "Discord: no permission to answer in channel %s (%s); grant the bot View "
+                "Channel, Send Messages, Send Messages in Threads and Read Message History",
+                self._channel_id,
+                exc.text or exc.status,
+            )
+        except Exception:
+            log.exception("Discord refused the final answer; posting it as new messages")
+            await self._post_anew(text)
         finally:
             await self._stop_typing()
+
+    async def _post_anew(self, text: str) -> None:
+        """The last resort: the whole answer as plain new messages."""
+        for piece in split_message(text, MESSAGE_LIMIT):
+            try:
+                await self._channel.send(piece, allowed_mentions=ALLOWED_MENTIONS)
+            except Exception:
+                log.exception("Discord refused every way of showing an answer")
+                return
 
     async def _keep_typing(self) -> None:
         with suppress(discord.HTTPException):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from contextlib import AsyncExitStack
 from typing import Any
 
 from assistant.bootstrap import Runtime
@@ -40,28 +39,30 @@ def missing_configuration(settings: Settings) -> str | None:
 
 
 async def serve(settings: Settings, runtime: Runtime) -> None:
-    """Run until SIGINT or SIGTERM, or until a platform connection fails for good."""
+    """Run until SIGINT or SIGTERM, or until a platform connection fails for good; then stop
+    every platform at once, each letting its answers under way finish."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with AsyncExitStack() as stack:
-        watched: set[asyncio.Task[Any]] = set()
+    running: list[SlackAdapter | DiscordAdapter] = []
+    discord: DiscordAdapter | None = None
+    try:
         if settings.slack_bot_token:
-            slack = await start_slack(settings, runtime)
-            stack.push_async_callback(slack.close)
+            running.append(await start_slack(settings, runtime))
         if settings.discord_token:
             discord = await start_discord(settings, runtime)
-            stack.push_async_callback(discord.close)
-            assert discord.connection is not None
-            watched.add(discord.connection)
+            running.append(discord)
         log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
-        stopped = asyncio.create_task(stop.wait())
-        await asyncio.wait({stopped, *watched}, return_when=asyncio.FIRST_COMPLETED)
-        stopped.cancel()
-        if settings.discord_token:
+        watched: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
+        if discord is not None and discord.connection is not None:
+            watched.add(discord.connection)
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        if discord is not None:
             discord.raise_if_failed()
         log.info("stopping")
+    finally:
+        await asyncio.gather(*(adapter.close() for adapter in running))
 
 
 async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:

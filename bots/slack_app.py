@@ -28,9 +28,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from assistant.commands import AdminCommands, CommandContext
 from assistant.engine import Assistant
 from assistant.turns import Actor, ConversationRef, Inbound
-from bots.render import from_mrkdwn
+from bots.render import from_mrkdwn, to_mrkdwn
 from bots.slack_reply import FEEDBACK_DOWN, FEEDBACK_UP, Place, SlackReply, slack_error
-from bots.streaming import deliver
+from bots.streaming import deliver, drain
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +119,7 @@ class SlackAdapter:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
-        if self._turns:
-            _, late = await asyncio.wait(self._turns, timeout=self._shutdown_grace)
-            for task in late:  # each tells its user the answer was interrupted
-                task.cancel()
-            await asyncio.gather(*late, return_exceptions=True)
+        await drain(self._turns, grace=self._shutdown_grace)
         if self.client.session is not None:
             await self.client.session.close()
 
@@ -239,7 +235,7 @@ class SlackAdapter:
             ),
         )
         result = await self._commands.run(command.get("text", ""), context)
-        await respond(text=_preformatted(result.text), response_type="ephemeral")
+        await respond(text=to_mrkdwn(result.text), response_type="ephemeral")
 
     async def _on_feedback(
         self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
@@ -257,9 +253,3 @@ class SlackAdapter:
             else "That answer is no longer known, so the vote was not recorded."
         )
         await respond(text=text, response_type="ephemeral", replace_original=False)
-
-
-def _preformatted(text: str) -> str:
-    """Command output in a code block: Slack's entities escaped, inner fences defused."""
-    escaped = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return "```\n" + escaped.replace("```", "`\u200b``") + "\n```"  # a zero-width break

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.render import close_fences, open_fence, split_message, to_mrkdwn
-from bots.streaming import tool_failures_note
+from bots.streaming import failure_text, tool_failures_note
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,7 @@ class SlackReply:
         await self._finish(text, [feedback_block(message_id)])
 
     async def fail(self, message: str, partial: str) -> None:
-        note = f"⚠️ {message}"
-        await self._finish(f"{partial.rstrip()}\n\n{note}" if partial.strip() else note, [])
+        await self._finish(failure_text(message, partial), [])
 
     async def _finish(self, text: str, blocks: Blocks) -> None:
         try:

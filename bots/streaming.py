@@ -23,6 +23,7 @@ from assistant.turns import (
     ToolFinished,
     ToolStarted,
 )
+from bots.render import close_fences
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +56,26 @@ class ReplySurface(Protocol):
 
     async def fail(self, message: str, partial: str) -> None:
         """The turn failed: show `message`, after whatever of the answer was shown."""
+
+
+def failure_text(message: str, partial: str) -> str:
+    """What a failed turn leaves in a chat: the partial answer (its code block closed, so the
+    warning is not swallowed by it), then the warning."""
+    note = f"⚠️ {message}"
+    return f"{close_fences(partial.rstrip())}\n\n{note}" if partial.strip() else note
+
+
+async def drain(turns: set[asyncio.Task[None]], *, grace: float) -> None:
+    """Let the turns under way finish, including ones that start meanwhile, for `grace`
+    seconds; then cancel the rest, each of which tells its user it was interrupted."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while turns and loop.time() < deadline:
+        await asyncio.wait(set(turns), timeout=deadline - loop.time())
+    late = set(turns)
+    for task in late:
+        task.cancel()
+    await asyncio.gather(*late, return_exceptions=True)
 
 
 def tool_failures_note(failed: list[str]) -> str:

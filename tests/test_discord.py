@@ -8,14 +8,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 
 from assistant.commands import AdminCommands
-from assistant.testing import Fail, Reply
+from assistant.testing import Fail, Hang, Reply
 from bots.discord_app import DiscordAdapter, DiscordSetupError
+from bots.streaming import INTERRUPTED
 from tests.conftest import DISCORD_ADMIN, settle_discord, write_prompt
 from tests.fakes.discord_api import (
+    BOT_PERMISSIONS,
+    BOT_ROLE_ID,
     CHANNEL_ID,
+    EVERYONE_PERMISSIONS,
     GUILD_ID,
     OWNER_ID,
     THREAD_ID,
@@ -121,7 +126,7 @@ async def test_people_in_a_thread_are_told_apart(bot, discord_fake, fake_llm):
     await settle(bot, discord_fake)
 
     users = [m["content"] for m in fake_llm.requests[-1]["messages"] if m["role"] == "user"]
-    assert [u.lower() for u in users] == ["[alice] i like tea", "[bob] i like coffee"]
+    assert [u.casefold() for u in users] == ["[alice] i like tea", "[bob] i like coffee"]
 
 
 async def test_a_message_replayed_after_a_resume_or_a_restart_gets_no_second_reply(
@@ -335,3 +340,125 @@ async def test_it_works_as_an_auto_sharded_client(make_assistant, store, fake_ll
         finally:
             await adapter.close()
             fake.restore()
+
+
+async def test_typing_shows_before_the_first_words(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="Thought about it.", first_delay=0.3))
+    await discord_fake.send_message("think", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    paths = [(c.method, c.path) for c in discord_fake.calls]
+    typing = paths.index(("POST", f"/channels/{CHANNEL_ID}/typing"))
+    first_post = paths.index(("POST", f"/channels/{CHANNEL_ID}/messages"))
+    assert typing < first_post
+
+
+async def test_a_question_deleted_before_the_answer_still_gets_it(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="Here anyway.", first_delay=0.3))
+    asked = await discord_fake.send_message("quick one", mention_bot=True)
+    await discord_fake.wait_until(lambda: CHANNEL_ID in discord_fake.typing)
+    await discord_fake.delete_user_message(asked["id"])
+    await settle(bot, discord_fake)
+
+    assert [m.content for m in answers(discord_fake)] == ["Here anyway."]
+
+
+@pytest.mark.parametrize("how", ["its role", "everyone and it"])
+async def test_a_mention_through_its_role_or_beside_everyone_is_answered(
+    bot, discord_fake, fake_llm, how
+):
+    fake_llm.script(Reply(text="Heard you."))
+    if how == "its role":
+        payload = discord_fake.message_create(
+            f"<@&{BOT_ROLE_ID}> status?", mention_roles=[BOT_ROLE_ID]
+        )
+    else:
+        payload = discord_fake.message_create("@everyone status?", mention_bot=True)
+        payload["mention_everyone"] = True
+    await discord_fake.dispatch("MESSAGE_CREATE", payload)
+    await settle(bot, discord_fake)
+
+    assert [m.content for m in answers(discord_fake)] == ["Heard you."]
+    assert "status?" in fake_llm.requests[-1]["messages"][-1]["content"]
+    assert BOT_ROLE_ID not in fake_llm.requests[-1]["messages"][-1]["content"]
+
+
+async def test_an_attachment_alone_is_described_to_the_model(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="I cannot see images."))
+    attachment = {"id": "77", "filename": "a.png", "size": 10, "url": "https://x/a.png"}
+    attachment |= {"proxy_url": "https://x/a.png"}
+    payload = discord_fake.message_create("", mention_bot=True, attachments=[attachment])
+    await discord_fake.dispatch("MESSAGE_CREATE", payload)
+    await settle(bot, discord_fake)
+
+    assert "attachment" in fake_llm.requests[-1]["messages"][-1]["content"]
+
+
+async def test_a_channel_it_may_not_write_in_is_one_log_line_not_a_flood(
+    bot, discord_fake, fake_llm, caplog
+):
+    discord_fake.fail_next("POST", "/channels/*/messages", status=403, times=1000)
+    fake_llm.script(Reply(text="word " * 200, chunk_chars=10, chunk_delay=0.005))
+    await discord_fake.send_message("hi", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    posts = discord_fake.calls_to("POST", "/channels/*/messages")
+    assert len(posts) <= 3  # the first preview, then only the final answer's attempt
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage().split(" (")[0] for r in errors] == [
+        f"Discord: no permission to answer in channel {CHANNEL_ID}"
+    ]
+    assert not any(r.exc_info for r in caplog.records if r.name.startswith("bots"))
+
+
+async def test_a_shutdown_that_outlasts_its_grace_tells_the_user(start_bot, discord_fake, fake_llm):
+    bot = await start_bot(shutdown_grace=0.3)
+    fake_llm.script(Hang(text="Half an ans"))
+    await discord_fake.send_message("hi", mention_bot=True)
+    await discord_fake.wait_until(lambda: answers(discord_fake))
+    await bot.close()
+
+    [shown] = answers(discord_fake)
+    assert shown.content.startswith("Half an ans")
+    assert INTERRUPTED in shown.content
+
+
+async def test_prompt_show_keeps_its_code_block_whole(prompts_dir, start_bot, discord_fake):
+    bot = await start_bot()
+    asked = await discord_fake.interact(
+        discord_fake.slash_command(sub="show", options={"name": "assistant"})
+    )
+    await settle(bot, discord_fake)
+    [*_, shown] = discord_fake.responses_for(asked)
+    fences = [line for line in shown["content"].splitlines() if line.startswith("```")]
+    assert len(fences) == 2 and "You are a test assistant" in shown["content"]
+
+
+async def test_a_wrong_token_is_one_clear_line(make_assistant, store):
+    async with FakeDiscord(token="the-right-token") as fake:
+        assistant = await make_assistant()
+        commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
+        adapter = DiscordAdapter(assistant=assistant, commands=commands, token="wrong")
+        try:
+            with pytest.raises(DiscordSetupError, match="DISCORD_TOKEN: Discord refused the token"):
+                await adapter.start()
+        finally:
+            await adapter.close()
+            fake.restore()
+
+
+async def test_a_missing_permission_is_named_to_the_operator(make_assistant, store, caplog):
+    without_send = BOT_PERMISSIONS & ~discord.Permissions(send_messages=True).value
+    everyone = EVERYONE_PERMISSIONS & ~discord.Permissions(send_messages=True).value
+    async with FakeDiscord(bot_permissions=without_send, everyone_permissions=everyone):
+        assistant = await make_assistant()
+        commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
+        adapter = DiscordAdapter(
+            assistant=assistant, commands=commands, token=TOKEN, guild_ready_timeout=0.05
+        )
+        try:
+            await adapter.start()
+        finally:
+            await adapter.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("lacks send_messages" in w for w in warnings)
