@@ -15,7 +15,7 @@ from contextlib import suppress
 import discord
 
 from bots.render import close_fences, split_message
-from bots.streaming import failure_text, tool_failures_note
+from bots.streaming import ChatToolNotes, failure_text
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class ChannelGate:
             await asyncio.sleep(at - now)
 
 
-class DiscordReply:
+class DiscordReply(ChatToolNotes):
     """A `ReplySurface` for one answer in a Discord channel, thread or DM."""
 
     def __init__(
@@ -54,6 +54,7 @@ class DiscordReply:
         gate: ChannelGate,
         feedback_view: Callable[[int], discord.ui.View],
     ) -> None:
+        super().__init__()
         self._channel = channel
         self._channel_id = channel_id
         # a reply, but not one that fails when the question is deleted meanwhile
@@ -65,7 +66,6 @@ class DiscordReply:
         self._messages: list[discord.Message] = []
         self._shown: list[str] = []
         self._typing: asyncio.Task[None] | None = None
-        self._failed_tools: list[str] = []
         self._muted = False  # the channel refused us: stop trying until the final answer
 
     async def begin(self) -> None:
@@ -83,16 +83,8 @@ class DiscordReply:
         except discord.HTTPException as exc:
             log.info("Discord refused a preview (%s %s)", exc.status, exc.text)
 
-    async def tool_started(self, name: str, arguments: str) -> None:
-        """Tool use is not shown in Discord: the answer that follows says what was found."""
-
-    async def tool_failed(self, name: str) -> None:
-        self._failed_tools.append(name)
-
     async def complete(self, text: str, message_id: int) -> None:
-        if self._failed_tools:
-            text += tool_failures_note(self._failed_tools)
-        await self._finish(text, self._feedback_view(message_id))
+        await self._finish(self.with_tool_notes(text), self._feedback_view(message_id))
 
     async def fail(self, message: str, partial: str) -> None:
         await self._finish(failure_text(message, partial), None)

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.render import close_fences, open_fence, split_message, to_mrkdwn
-from bots.streaming import failure_text, tool_failures_note
+from bots.streaming import ChatToolNotes, failure_text
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,11 @@ def feedback_block(message_id: int) -> dict[str, Any]:
     }
 
 
-class SlackReply:
+class SlackReply(ChatToolNotes):
     """A `ReplySurface` for one answer in Slack."""
 
     def __init__(self, client: AsyncWebClient, place: Place) -> None:
+        super().__init__()
         self._client = client
         self._place = place
         self._stream_ts: str | None = None
@@ -66,7 +67,6 @@ class SlackReply:
         self._messages: list[str] = []  # ts of the posted-and-edited messages, in order
         # (while streaming: those holding what did not fit in the streamed message)
         self._shown: list[str] = []  # what each of them shows
-        self._failed_tools: list[str] = []
 
     async def begin(self) -> None:
         if self._place.thread_ts is not None:
@@ -91,16 +91,8 @@ class SlackReply:
         if self._stream_ts is not None and len(text) > len(self._streamed):
             await self._render(self._overflow(text), final=False)
 
-    async def tool_started(self, name: str, arguments: str) -> None:
-        """Tool use is not shown in Slack: the answer that follows says what was found."""
-
-    async def tool_failed(self, name: str) -> None:
-        self._failed_tools.append(name)
-
     async def complete(self, text: str, message_id: int) -> None:
-        if self._failed_tools:
-            text += tool_failures_note(self._failed_tools)
-        await self._finish(text, [feedback_block(message_id)])
+        await self._finish(self.with_tool_notes(text), [feedback_block(message_id)])
 
     async def fail(self, message: str, partial: str) -> None:
         await self._finish(failure_text(message, partial), [])
@@ -195,19 +187,23 @@ class SlackReply:
 
     async def _post(self, text: str, blocks: Blocks | None = None) -> bool:
         try:
-            response = await self._client.chat_postMessage(
-                channel=self._place.channel,
-                thread_ts=self._place.thread_ts,
-                text=text,
-                blocks=_with_text(text, blocks),
-                unfurl_links=False,
-            )
+            ts = await self._send(text, blocks)
         except Exception as exc:
             log.warning("Slack refused a message (%s)", slack_error(exc))
             return False
-        self._messages.append(str(response["ts"]))
+        self._messages.append(ts)
         self._shown.append(text)
         return True
+
+    async def _send(self, text: str, blocks: Blocks | None = None) -> str:
+        response = await self._client.chat_postMessage(
+            channel=self._place.channel,
+            thread_ts=self._place.thread_ts,
+            text=text,
+            blocks=_with_text(text, blocks),
+            unfurl_links=False,
+        )
+        return str(response["ts"])
 
     async def _edit(self, index: int, text: str, blocks: Blocks | None, *, final: bool) -> None:
         try:
@@ -226,14 +222,7 @@ class SlackReply:
                 return
             log.warning("Slack refused an edit (%s); posting the text anew", error)
         stale = self._messages[index]
-        response = await self._client.chat_postMessage(
-            channel=self._place.channel,
-            thread_ts=self._place.thread_ts,
-            text=text,
-            blocks=_with_text(text, blocks),
-            unfurl_links=False,
-        )
-        self._messages[index], self._shown[index] = str(response["ts"]), text
+        self._messages[index], self._shown[index] = await self._send(text, blocks), text
         await self._delete(stale)
 
     async def _drop_after(self, count: int) -> None:

@@ -78,10 +78,24 @@ async def drain(turns: set[asyncio.Task[None]], *, grace: float) -> None:
     await asyncio.gather(*late, return_exceptions=True)
 
 
-def tool_failures_note(failed: list[str]) -> str:
-    """The line chat surfaces add under an answer made without a tool that failed."""
-    names = ", ".join(dict.fromkeys(failed))
-    return f"\n\n_⚠️ {names} failed; this answer was made without it._"
+class ChatToolNotes:
+    """What chat surfaces share about tools: their use is not shown (the answer says what was
+    found), but a tool that failed is named under the answer."""
+
+    def __init__(self) -> None:
+        self._failed_tools: list[str] = []
+
+    async def tool_started(self, name: str, arguments: str) -> None:
+        return None
+
+    async def tool_failed(self, name: str) -> None:
+        self._failed_tools.append(name)
+
+    def with_tool_notes(self, text: str) -> str:
+        if not self._failed_tools:
+            return text
+        names = ", ".join(dict.fromkeys(self._failed_tools))
+        return f"{text}\n\n_⚠️ {names} failed; this answer was made without it._"
 
 
 class _Pump:

@@ -177,17 +177,8 @@ class SlackBot:
     assistant: Assistant
     url: str
 
-    async def settle(self, fake: FakeSlack, quiet: float = 0.15) -> None:
-        """Wait until no turn is under way and Slack has heard nothing new for `quiet` s."""
-        deadline = time.monotonic() + 15
-        seen = -1
-        while time.monotonic() < deadline:
-            await self.adapter.idle()
-            if len(fake.calls) == seen:
-                return
-            seen = len(fake.calls)
-            await asyncio.sleep(quiet)
-        raise AssertionError("the Slack adapter did not settle")
+    async def settle(self, fake: FakeSlack) -> None:
+        await settle(self.adapter, fake)
 
 
 @pytest.fixture
@@ -276,14 +267,18 @@ async def discord_bot(start_discord_bot: Callable[..., Any]) -> DiscordAdapter:
     return await start_discord_bot()
 
 
-async def settle_discord(bot: DiscordAdapter, fake: FakeDiscord, quiet: float = 0.15) -> None:
-    """Until no turn is under way and Discord has heard nothing new for `quiet` s."""
+async def settle_discord(bot: DiscordAdapter, fake: FakeDiscord) -> None:
+    await settle(bot, fake)
+
+
+async def settle(adapter: SlackAdapter | DiscordAdapter, fake: FakeSlack | FakeDiscord) -> None:
+    """Until no turn is under way and the platform has heard nothing new for a while."""
     deadline = time.monotonic() + 15
     seen = -1
     while time.monotonic() < deadline:
-        await bot.idle()
+        await adapter.idle()
         if len(fake.calls) == seen:
             return
         seen = len(fake.calls)
-        await asyncio.sleep(quiet)
-    raise AssertionError("the Discord adapter did not settle")
+        await asyncio.sleep(0.15)
+    raise AssertionError("the adapter did not settle")

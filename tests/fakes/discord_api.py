@@ -1668,22 +1668,27 @@ class FakeDiscord:
             return _empty()
         return _json(self.message_payload(message))
 
-    def _webhook_get(self, req: _Req) -> web.Response:
+    def _webhook_target(self, req: _Req) -> tuple[_Interaction, FakeMessage] | web.Response:
+        """The interaction and message a webhook route names, or Discord's error."""
         interaction = self._webhook_interaction(req)
         if isinstance(interaction, web.Response):
             return interaction
         message = self._webhook_message(req, interaction)
         if message is None:
             return _error(404, 10008, "Unknown Message")
-        return _json(self.message_payload(message))
+        return interaction, message
+
+    def _webhook_get(self, req: _Req) -> web.Response:
+        target = self._webhook_target(req)
+        if isinstance(target, web.Response):
+            return target
+        return _json(self.message_payload(target[1]))
 
     def _webhook_edit(self, req: _Req) -> web.Response:
-        interaction = self._webhook_interaction(req)
-        if isinstance(interaction, web.Response):
-            return interaction
-        message = self._webhook_message(req, interaction)
-        if message is None:
-            return _error(404, 10008, "Unknown Message")
+        target = self._webhook_target(req)
+        if isinstance(target, web.Response):
+            return target
+        interaction, message = target
         body = req.body if isinstance(req.body, dict) else {}
         self._edit(message, body, req.files)
         kind = "edit_original" if req.params["message"] == "@original" else "edit_followup"
@@ -1691,12 +1696,10 @@ class FakeDiscord:
         return _json(self.message_payload(message))
 
     def _webhook_del(self, req: _Req) -> web.Response:
-        interaction = self._webhook_interaction(req)
-        if isinstance(interaction, web.Response):
-            return interaction
-        message = self._webhook_message(req, interaction)
-        if message is None:
-            return _error(404, 10008, "Unknown Message")
+        target = self._webhook_target(req)
+        if isinstance(target, web.Response):
+            return target
+        interaction, message = target
         message.deleted = True
         kind = "delete_original" if req.params["message"] == "@original" else "delete_followup"
         self._record(kind, interaction, {}, message_id=message.id)
