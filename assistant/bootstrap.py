@@ -8,10 +8,12 @@ from assistant.builtin_tools import builtin_registry
 from assistant.commands import AdminCommands
 from assistant.config import Settings
 from assistant.engine import Assistant, EngineConfig
+from assistant.evals import EvalSuite, load_suites
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, load_prompts_dir
 from assistant.store import Store, migrate
+from assistant.tools import ToolRegistry
 
 
 @dataclass(kw_only=True)
@@ -20,6 +22,8 @@ class Runtime:
     model: OpenAIChatModel
     assistant: Assistant
     commands: AdminCommands
+    tools: ToolRegistry
+    suites: dict[str, EvalSuite]
 
     async def close(self) -> None:
         await self.model.close()
@@ -33,6 +37,7 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
         load_prompts_dir(settings.prompts_dir, known_tools=tools.names()),
         default_prompt=settings.default_prompt,
     )
+    suites = load_suites(settings.prompts_dir, known_tools=tools.names())
     prices = PriceTable.load(settings.pricing_file)
     store = Store.connect(settings.database_url)
     try:
@@ -65,6 +70,17 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
         await store.close()
         raise
     commands = AdminCommands(
-        prompts=store.prompts, versions=assistant.versions, admins=settings.admin_users
+        prompts=store.prompts,
+        versions=assistant.versions,
+        admins=settings.admin_users,
+        evals=store.evals,
+        suites=suites,
     )
-    return Runtime(store=store, model=model, assistant=assistant, commands=commands)
+    return Runtime(
+        store=store,
+        model=model,
+        assistant=assistant,
+        commands=commands,
+        tools=tools,
+        suites=suites,
+    )

@@ -15,6 +15,8 @@ from rich.console import Console
 from assistant.bootstrap import open_runtime
 from assistant.commands import CommandContext
 from assistant.config import ConfigError, Settings, load_settings
+from assistant.eval_cli import eval_plan, run_plan
+from assistant.eval_runner import EvalRunner
 from assistant.prompts import PromptFileError
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
@@ -25,6 +27,8 @@ from bots.terminal import TerminalChat
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 app.add_typer(db_app, name="db")
+eval_app = typer.Typer(no_args_is_help=True, help="Prompt evals: run suites, compare versions.")
+app.add_typer(eval_app, name="eval")
 
 NO_MODEL = (
     "No language model is configured. Set OPENAI_API_KEY (environment or .env) to use OpenAI,\n"
@@ -148,6 +152,44 @@ def prompts(ctx: typer.Context) -> None:
             return 0 if result.ok else 1
         finally:
             await runtime.close()
+
+    raise typer.Exit(_run(main))
+
+
+@eval_app.command("run")
+def eval_run(
+    name: Annotated[str | None, typer.Argument(help="Prompt to evaluate (default: all).")] = None,
+    version: Annotated[int | None, typer.Argument(help="Its version (default: latest).")] = None,
+    compare: Annotated[
+        int | None, typer.Option(help="Compare with this version (default: the one in use).")
+    ] = None,
+    fake: Annotated[bool, typer.Option(help="Offline, against the bundled fake model.")] = False,
+) -> None:
+    """Run eval suites; exits 1 on a regression or a suite below its threshold (a CI gate)."""
+    settings = _settings()
+    if not fake and settings.openai_api_key is None and settings.openai_base_url is None:
+        _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
+        raise typer.Exit(2)
+    console = Console(soft_wrap=True)
+
+    async def main() -> int:
+        fake_llm = await FakeLlm().start() if fake else None
+        runtime = await open_runtime(settings, base_url=fake_llm.base_url if fake_llm else None)
+        try:
+            runner = EvalRunner(
+                assistant=runtime.assistant,
+                store=runtime.store,
+                model=runtime.model,
+                tools=runtime.tools,
+                judge_model=settings.assistant_model,
+            )
+            plan = eval_plan(runtime, name, version, compare)
+            outcomes = await run_plan(runner, runtime, plan, console)
+        finally:
+            await runtime.close()
+            if fake_llm is not None:
+                await fake_llm.stop()
+        return 1 if any(o.regressed or o.below_threshold for o in outcomes) else 0
 
     raise typer.Exit(_run(main))
 

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import get_args
 
 from assistant.bindings import Binding, Scope, ScopeKind
 from assistant.store import PromptStore
+from assistant.store.eval_store import EvalStore
 from assistant.store.prompt_store import BindingChange
-from assistant.store.tables import PromptAudit
+from assistant.store.tables import EvalRun, PromptAudit
 from assistant.turns import Actor, ConversationRef
 from assistant.versions import VersionResolver
 
@@ -261,11 +262,19 @@ class AdminCommands:
     """Runs parsed commands against the prompt store; every change is audited."""
 
     def __init__(
-        self, *, prompts: PromptStore, versions: VersionResolver, admins: Sequence[str]
+        self,
+        *,
+        prompts: PromptStore,
+        versions: VersionResolver,
+        admins: Sequence[str],
+        evals: EvalStore | None = None,
+        suites: Collection[str] = (),
     ) -> None:
         self._prompts = prompts
         self._versions = versions
         self._admins = frozenset(admins)
+        self._evals = evals
+        self._suites = frozenset(suites)  # prompts with an eval suite: their switches are gated
 
     async def run(self, text: str, context: CommandContext) -> CommandResult:
         try:
@@ -380,9 +389,46 @@ class AdminCommands:
     async def _use(self, command: UsePrompt, context: CommandContext) -> str:
         await self._require(command.name, command.version)
         scope = self._scope(command.where, context)
+        figures = await self._gate(command, scope)
         after = Binding(prompt=command.name, version=command.version)
         change = await self._change(scope, after, context, action="use", forced=command.force)
-        return f"{after.describe()} now answers in {scope.describe()} (was {self._was(change)})."
+        done = f"{after.describe()} now answers in {scope.describe()} (was {self._was(change)})."
+        return f"{done}\n{figures}" if figures else done
+
+    async def _gate(self, command: UsePrompt, scope: Scope) -> str:
+        """Refuse a version whose latest eval pass rate is below the one it replaces, or that
+        was never evaluated; `--force` overrides (and is audited). Returns the figures."""
+        if self._evals is None or command.name not in self._suites:
+            return f"(Not eval-gated: {command.name} has no eval suite.)"
+        current = await self._current_version(command.name, scope)
+        target = await self._evals.latest_run(command.name, command.version)
+        before = None
+        if current is not None and current != command.version:
+            before = await self._evals.latest_run(command.name, current)
+        figures = f"Evals: {_run_figure(command.name, command.version, target)}"
+        if before is not None and current is not None:
+            figures += f"; now {_run_figure(command.name, current, before)}"
+        if command.force:
+            return figures + " (forced)"
+        if target is None:
+            raise CommandError(
+                f"{command.name}@{command.version} has no eval run. Run `eval run "
+                f"{command.name} {command.version}` first, or add --force. {figures}."
+            )
+        if before is not None and target.pass_rate < before.pass_rate:
+            raise CommandError(
+                f"{command.name}@{command.version} passes fewer evals than the version it "
+                f"would replace. {figures}. Add --force to switch anyway."
+            )
+        return figures
+
+    async def _current_version(self, name: str, scope: Scope) -> int | None:
+        """The version of `name` that answers in `scope` now (its latest when not bound)."""
+        bound = await self._prompts.binding(scope)
+        if bound is not None and bound.prompt == name and bound.version is not None:
+            return bound.version
+        versions = await self._known_versions(name)
+        return versions[-1] if versions else None
 
     async def _split(self, command: SplitPrompt, context: CommandContext) -> str:
         for version, _ in command.weights:
@@ -449,6 +495,12 @@ class AdminCommands:
         if not rows:
             return f"No changes recorded for {command.name}."
         return "\n".join(_audit_line(row) for row in rows)
+
+
+def _run_figure(name: str, version: int, run: EvalRun | None) -> str:
+    if run is None:
+        return f"{name}@{version} never evaluated"
+    return f"{name}@{version} passed {run.pass_rate:.0%} (run #{run.id}, {run.model})"
 
 
 def _audit_line(row: PromptAudit) -> str:

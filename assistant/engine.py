@@ -211,7 +211,7 @@ class Assistant:
 
     async def _start(self, inbound: Inbound) -> _Turn:
         conversation_id = await self._store.conversation_id(inbound.ref)
-        prompt = await self.versions.resolve(inbound.ref, conversation_id)
+        prompt = await self._prompt_for(inbound, conversation_id)
         model = prompt.version.model or self._config.default_model
         context = accounting.CallContext(
             conversation_id=conversation_id,
@@ -225,6 +225,15 @@ class Assistant:
             counter=self._counter(model),
             shown=prompt.version.response_schema is None,
         )
+
+    async def _prompt_for(self, inbound: Inbound, conversation_id: int) -> PromptFile:
+        if inbound.pinned_version is None:
+            return await self.versions.resolve(inbound.ref, conversation_id)
+        name, number = inbound.pinned_version
+        pinned = await self.versions.version(name, number)
+        if pinned is None:
+            raise TurnRefused(f"There is no prompt version {name}@{number}.")
+        return pinned
 
     async def _prompt_row_id(self, prompt: PromptFile) -> int | None:
         label = prompt.version.label
@@ -368,7 +377,8 @@ class Assistant:
         """Answer from the cache, or call the model (with tools) and check its contract."""
         messages = await self._build_context(turn, history)
         version = turn.version
-        cache_key = _cache_key(turn, messages) if version.cache else None
+        use_cache = version.cache and turn.inbound.use_cache
+        cache_key = _cache_key(turn, messages) if use_cache else None
         if cache_key is not None and await self._answer_from_cache(turn, cache_key):
             yield TextDelta(text=turn.text)
             return

@@ -40,6 +40,8 @@ class Inbound:
     text: str
     platform_message_id: str | None = None
     dedupe_keys: tuple[str, ...] = ()
+    pinned_version: tuple[str, int] | None = None  # evals: answer with this (name, version)
+    use_cache: bool = True  # evals of consistency must reach the model every time
 
 
 @dataclass(frozen=True, kw_only=True)

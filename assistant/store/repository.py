@@ -19,6 +19,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.store.database import WorkRunner, create_engine
+from assistant.store.eval_store import EvalStore
 from assistant.store.prompt_store import PromptStore
 from assistant.store.tables import (
     Conversation,
@@ -80,6 +81,7 @@ class Store:
         self._conversation_ids: dict[ConversationRef, int] = {}
         self._pruned_at = -_PRUNE_EVERY_SECONDS
         self.prompts = PromptStore(engine, run=self._run)
+        self.evals = EvalStore(engine)
 
     @classmethod
     def connect(cls, url: str) -> Store:

@@ -179,3 +179,46 @@ class Feedback(SQLModel, table=True):
     vote: int = Field(description="+1 or -1")
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EvalRun(SQLModel, table=True):
+    """One run of a prompt version's eval suite on one model: its figures, kept for
+    comparison (the `prompt use` gate, drift alerts, reports)."""
+
+    __tablename__ = "eval_runs"
+    __table_args__ = (Index("ix_eval_runs_version_finished", "prompt_name", "version", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_name: str = Field(max_length=64)
+    version: int
+    prompt_version_id: int | None = Field(default=None, foreign_key="prompt_versions.id")
+    model: str = Field(max_length=128)
+    trigger: str = Field(default="cli", max_length=32, description="cli | schedule | chat")
+    cases: int = 0
+    passed: int = 0
+    pass_rate: float = Field(default=0.0, description="weighted, 0..1")
+    threshold: float = 1.0
+    consistency: float | None = Field(default=None, description="mean agreement, 0..1")
+    self_check_rate: float | None = None
+    tool_cases: int = 0
+    tool_passed: int = 0
+    cost_usd: float | None = Field(default=None, description="NULL when any call was unpriced")
+    started_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class EvalResult(SQLModel, table=True):
+    """One case of a run: whether it passed, why not, what it answered, cost and latency."""
+
+    __tablename__ = "eval_results"
+
+    id: int | None = Field(default=None, primary_key=True)
+    run_id: int = Field(foreign_key="eval_runs.id", index=True)
+    kind: str = Field(max_length=16, description="case | self_check | tool")
+    case: str = Field(max_length=128)
+    attempt: int = 1
+    passed: bool
+    failures: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    answer: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    cost_usd: float | None = None
+    latency_ms: float | None = None

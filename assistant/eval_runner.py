@@ -1,0 +1,305 @@
+"""Running an eval suite against one prompt version: every case through the real engine (the
+version pinned, the response cache bypassed), checked, stored, compared with an earlier run.
+
+Each case runs in a conversation of its own under the `eval` platform, so eval turns are
+accounted like any other (tokens, cost, latency) and never mix with what users said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from contextlib import aclosing
+from dataclasses import dataclass, field
+
+from assistant import evals
+from assistant.engine import Assistant
+from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
+from assistant.prompts import PromptFile
+from assistant.store import Store
+from assistant.store.tables import EvalResult, EvalRun, Message
+from assistant.tokens import TokenCounter
+from assistant.tools import ToolRegistry
+from assistant.turns import (
+    Actor,
+    Completed,
+    ConversationRef,
+    Failed,
+    Inbound,
+    TextDelta,
+    ToolStarted,
+)
+
+log = logging.getLogger(__name__)
+
+EVAL_ACTOR = Actor(platform="eval", user_id="runner", display_name="eval")
+JUDGE_INSTRUCTIONS = (
+    "You grade an assistant's answer against a rubric. Reply with JSON only: "
+    '{"pass": true or false, "reason": "one short sentence"}.'
+)
+Progress = Callable[[int, int], None]  # (done, total)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunOutcome:
+    """A finished run and the run it was compared with (None when there was none)."""
+
+    run: EvalRun
+    results: list[EvalResult]
+    compared: EvalRun | None = None
+
+    @property
+    def regressed(self) -> bool:
+        return self.compared is not None and self.run.pass_rate < self.compared.pass_rate
+
+    @property
+    def below_threshold(self) -> bool:
+        return self.run.pass_rate < self.run.threshold
+
+
+@dataclass(kw_only=True)
+class _Tally:
+    results: list[EvalResult] = field(default_factory=list)
+    costs: list[float | None] = field(default_factory=list)
+    done: int = 0
+
+
+class EvalRunner:
+    def __init__(
+        self,
+        *,
+        assistant: Assistant,
+        store: Store,
+        model: ChatModel,
+        tools: ToolRegistry,
+        judge_model: str,
+        concurrency: int = 4,
+        tool_timeout: float = 15.0,
+    ) -> None:
+        self._assistant = assistant
+        self._store = store
+        self._model = model
+        self._tools = tools
+        self._judge_model = judge_model
+        self._limit = asyncio.Semaphore(concurrency)
+        self._tool_timeout = tool_timeout
+
+    async def run(
+        self,
+        suite: evals.EvalSuite,
+        version: int,
+        *,
+        trigger: str = "cli",
+        progress: Progress | None = None,
+    ) -> EvalRun:
+        """Run every case (k times for consistency), the self-check and the tool cases."""
+        prompt = await self._assistant.versions.version(suite.prompt, version)
+        if prompt is None:
+            raise ValueError(f"there is no prompt version {suite.prompt}@{version}")
+        checks = self._self_checks(suite, prompt)
+        runs = suite.consistency_runs
+        total = len(suite.cases) * runs + len(checks) + len(suite.tool_cases)
+        tally, key = _Tally(), uuid.uuid4().hex[:12]
+
+        def advance() -> None:
+            tally.done += 1
+            if progress is not None:
+                progress(tally.done, total)
+
+        async def one(kind: str, case: evals.EvalCase, attempt: int) -> EvalResult:
+            async with self._limit:
+                result = await self._run_case(prompt, case, kind, attempt, key, tally)
+            advance()
+            return result
+
+        case_jobs = [one("case", c, a) for c in suite.cases for a in range(1, runs + 1)]
+        check_jobs = [one("self_check", c, 1) for c in checks]
+        case_results = await asyncio.gather(*case_jobs)
+        check_results = await asyncio.gather(*check_jobs)
+        tool_results = []
+        for tool_case in suite.tool_cases:
+            tool_results.append(await self._run_tool_case(tool_case))
+            advance()
+        run = self._summary(suite, prompt, trigger, case_results, check_results, tool_results)
+        run.cost_usd = _total(tally.costs)
+        row = await self._store.prompts.version(suite.prompt, version)
+        run.prompt_version_id = row.id if row is not None else None
+        return await self._store.evals.save_run(run, [*case_results, *check_results, *tool_results])
+
+    def _self_checks(self, suite: evals.EvalSuite, prompt: PromptFile) -> list[evals.EvalCase]:
+        examples = [(e.user, e.assistant) for e in prompt.version.examples]
+        wanted = suite.self_check if suite.self_check is not None else bool(examples)
+        return evals.self_check_cases(examples) if wanted else []
+
+    async def _run_case(
+        self,
+        prompt: PromptFile,
+        case: evals.EvalCase,
+        kind: str,
+        attempt: int,
+        key: str,
+        tally: _Tally,
+    ) -> EvalResult:
+        observed = await self._observe(prompt, case, attempt, key)
+        tally.costs.append(observed.cost_usd)
+        outcomes = await evals.check(case, observed, judge=self._judge)
+        return EvalResult(
+            run_id=0,
+            kind=kind,
+            case=case.name,
+            attempt=attempt,
+            passed=evals.case_passed(outcomes),
+            failures="\n".join(o.reason for o in outcomes if not o.passed),
+            answer=observed.text,
+            cost_usd=observed.cost_usd,
+            latency_ms=observed.latency_ms,
+        )
+
+    async def _observe(
+        self, prompt: PromptFile, case: evals.EvalCase, attempt: int, key: str
+    ) -> evals.Observed:
+        """One turn through the real engine, in a conversation of its own."""
+        ref = ConversationRef(
+            platform="eval",
+            workspace=key,
+            channel=prompt.version.label,
+            thread=f"{case.name}#{attempt}",
+        )
+        await self._seed(ref, case, prompt)
+        inbound = Inbound(
+            ref=ref,
+            actor=EVAL_ACTOR,
+            text=case.question,
+            pinned_version=(prompt.version.name, prompt.version.version),
+            use_cache=False,
+        )
+        text, calls = [], []
+        async with aclosing(self._assistant.respond(inbound)) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                elif isinstance(event, ToolStarted):
+                    calls.append((event.name, event.arguments))
+                elif isinstance(event, Completed):
+                    return evals.Observed(
+                        text=event.text,
+                        tool_calls=tuple(calls),
+                        cost_usd=event.usage.cost_usd,
+                        latency_ms=event.total_ms,
+                    )
+                elif isinstance(event, Failed):
+                    return evals.Observed(
+                        text="".join(text),
+                        tool_calls=tuple(calls),
+                        cost_usd=None,
+                        latency_ms=0.0,
+                        failed=event.user_message,
+                    )
+        raise RuntimeError("the turn ended without an answer")
+
+    async def _seed(self, ref: ConversationRef, case: evals.EvalCase, prompt: PromptFile) -> None:
+        """A conversation case: the turns before its last question, as stored history."""
+        earlier = case.turns[:-1]
+        if not earlier:
+            return
+        conversation_id = await self._store.conversation_id(ref)
+        counter = TokenCounter(prompt.version.model or self._judge_model)
+        for role, text in earlier:
+            await self._store.add_message(
+                Message(
+                    conversation_id=conversation_id,
+                    role=role,
+                    author_id=EVAL_ACTOR.qualified_id,
+                    author_name=EVAL_ACTOR.display_name if role == "user" else "",
+                    text=text,
+                    token_count=counter.count_message(text),
+                )
+            )
+
+    async def _judge(self, rubric: str, question: str, answer: str) -> tuple[bool, str]:
+        """Grade an answer against a rubric with the configured model."""
+        request = ChatRequest(
+            model=self._judge_model,
+            messages=[
+                ChatMessage(role="system", content=JUDGE_INSTRUCTIONS),
+                ChatMessage(
+                    role="user",
+                    content=f"Rubric: {rubric}\n\nQuestion: {question}\n\nAnswer: {answer}",
+                ),
+            ],
+            params={"temperature": 0},
+        )
+        try:
+            completion = await self._complete(request)
+        except LlmError as exc:
+            return False, f"the judge could not be asked ({exc})"
+        try:
+            verdict = json.loads(completion.text)
+            return bool(verdict["pass"]), str(verdict.get("reason", ""))
+        except (ValueError, KeyError, TypeError):
+            return False, f"the judge's verdict was not JSON: {completion.text[:200]!r}"
+
+    async def _complete(self, request: ChatRequest) -> Completion:
+        async for item in self._model.stream(request):
+            if isinstance(item, Completion):
+                return item
+        raise LlmError("the judge's stream ended without a completion")
+
+    async def _run_tool_case(self, case: evals.ToolCase) -> EvalResult:
+        [result] = await self._tools.run_all(
+            [("eval", case.tool, json.dumps(case.arguments))],
+            allowed=[case.tool],
+            time_limit=self._tool_timeout,
+        )
+        value, error = (result.content, None) if result.ok else (None, result.content)
+        outcome = evals.check_tool_case(case, value, error)
+        return EvalResult(
+            run_id=0,
+            kind="tool",
+            case=f"{case.tool}({json.dumps(case.arguments, sort_keys=True)})",
+            passed=outcome.passed,
+            failures="" if outcome.passed else outcome.reason,
+            answer=result.content,
+        )
+
+    def _summary(
+        self,
+        suite: evals.EvalSuite,
+        prompt: PromptFile,
+        trigger: str,
+        cases: list[EvalResult],
+        checks: list[EvalResult],
+        tools: list[EvalResult],
+    ) -> EvalRun:
+        by_name = {case.name: case for case in suite.cases}
+        first = [r for r in cases if r.attempt == 1]
+        answers: dict[str, list[str]] = {}
+        for result in cases:
+            answers.setdefault(result.case, []).append(result.answer)
+        consistency = None
+        if suite.consistency_runs > 1 and answers:
+            consistency = sum(evals.agreement(a) for a in answers.values()) / len(answers)
+        return EvalRun(
+            prompt_name=suite.prompt,
+            version=prompt.version.version,
+            model=prompt.version.model or self._judge_model,
+            trigger=trigger,
+            cases=len(first),
+            passed=sum(r.passed for r in first),
+            pass_rate=evals.weighted_pass_rate([(by_name[r.case], r.passed) for r in first]),
+            threshold=suite.threshold,
+            consistency=consistency,
+            self_check_rate=sum(r.passed for r in checks) / len(checks) if checks else None,
+            tool_cases=len(tools),
+            tool_passed=sum(r.passed for r in tools),
+        )
+
+
+def _total(costs: list[float | None]) -> float | None:
+    """A sum that is honest: unknown when any part is unpriced."""
+    if any(cost is None for cost in costs):
+        return None
+    return sum(cost for cost in costs if cost is not None)

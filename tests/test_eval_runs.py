@@ -1,0 +1,282 @@
+"""Eval runs through the real engine against a fake model that answers by question: stored
+results, consistency, the few-shot self-check, tool cases, the judge, and the `prompt use`
+gate."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from assistant.commands import AdminCommands, CommandContext
+from assistant.eval_runner import JUDGE_INSTRUCTIONS, EvalRunner
+from assistant.evals import EvalSuite, load_suite
+from assistant.llm import OpenAIChatModel
+from assistant.store import Store
+from assistant.store.tables import EvalRun
+from assistant.testing import CallTools, FakeLlm, Reply
+from assistant.tools import ToolRegistry
+from assistant.turns import Actor
+from tests.conftest import REF, write_prompt
+from tests.test_cli import assistant as cli
+
+ANSWERS: dict[str, list[str]] = {}  # question -> answers to give, in turn (the last repeats)
+
+
+def answer_by_question(body: dict[str, Any]) -> Reply | CallTools:
+    messages = body["messages"]
+    if messages[0]["content"] == JUDGE_INSTRUCTIONS:
+        verdict = "blue" in messages[-1]["content"].split("Answer:")[-1]
+        return Reply(text=json.dumps({"pass": verdict, "reason": "looked for blue"}))
+    if messages[-1]["role"] == "tool":
+        return Reply(text=f"The result is {messages[-1]['content']}.")
+    question = messages[-1]["content"]
+    if question == "add two and three":
+        return CallTools(calls=(("calculator", {"expression": "2+3"}),))
+    queue = ANSWERS.get(question, ["I do not know."])
+    return Reply(text=queue.pop(0) if len(queue) > 1 else queue[0])
+
+
+@pytest.fixture
+async def fake_llm() -> AsyncIterator[FakeLlm]:
+    ANSWERS.clear()
+    async with FakeLlm(responder=answer_by_question) as server:
+        yield server
+
+
+def write_suite(prompts_dir: Path, suite: dict[str, Any], name: str = "assistant") -> Path:
+    path = prompts_dir / name / "evals.yaml"
+    path.write_text(yaml.safe_dump(suite, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def suite_from(prompts_dir: Path, spec: dict[str, Any]) -> EvalSuite:
+    return load_suite(
+        write_suite(prompts_dir, spec), prompt="assistant", known_tools=["calculator"]
+    )
+
+
+@pytest.fixture
+def runner_for(
+    make_assistant: Callable[..., Any], store: Store, model: OpenAIChatModel, tools: ToolRegistry
+) -> Callable[..., Any]:
+    async def build() -> EvalRunner:
+        return EvalRunner(
+            assistant=await make_assistant(),
+            store=store,
+            model=model,
+            tools=tools,
+            judge_model="gpt-4o-mini",
+            concurrency=3,
+        )
+
+    return build
+
+
+SUITE = {
+    "threshold": 0.6,
+    "cases": [
+        {"name": "colour", "input": "favourite colour?", "expect": [{"contains": "blue"}]},
+        {
+            "name": "polite",
+            "input": "say hi",
+            "weight": 3,
+            "expect": [{"not_contains": "sorry"}, {"regex": "^Hi"}],
+        },
+        {
+            "name": "adds",
+            "input": "add two and three",
+            "expect": [{"tool_called": {"name": "calculator", "args": {"expression": "2+3"}}}],
+        },
+        {"name": "judged", "input": "sky?", "expect": [{"judge": "Says the sky is blue."}]},
+    ],
+    "tools": {"calculator": [{"input": {"expression": "2+3"}, "expected": "5"}]},
+}
+
+
+async def test_a_run_stores_each_case_with_its_outcome_cost_and_latency(
+    prompts_dir, runner_for, store
+):
+    ANSWERS.update({"favourite colour?": ["Red."], "say hi": ["Hi there!"], "sky?": ["Blue."]})
+    suite = load_suite(
+        write_suite(prompts_dir, SUITE), prompt="assistant", known_tools=["calculator"]
+    )
+    run = await (await runner_for()).run(suite, 1)
+
+    assert (run.cases, run.passed) == (4, 2)  # colour fails; the judge wants "blue": "Blue." fails
+    assert run.pass_rate == pytest.approx((3 + 1) / (1 + 3 + 1 + 1))
+    assert run.cost_usd is not None and run.cost_usd > 0
+    results = {r.case: r for r in await store.evals.results(run.id)}
+    assert not results["colour"].passed and "blue" in results["colour"].failures
+    assert results["polite"].passed and results["polite"].answer == "Hi there!"
+    assert results["adds"].passed and results["adds"].latency_ms > 0
+    assert results['calculator({"expression": "2+3"})'].passed
+    assert (run.tool_cases, run.tool_passed) == (1, 1)
+    assert await store.evals.latest_run("assistant", 1) == run
+
+
+async def test_the_judge_grades_with_the_rubric(prompts_dir, runner_for, store):
+    ANSWERS["sky?"] = ["It is blue today."]
+    suite_spec = {"cases": [SUITE["cases"][3]]}
+    suite = suite_from(prompts_dir, suite_spec)
+    run = await (await runner_for()).run(suite, 1)
+    assert run.pass_rate == 1.0
+
+
+async def test_consistency_is_below_one_when_the_model_varies(prompts_dir, runner_for):
+    ANSWERS["pick one"] = ["A", "B", "A"]
+    spec = {
+        "consistency": {"runs": 3},
+        "cases": [{"name": "pick", "input": "pick one", "expect": [{"regex": "^[AB]$"}]}],
+    }
+    suite = suite_from(prompts_dir, spec)
+    run = await (await runner_for()).run(suite, 1)
+    assert run.consistency == pytest.approx(2 / 3)
+    assert run.pass_rate == 1.0
+
+
+async def test_the_self_check_catches_examples_that_contradict_the_prompt(prompts_dir, runner_for):
+    examples = [
+        {"user": "VPN drops", "assistant": "category: network"},
+        {"user": "printer jams", "assistant": "category: hardware"},
+    ]
+    write_prompt(prompts_dir, version=2, examples=examples)
+    ANSWERS.update({"VPN drops": ["category: network"], "printer jams": ["category: network"]})
+    spec = {"cases": [{"name": "x", "input": "VPN drops", "expect": [{"contains": "network"}]}]}
+    suite = suite_from(prompts_dir, spec)
+    run = await (await runner_for()).run(suite, 2)
+    assert run.self_check_rate == 0.5
+
+
+async def test_tool_cases_need_no_model(prompts_dir, runner_for, fake_llm):
+    spec = {
+        "cases": [],
+        "tools": {
+            "calculator": [
+                {"input": {"expression": "2+3"}, "expected": "5"},
+                {"input": {"expression": "1/0"}, "error": True},
+                {"input": {"expression": "2*3"}, "expected": "7"},
+            ]
+        },
+    }
+    suite = load_suite(
+        write_suite(prompts_dir, spec), prompt="assistant", known_tools=["calculator"]
+    )
+    run = await (await runner_for()).run(suite, 1)
+    assert (run.tool_cases, run.tool_passed) == (3, 2)
+    assert fake_llm.requests == []
+
+
+# ---- the gate on `prompt use`
+
+ADMIN = Actor(platform="test", user_id="ADMIN1")
+
+
+async def gated_commands(make_assistant, store: Store, prompts_dir: Path) -> AdminCommands:
+    write_prompt(prompts_dir, version=2, system="Version two.")
+    assistant = await make_assistant()
+    return AdminCommands(
+        prompts=store.prompts,
+        versions=assistant.versions,
+        admins=["test:ADMIN1"],
+        evals=store.evals,
+        suites={"assistant"},
+    )
+
+
+async def record_run(store: Store, version: int, pass_rate: float) -> EvalRun:
+    run = EvalRun(prompt_name="assistant", version=version, model="m", pass_rate=pass_rate)
+    return await store.evals.save_run(run, [])
+
+
+async def use(commands: AdminCommands, text: str):
+    return await commands.run(text, CommandContext(actor=ADMIN, surface="test", ref=REF))
+
+
+async def test_a_version_never_evaluated_is_refused_unless_forced(
+    make_assistant, store, prompts_dir
+):
+    commands = await gated_commands(make_assistant, store, prompts_dir)
+    refused = await use(commands, "prompt use assistant 1")
+    assert not refused.ok
+    assert "assistant@1 has no eval run" in refused.text and "--force" in refused.text
+
+    forced = await use(commands, "prompt use assistant 1 --force")
+    assert forced.ok and "never evaluated" in forced.text
+    [audit] = await store.prompts.history("assistant")
+    assert audit.forced
+
+
+async def test_a_version_that_passes_less_is_refused_showing_both_figures(
+    make_assistant, store, prompts_dir
+):
+    commands = await gated_commands(make_assistant, store, prompts_dir)
+    await record_run(store, 2, 0.9)  # the version in use: the latest, 2
+    await record_run(store, 1, 0.5)
+    refused = await use(commands, "prompt use assistant 1")
+    assert not refused.ok
+    assert "assistant@1 passed 50%" in refused.text and "assistant@2 passed 90%" in refused.text
+
+    await record_run(store, 1, 0.95)
+    accepted = await use(commands, "prompt use assistant 1")
+    assert accepted.ok and "assistant@1 passed 95%" in accepted.text
+
+
+async def test_a_prompt_without_a_suite_is_not_gated(make_assistant, store, prompts_dir):
+    write_prompt(prompts_dir, version=2)
+    assistant = await make_assistant()
+    commands = AdminCommands(
+        prompts=store.prompts,
+        versions=assistant.versions,
+        admins=["test:ADMIN1"],
+        evals=store.evals,
+        suites=set(),
+    )
+    done = await use(commands, "prompt use assistant 1")
+    assert done.ok and "Not eval-gated" in done.text
+
+
+# ---- `assistant eval run` as CI would call it
+
+
+def cli_env(tmp_path: Path, prompts: Path) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_"))}
+    clean.update(DATABASE_URL=f"sqlite:///{tmp_path}/evals.db", PROMPTS_DIR=str(prompts))
+    return clean
+
+
+def test_eval_run_prints_a_table_and_gates_on_threshold_and_regression(prompts_dir, tmp_path):
+    write_prompt(prompts_dir, version=2)
+    spec = {"threshold": 1.0, "cases": [{"name": "echo", "input": "hello", "expect": []}]}
+    spec["cases"][0]["expect"] = [{"contains": "You said: hello"}]
+    write_suite(prompts_dir, spec)
+    env = cli_env(tmp_path, prompts_dir)
+
+    passing = cli("eval", "run", "assistant", "--fake", env=env, cwd=tmp_path)
+    assert passing.returncode == 0, passing.stderr
+    assert "assistant@2" in passing.stdout and "echo" in passing.stdout
+    assert "ok: pass rate 100%" in passing.stdout
+
+    spec["cases"][0]["expect"] = [{"contains": "something the fake never says"}]
+    write_suite(prompts_dir, spec)
+    failing = cli("eval", "run", "assistant", "--fake", env=env, cwd=tmp_path)
+    assert failing.returncode == 1
+    assert "REGRESSION: pass rate 0%" in failing.stdout
+    assert "vs assistant@2 run #1: 100%" in failing.stdout
+
+    gated = cli("prompts", "use", "assistant", "1", env=env, cwd=tmp_path)
+    assert gated.returncode == 1
+    assert "assistant@1 has no eval run" in gated.stderr
+
+
+def test_a_malformed_suite_names_the_file_and_field(prompts_dir, tmp_path):
+    write_suite(prompts_dir, {"cases": [{"name": "x", "input": "hi", "expect": [{"contans": 1}]}]})
+    result = cli("eval", "run", "--fake", env=cli_env(tmp_path, prompts_dir), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "evals.yaml" in result.stderr and "contains" in result.stderr
+    assert "Traceback" not in result.stderr
