@@ -222,3 +222,14 @@ class EvalResult(SQLModel, table=True):
     answer: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     cost_usd: float | None = None
     latency_ms: float | None = None
+
+
+class JobRun(SQLModel, table=True):
+    """When a scheduled job last ran: a restart runs a missed job once, not once per miss."""
+
+    __tablename__ = "job_runs"
+
+    name: str = Field(primary_key=True, max_length=64)
+    last_run_at: datetime
+    status: str = Field(default="ok", max_length=16, description="ok | error | baseline")
+    error: str | None = Field(default=None, max_length=500)

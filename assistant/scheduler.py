@@ -1,0 +1,181 @@
+"""Scheduled jobs (evals, reports, alert checks), run by exactly one process.
+
+APScheduler 3 fires the jobs; it is not told to persist them, because its job store would run
+every job once per process sharing it and needs a sync database driver. What must survive a
+restart is kept here instead: when each job last ran (`job_runs`). A job whose next fire time
+after its last run has passed while the process was down runs once at start, not once per
+miss. Among replicas on Postgres, the one holding an advisory lock is the leader and the only
+one that schedules; the others retry, and take over when the leader's connection goes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from assistant.store.tables import JobRun
+
+log = logging.getLogger(__name__)
+
+_LEADER_LOCK = 0x73636864  # "schd"
+STANDBY_RETRY_SECONDS = 30.0
+Clock = Callable[[], datetime]
+
+
+def cron(expression: str) -> BaseTrigger:
+    """A crontab line (UTC); ValueError naming what is wrong."""
+    try:
+        return CronTrigger.from_crontab(expression, timezone=UTC)
+    except ValueError as exc:
+        raise ValueError(f"not a cron schedule ({expression!r}): {exc}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScheduledJob:
+    name: str
+    trigger: BaseTrigger
+    run: Callable[[], Awaitable[None]]
+
+
+class LeaderLock:
+    """Who may schedule: on Postgres whoever holds the advisory lock on its own connection;
+    on SQLite (one process by design) always this process."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+
+    async def acquire(self) -> bool:
+        if self._engine.dialect.name != "postgresql":
+            return True
+        if self._connection is None:
+            self._connection = await self._engine.connect()
+        result = await self._connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": _LEADER_LOCK}
+        )
+        held = bool(result.scalar())
+        await self._connection.commit()  # the lock is the session's, not the transaction's
+        return held
+
+    async def release(self) -> None:
+        """Unlock explicitly: closing only returns the connection to the pool, session (and
+        lock) alive. A process that dies loses its connection, and the lock with it."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        with suppress(Exception):
+            await connection.execute(text("SELECT pg_advisory_unlock_all()"))
+            await connection.commit()
+        await connection.invalidate()  # never reuse a session that held the lock
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        engine: AsyncEngine,
+        jobs: Sequence[ScheduledJob],
+        clock: Clock = lambda: datetime.now(UTC),
+        standby_retry: float = STANDBY_RETRY_SECONDS,
+    ) -> None:
+        self._engine = engine
+        self._jobs = list(jobs)
+        self._clock = clock
+        self._standby_retry = standby_retry
+        self._lock = LeaderLock(engine)
+        self._aps: AsyncIOScheduler | None = None
+        self._waiting: asyncio.Task[None] | None = None
+        self.leader = False
+
+    async def start(self) -> None:
+        """Lead now if no one else does; otherwise wait for the leader to go, in the
+        background."""
+        if await self._lock.acquire():
+            await self._lead()
+        else:
+            log.info("another process runs the scheduled jobs; this one stands by")
+            self._waiting = asyncio.create_task(self._stand_by())
+
+    async def stop(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+            with suppress(asyncio.CancelledError):
+                await waiting
+        aps, self._aps = self._aps, None
+        if aps is not None:
+            aps.shutdown(wait=False)
+        self.leader = False
+        await self._lock.release()
+
+    async def _stand_by(self) -> None:
+        while not await self._lock.acquire():  # noqa: ASYNC110 (another process holds it)
+            await asyncio.sleep(self._standby_retry)
+        await self._lead()
+
+    async def _lead(self) -> None:
+        self.leader = True
+        await self._catch_up()
+        self._aps = AsyncIOScheduler(timezone=UTC)
+        for job in self._jobs:
+            self._aps.add_job(
+                self.run_job,
+                job.trigger,
+                args=[job],
+                id=job.name,
+                coalesce=True,  # runs missed while busy become one run
+                max_instances=1,
+                misfire_grace_time=3600,
+            )
+        self._aps.start()
+        log.info("scheduled jobs: %s", ", ".join(job.name for job in self._jobs))
+
+    async def _catch_up(self) -> None:
+        """Run once each job that should have run while no process was leading."""
+        now = self._clock()
+        for job in self._jobs:
+            last = await self._last_run(job.name)
+            if last is None:  # a new job: count from now, do not fire at once
+                await self._record(job.name, now, status="baseline")
+                continue
+            due = job.trigger.get_next_fire_time(None, last)
+            if due is not None and due <= now:
+                log.info("job %s missed its run at %s; running it once now", job.name, due)
+                await self.run_job(job)
+
+    async def run_job(self, job: ScheduledJob) -> None:
+        started = self._clock()
+        try:
+            await job.run()
+        except Exception as exc:
+            log.exception("scheduled job %s failed", job.name)
+            await self._record(job.name, started, status="error", error=str(exc)[:500])
+            return
+        await self._record(job.name, started, status="ok")
+
+    async def _last_run(self, name: str) -> datetime | None:
+        async with AsyncSession(self._engine) as session:
+            row = await session.get(JobRun, name)
+            return row.last_run_at if row is not None else None
+
+    async def _record(
+        self, name: str, at: datetime, *, status: str, error: str | None = None
+    ) -> None:
+        async with AsyncSession(self._engine) as session:
+            row = await session.get(JobRun, name)
+            if row is None:
+                row = JobRun(name=name, last_run_at=at)
+            row.last_run_at, row.status, row.error = at, status, error
+            session.add(row)
+            await session.commit()

@@ -1,0 +1,105 @@
+"""The scheduler: a missed run runs once at start; among processes sharing Postgres, exactly
+one runs the jobs, and another takes over when it goes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from assistant.scheduler import ScheduledJob, Scheduler, cron
+from assistant.store import Store, migrate
+from assistant.store.tables import JobRun
+
+NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Store]:
+    store = Store.connect(database_url)
+    await migrate.upgrade(store.engine)
+    yield store
+    await store.close()
+
+
+async def test_a_job_missed_while_down_runs_once_at_start_and_a_new_one_waits(db):
+    ran: list[str] = []
+
+    async def report() -> None:
+        ran.append("report")
+
+    async def evals() -> None:
+        ran.append("evals")
+
+    async with AsyncSession(
+        db.engine
+    ) as session:  # the report last ran three days ago: three misses
+        session.add(JobRun(name="report", last_run_at=NOW - timedelta(days=3, hours=1)))
+        await session.commit()
+    jobs = [
+        ScheduledJob(name="report", trigger=cron("0 9 * * *"), run=report),
+        ScheduledJob(name="evals", trigger=cron("0 3 * * *"), run=evals),  # never ran
+    ]
+    scheduler = Scheduler(engine=db.engine, jobs=jobs, clock=lambda: NOW)
+    await scheduler.start()
+    await scheduler.stop()
+
+    assert ran == ["report"]
+    async with AsyncSession(db.engine) as session:
+        report_row = await session.get(JobRun, "report")
+        evals_row = await session.get(JobRun, "evals")
+    assert report_row is not None and report_row.last_run_at == NOW
+    assert evals_row is not None and evals_row.status == "baseline"
+
+    again = Scheduler(engine=db.engine, jobs=jobs, clock=lambda: NOW + timedelta(minutes=5))
+    await again.start()
+    await again.stop()
+    assert ran == ["report"]  # nothing was missed since
+
+
+def test_a_malformed_schedule_is_refused_with_the_line():
+    with pytest.raises(ValueError, match="not a cron schedule"):
+        cron("every morning")
+
+
+@pytest.mark.postgres
+async def test_two_processes_on_postgres_run_a_job_once_and_the_other_takes_over(
+    database_url,
+):
+    if not database_url.startswith("postgres"):
+        pytest.skip("leadership is a Postgres advisory lock; SQLite serves one process")
+    stores = [Store.connect(database_url) for _ in range(2)]
+    await migrate.upgrade(stores[0].engine)
+    runs = {0: 0, 1: 0}
+
+    def job_for(index: int) -> ScheduledJob:
+        async def tick() -> None:
+            runs[index] += 1
+
+        return ScheduledJob(name="tick", trigger=IntervalTrigger(seconds=0.1), run=tick)
+
+    schedulers = [
+        Scheduler(engine=store.engine, jobs=[job_for(i)], standby_retry=0.1)
+        for i, store in enumerate(stores)
+    ]
+    try:
+        for scheduler in schedulers:
+            await scheduler.start()
+        await asyncio.sleep(0.8)
+        assert [s.leader for s in schedulers] == [True, False]
+        assert runs[0] > 0 and runs[1] == 0
+
+        await schedulers[0].stop()  # the leader goes; its lock goes with its connection
+        before = runs[0]
+        await asyncio.sleep(0.8)
+        assert schedulers[1].leader and runs[1] > 0
+        assert runs[0] == before
+    finally:
+        for scheduler in schedulers:
+            await scheduler.stop()
+        for store in stores:
+            await store.close()
