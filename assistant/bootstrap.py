@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from assistant.builtin_tools import builtin_registry
 from assistant.commands import AdminCommands
 from assistant.config import Settings
 from assistant.engine import Assistant, EngineConfig
+from assistant.eval_runner import EvalRunner
 from assistant.evals import EvalSuite, load_suites
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.pricing import PriceTable
 from assistant.prompts import PromptCatalog, load_prompts_dir
+from assistant.reports import Period, build_report, report_text
 from assistant.store import Store, migrate
 from assistant.tools import ToolRegistry
 
@@ -28,6 +31,40 @@ class Runtime:
     async def close(self) -> None:
         await self.model.close()
         await self.store.close()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChatDuties:
+    """`report` and `eval run` as admin commands in chat: the same work as the schedule."""
+
+    store: Store
+    assistant: Assistant
+    model: OpenAIChatModel
+    tools: ToolRegistry
+    suites: dict[str, EvalSuite]
+    settings: Settings
+
+    async def report(self, spec: str) -> str:
+        period = Period.last(spec, now=datetime.now(UTC))
+        budget = self.settings.daily_budget_usd
+        return report_text(await build_report(self.store, period, daily_budget_usd=budget))
+
+    async def evaluate(self, name: str | None, version: int | None) -> str:
+        if name is not None and name not in self.suites:
+            return f"No eval suite for {name}: add prompts/{name}/evals.yaml."
+        runner = EvalRunner(
+            assistant=self.assistant,
+            store=self.store,
+            model=self.model,
+            tools=self.tools,
+            judge_model=self.settings.assistant_model,
+        )
+        lines = []
+        for prompt in [name] if name is not None else sorted(self.suites):
+            chosen = version if version is not None else await runner.version_in_use(prompt)
+            outcome = await runner.run_and_compare(self.suites[prompt], chosen, trigger="chat")
+            lines.append(outcome.summary())
+        return "\n".join(lines) or "No prompt has an eval suite yet."
 
 
 async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Runtime:
@@ -69,12 +106,17 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
     except BaseException:
         await store.close()
         raise
+    chat_duties = ChatDuties(
+        store=store, assistant=assistant, model=model, tools=tools, suites=suites, settings=settings
+    )
     commands = AdminCommands(
         prompts=store.prompts,
         versions=assistant.versions,
         admins=settings.admin_users,
         evals=store.evals,
         suites=suites,
+        reporter=chat_duties.report,
+        evaluator=chat_duties.evaluate,
     )
     return Runtime(
         store=store,

@@ -7,6 +7,8 @@ import getpass
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
@@ -17,7 +19,9 @@ from assistant.commands import CommandContext
 from assistant.config import ConfigError, Settings, load_settings
 from assistant.eval_cli import eval_plan, run_plan
 from assistant.eval_runner import EvalRunner
+from assistant.feedback import candidate_cases, finetune_lines
 from assistant.prompts import PromptFileError
+from assistant.reports import Period, build_report, chart_png, report_text
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
 from assistant.turns import Actor, ConversationRef
@@ -29,6 +33,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
 app.add_typer(db_app, name="db")
 eval_app = typer.Typer(no_args_is_help=True, help="Prompt evals: run suites, compare versions.")
 app.add_typer(eval_app, name="eval")
+export_app = typer.Typer(no_args_is_help=True, help="Data out: fine-tuning examples.")
+app.add_typer(export_app, name="export")
 
 NO_MODEL = (
     "No language model is configured. Set OPENAI_API_KEY (environment or .env) to use OpenAI,\n"
@@ -192,6 +198,77 @@ def eval_run(
         return 1 if any(o.regressed or o.below_threshold for o in outcomes) else 0
 
     raise typer.Exit(_run(main))
+
+
+@eval_app.command("from-feedback")
+def eval_from_feedback(
+    name: Annotated[str, typer.Argument(help="The prompt whose 👎 answers to turn into cases.")],
+) -> None:
+    """Print candidate eval cases (YAML) made from answers users rated 👎."""
+    settings = _settings()
+
+    async def main() -> str:
+        return await _with_store(settings, lambda store: candidate_cases(store, name))
+
+    typer.echo(_run(main), nl=False)
+
+
+@export_app.command("finetune")
+def export_finetune(
+    output: Annotated[Path, typer.Option(help="Where to write the JSONL.")] = Path(
+        "finetune.jsonl"
+    ),
+) -> None:
+    """Write conversations whose answers users rated 👍 as chat fine-tuning JSONL."""
+    settings = _settings()
+
+    async def write(store: Store) -> int:
+        count = 0
+        with output.open("w", encoding="utf-8") as sink:
+            async for line in finetune_lines(store):
+                sink.write(line + "\n")
+                count += 1
+        return count
+
+    async def main() -> int:
+        return await _with_store(settings, write)
+
+    typer.echo(f"wrote {_run(main)} examples to {output}")
+
+
+@app.command()
+def report(
+    period: Annotated[str, typer.Argument(help="24h, 7d or 30d.")] = "24h",
+    chart: Annotated[
+        Path | None, typer.Option(help="Also write the chart (PNG) to this file.")
+    ] = None,
+) -> None:
+    """Print what the assistant cost, how fast and how good it was over a period."""
+    settings = _settings()
+
+    async def build(store: Store) -> str:
+        found = await build_report(
+            store,
+            Period.last(period, now=datetime.now(UTC)),
+            daily_budget_usd=settings.daily_budget_usd,
+        )
+        if chart is not None:
+            chart.write_bytes(chart_png(found))
+        return report_text(found)
+
+    async def main() -> str:
+        return await _with_store(settings, build)
+
+    typer.echo(_run(main))
+
+
+async def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
+    store = Store.connect(settings.database_url)
+    try:
+        await migrate.upgrade(store.engine)
+        return await work(store)
+    finally:
+        await store.close()
 
 
 @db_app.command("upgrade")

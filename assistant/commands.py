@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import shlex
-from collections.abc import Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import get_args
 
@@ -31,6 +31,8 @@ Usage:
   prompt rollback NAME [--scope global|workspace|channel] [--target PLACE]
   prompt ab NAME V1=WEIGHT V2=WEIGHT [...] [--scope ...] [--target PLACE]
   prompt history NAME
+  eval run [NAME [VERSION]]
+  report [24h|7d|30d]
 The scope defaults to this channel (global from the shell). PLACE is platform/workspace[/channel],
 e.g. slack/T0123/C0456."""
 
@@ -89,10 +91,30 @@ class PromptHistory:
     name: str
 
 
+@dataclass(frozen=True, kw_only=True)
+class RunEvals:
+    name: str | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowReport:
+    period: str = "24h"
+
+
 Command = (
-    ListPrompts | ShowPrompt | DiffPrompt | UsePrompt | RollbackPrompt | SplitPrompt | PromptHistory
+    ListPrompts
+    | ShowPrompt
+    | DiffPrompt
+    | UsePrompt
+    | RollbackPrompt
+    | SplitPrompt
+    | PromptHistory
+    | RunEvals
+    | ShowReport
 )
-CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt)
+CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt, RunEvals)  # an eval run costs money too
+_PERIODS = ("24h", "7d", "30d")
 
 
 def parse(text: str) -> Command:
@@ -103,14 +125,32 @@ def parse(text: str) -> Command:
         raise UsageError(f"cannot read the command ({exc})") from None
     if words and words[0].lstrip("/") == "assistant":
         words = words[1:]
+    if words and words[0] == "report":
+        return _parse_report(words[1:])
+    if words[:2] == ["eval", "run"]:
+        return _parse_eval(words[2:])
     if len(words) < 2 or words[0] != "prompt":
-        raise UsageError("commands start with 'prompt' and an action")
+        raise UsageError("commands start with 'prompt' and an action, 'eval run' or 'report'")
     action, args = words[1], words[2:]
     positional, options = _split_options(args)
     parser = _PARSERS.get(action)
     if parser is None:
         raise UsageError(f"unknown action {action!r}")
     return parser(positional, options)
+
+
+def _parse_report(args: list[str]) -> ShowReport:
+    if len(args) > 1 or (args and args[0] not in _PERIODS):
+        raise UsageError(f"'report' takes one of {', '.join(_PERIODS)}")
+    return ShowReport(period=args[0] if args else "24h")
+
+
+def _parse_eval(args: list[str]) -> RunEvals:
+    if len(args) > 2:
+        raise UsageError("'eval run' takes at most a prompt name and a version")
+    return RunEvals(
+        name=args[0] if args else None, version=_version(args[1]) if len(args) > 1 else None
+    )
 
 
 def _split_options(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
@@ -269,12 +309,16 @@ class AdminCommands:
         admins: Sequence[str],
         evals: EvalStore | None = None,
         suites: Collection[str] = (),
+        reporter: Callable[[str], Awaitable[str]] | None = None,
+        evaluator: Callable[[str | None, int | None], Awaitable[str]] | None = None,
     ) -> None:
         self._prompts = prompts
         self._versions = versions
         self._admins = frozenset(admins)
         self._evals = evals
         self._suites = frozenset(suites)  # prompts with an eval suite: their switches are gated
+        self._reporter = reporter  # period ("24h") -> the report as text
+        self._evaluator = evaluator  # (name, version) -> the runs' summary
 
     async def run(self, text: str, context: CommandContext) -> CommandResult:
         try:
@@ -284,8 +328,9 @@ class AdminCommands:
         if isinstance(command, CHANGES) and not self._may_change(context):
             return CommandResult(
                 ok=False,
-                text=f"Only admins may change prompts ({context.actor.qualified_id} is not in "
-                "ADMIN_USERS). Reading commands (list, show, diff, history) are open to everyone.",
+                text=f"Only admins may change prompts or run evals ({context.actor.qualified_id} "
+                "is not in ADMIN_USERS). Reading commands (list, show, diff, history, report) are "
+                "open to everyone.",
             )
         try:
             return CommandResult(ok=True, text=await self._execute(command, context))
@@ -308,6 +353,14 @@ class AdminCommands:
             return await self._rollback(command, context)
         if isinstance(command, SplitPrompt):
             return await self._split(command, context)
+        if isinstance(command, ShowReport):
+            if self._reporter is None:
+                raise CommandError("Reports are not available here.")
+            return await self._reporter(command.period)
+        if isinstance(command, RunEvals):
+            if self._evaluator is None:
+                raise CommandError("Evals cannot be run from here.")
+            return await self._evaluator(command.name, command.version)
         return await self._history(command)
 
     async def _known_versions(self, name: str) -> list[int]:

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from assistant.scheduler import cron
 from assistant.store.database import async_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/assistant.db"
@@ -79,6 +80,12 @@ class Settings(BaseSettings):
     @classmethod
     def _check_platform_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _platform_ids(value)
+
+    @field_validator("eval_cron", "report_cron")
+    @classmethod
+    def _check_cron(cls, value: str) -> str:
+        cron(value)  # raises ValueError quoting the line
+        return value
 
     @field_validator("database_url")
     @classmethod

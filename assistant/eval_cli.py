@@ -10,11 +10,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from assistant.bindings import Scope
 from assistant.bootstrap import Runtime
 from assistant.eval_runner import EvalRunner, RunOutcome
 from assistant.evals import EvalSuite
-from assistant.store.tables import EvalResult, EvalRun
+from assistant.store.tables import EvalResult
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,7 +56,6 @@ async def run_plan(
 async def _run_one(
     runner: EvalRunner, runtime: Runtime, planned: PlannedRun, console: Console
 ) -> RunOutcome:
-    compared = await _baseline(runtime, planned)
     with Progress(
         TextColumn(f"{planned.suite.prompt}@{planned.version}"),
         BarColumn(),
@@ -71,27 +69,12 @@ async def _run_one(
         def advance(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        run = await runner.run(planned.suite, planned.version, progress=advance)
-    assert run.id is not None
-    outcome = RunOutcome(
-        run=run, results=await runtime.store.evals.results(run.id), compared=compared
-    )
+        outcome = await runner.run_and_compare(
+            planned.suite, planned.version, compare=planned.compare, progress=advance
+        )
     console.print(result_table(outcome))
-    console.print(summary_line(outcome), highlight=False, markup=False)
+    console.print(outcome.summary(), highlight=False, markup=False)
     return outcome
-
-
-async def _baseline(runtime: Runtime, planned: PlannedRun) -> EvalRun | None:
-    """The run to beat: the compared version's latest; by default the latest run of the
-    version in use (bound globally, else the latest), which for the version in use itself
-    is its previous run: drift."""
-    prompt = planned.suite.prompt
-    compare = planned.compare
-    if compare is None:
-        bound = await runtime.store.prompts.binding(Scope(kind="global"))
-        in_use = bound.version if bound is not None and bound.prompt == prompt else None
-        compare = in_use or runtime.assistant.versions.catalog.latest(prompt).version.version
-    return await runtime.store.evals.latest_run(prompt, compare)
 
 
 def result_table(outcome: RunOutcome) -> Table:
@@ -111,29 +94,3 @@ def _row(result: EvalResult) -> tuple[str, ...]:
     mark = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
     why = escape(result.failures.replace("\n", "; "))
     return result.kind, escape(case), mark, why, cost, latency
-
-
-def summary_line(outcome: RunOutcome) -> str:
-    run = outcome.run
-    parts = [f"pass rate {run.pass_rate:.0%} ({run.passed}/{run.cases} cases)"]
-    parts.append(f"threshold {run.threshold:.0%}")
-    if run.consistency is not None:
-        parts.append(f"consistency {run.consistency:.0%}")
-    if run.self_check_rate is not None:
-        parts.append(f"few-shot self-check {run.self_check_rate:.0%}")
-    if run.tool_cases:
-        parts.append(f"tools {run.tool_passed}/{run.tool_cases}")
-    parts.append(f"cost ${run.cost_usd:.4f}" if run.cost_usd is not None else "cost unpriced")
-    if outcome.compared is not None:
-        before = outcome.compared
-        parts.append(
-            f"vs {before.prompt_name}@{before.version} run #{before.id}: {before.pass_rate:.0%}"
-        )
-    verdict = (
-        "REGRESSION"
-        if outcome.regressed
-        else "BELOW THRESHOLD"
-        if outcome.below_threshold
-        else "ok"
-    )
-    return f"{verdict}: " + ", ".join(parts)

@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from typing import Any
 
 from assistant import evals
+from assistant.bindings import Scope
 from assistant.engine import Assistant
 from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
 from assistant.prompts import PromptFile
@@ -59,6 +61,28 @@ class RunOutcome:
     def below_threshold(self) -> bool:
         return self.run.pass_rate < self.run.threshold
 
+    def summary(self) -> str:
+        """One line: the verdict, then the figures, then what it was compared with."""
+        run = self.run
+        parts = [f"pass rate {run.pass_rate:.0%} ({run.passed}/{run.cases} cases)"]
+        parts.append(f"threshold {run.threshold:.0%}")
+        if run.consistency is not None:
+            parts.append(f"consistency {run.consistency:.0%}")
+        if run.self_check_rate is not None:
+            parts.append(f"few-shot self-check {run.self_check_rate:.0%}")
+        if run.tool_cases:
+            parts.append(f"tools {run.tool_passed}/{run.tool_cases}")
+        parts.append(f"cost ${run.cost_usd:.4f}" if run.cost_usd is not None else "cost unpriced")
+        if self.compared is not None:
+            before = self.compared
+            parts.append(
+                f"vs {before.prompt_name}@{before.version} run #{before.id}: {before.pass_rate:.0%}"
+            )
+        verdict = (
+            "REGRESSION" if self.regressed else "BELOW THRESHOLD" if self.below_threshold else "ok"
+        )
+        return f"{run.prompt_name}@{run.version} {verdict}: " + ", ".join(parts)
+
 
 @dataclass(kw_only=True)
 class _Tally:
@@ -86,6 +110,29 @@ class EvalRunner:
         self._judge_model = judge_model
         self._limit = asyncio.Semaphore(concurrency)
         self._tool_timeout = tool_timeout
+
+    async def version_in_use(self, name: str) -> int:
+        """The version answering where nothing else is bound: bound globally, else latest."""
+        bound = await self._store.prompts.binding(Scope(kind="global"))
+        if bound is not None and bound.prompt == name and bound.version is not None:
+            return bound.version
+        return self._assistant.versions.catalog.latest(name).version.version
+
+    async def baseline(self, name: str, compare: int | None = None) -> EvalRun | None:
+        """The run to beat: the compared version's latest; by default the latest run of the
+        version in use, which for the version in use itself is its previous run: drift."""
+        version = compare if compare is not None else await self.version_in_use(name)
+        return await self._store.evals.latest_run(name, version)
+
+    async def run_and_compare(
+        self, suite: evals.EvalSuite, version: int, *, compare: int | None = None, **options: Any
+    ) -> RunOutcome:
+        compared = await self.baseline(suite.prompt, compare)
+        run = await self.run(suite, version, **options)
+        assert run.id is not None
+        return RunOutcome(
+            run=run, results=await self._store.evals.results(run.id), compared=compared
+        )
 
     async def run(
         self,

@@ -45,7 +45,7 @@ def cron(expression: str) -> BaseTrigger:
 class ScheduledJob:
     name: str
     trigger: BaseTrigger
-    run: Callable[[], Awaitable[None]]
+    run: Callable[[], Awaitable[object]]
 
 
 class LeaderLock:

@@ -10,6 +10,7 @@ answered twice.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import re
 import shlex
@@ -25,6 +26,8 @@ from discord import app_commands
 from assistant.commands import AdminCommands, CommandContext
 from assistant.config import ConfigError
 from assistant.engine import Assistant
+from assistant.notify import Notice
+from assistant.reports import discord_embed
 from assistant.turns import Actor, ConversationRef, Inbound
 from bots.discord_reply import ALLOWED_MENTIONS, MESSAGE_LIMIT, ChannelGate, DiscordReply
 from bots.render import split_message
@@ -292,6 +295,25 @@ class DiscordAdapter:
         view.add_item(self._feedback(1, message_id))
         view.add_item(self._feedback(-1, message_id))
         return view
+
+    # ---- notices (reports and alerts)
+
+    async def post_notice(self, channel_id: int, notice: Notice) -> None:
+        """A report as an embed with its chart attached; an alert as a message."""
+        channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise ValueError(f"Discord channel {channel_id} takes no messages")
+        if notice.report is None:
+            for piece in split_message(notice.text, MESSAGE_LIMIT):
+                await channel.send(piece, allowed_mentions=ALLOWED_MENTIONS)
+            return
+        embed = discord.Embed.from_dict(discord_embed(notice.report))
+        if notice.image_png is None:
+            await channel.send(embed=embed, allowed_mentions=ALLOWED_MENTIONS)
+            return
+        embed.set_image(url=f"attachment://{notice.image_name}")
+        image = discord.File(io.BytesIO(notice.image_png), filename=notice.image_name)
+        await channel.send(embed=embed, file=image, allowed_mentions=ALLOWED_MENTIONS)
 
     # ---- admin commands
 

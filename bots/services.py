@@ -10,7 +10,10 @@ from typing import Any
 
 from assistant.bootstrap import Runtime
 from assistant.config import ConfigError, Settings
+from assistant.duties import Duties, DutySettings
+from assistant.scheduler import Scheduler
 from bots.discord_app import DiscordAdapter, point_at
+from bots.notifier import ChannelNotifier
 from bots.slack_app import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
         if settings.discord_token:
             discord = await start_discord(settings, runtime)
             running.append(discord)
+        scheduler = schedule_duties(settings, runtime, running)
+        await scheduler.start()
         log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
         watched: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
         if discord is not None and discord.connection is not None:
@@ -61,6 +66,7 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
         if discord is not None:
             discord.raise_if_failed()
         log.info("stopping")
+        await scheduler.stop()
     finally:
         await asyncio.gather(*(adapter.close() for adapter in running))
 
@@ -106,3 +112,25 @@ async def start_discord(settings: Settings, runtime: Runtime) -> DiscordAdapter:
         await adapter.close()
         raise
     return adapter
+
+
+def schedule_duties(
+    settings: Settings, runtime: Runtime, running: list[SlackAdapter | DiscordAdapter]
+) -> Scheduler:
+    """Evals, reports and alerts on their schedules, posted through the running adapters."""
+    notifier = ChannelNotifier(
+        slack=next((a for a in running if isinstance(a, SlackAdapter)), None),
+        discord=next((a for a in running if isinstance(a, DiscordAdapter)), None),
+    )
+    duties = Duties(
+        runtime=runtime,
+        notifier=notifier,
+        settings=DutySettings(
+            channels=settings.report_channels,
+            eval_cron=settings.eval_cron,
+            report_cron=settings.report_cron,
+            daily_budget_usd=settings.daily_budget_usd,
+            judge_model=settings.assistant_model,
+        ),
+    )
+    return Scheduler(engine=runtime.store.engine, jobs=duties.jobs())

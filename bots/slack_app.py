@@ -27,6 +27,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from assistant.commands import AdminCommands, CommandContext
 from assistant.engine import Assistant
+from assistant.notify import Notice
+from assistant.reports import slack_blocks
 from assistant.turns import Actor, ConversationRef, Inbound
 from bots.render import from_mrkdwn, to_mrkdwn
 from bots.slack_reply import FEEDBACK_DOWN, FEEDBACK_UP, Place, SlackReply, slack_error
@@ -220,6 +222,25 @@ class SlackAdapter:
                 self._names.clear()
             self._names[user] = str(name or user)
         return self._names[user]
+
+    # ---- notices (reports and alerts)
+
+    async def post_notice(self, channel: str, notice: Notice) -> None:
+        """A report as blocks with its chart as a file; an alert as a message."""
+        blocks = slack_blocks(notice.report) if notice.report is not None else None
+        await self.client.chat_postMessage(
+            channel=channel,
+            text=notice.title if blocks else to_mrkdwn(notice.text),
+            blocks=blocks,
+            unfurl_links=False,
+        )
+        if notice.image_png is not None:
+            await self.client.files_upload_v2(
+                channel=channel,
+                file=notice.image_png,
+                filename=notice.image_name,
+                title=notice.title,
+            )
 
     # ---- admin commands and feedback
 

@@ -11,7 +11,9 @@ from assistant.commands import (
     DiffPrompt,
     ListPrompts,
     RollbackPrompt,
+    RunEvals,
     ShowPrompt,
+    ShowReport,
     SplitPrompt,
     UsageError,
     UsePrompt,
@@ -139,3 +141,26 @@ def test_malformed_commands_say_what_is_wrong(text, says):
 def test_usage_lists_every_action():
     for action in ("list", "show", "diff", "use", "rollback", "ab", "history"):
         assert f"prompt {action}" in USAGE
+
+
+@pytest.mark.parametrize(
+    ("text", "command"),
+    [
+        ("report", ShowReport(period="24h")),
+        ("/assistant report 7d", ShowReport(period="7d")),
+        ("eval run", RunEvals()),
+        ("eval run helpdesk", RunEvals(name="helpdesk")),
+        ("eval run helpdesk 3", RunEvals(name="helpdesk", version=3)),
+    ],
+)
+def test_reports_and_eval_runs_are_in_the_grammar(text, command):
+    assert parse(text) == command
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [("report 1y", "one of 24h, 7d, 30d"), ("eval run a 1 2", "at most a prompt name")],
+)
+def test_malformed_report_and_eval_commands_say_what_is_wrong(text, says):
+    with pytest.raises(UsageError, match=says):
+        parse(text)

@@ -27,6 +27,7 @@ from assistant.store.tables import (
     LlmCall,
     Message,
     ProcessedEvent,
+    PromptVersionRow,
     utcnow,
 )
 from assistant.turns import ConversationRef
@@ -296,6 +297,39 @@ class Store:
                 except IntegrityError:
                     await session.rollback()
             return False
+
+    async def rated_answers(
+        self, *, liked: bool, prompt_name: str | None = None
+    ) -> list[tuple[Message, PromptVersionRow | None]]:
+        """Answers whose votes lean one way (more 👍 than 👎, or the reverse), with the
+        version that gave them; oldest first."""
+        net = func.sum(Feedback.vote)
+        statement = (
+            select(Message, PromptVersionRow)
+            .join(Feedback, col(Feedback.message_id) == col(Message.id))
+            .outerjoin(PromptVersionRow, col(PromptVersionRow.id) == col(Message.prompt_version_id))
+            .group_by(col(Message.id), col(PromptVersionRow.id))
+            .having(net > 0 if liked else net < 0)
+            .order_by(col(Message.id))
+        )
+        if prompt_name is not None:
+            statement = statement.where(PromptVersionRow.name == prompt_name)
+        async with self._sessions() as session:
+            return [(message, version) for message, version in (await session.exec(statement))]
+
+    async def messages_before(self, message: Message) -> list[Message]:
+        """The complete messages of a conversation up to (not including) `message`."""
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(Message)
+                .where(
+                    Message.conversation_id == message.conversation_id,
+                    col(Message.id) < message.id,
+                    Message.status == "ok",
+                )
+                .order_by(col(Message.id))
+            )
+            return list(result.all())
 
     async def feedback(self, message_id: int) -> list[Feedback]:
         async with self._sessions() as session:

@@ -268,6 +268,7 @@ class FakeDiscord:
         self.interaction_responses: list[dict[str, Any]] = []
         self.commands: dict[str | None, list[dict[str, Any]]] = {}
         self.typing: list[str] = []
+        self.uploads: dict[str, bytes] = {}  # attachment id -> the bytes the bot uploaded
         self.reactions: list[tuple[str, str, str, str]] = []  # (op, channel, message, emoji)
         self.threads: dict[str, dict[str, Any]] = {}  # threads the bot created
         self.users: dict[str, str] = {OWNER_ID: "alice"}
@@ -1414,6 +1415,7 @@ class FakeDiscord:
         made = []
         for index, upload in enumerate(files):
             attachment_id = self.snowflake()
+            self.uploads[attachment_id] = upload.get("data", b"")
             url = f"{self.base}/attachments/{attachment_id}/{upload['filename']}"
             made.append(
                 {

@@ -67,6 +67,7 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.messages: dict[str, SlackMessage] = {}
         self.responses: list[dict[str, Any]] = []  # what was posted to response_urls
+        self.files: dict[str, dict[str, Any]] = {}  # uploads: id -> {bytes, name, channel, ...}
         self.names = names or {}
         self.streams_die_after: int | None = None  # appends, after which streams stop
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
@@ -86,6 +87,7 @@ class FakeSlack:
         app.router.add_post("/respond/{id}", self._respond)
         app.router.add_get("/_fake/calls", self._recorded)
         app.router.add_get("/socket", self._socket)
+        app.router.add_post("/upload/{file_id}", self._upload)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -154,6 +156,22 @@ class FakeSlack:
 
     def _auth_test(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "team_id": TEAM, "user_id": BOT_USER, "bot_id": "B0BOT", "team": "T"}
+
+    def _files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        file_id = f"F{next(self._clock):06d}"
+        self.files[file_id] = {"name": params.get("filename"), "bytes": b"", "channel": None}
+        return {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        self.files[request.match_info["file_id"]]["bytes"] = await request.read()
+        return web.Response(text="OK - 200")
+
+    def _files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        files = params.get("files")
+        shared = json.loads(files) if isinstance(files, str) else files or []
+        for item in shared:
+            self.files[item["id"]].update(channel=params.get("channel_id"), title=item.get("title"))
+        return {"ok": True, "files": [{"id": item["id"]} for item in shared]}
 
     def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket"}

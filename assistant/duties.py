@@ -1,0 +1,163 @@
+"""The scheduled duties: run the evals, post the report, watch for alerts.
+
+Each alert is claimed once in the store under a key naming its condition (a run that drifted,
+a budget level on a day, an error spike in an hour), so it is posted once however often the
+check runs and whichever replica leads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from assistant.bootstrap import Runtime
+from assistant.eval_runner import EvalRunner
+from assistant.notify import Notice, Notifier
+from assistant.reports import Period, build_report, chart_png, report_text
+from assistant.scheduler import ScheduledJob, cron
+from assistant.store.tables import EvalRun
+
+log = logging.getLogger(__name__)
+
+DRIFT_POINTS = 0.10  # a version's pass rate falling this much since its previous run
+SPIKE_WINDOW = timedelta(minutes=15)
+SPIKE_MIN_CALLS = 10
+SPIKE_RATE = 0.25
+BUDGET_LEVELS = (0.8, 1.0)
+_ALERT_MEMORY = timedelta(days=30)
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DutySettings:
+    channels: Sequence[str]
+    eval_cron: str
+    report_cron: str
+    daily_budget_usd: float | None
+    judge_model: str
+    alert_cron: str = "*/5 * * * *"
+
+
+class Duties:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        notifier: Notifier,
+        settings: DutySettings,
+        clock: Clock = lambda: datetime.now(UTC),
+    ) -> None:
+        self._runtime = runtime
+        self._notifier = notifier
+        self._settings = settings
+        self._clock = clock
+
+    def jobs(self) -> list[ScheduledJob]:
+        return [
+            ScheduledJob(name="evals", trigger=cron(self._settings.eval_cron), run=self.run_evals),
+            ScheduledJob(
+                name="report", trigger=cron(self._settings.report_cron), run=self.post_report
+            ),
+            ScheduledJob(
+                name="alerts", trigger=cron(self._settings.alert_cron), run=self.check_alerts
+            ),
+        ]
+
+    # ---- evals and drift
+
+    async def run_evals(self) -> list[EvalRun]:
+        """Every suite at the version in use; a drop since its previous run is an alert."""
+        runtime = self._runtime
+        runner = EvalRunner(
+            assistant=runtime.assistant,
+            store=runtime.store,
+            model=runtime.model,
+            tools=runtime.tools,
+            judge_model=self._settings.judge_model,
+        )
+        runs = []
+        for name in sorted(runtime.suites):
+            version = await runner.version_in_use(name)
+            outcome = await runner.run_and_compare(
+                runtime.suites[name], version, trigger="schedule"
+            )
+            runs.append(outcome.run)
+            previous, run = outcome.compared, outcome.run
+            if previous is not None and previous.pass_rate - run.pass_rate >= DRIFT_POINTS:
+                await self._alert(f"drift:{run.id}", _drift_notice(previous, run))
+        return runs
+
+    # ---- the report
+
+    async def post_report(self, spec: str = "24h") -> None:
+        period = Period.last(spec, now=self._clock())
+        report = await build_report(
+            self._runtime.store, period, daily_budget_usd=self._settings.daily_budget_usd
+        )
+        notice = Notice(
+            title=f"Assistant report, {period.describe()}",
+            text=report_text(report),
+            report=report,
+            image_png=chart_png(report),
+        )
+        for channel in self._settings.channels:
+            await self._post(channel, notice)
+
+    # ---- alerts
+
+    async def check_alerts(self) -> None:
+        await self._check_budget()
+        await self._check_errors()
+
+    async def _check_budget(self) -> None:
+        budget = self._settings.daily_budget_usd
+        if not budget:
+            return
+        now = self._clock()
+        today = Period(start=now.replace(hour=0, minute=0, second=0, microsecond=0), end=now)
+        spent = (await build_report(self._runtime.store, today)).cost_usd
+        for level in BUDGET_LEVELS:
+            if spent >= budget * level:
+                text = (
+                    f"⚠️ Daily budget: ${spent:.2f} spent today, {spent / budget:.0%} of "
+                    f"${budget:.2f} (DAILY_BUDGET_USD)."
+                )
+                key = f"budget:{today.start.date().isoformat()}:{level:g}"
+                await self._alert(key, Notice(title="Budget", text=text))
+
+    async def _check_errors(self) -> None:
+        now = self._clock()
+        report = await build_report(self._runtime.store, Period(start=now - SPIKE_WINDOW, end=now))
+        if report.calls < SPIKE_MIN_CALLS or report.error_rate < SPIKE_RATE:
+            return
+        text = (
+            f"⚠️ Error spike: {report.errors} of {report.calls} model calls failed in the last "
+            f"{SPIKE_WINDOW.seconds // 60} minutes ({report.error_rate:.0%})."
+        )
+        await self._alert(f"errors:{now:%Y-%m-%dT%H}", Notice(title="Errors", text=text))
+
+    async def _alert(self, key: str, notice: Notice) -> None:
+        """Post once per condition: the key is claimed before anything is posted."""
+        if not await self._runtime.store.claim_event([f"alert:{key}"], keep=_ALERT_MEMORY):
+            return
+        log.warning("alert: %s", notice.text)
+        for channel in self._settings.channels:
+            await self._post(channel, notice)
+
+    async def _post(self, channel: str, notice: Notice) -> None:
+        try:
+            await self._notifier.post(channel, notice)
+        except Exception:
+            log.exception("could not post %r to %s", notice.title, channel)
+
+
+def _drift_notice(previous: EvalRun, run: EvalRun) -> Notice:
+    label = f"{run.prompt_name}@{run.version}"
+    text = (
+        f"⚠️ Drift: {label} on {run.model} passed {run.pass_rate:.0%} of its evals (run "
+        f"#{run.id}), down from {previous.pass_rate:.0%} (run #{previous.id}). The prompt did "
+        "not change: the model's behaviour did."
+    )
+    return Notice(title=f"Drift in {label}", text=text)

@@ -1,0 +1,278 @@
+"""The report's SQL: a period's calls, messages, votes and eval runs, aggregated in the database
+where that is easy, in statements SQLite and Postgres both run."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Row, and_, case, func, literal_column, or_, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Mapped
+from sqlalchemy.sql import Executable
+from sqlmodel import col
+
+from assistant.store.tables import (
+    Conversation,
+    EvalRun,
+    Feedback,
+    LlmCall,
+    Message,
+    PromptVersionRow,
+)
+
+EVAL_PLATFORM = "eval"  # the eval runner's conversations: not production traffic
+_EVAL_RUNS_PER_VERSION = 2  # the latest, and the one before it to compare with
+AnyRow = Row[*tuple[Any, ...]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallTotals:
+    """The calls of one UTC day, model, prompt version and platform."""
+
+    day: date
+    model: str
+    prompt_version_id: int | None
+    platform: str | None  # None: a call made outside any conversation
+    calls: int
+    errors: int
+    unpriced: int  # no cost although the call was billed (it did not fail)
+    cost_usd: float  # priced calls only
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+
+    @property
+    def is_eval(self) -> bool:
+        return self.platform == EVAL_PLATFORM
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplyTiming:
+    """One answered reply call's latency, for percentiles computed in Python."""
+
+    created_at: datetime
+    ttft_ms: float | None
+    total_ms: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageCounts:
+    conversations: int
+    messages: int  # user and assistant
+    replies_by_version: dict[int | None, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Votes:
+    up: int
+    down: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalPoint:
+    """What one eval run measured."""
+
+    pass_rate: float
+    consistency: float | None
+
+
+class ReportQueries:
+    """Read-only aggregates over [start, end) of production traffic (eval calls apart)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def call_totals(self, start: datetime, end: datetime) -> list[CallTotals]:
+        """Every call in the period (eval ones too, told apart by `platform`), grouped."""
+        day = self._utc_day(col(LlmCall.created_at))
+        cost, status = col(LlmCall.cost_usd), col(LlmCall.status)
+        # Group by the raw platform, not by an "is eval" test: a bound parameter in GROUP BY
+        # is a different expression to Postgres than the same one in the SELECT list.
+        statement = (
+            select(
+                day.label("day"),
+                col(LlmCall.model),
+                col(LlmCall.prompt_version_id),
+                col(Conversation.platform),
+                func.count().label("calls"),
+                _count_where(status == "error").label("errors"),
+                _count_where(and_(cost.is_(None), status != "error")).label("unpriced"),
+                func.sum(cost).label("cost_usd"),
+                func.sum(col(LlmCall.prompt_tokens)).label("prompt_tokens"),
+                func.sum(col(LlmCall.completion_tokens)).label("completion_tokens"),
+                func.sum(col(LlmCall.cached_tokens)).label("cached_tokens"),
+            )
+            .select_from(LlmCall)
+            .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
+            .where(_within(col(LlmCall.created_at), start, end))
+            .group_by(
+                day, col(LlmCall.model), col(LlmCall.prompt_version_id), col(Conversation.platform)
+            )
+        )
+        return [_call_totals(row) for row in await self._rows(statement)]
+
+    async def priced_cost(self, start: datetime, end: datetime) -> float:
+        """Production spend in the period, priced calls only."""
+        statement = (
+            select(func.sum(col(LlmCall.cost_usd)))
+            .select_from(LlmCall)
+            .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
+            .where(_within(col(LlmCall.created_at), start, end), _production_call())
+        )
+        [row] = await self._rows(statement)
+        return float(row[0] or 0.0)
+
+    async def reply_timings(self, start: datetime, end: datetime) -> list[ReplyTiming]:
+        """Production reply calls that reached the model and answered: what latency means."""
+        statement = (
+            select(col(LlmCall.created_at), col(LlmCall.ttft_ms), col(LlmCall.total_ms))
+            .select_from(LlmCall)
+            .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
+            .where(
+                _within(col(LlmCall.created_at), start, end),
+                _production_call(),
+                col(LlmCall.purpose) == "reply",
+                col(LlmCall.status) == "ok",
+                col(LlmCall.cache_hit).is_(False),
+            )
+        )
+        return [
+            ReplyTiming(created_at=row[0], ttft_ms=row[1], total_ms=row[2])
+            for row in await self._rows(statement)
+        ]
+
+    async def message_counts(self, start: datetime, end: datetime) -> MessageCounts:
+        where = (
+            _within(col(Message.created_at), start, end),
+            col(Message.role).in_(("user", "assistant")),
+            col(Conversation.platform) != EVAL_PLATFORM,
+        )
+        joined = (
+            select()
+            .select_from(Message)
+            .join(Conversation, col(Message.conversation_id) == col(Conversation.id))
+        )
+        by_role = joined.add_columns(
+            col(Message.role), col(Message.prompt_version_id), func.count()
+        ).where(*where)
+        by_role = by_role.group_by(col(Message.role), col(Message.prompt_version_id))
+        distinct = joined.add_columns(func.count(col(Message.conversation_id).distinct()))
+        rows = await self._rows(by_role)
+        [conversations] = await self._rows(distinct.where(*where))
+        return MessageCounts(
+            conversations=int(conversations[0]),
+            messages=sum(int(row[2]) for row in rows),
+            replies_by_version={row[1]: int(row[2]) for row in rows if row[0] == "assistant"},
+        )
+
+    async def votes(self, start: datetime, end: datetime) -> dict[int | None, Votes]:
+        """Votes cast or changed in the period, per the answer's prompt version."""
+        vote = col(Feedback.vote)
+        statement = (
+            select(col(Feedback.prompt_version_id), _count_where(vote > 0), _count_where(vote < 0))
+            .select_from(Feedback)
+            .join(Message, col(Feedback.message_id) == col(Message.id))
+            .join(Conversation, col(Message.conversation_id) == col(Conversation.id))
+            .where(
+                _within(col(Feedback.updated_at), start, end),
+                col(Conversation.platform) != EVAL_PLATFORM,
+            )
+            .group_by(col(Feedback.prompt_version_id))
+        )
+        return {
+            row[0]: Votes(up=int(row[1]), down=int(row[2])) for row in await self._rows(statement)
+        }
+
+    async def version_labels(self, ids: Collection[int]) -> dict[int, tuple[str, int]]:
+        """Prompt version id -> (name, version)."""
+        if not ids:
+            return {}
+        statement = select(
+            col(PromptVersionRow.id), col(PromptVersionRow.name), col(PromptVersionRow.version)
+        ).where(col(PromptVersionRow.id).in_(sorted(ids)))
+        return {row[0]: (row[1], row[2]) for row in await self._rows(statement)}
+
+    async def eval_history(
+        self, versions: Collection[tuple[str, int]], *, before: datetime
+    ) -> dict[tuple[str, int], list[EvalPoint]]:
+        """The newest two runs of each version finished before `before`, newest first."""
+        if not versions:
+            return {}
+        recency = (
+            func.row_number()
+            .over(
+                partition_by=(col(EvalRun.prompt_name), col(EvalRun.version)),
+                order_by=(col(EvalRun.finished_at).desc(), col(EvalRun.id).desc()),
+            )
+            .label("recency")
+        )
+        ranked = (
+            select(
+                col(EvalRun.prompt_name),
+                col(EvalRun.version),
+                col(EvalRun.pass_rate),
+                col(EvalRun.consistency),
+                recency,
+            )
+            .where(
+                col(EvalRun.finished_at) < before,
+                col(EvalRun.prompt_name).in_(sorted({name for name, _ in versions})),
+            )
+            .subquery()
+        )
+        statement = (
+            select(ranked)
+            .where(ranked.c.recency <= _EVAL_RUNS_PER_VERSION)
+            .order_by(ranked.c.prompt_name, ranked.c.version, ranked.c.recency)
+        )
+        history: dict[tuple[str, int], list[EvalPoint]] = {}
+        for row in await self._rows(statement):
+            if (row.prompt_name, row.version) in versions:
+                point = EvalPoint(pass_rate=row.pass_rate, consistency=row.consistency)
+                history.setdefault((row.prompt_name, row.version), []).append(point)
+        return history
+
+    def _utc_day(self, column: Mapped[datetime]) -> ColumnElement[Any]:
+        """The UTC calendar day of a timestamp. SQLite stores UTC text; Postgres's timestamptz
+        would otherwise be cut at the session's time zone. No bound parameters: the
+        expression also appears in GROUP BY."""
+        if self._engine.dialect.name == "postgresql":
+            return func.date(func.timezone(literal_column("'UTC'"), column))
+        return func.date(column)
+
+    async def _rows(self, statement: Executable) -> Sequence[AnyRow]:
+        async with self._engine.connect() as connection:
+            return (await connection.execute(statement)).all()
+
+
+def _within(column: Mapped[datetime], start: datetime, end: datetime) -> ColumnElement[bool]:
+    return and_(column >= start, column < end)
+
+
+def _production_call() -> ColumnElement[bool]:
+    """A call in a conversation that is not an eval's, or in none."""
+    platform = col(Conversation.platform)
+    return or_(platform.is_(None), platform != EVAL_PLATFORM)
+
+
+def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
+    return func.sum(case((condition, 1), else_=0))
+
+
+def _call_totals(row: AnyRow) -> CallTotals:
+    return CallTotals(
+        day=date.fromisoformat(str(row.day)),  # text on SQLite, a date on Postgres
+        model=row.model,
+        prompt_version_id=row.prompt_version_id,
+        platform=row.platform,
+        calls=int(row.calls),
+        errors=int(row.errors),
+        unpriced=int(row.unpriced),
+        cost_usd=float(row.cost_usd or 0.0),
+        prompt_tokens=int(row.prompt_tokens),
+        completion_tokens=int(row.completion_tokens),
+        cached_tokens=int(row.cached_tokens),
+    )
