@@ -46,6 +46,7 @@ SHUTDOWN_GRACE_SECONDS = 30.0
 READY_TIMEOUT_SECONDS = 60.0
 _ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 Scope = Literal["global", "workspace", "channel"]
+Period = Literal["24h", "7d", "30d"]
 
 
 class DiscordSetupError(ConfigError):
@@ -322,7 +323,21 @@ class DiscordAdapter:
         prompt = app_commands.Group(
             name="prompt", description="Prompt versions: list, show, switch", parent=root
         )
-        run = self._run_admin
+        evals = app_commands.Group(name="eval", description="Prompt evals", parent=root)
+
+        async def run(interaction: discord.Interaction, words: list[str]) -> None:
+            await self._run_admin(interaction, ["prompt", *words])
+
+        @root.command(name="report", description="Cost, latency and quality over a period")
+        async def report(interaction: discord.Interaction, period: Period = "24h") -> None:
+            await self._run_admin(interaction, ["report", period])
+
+        @evals.command(name="run", description="Run eval suites (admins)")
+        async def eval_run(
+            interaction: discord.Interaction, name: str | None = None, version: int | None = None
+        ) -> None:
+            words = [*([name] if name else []), *_opt(version if name else None)]
+            await self._run_admin(interaction, ["eval", "run", *words])
 
         @prompt.command(name="list", description="Prompts, versions and where each is bound")
         async def list_(interaction: discord.Interaction) -> None:
@@ -366,7 +381,15 @@ class DiscordAdapter:
         async def history(interaction: discord.Interaction, name: str) -> None:
             await run(interaction, ["history", name])
 
-        named: list[app_commands.Command[Any, Any, None]] = [show, diff, use, rollback, ab, history]
+        named: list[app_commands.Command[Any, Any, None]] = [
+            show,
+            diff,
+            use,
+            rollback,
+            ab,
+            history,
+            eval_run,
+        ]
         for command in named:
             command.autocomplete("name")(self._complete_name)
         versioned: list[tuple[app_commands.Command[Any, Any, None], str]] = [
@@ -374,6 +397,7 @@ class DiscordAdapter:
             (use, "version"),
             (diff, "v1"),
             (diff, "v2"),
+            (eval_run, "version"),
         ]
         for command, parameter in versioned:
             command.autocomplete(parameter)(self._complete_version)
@@ -411,7 +435,7 @@ class DiscordAdapter:
                 channel=str(channel_id or ""),
             ),
         )
-        result = await self._commands.run(shlex.join(["prompt", *words]), context)
+        result = await self._commands.run(shlex.join(words), context)
         return result.text
 
     async def _complete_name(

@@ -462,3 +462,16 @@ async def test_a_missing_permission_is_named_to_the_operator(make_assistant, sto
             await adapter.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("lacks send_messages" in w for w in warnings)
+
+
+async def test_report_and_eval_run_reach_the_admin_grammar(bot, discord_fake):
+    report = await discord_fake.interact(
+        discord_fake.slash_command(group=None, sub="report", options={"period": "7d"})
+    )
+    evals = await discord_fake.interact(
+        discord_fake.slash_command(group="eval", sub="run", options={"name": "assistant"})
+    )
+    await settle(bot, discord_fake)
+    assert "Reports are not available here." in discord_fake.responses_for(report)[-1]["content"]
+    refused = discord_fake.responses_for(evals)[-1]
+    assert "Only admins" in refused["content"] and ephemeral(refused)
