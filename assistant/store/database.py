@@ -38,8 +38,8 @@ def async_database_url(url: str) -> URL:
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers proceed during a write; the busy timeout turns lock contention into waiting.
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=5000")  # first: switching to WAL may wait for a lock
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -22,6 +22,7 @@ def _config(connection: Connection) -> Config:
 
 # Any constant: replicas starting together on Postgres take turns instead of racing on DDL.
 _MIGRATION_LOCK = 0x61737369  # "assi"
+_MIGRATION_WAIT_MS = 120_000
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
@@ -31,6 +32,8 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         if connection.dialect.name == "postgresql":
             await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
         elif connection.dialect.name == "sqlite":
+            # another process may be migrating: wait for it as long as a migration takes
+            await connection.exec_driver_sql(f"PRAGMA busy_timeout={_MIGRATION_WAIT_MS}")
             await connection.exec_driver_sql("BEGIN IMMEDIATE")
         await connection.run_sync(lambda sync: command.upgrade(_config(sync), revision))
 
