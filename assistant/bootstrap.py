@@ -62,6 +62,8 @@ class ChatDuties:
         lines = []
         for prompt in [name] if name is not None else sorted(self.suites):
             chosen = version if version is not None else await runner.version_in_use(prompt)
+            if await self.assistant.versions.version(prompt, chosen) is None:
+                return f"{prompt} has no version {chosen}."
             outcome = await runner.run_and_compare(self.suites[prompt], chosen, trigger="chat")
             lines.append(outcome.summary())
         return "\n".join(lines) or "No prompt has an eval suite yet."

@@ -188,6 +188,7 @@ def eval_run(
                 model=runtime.model,
                 tools=runtime.tools,
                 judge_model=settings.assistant_model,
+                fake=fake,
             )
             plan = eval_plan(runtime, name, version, compare)
             outcomes = await run_plan(runner, runtime, plan, console)

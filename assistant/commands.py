@@ -9,6 +9,7 @@ can never reach this module: it is not a tool.
 from __future__ import annotations
 
 import difflib
+import logging
 import shlex
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from assistant.store.prompt_store import BindingChange
 from assistant.store.tables import EvalRun, PromptAudit
 from assistant.turns import Actor, ConversationRef
 from assistant.versions import VersionResolver
+
+log = logging.getLogger(__name__)
 
 USAGE = """\
 Usage:
@@ -336,6 +339,9 @@ class AdminCommands:
             return CommandResult(ok=True, text=await self._execute(command, context))
         except CommandError as exc:
             return CommandResult(ok=False, text=str(exc))
+        except Exception:  # the surface has acked already: the user must still hear back
+            log.exception("admin command %r failed", text)
+            return CommandResult(ok=False, text="⚠️ The command failed; see the logs.")
 
     def _may_change(self, context: CommandContext) -> bool:
         return context.surface == "cli" or context.actor.qualified_id in self._admins
@@ -476,10 +482,22 @@ class AdminCommands:
         return figures
 
     async def _current_version(self, name: str, scope: Scope) -> int | None:
-        """The version of `name` that answers in `scope` now (its latest when not bound)."""
-        bound = await self._prompts.binding(scope)
-        if bound is not None and bound.prompt == name and bound.version is not None:
-            return bound.version
+        """The version of `name` answering in `scope` now, as a turn there would resolve it
+        (the most specific binding; for a split, the version most conversations get); None
+        when another prompt answers there."""
+        place = ConversationRef(
+            platform=scope.platform, workspace=scope.workspace, channel=scope.channel
+        )
+        bindings = await self._prompts.bindings_for(place)
+        if bindings:
+            _, binding = bindings[0]
+            if binding.prompt != name:
+                return None
+            if binding.version is not None:
+                return binding.version
+            return max(binding.split, key=lambda pair: pair[1])[0]
+        if name != self._versions.catalog.default_name:
+            return None
         versions = await self._known_versions(name)
         return versions[-1] if versions else None
 

@@ -22,6 +22,7 @@ from assistant.engine import Assistant
 from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
 from assistant.prompts import PromptFile
 from assistant.store import Store
+from assistant.store.eval_store import FAKE_MODEL
 from assistant.store.tables import EvalResult, EvalRun, Message
 from assistant.tokens import TokenCounter
 from assistant.tools import ToolRegistry
@@ -59,7 +60,8 @@ class RunOutcome:
 
     @property
     def below_threshold(self) -> bool:
-        return self.run.pass_rate < self.run.threshold
+        """Cases below the threshold, or any tool case failing (tools are unit tests)."""
+        return self.run.pass_rate < self.run.threshold or self.run.tool_passed < self.run.tool_cases
 
     def summary(self) -> str:
         """One line: the verdict, then the figures, then what it was compared with."""
@@ -73,6 +75,11 @@ class RunOutcome:
         if run.tool_cases:
             parts.append(f"tools {run.tool_passed}/{run.tool_cases}")
         parts.append(f"cost ${run.cost_usd:.4f}" if run.cost_usd is not None else "cost unpriced")
+        if run.failed_turns:
+            parts.append(
+                f"{run.failed_turns} turns failed (the model or a service, not the prompt): "
+                "this run is not compared with others"
+            )
         if self.compared is not None:
             before = self.compared
             parts.append(
@@ -102,6 +109,7 @@ class EvalRunner:
         judge_model: str,
         concurrency: int = 4,
         tool_timeout: float = 15.0,
+        fake: bool = False,
     ) -> None:
         self._assistant = assistant
         self._store = store
@@ -110,6 +118,7 @@ class EvalRunner:
         self._judge_model = judge_model
         self._limit = asyncio.Semaphore(concurrency)
         self._tool_timeout = tool_timeout
+        self._fake = fake  # runs are recorded as the fake model's, compared only among those
 
     async def version_in_use(self, name: str) -> int:
         """The version answering where nothing else is bound: bound globally, else latest."""
@@ -122,7 +131,7 @@ class EvalRunner:
         """The run to beat: the compared version's latest; by default the latest run of the
         version in use, which for the version in use itself is its previous run: drift."""
         version = compare if compare is not None else await self.version_in_use(name)
-        return await self._store.evals.latest_run(name, version)
+        return await self._store.evals.latest_run(name, version, fake=self._fake)
 
     async def run_and_compare(
         self, suite: evals.EvalSuite, version: int, *, compare: int | None = None, **options: Any
@@ -266,7 +275,7 @@ class EvalRunner:
                 )
             )
 
-    async def _judge(self, rubric: str, question: str, answer: str) -> tuple[bool, str]:
+    async def _judge(self, rubric: str, question: str, answer: str) -> tuple[bool | None, str]:
         """Grade an answer against a rubric with the configured model."""
         request = ChatRequest(
             model=self._judge_model,
@@ -282,12 +291,12 @@ class EvalRunner:
         try:
             completion = await self._complete(request)
         except LlmError as exc:
-            return False, f"the judge could not be asked ({exc})"
+            return None, f"the judge could not be asked ({exc})"
         try:
             verdict = json.loads(completion.text)
             return bool(verdict["pass"]), str(verdict.get("reason", ""))
         except (ValueError, KeyError, TypeError):
-            return False, f"the judge's verdict was not JSON: {completion.text[:200]!r}"
+            return None, f"the judge's verdict was not JSON: {completion.text[:200]!r}"
 
     async def _complete(self, request: ChatRequest) -> Completion:
         async for item in self._model.stream(request):
@@ -326,23 +335,34 @@ class EvalRunner:
         answers: dict[str, list[str]] = {}
         for result in cases:
             answers.setdefault(result.case, []).append(result.answer)
+        failed = len([r for r in [*cases, *checks] if r.failures.startswith(evals.FAILED_TURN)])
         consistency = None
         if suite.consistency_runs > 1 and answers:
             consistency = sum(evals.agreement(a) for a in answers.values()) / len(answers)
         return EvalRun(
             prompt_name=suite.prompt,
             version=prompt.version.version,
-            model=prompt.version.model or self._judge_model,
+            model=FAKE_MODEL if self._fake else prompt.version.model or self._judge_model,
             trigger=trigger,
             cases=len(first),
             passed=sum(r.passed for r in first),
-            pass_rate=evals.weighted_pass_rate([(by_name[r.case], r.passed) for r in first]),
+            pass_rate=_pass_rate(first, by_name, tools),
             threshold=suite.threshold,
             consistency=consistency,
             self_check_rate=sum(r.passed for r in checks) / len(checks) if checks else None,
             tool_cases=len(tools),
             tool_passed=sum(r.passed for r in tools),
+            failed_turns=failed,
         )
+
+
+def _pass_rate(
+    first: list[EvalResult], by_name: dict[str, evals.EvalCase], tools: list[EvalResult]
+) -> float:
+    """Weighted over the cases; a suite of tool cases alone is rated by them."""
+    if first:
+        return evals.weighted_pass_rate([(by_name[r.case], r.passed) for r in first])
+    return sum(r.passed for r in tools) / len(tools) if tools else 0.0
 
 
 def _total(costs: list[float | None]) -> float | None:

@@ -427,7 +427,9 @@ class ToolOutcome:
     reason: str
 
 
-Judge = Callable[[str, str, str], Awaitable[tuple[bool, str]]]  # (rubric, question, answer)
+FAILED_TURN = "the turn failed"  # how a failed turn's reasons begin (runs count them)
+# (rubric, question, answer) -> (passed, why); passed None: the judge could not tell
+Judge = Callable[[str, str, str], Awaitable[tuple[bool | None, str]]]
 
 
 class _Finding(NamedTuple):
@@ -442,7 +444,7 @@ async def check(case: EvalCase, observed: Observed, *, judge: Judge | None) -> l
     """Grade one turn against every assertion of the case; a judge's own errors propagate, since a
     broken judge is an outage to fix, not a regression of the prompt."""
     if observed.failed is not None:
-        reason = f"the turn failed: {observed.failed}"
+        reason = f"{FAILED_TURN}: {observed.failed}"
         return [Outcome(assertion=a, passed=False, reason=reason) for a in case.expect]
     outcomes = []
     for assertion in case.expect:
@@ -522,6 +524,8 @@ async def _judge(rubric: str, case: EvalCase, seen: Observed, judge: Judge | Non
     if judge is None:
         return _Finding(None, "no judge configured")
     passed, why = await judge(rubric, case.question, seen.text)
+    if passed is None:  # the judge could not tell: a failure, negated or not
+        return _Finding(None, f"the judge could not grade it: {why}")
     return _Finding(passed, f"judge {'passed' if passed else 'failed'} it: {why}")
 
 

@@ -57,16 +57,42 @@ class LeaderLock:
         self._connection: AsyncConnection | None = None
 
     async def acquire(self) -> bool:
+        """Try once; a database that cannot be reached means not now (try again later)."""
+        if self._engine.dialect.name != "postgresql":
+            return True
+        try:
+            if self._connection is None:
+                self._connection = await self._engine.connect()
+            result = await self._connection.execute(
+                text("SELECT pg_try_advisory_lock(:key)"), {"key": _LEADER_LOCK}
+            )
+            held = bool(result.scalar())
+            await self._connection.commit()  # the lock is the session's, not the transaction's
+            return held
+        except Exception as exc:
+            log.warning("could not ask for the scheduler lock (%s); will try again", exc)
+            await self._drop()
+            return False
+
+    async def still_held(self) -> bool:
+        """The lock lives as long as its session: a session that answers still holds it."""
         if self._engine.dialect.name != "postgresql":
             return True
         if self._connection is None:
-            self._connection = await self._engine.connect()
-        result = await self._connection.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": _LEADER_LOCK}
-        )
-        held = bool(result.scalar())
-        await self._connection.commit()  # the lock is the session's, not the transaction's
-        return held
+            return False
+        try:
+            await self._connection.execute(text("SELECT 1"))
+            await self._connection.commit()
+            return True
+        except Exception:
+            await self._drop()
+            return False
+
+    async def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with suppress(Exception):
+                await connection.invalidate()
 
     async def release(self) -> None:
         """Unlock explicitly: closing only returns the connection to the pool, session (and
@@ -89,44 +115,56 @@ class Scheduler:
         clock: Clock = lambda: datetime.now(UTC),
         standby_retry: float = STANDBY_RETRY_SECONDS,
     ) -> None:
+        """`standby_retry`: how often a standby asks for the lock, and the leader checks it
+        still holds it."""
         self._engine = engine
         self._jobs = list(jobs)
         self._clock = clock
         self._standby_retry = standby_retry
         self._lock = LeaderLock(engine)
         self._aps: AsyncIOScheduler | None = None
-        self._waiting: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Task[None] | None = None  # standing by, or leading and watching
+        self._catching_up: asyncio.Task[None] | None = None
         self.leader = False
 
     async def start(self) -> None:
-        """Lead now if no one else does; otherwise wait for the leader to go, in the
-        background."""
+        """Lead now if no one else does (missed runs catch up in the background); otherwise
+        stand by, in the background."""
         if await self._lock.acquire():
             await self._lead()
         else:
             log.info("another process runs the scheduled jobs; this one stands by")
-            self._waiting = asyncio.create_task(self._stand_by())
+        self._waiting = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
-        waiting, self._waiting = self._waiting, None
-        if waiting is not None:
-            waiting.cancel()
-            with suppress(asyncio.CancelledError):
-                await waiting
+        for task in (self._waiting, self._catching_up):
+            if task is not None:
+                task.cancel()
+                with suppress(asyncio.CancelledError):
+                    await task
+        self._waiting = self._catching_up = None
+        self._step_down()
+        await self._lock.release()
+
+    async def _watch(self) -> None:
+        """Standing by: ask for the lock now and then. Leading: make sure it is still ours;
+        a leader whose session was lost steps down at once, so two never lead."""
+        while True:
+            await asyncio.sleep(self._standby_retry)
+            if self.leader and not await self._lock.still_held():
+                log.warning("the scheduler lock was lost; standing by")
+                self._step_down()
+            elif not self.leader and await self._lock.acquire():
+                await self._lead()
+
+    def _step_down(self) -> None:
         aps, self._aps = self._aps, None
         if aps is not None:
             aps.shutdown(wait=False)
         self.leader = False
-        await self._lock.release()
-
-    async def _stand_by(self) -> None:
-        while not await self._lock.acquire():  # noqa: ASYNC110 (another process holds it)
-            await asyncio.sleep(self._standby_retry)
-        await self._lead()
 
     async def _lead(self) -> None:
         self.leader = True
-        await self._catch_up()
         self._aps = AsyncIOScheduler(timezone=UTC)
         for job in self._jobs:
             self._aps.add_job(
@@ -139,10 +177,22 @@ class Scheduler:
                 misfire_grace_time=3600,
             )
         self._aps.start()
+        self._catching_up = asyncio.create_task(self._catch_up())
         log.info("scheduled jobs: %s", ", ".join(job.name for job in self._jobs))
+
+    async def caught_up(self) -> None:
+        """Wait until the missed runs found at start have run."""
+        if self._catching_up is not None:
+            await asyncio.shield(self._catching_up)
 
     async def _catch_up(self) -> None:
         """Run once each job that should have run while no process was leading."""
+        try:
+            await self._run_missed()
+        except Exception:
+            log.exception("could not check for missed scheduled runs")
+
+    async def _run_missed(self) -> None:
         now = self._clock()
         for job in self._jobs:
             last = await self._last_run(job.name)

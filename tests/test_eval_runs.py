@@ -19,7 +19,7 @@ from assistant.evals import EvalSuite, load_suite
 from assistant.llm import OpenAIChatModel
 from assistant.store import Store
 from assistant.store.tables import EvalRun
-from assistant.testing import CallTools, FakeLlm, Reply
+from assistant.testing import CallTools, Fail, FakeLlm, Reply
 from assistant.tools import ToolRegistry
 from assistant.turns import Actor
 from tests.conftest import REF, write_prompt
@@ -31,6 +31,8 @@ ANSWERS: dict[str, list[str]] = {}  # question -> answers to give, in turn (the 
 def answer_by_question(body: dict[str, Any]) -> Reply | CallTools:
     messages = body["messages"]
     if messages[0]["content"] == JUDGE_INSTRUCTIONS:
+        if "garbled" in messages[-1]["content"]:
+            return Reply(text="I would rather not say.")
         verdict = "blue" in messages[-1]["content"].split("Answer:")[-1]
         return Reply(text=json.dumps({"pass": verdict, "reason": "looked for blue"}))
     if messages[-1]["role"] == "tool":
@@ -280,3 +282,34 @@ def test_a_malformed_suite_names_the_file_and_field(prompts_dir, tmp_path):
     assert result.returncode == 2
     assert "evals.yaml" in result.stderr and "contains" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_a_judge_that_cannot_tell_fails_even_a_negated_rubric(prompts_dir, runner_for):
+    ANSWERS["be rude"] = ["You idiot."]
+    rubric = {"not_judge": "garbled: the answer insults the user"}
+    spec = {"cases": [{"name": "rude", "input": "be rude", "expect": [rubric]}]}
+    run = await (await runner_for()).run(suite_from(prompts_dir, spec), 1)
+    assert run.pass_rate == 0.0
+
+
+async def test_a_run_with_failed_turns_is_kept_but_never_compared(
+    prompts_dir, runner_for, store, fake_llm
+):
+    spec = {"cases": [{"name": "c", "input": "colour?", "expect": [{"contains": "blue"}]}]}
+    fake_llm.script(Fail(status=401, message="bad key"))
+    run = await (await runner_for()).run(suite_from(prompts_dir, spec), 1)
+    assert run.failed_turns == 1
+    assert await store.evals.latest_run("assistant", 1) is None
+
+
+async def test_the_gate_compares_with_what_answers_in_that_channel(
+    make_assistant, store, prompts_dir
+):
+    commands = await gated_commands(make_assistant, store, prompts_dir)
+    bound = await use(commands, "prompt use assistant 1 --scope global --force")
+    assert bound.ok
+    await record_run(store, 1, 0.95)
+    await record_run(store, 2, 0.2)  # the newest version passes far less
+    refused = await use(commands, "prompt use assistant 2")  # in a channel, under the global
+    assert not refused.ok
+    assert "assistant@2 passed 20%" in refused.text and "assistant@1 passed 95%" in refused.text

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import text
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.scheduler import ScheduledJob, Scheduler, cron
@@ -46,6 +47,7 @@ async def test_a_job_missed_while_down_runs_once_at_start_and_a_new_one_waits(db
     ]
     scheduler = Scheduler(engine=db.engine, jobs=jobs, clock=lambda: NOW)
     await scheduler.start()
+    await scheduler.caught_up()
     await scheduler.stop()
 
     assert ran == ["report"]
@@ -57,6 +59,7 @@ async def test_a_job_missed_while_down_runs_once_at_start_and_a_new_one_waits(db
 
     again = Scheduler(engine=db.engine, jobs=jobs, clock=lambda: NOW + timedelta(minutes=5))
     await again.start()
+    await again.caught_up()
     await again.stop()
     assert ran == ["report"]  # nothing was missed since
 
@@ -98,6 +101,49 @@ async def test_two_processes_on_postgres_run_a_job_once_and_the_other_takes_over
         await asyncio.sleep(0.8)
         assert schedulers[1].leader and runs[1] > 0
         assert runs[0] == before
+    finally:
+        for scheduler in schedulers:
+            await scheduler.stop()
+        for store in stores:
+            await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_leader_that_loses_its_session_steps_down(database_url):
+    if not database_url.startswith("postgres"):
+        pytest.skip("leadership is a Postgres advisory lock; SQLite serves one process")
+    stores = [Store.connect(database_url) for _ in range(2)]
+    await migrate.upgrade(stores[0].engine)
+    runs = {0: 0, 1: 0}
+
+    def job_for(index: int) -> ScheduledJob:
+        async def tick() -> None:
+            runs[index] += 1
+
+        return ScheduledJob(name="tick", trigger=IntervalTrigger(seconds=0.1), run=tick)
+
+    schedulers = [
+        Scheduler(engine=store.engine, jobs=[job_for(i)], standby_retry=0.1)
+        for i, store in enumerate(stores)
+    ]
+    try:
+        for scheduler in schedulers:
+            await scheduler.start()
+        await asyncio.sleep(0.3)
+        assert [s.leader for s in schedulers] == [True, False]
+        async with stores[1].engine.connect() as admin:  # the leader's session is killed
+            await admin.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+                )
+            )
+            await admin.commit()
+        await asyncio.sleep(0.8)
+        assert [s.leader for s in schedulers] == [False, True]
+        before = runs[0]
+        await asyncio.sleep(0.5)
+        assert runs[0] == before and runs[1] > 0
     finally:
         for scheduler in schedulers:
             await scheduler.stop()

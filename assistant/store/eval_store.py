@@ -11,6 +11,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.store.tables import EvalResult, EvalRun, utcnow
 
+FAKE_MODEL = "fake"  # runs against the bundled fake model never stand in for real ones
+
 
 class EvalStore:
     def __init__(self, engine: AsyncEngine) -> None:
@@ -29,10 +31,25 @@ class EvalStore:
             await session.commit()
             return run
 
-    async def latest_run(self, prompt_name: str, version: int) -> EvalRun | None:
-        """The newest finished run of a version (on any model)."""
-        runs = await self.runs(prompt_name, version=version, limit=1)
-        return runs[0] if runs else None
+    async def latest_run(
+        self, prompt_name: str, version: int, *, fake: bool = False
+    ) -> EvalRun | None:
+        """The newest run of a version fit to compare: finished, with no failed turn (an
+        outage is not the prompt's fault), against a real model (or only the fake one)."""
+        statement = (
+            select(EvalRun)
+            .where(
+                EvalRun.prompt_name == prompt_name,
+                EvalRun.version == version,
+                col(EvalRun.finished_at).is_not(None),
+                EvalRun.failed_turns == 0,
+                (EvalRun.model == FAKE_MODEL) if fake else (EvalRun.model != FAKE_MODEL),
+            )
+            .order_by(col(EvalRun.id).desc())
+            .limit(1)
+        )
+        async with self._sessions() as session:
+            return (await session.exec(statement)).first()
 
     async def runs(
         self, prompt_name: str | None = None, *, version: int | None = None, limit: int = 50

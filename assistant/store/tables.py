@@ -202,6 +202,7 @@ class EvalRun(SQLModel, table=True):
     self_check_rate: float | None = None
     tool_cases: int = 0
     tool_passed: int = 0
+    failed_turns: int = Field(default=0, description="turns that failed: not compared if > 0")
     cost_usd: float | None = Field(default=None, description="NULL when any call was unpriced")
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None

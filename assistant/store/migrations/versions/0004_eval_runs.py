@@ -34,6 +34,7 @@ def upgrade() -> None:
         sa.Column("self_check_rate", sa.Float(), nullable=True),
         sa.Column("tool_cases", sa.Integer(), nullable=False),
         sa.Column("tool_passed", sa.Integer(), nullable=False),
+        sa.Column("failed_turns", sa.Integer(), nullable=False),
         sa.Column("cost_usd", sa.Float(), nullable=True),
         sa.Column("started_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
         sa.Column("finished_at", sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True),
