@@ -27,6 +27,7 @@ class Runtime:
     commands: AdminCommands
     tools: ToolRegistry
     suites: dict[str, EvalSuite]
+    runner: EvalRunner  # one for the process: its concurrency bound holds across runs
 
     async def close(self) -> None:
         await self.model.close()
@@ -39,8 +40,7 @@ class ChatDuties:
 
     store: Store
     assistant: Assistant
-    model: OpenAIChatModel
-    tools: ToolRegistry
+    runner: EvalRunner
     suites: dict[str, EvalSuite]
     settings: Settings
 
@@ -52,13 +52,7 @@ class ChatDuties:
     async def evaluate(self, name: str | None, version: int | None) -> str:
         if name is not None and name not in self.suites:
             return f"No eval suite for {name}: add prompts/{name}/evals.yaml."
-        runner = EvalRunner(
-            assistant=self.assistant,
-            store=self.store,
-            model=self.model,
-            tools=self.tools,
-            judge_model=self.settings.assistant_model,
-        )
+        runner = self.runner
         lines = []
         for prompt in [name] if name is not None else sorted(self.suites):
             chosen = version if version is not None else await runner.version_in_use(prompt)
@@ -108,8 +102,16 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
     except BaseException:
         await store.close()
         raise
+    runner = EvalRunner(
+        assistant=assistant,
+        store=store,
+        model=model,
+        tools=tools,
+        judge_model=settings.assistant_model,
+        tool_timeout=settings.tool_timeout,
+    )
     chat_duties = ChatDuties(
-        store=store, assistant=assistant, model=model, tools=tools, suites=suites, settings=settings
+        store=store, assistant=assistant, runner=runner, suites=suites, settings=settings
     )
     commands = AdminCommands(
         prompts=store.prompts,
@@ -127,4 +129,5 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
         commands=commands,
         tools=tools,
         suites=suites,
+        runner=runner,
     )

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from assistant.bootstrap import Runtime
-from assistant.eval_runner import EvalRunner
 from assistant.notify import Notice, Notifier
 from assistant.reports import Period, build_report, chart_png, report_text
 from assistant.scheduler import ScheduledJob, cron
@@ -37,7 +36,6 @@ class DutySettings:
     eval_cron: str
     report_cron: str
     daily_budget_usd: float | None
-    judge_model: str
     alert_cron: str = "*/5 * * * *"
 
 
@@ -71,13 +69,7 @@ class Duties:
     async def run_evals(self) -> list[EvalRun]:
         """Every suite at the version in use; a drop since its previous run is an alert."""
         runtime = self._runtime
-        runner = EvalRunner(
-            assistant=runtime.assistant,
-            store=runtime.store,
-            model=runtime.model,
-            tools=runtime.tools,
-            judge_model=self._settings.judge_model,
-        )
+        runner = runtime.runner
         runs = []
         for name in sorted(runtime.suites):
             version = await runner.version_in_use(name)

@@ -130,7 +130,6 @@ def schedule_duties(
             eval_cron=settings.eval_cron,
             report_cron=settings.report_cron,
             daily_budget_usd=settings.daily_budget_usd,
-            judge_model=settings.assistant_model,
         ),
     )
     return Scheduler(engine=runtime.store.engine, jobs=duties.jobs())

@@ -15,6 +15,7 @@ from assistant.bootstrap import ChatDuties, Runtime
 from assistant.commands import AdminCommands, CommandContext
 from assistant.config import load_settings
 from assistant.duties import Duties, DutySettings
+from assistant.eval_runner import EvalRunner
 from assistant.evals import load_suites
 from assistant.notify import Notice
 from assistant.store import Store
@@ -47,6 +48,9 @@ def runtime_for(
         assistant = await make_assistant()
         suites = load_suites(prompts_dir, known_tools=tools.names())
         commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
+        runner = EvalRunner(
+            assistant=assistant, store=store, model=model, tools=tools, judge_model="gpt-4o-mini"
+        )
         return Runtime(
             store=store,
             model=model,
@@ -54,6 +58,7 @@ def runtime_for(
             commands=commands,
             tools=tools,
             suites=suites,
+            runner=runner,
         )
 
     return build
@@ -68,7 +73,6 @@ def duties(runtime: Runtime, notifier: Any, *, budget: float | None = None, now=
             eval_cron="0 3 * * *",
             report_cron="0 9 * * *",
             daily_budget_usd=budget,
-            judge_model="gpt-4o-mini",
         ),
         clock=lambda: now,
     )
@@ -170,13 +174,11 @@ async def test_report_and_eval_run_work_from_chat_and_eval_run_is_for_admins(
     _suite(prompts_dir)
     assistant = await make_assistant()
     suites = load_suites(prompts_dir, known_tools=tools.names())
+    runner = EvalRunner(
+        assistant=assistant, store=store, model=model, tools=tools, judge_model="gpt-4o-mini"
+    )
     chat = ChatDuties(
-        store=store,
-        assistant=assistant,
-        model=model,
-        tools=tools,
-        suites=suites,
-        settings=load_settings(),
+        store=store, assistant=assistant, runner=runner, suites=suites, settings=load_settings()
     )
     commands = AdminCommands(
         prompts=store.prompts,

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.scheduler import ScheduledJob, Scheduler, cron
@@ -69,10 +71,10 @@ def test_a_malformed_schedule_is_refused_with_the_line():
         cron("every morning")
 
 
-@pytest.mark.postgres
-async def test_two_processes_on_postgres_run_a_job_once_and_the_other_takes_over(
-    database_url,
-):
+@asynccontextmanager
+async def two_processes(database_url: str) -> AsyncIterator[tuple[list[Scheduler], dict[int, int]]]:
+    """Two schedulers on their own connections, as two replicas would be; a job that counts
+    which one ran it."""
     if not database_url.startswith("postgres"):
         pytest.skip("leadership is a Postgres advisory lock; SQLite serves one process")
     stores = [Store.connect(database_url) for _ in range(2)]
@@ -92,15 +94,7 @@ async def test_two_processes_on_postgres_run_a_job_once_and_the_other_takes_over
     try:
         for scheduler in schedulers:
             await scheduler.start()
-        await asyncio.sleep(0.8)
-        assert [s.leader for s in schedulers] == [True, False]
-        assert runs[0] > 0 and runs[1] == 0
-
-        await schedulers[0].stop()  # the leader goes; its lock goes with its connection
-        before = runs[0]
-        await asyncio.sleep(0.8)
-        assert schedulers[1].leader and runs[1] > 0
-        assert runs[0] == before
+        yield schedulers, runs
     finally:
         for scheduler in schedulers:
             await scheduler.stop()
@@ -109,29 +103,28 @@ async def test_two_processes_on_postgres_run_a_job_once_and_the_other_takes_over
 
 
 @pytest.mark.postgres
+async def test_two_processes_on_postgres_run_a_job_once_and_the_other_takes_over(
+    database_url,
+):
+    async with two_processes(database_url) as (schedulers, runs):
+        await asyncio.sleep(0.8)
+        assert [s.leader for s in schedulers] == [True, False]
+        assert runs[0] > 0 and runs[1] == 0
+
+        await schedulers[0].stop()  # the leader goes, and unlocks
+        before = runs[0]
+        await asyncio.sleep(0.8)
+        assert schedulers[1].leader and runs[1] > 0
+        assert runs[0] == before
+
+
+@pytest.mark.postgres
 async def test_a_leader_that_loses_its_session_steps_down(database_url):
-    if not database_url.startswith("postgres"):
-        pytest.skip("leadership is a Postgres advisory lock; SQLite serves one process")
-    stores = [Store.connect(database_url) for _ in range(2)]
-    await migrate.upgrade(stores[0].engine)
-    runs = {0: 0, 1: 0}
-
-    def job_for(index: int) -> ScheduledJob:
-        async def tick() -> None:
-            runs[index] += 1
-
-        return ScheduledJob(name="tick", trigger=IntervalTrigger(seconds=0.1), run=tick)
-
-    schedulers = [
-        Scheduler(engine=store.engine, jobs=[job_for(i)], standby_retry=0.1)
-        for i, store in enumerate(stores)
-    ]
-    try:
-        for scheduler in schedulers:
-            await scheduler.start()
+    async with two_processes(database_url) as (schedulers, runs):
         await asyncio.sleep(0.3)
         assert [s.leader for s in schedulers] == [True, False]
-        async with stores[1].engine.connect() as admin:  # the leader's session is killed
+        engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://"))
+        async with engine.connect() as admin:  # the leader's session is killed
             await admin.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks "
@@ -139,13 +132,9 @@ async def test_a_leader_that_loses_its_session_steps_down(database_url):
                 )
             )
             await admin.commit()
+        await engine.dispose()
         await asyncio.sleep(0.8)
         assert [s.leader for s in schedulers] == [False, True]
         before = runs[0]
         await asyncio.sleep(0.5)
         assert runs[0] == before and runs[1] > 0
-    finally:
-        for scheduler in schedulers:
-            await scheduler.stop()
-        for store in stores:
-            await store.close()
