@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markdown import Markdown
 
 from assistant.bootstrap import open_runtime
 from assistant.commands import CommandContext
@@ -260,7 +261,7 @@ def report(
     async def main() -> str:
         return await _with_store(settings, build)
 
-    typer.echo(_run(main))
+    Console(soft_wrap=True).print(Markdown(_run(main)))
 
 
 async def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:

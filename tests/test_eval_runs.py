@@ -313,3 +313,15 @@ async def test_the_gate_compares_with_what_answers_in_that_channel(
     refused = await use(commands, "prompt use assistant 2")  # in a channel, under the global
     assert not refused.ok
     assert "assistant@2 passed 20%" in refused.text and "assistant@1 passed 95%" in refused.text
+
+
+def test_report_prints_the_figures_and_writes_the_chart(prompts_dir, tmp_path):
+    env = cli_env(tmp_path, prompts_dir)
+    chart = tmp_path / "report.png"
+    result = cli("report", "7d", "--chart", str(chart), env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Assistant report, 7 days" in result.stdout and "Prompt versions" in result.stdout
+    assert chart.read_bytes().startswith(b"\x89PNG")
+
+    wrong = cli("report", "1y", env=env, cwd=tmp_path)
+    assert wrong.returncode == 2 and "24h, 7d or 30d" in wrong.stderr
