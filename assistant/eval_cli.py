@@ -20,7 +20,7 @@ from assistant.store.tables import EvalResult
 class PlannedRun:
     suite: EvalSuite
     version: int
-    compare: int | None  # a version to compare with; None: the version's own previous run
+    compare: int | None  # a version to compare with; None: the version in use
 
 
 def eval_plan(

@@ -50,6 +50,7 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
         loop.add_signal_handler(signum, stop.set)
     running: list[SlackAdapter | DiscordAdapter] = []
     discord: DiscordAdapter | None = None
+    scheduler: Scheduler | None = None
     try:
         if settings.slack_bot_token:
             running.append(await start_slack(settings, runtime))
@@ -66,8 +67,9 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
         if discord is not None:
             discord.raise_if_failed()
         log.info("stopping")
-        await scheduler.stop()
     finally:
+        if scheduler is not None:
+            await scheduler.stop()
         await asyncio.gather(*(adapter.close() for adapter in running))
 
 
