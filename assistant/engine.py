@@ -25,6 +25,7 @@ from assistant.llm import (
     ChatRequest,
     Completion,
     LlmError,
+    complete,
     wire_messages,
 )
 from assistant.pricing import PriceTable
@@ -344,7 +345,7 @@ class Assistant:
             params={"temperature": 0, "max_tokens": SUMMARY_WORDS * 2},
         )
         try:
-            completion = await self._complete(request)
+            completion = await complete(self._model, request)
         except LlmError as exc:
             log.warning("summary folding failed, answering with the trimmed history: %s", exc)
             turn.calls.append(accounting.failed_call(turn.context, purpose="summary", error=exc))
@@ -366,12 +367,6 @@ class Assistant:
             through_id=folded.summary_through_id,
         )
         return folded
-
-    async def _complete(self, request: ChatRequest) -> Completion:
-        async for item in self._model.stream(request):
-            if isinstance(item, Completion):
-                return item
-        raise LlmError("the model stream ended without a completion")
 
     async def _converse(self, turn: _Turn, history: History) -> AsyncGenerator[Event, None]:
         """Answer from the cache, or call the model (with tools) and check its contract."""

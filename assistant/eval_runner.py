@@ -19,7 +19,7 @@ from typing import Any
 from assistant import evals
 from assistant.bindings import Scope
 from assistant.engine import Assistant
-from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
+from assistant.llm import ChatMessage, ChatModel, ChatRequest, LlmError, complete
 from assistant.prompts import PromptFile
 from assistant.store import Store
 from assistant.store.eval_store import FAKE_MODEL
@@ -289,7 +289,7 @@ class EvalRunner:
             params={"temperature": 0},
         )
         try:
-            completion = await self._complete(request)
+            completion = await complete(self._model, request)
         except LlmError as exc:
             return None, f"the judge could not be asked ({exc})"
         try:
@@ -297,12 +297,6 @@ class EvalRunner:
             return bool(verdict["pass"]), str(verdict.get("reason", ""))
         except (ValueError, KeyError, TypeError):
             return None, f"the judge's verdict was not JSON: {completion.text[:200]!r}"
-
-    async def _complete(self, request: ChatRequest) -> Completion:
-        async for item in self._model.stream(request):
-            if isinstance(item, Completion):
-                return item
-        raise LlmError("the judge's stream ended without a completion")
 
     async def _run_tool_case(self, case: evals.ToolCase) -> EvalResult:
         [result] = await self._tools.run_all(

@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from assistant.contracts import check_reply, check_schema
+from assistant.file_errors import describe
 from assistant.prompts import PromptFileError
 
 SUITE_FILE = "evals.yaml"
@@ -189,7 +190,7 @@ def load_suite(path: Path, *, prompt: str, known_tools: Iterable[str]) -> EvalSu
     try:
         spec = _Suite.model_validate(raw)
     except ValidationError as exc:
-        raise EvalFileError(_describe(path, exc, _Suite)) from None
+        raise EvalFileError(describe(path, exc, _Suite)) from None
     source = _Source(path, frozenset(known_tools))
     cases = tuple(_case(source, f"cases.{i}", case) for i, case in enumerate(spec.cases))
     _check_unique(source, spec.cases)
@@ -213,42 +214,6 @@ def load_suites(prompts_dir: Path, *, known_tools: Iterable[str]) -> dict[str, E
         path.parent.name: load_suite(path, prompt=path.parent.name, known_tools=tools)
         for path in sorted(prompts_dir.glob(f"*/{SUITE_FILE}"))
     }
-
-
-def _describe(path: Path, exc: ValidationError, model: type[BaseModel], *, under: str = "") -> str:
-    # A misspelt key shows up twice (unknown key, missing field): name the misspelling first.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    field = ".".join([*([under] if under else []), *(str(part) for part in first["loc"])])
-    message = str(first["msg"])
-    if first["type"] == "extra_forbidden":
-        known = _fields_at(model, first["loc"][:-1])
-        close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
-        message = "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
-    extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{path}: field '{field}': {message}{extra}"
-
-
-def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
-    """The field names of the model found by following `loc` down from `model`."""
-    current: type[BaseModel] | None = model
-    for part in loc:
-        if current is None:
-            return []
-        field = current.model_fields.get(str(part))
-        if field is not None:  # list indexes and dict keys leave the model unchanged
-            current = _inner_model(field.annotation)
-    return list(current.model_fields) if current else []
-
-
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _unknown(what: str, name: str, available: Sequence[str], *, listing: str = "") -> str:
@@ -384,7 +349,7 @@ def _parse_tool_call(source: _Source, field: str, value: Any) -> ExpectedToolCal
     try:
         spec = _ToolCallValue.model_validate(value)
     except ValidationError as exc:
-        raise EvalFileError(_describe(source.path, exc, _ToolCallValue, under=field)) from None
+        raise EvalFileError(describe(source.path, exc, _ToolCallValue, under=field)) from None
     source.check_tool(f"{field}.name", spec.name)
     return ExpectedToolCall(name=spec.name, args=spec.args)
 

@@ -122,6 +122,14 @@ class ChatModel(Protocol):
     def stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]: ...
 
 
+async def complete(model: ChatModel, request: ChatRequest) -> Completion:
+    """A call whose text nobody watches stream (a summary, a judge's verdict)."""
+    async for item in model.stream(request):
+        if isinstance(item, Completion):
+            return item
+    raise LlmError("the model stream ended without a completion")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Timeouts:
     first_token: float = 30.0

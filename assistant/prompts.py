@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
 from collections.abc import Iterable, Mapping
@@ -18,6 +17,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from assistant.contracts import check_schema
+from assistant.file_errors import describe
 
 # The variables a system prompt may use; anything else is refused when the file loads.
 TEMPLATE_VARIABLES = frozenset({"today", "now", "platform", "user_name"})
@@ -148,25 +148,9 @@ def parse_prompt(text: str, path: Path) -> PromptFile:
     try:
         version = PromptVersion.model_validate(raw)
     except ValidationError as exc:
-        raise PromptFileError(_describe(path, exc)) from None
+        raise PromptFileError(describe(path, exc, PromptVersion)) from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return PromptFile(version=version, path=path, content_hash=digest, text=text)
-
-
-def _describe(path: Path, exc: ValidationError) -> str:
-    # A misspelt key shows up twice (unknown key, missing field): name the misspelling first.
-    errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    field = ".".join(str(part) for part in first["loc"])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        known = PromptVersion.model_fields if len(first["loc"]) == 1 else {}
-        close = difflib.get_close_matches(str(first["loc"][-1]), list(known), n=1)
-        message = "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
-    if not field and ": " in message:  # model-level checks name their field themselves
-        field, message = message.split(": ", 1)
-    extra = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{path}: field '{field}': {message}{extra}"
 
 
 def _check_placement(path: Path, version: PromptVersion) -> None:
