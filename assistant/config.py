@@ -8,7 +8,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from assistant.scheduler import cron
+from assistant.reporting.schedule import cron
 from assistant.store.database import async_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/assistant.db"

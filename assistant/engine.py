@@ -29,7 +29,8 @@ from assistant.llm import (
     wire_messages,
 )
 from assistant.pricing import PriceTable
-from assistant.prompts import PromptCatalog, PromptFile, PromptVersion
+from assistant.prompts.files import PromptCatalog, PromptFile, PromptVersion
+from assistant.prompts.versions import VersionResolver
 from assistant.store import Store
 from assistant.store.repository import ConversationState, History, HistoryEntry
 from assistant.store.tables import LlmCall, Message, PromptVersionRow
@@ -48,7 +49,6 @@ from assistant.turns import (
     ToolFinished,
     ToolStarted,
 )
-from assistant.versions import VersionResolver
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ from assistant.builtin_tools import builtin_registry
 from assistant.engine import Assistant
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.pricing import PriceTable
-from assistant.prompts import PromptCatalog, load_prompts_dir
+from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.store import Store, migrate
 from assistant.store.tables import Conversation, Message
 from assistant.testing import FakeLlm, Reply

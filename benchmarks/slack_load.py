@@ -30,8 +30,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from assistant.bootstrap import open_runtime  # noqa: E402
 from assistant.config import load_settings  # noqa: E402
+from assistant.runtime import open_runtime  # noqa: E402
 from bots.slack_app import SlackAdapter  # noqa: E402
 
 ANSWER_WORDS = 100

@@ -23,12 +23,12 @@ import discord
 import yarl
 from discord import app_commands
 
-from assistant.commands import AdminCommands, CommandContext
+from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.config import ConfigError
 from assistant.engine import Assistant
-from assistant.notify import Notice
-from assistant.reports import discord_embed
+from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Inbound
+from bots.discord_notices import discord_embed
 from bots.discord_reply import ALLOWED_MENTIONS, MESSAGE_LIMIT, ChannelGate, DiscordReply
 from bots.render import split_message
 from bots.streaming import deliver, drain

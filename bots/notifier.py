@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from assistant.notify import Notice
+from assistant.reporting.notices import Notice
 from bots.discord_app import DiscordAdapter
 from bots.slack_app import SlackAdapter
 

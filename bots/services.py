@@ -8,10 +8,10 @@ import logging
 import signal
 from typing import Any
 
-from assistant.bootstrap import Runtime
 from assistant.config import ConfigError, Settings
-from assistant.duties import Duties, DutySettings
-from assistant.scheduler import Scheduler
+from assistant.reporting.duties import Duties, DutySettings
+from assistant.reporting.schedule import Scheduler
+from assistant.runtime import Runtime
 from bots.discord_app import DiscordAdapter, point_at
 from bots.notifier import ChannelNotifier
 from bots.slack_app import SlackAdapter
@@ -125,7 +125,9 @@ def schedule_duties(
         discord=next((a for a in running if isinstance(a, DiscordAdapter)), None),
     )
     duties = Duties(
-        runtime=runtime,
+        store=runtime.store,
+        runner=runtime.runner,
+        suites=runtime.suites,
         notifier=notifier,
         settings=DutySettings(
             channels=settings.report_channels,

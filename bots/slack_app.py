@@ -25,12 +25,12 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from assistant.commands import AdminCommands, CommandContext
+from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.engine import Assistant
-from assistant.notify import Notice
-from assistant.reports import slack_blocks
+from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Inbound
 from bots.render import from_mrkdwn, to_mrkdwn
+from bots.slack_notices import slack_blocks
 from bots.slack_reply import FEEDBACK_DOWN, FEEDBACK_UP, Place, SlackReply, slack_error
 from bots.streaming import deliver, drain
 

@@ -15,12 +15,12 @@ import asyncpg
 import pytest
 import yaml
 
+from assistant.admin.commands import AdminCommands
 from assistant.builtin_tools import builtin_registry
-from assistant.commands import AdminCommands
 from assistant.engine import Assistant, EngineConfig
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.pricing import PriceTable
-from assistant.prompts import PromptCatalog, load_prompts_dir
+from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.store import Store, migrate
 from assistant.testing import FakeLlm
 from assistant.tools import ToolRegistry

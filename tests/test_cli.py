@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import write_prompt
 
 REPO = Path(__file__).resolve().parents[1]
-ASSISTANT = [sys.executable, "-m", "assistant"]
+ASSISTANT = [str(Path(sys.executable).parent / "assistant")]  # the installed command
 
 
 @pytest.fixture

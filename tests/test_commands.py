@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assistant.commands import (
+from assistant.admin.commands import (
     USAGE,
     DiffPrompt,
     ListPrompts,

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from assistant.commands import AdminCommands, CommandContext
+from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.contracts import check_reply
-from assistant.prompts import PromptFileError, load_prompt_file
+from assistant.prompts.files import PromptFileError, load_prompt_file
 from assistant.testing import Reply
 from assistant.turns import Completed, Failed, TextDelta
 from tests.conftest import ALICE, REF, ConversationRef, collect, inbound, write_prompt

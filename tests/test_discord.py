@@ -11,7 +11,7 @@ from typing import Any
 import discord
 import pytest
 
-from assistant.commands import AdminCommands
+from assistant.admin.commands import AdminCommands
 from assistant.testing import Fail, Hang, Reply
 from bots.discord_app import DiscordAdapter, DiscordSetupError
 from bots.streaming import INTERRUPTED

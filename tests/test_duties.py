@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import yaml
 
-from assistant.bootstrap import ChatDuties, Runtime
-from assistant.commands import AdminCommands, CommandContext
+from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.config import load_settings
-from assistant.duties import Duties, DutySettings
-from assistant.eval_runner import EvalRunner
-from assistant.evals import load_suites
-from assistant.notify import Notice
+from assistant.evals.runner import EvalRunner
+from assistant.evals.suite import load_suites
+from assistant.reporting.duties import Duties, DutySettings
+from assistant.reporting.notices import Notice
+from assistant.runtime import ChatDuties, Runtime
 from assistant.store import Store
 from assistant.store.tables import EvalRun, LlmCall
 from assistant.testing import Reply
@@ -66,7 +66,9 @@ def runtime_for(
 
 def duties(runtime: Runtime, notifier: Any, *, budget: float | None = None, now=NOW) -> Duties:
     return Duties(
-        runtime=runtime,
+        store=runtime.store,
+        runner=runtime.runner,
+        suites=runtime.suites,
         notifier=notifier,
         settings=DutySettings(
             channels=["slack:C0REPORTS", f"discord:{DISCORD_CHANNEL}"],

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
-from assistant.commands import AdminCommands, CommandContext
-from assistant.eval_runner import JUDGE_INSTRUCTIONS, EvalRunner
-from assistant.evals import EvalSuite, load_suite
+from assistant.admin.commands import AdminCommands, CommandContext
+from assistant.evals.runner import JUDGE_INSTRUCTIONS, EvalRunner
+from assistant.evals.suite import EvalSuite, load_suite
 from assistant.llm import OpenAIChatModel
 from assistant.store import Store
 from assistant.store.tables import EvalRun

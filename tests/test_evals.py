@@ -13,7 +13,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.evals import (
+from assistant.evals.suite import (
     Assertion,
     EvalCase,
     EvalFileError,
@@ -30,7 +30,7 @@ from assistant.evals import (
     self_check_cases,
     weighted_pass_rate,
 )
-from assistant.prompts import PromptFileError
+from assistant.prompts.files import PromptFileError
 
 KNOWN_TOOLS = ["current_time", "calculator"]
 

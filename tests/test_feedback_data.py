@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from assistant.evals import load_suite
-from assistant.feedback import candidate_cases, finetune_lines
+from assistant.evals.feedback import candidate_cases, finetune_lines
+from assistant.evals.suite import load_suite
 from assistant.testing import Reply
 from assistant.turns import Actor, Completed
 from tests.conftest import REF, collect, inbound

@@ -8,7 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from assistant.prompts import PromptCatalog, PromptFileError, load_prompt_file, load_prompts_dir
+from assistant.prompts.files import (
+    PromptCatalog,
+    PromptFileError,
+    load_prompt_file,
+    load_prompts_dir,
+)
 from tests.conftest import BASE_PROMPT, write_prompt
 
 SHIPPED = Path(__file__).resolve().parent.parent / "prompts"

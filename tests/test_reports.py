@@ -14,23 +14,16 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from assistant.reports import (
-    DISCORD_FIELDS,
-    DISCORD_NAME_LIMIT,
-    DISCORD_TOTAL_LIMIT,
-    DISCORD_VALUE_LIMIT,
+from assistant.reporting.chart import chart_png
+from assistant.reporting.figures import (
     DailyFigures,
     Percentiles,
     Period,
     Report,
     VersionFigures,
     build_report,
-    chart_png,
-    discord_embed,
-    discord_embed_size,
-    report_text,
-    slack_blocks,
 )
+from assistant.reporting.wording import report_text
 from assistant.store import Store, migrate
 from assistant.store.tables import (
     Conversation,
@@ -40,6 +33,15 @@ from assistant.store.tables import (
     Message,
     PromptVersionRow,
 )
+from bots.discord_notices import (
+    DISCORD_FIELDS,
+    DISCORD_NAME_LIMIT,
+    DISCORD_TOTAL_LIMIT,
+    DISCORD_VALUE_LIMIT,
+    discord_embed,
+    discord_embed_size,
+)
+from bots.slack_notices import slack_blocks
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 WEEK = Period.last("7d", now=NOW)  # 2025-03-03 12:00 to 2025-03-10 12:00

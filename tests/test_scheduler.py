@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from assistant.scheduler import ScheduledJob, Scheduler, cron
+from assistant.reporting.schedule import ScheduledJob, Scheduler, cron
 from assistant.store import Store, migrate
 from assistant.store.tables import JobRun
 

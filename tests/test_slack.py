@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from assistant.commands import AdminCommands
+from assistant.admin.commands import AdminCommands
 from assistant.store import Store
 from assistant.testing import CallTools, Cut, Fail, Hang, Reply
 from assistant.turns import ConversationRef

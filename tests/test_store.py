@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import inspect, text
 
-from assistant.bindings import Binding, Scope
+from assistant.prompts.bindings import Binding, Scope
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.store.tables import LlmCall, Message, PromptVersionRow
 from assistant.turns import ConversationRef

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assistant.commands import AdminCommands, CommandContext
+from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.engine import Assistant
 from assistant.store import PromptVersionConflict, Store
 from assistant.store.tables import PromptAudit

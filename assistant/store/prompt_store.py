@@ -19,7 +19,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from assistant.bindings import Binding, Scope, scopes_for
+from assistant.prompts.bindings import Binding, Scope, scopes_for
 from assistant.store.database import WorkRunner
 from assistant.store.tables import (
     CachedResponse,

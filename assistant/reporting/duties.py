@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from assistant.bootstrap import Runtime
-from assistant.notify import Notice, Notifier
-from assistant.reports import Period, build_report, chart_png, report_text
-from assistant.scheduler import ScheduledJob, cron
+from assistant.evals.runner import EvalRunner
+from assistant.evals.suite import EvalSuite
+from assistant.reporting.chart import chart_png
+from assistant.reporting.figures import Period, build_report
+from assistant.reporting.notices import Notice, Notifier
+from assistant.reporting.schedule import ScheduledJob, cron
+from assistant.reporting.wording import report_text
+from assistant.store import Store
 from assistant.store.tables import EvalRun
 
 log = logging.getLogger(__name__)
@@ -43,12 +47,16 @@ class Duties:
     def __init__(
         self,
         *,
-        runtime: Runtime,
+        store: Store,
+        runner: EvalRunner,
+        suites: Mapping[str, EvalSuite],
         notifier: Notifier,
         settings: DutySettings,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
-        self._runtime = runtime
+        self._store = store
+        self._runner = runner
+        self._suites = suites
         self._notifier = notifier
         self._settings = settings
         self._clock = clock
@@ -68,14 +76,11 @@ class Duties:
 
     async def run_evals(self) -> list[EvalRun]:
         """Every suite at the version in use; a drop since its previous run is an alert."""
-        runtime = self._runtime
-        runner = runtime.runner
+        runner = self._runner
         runs = []
-        for name in sorted(runtime.suites):
+        for name in sorted(self._suites):
             version = await runner.version_in_use(name)
-            outcome = await runner.run_and_compare(
-                runtime.suites[name], version, trigger="schedule"
-            )
+            outcome = await runner.run_and_compare(self._suites[name], version, trigger="schedule")
             runs.append(outcome.run)
             previous, run = outcome.compared, outcome.run
             if previous is not None and previous.pass_rate - run.pass_rate >= DRIFT_POINTS:
@@ -87,7 +92,7 @@ class Duties:
     async def post_report(self, spec: str = "24h") -> None:
         period = Period.last(spec, now=self._clock())
         report = await build_report(
-            self._runtime.store, period, daily_budget_usd=self._settings.daily_budget_usd
+            self._store, period, daily_budget_usd=self._settings.daily_budget_usd
         )
         notice = Notice(
             title=f"Assistant report, {period.describe()}",
@@ -110,7 +115,7 @@ class Duties:
             return
         now = self._clock()
         today = Period(start=now.replace(hour=0, minute=0, second=0, microsecond=0), end=now)
-        spent = (await build_report(self._runtime.store, today)).cost_usd
+        spent = (await build_report(self._store, today)).cost_usd
         for level in BUDGET_LEVELS:
             if spent >= budget * level:
                 text = (
@@ -122,7 +127,7 @@ class Duties:
 
     async def _check_errors(self) -> None:
         now = self._clock()
-        report = await build_report(self._runtime.store, Period(start=now - SPIKE_WINDOW, end=now))
+        report = await build_report(self._store, Period(start=now - SPIKE_WINDOW, end=now))
         if report.calls < SPIKE_MIN_CALLS or report.error_rate < SPIKE_RATE:
             return
         text = (
@@ -133,7 +138,7 @@ class Duties:
 
     async def _alert(self, key: str, notice: Notice) -> None:
         """Post once per condition: the key is claimed before anything is posted."""
-        if not await self._runtime.store.claim_event([f"alert:{key}"], keep=_ALERT_MEMORY):
+        if not await self._store.claim_event([f"alert:{key}"], keep=_ALERT_MEMORY):
             return
         log.warning("alert: %s", notice.text)
         for channel in self._settings.channels:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from assistant.prompts import PromptFileError, parse_prompt
+from assistant.prompts.files import PromptFileError, parse_prompt
 from assistant.store import Store
 from assistant.store.tables import Message, PromptVersionRow
 

@@ -5,16 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from assistant.admin.commands import AdminCommands
 from assistant.builtin_tools import builtin_registry
-from assistant.commands import AdminCommands
 from assistant.config import Settings
 from assistant.engine import Assistant, EngineConfig
-from assistant.eval_runner import EvalRunner
-from assistant.evals import EvalSuite, load_suites
+from assistant.evals.runner import EvalRunner
+from assistant.evals.suite import EvalSuite, load_suites
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.pricing import PriceTable
-from assistant.prompts import PromptCatalog, load_prompts_dir
-from assistant.reports import Period, build_report, report_text
+from assistant.prompts.files import PromptCatalog, load_prompts_dir
+from assistant.reporting.figures import Period, build_report
+from assistant.reporting.wording import report_text
 from assistant.store import Store, migrate
 from assistant.tools import ToolRegistry
 

@@ -10,8 +10,8 @@ import logging
 import random
 from pathlib import Path
 
-from assistant.bindings import Binding
-from assistant.prompts import PromptCatalog, PromptFile, PromptFileError, parse_prompt
+from assistant.prompts.bindings import Binding
+from assistant.prompts.files import PromptCatalog, PromptFile, PromptFileError, parse_prompt
 from assistant.store import PromptStore
 from assistant.turns import ConversationRef
 

@@ -10,9 +10,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from assistant.bootstrap import Runtime
-from assistant.eval_runner import EvalRunner, RunOutcome
-from assistant.evals import EvalSuite
+from assistant.evals.runner import EvalRunner, RunOutcome
+from assistant.evals.suite import EvalSuite
+from assistant.runtime import Runtime
 from assistant.store.tables import EvalResult
 
 

@@ -15,18 +15,20 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from assistant.bootstrap import open_runtime
-from assistant.commands import CommandContext
+from assistant.admin.commands import CommandContext
 from assistant.config import ConfigError, Settings, load_settings
-from assistant.eval_cli import eval_plan, run_plan
-from assistant.eval_runner import EvalRunner
-from assistant.feedback import candidate_cases, finetune_lines
-from assistant.prompts import PromptFileError
-from assistant.reports import Period, build_report, chart_png, report_text
+from assistant.evals.feedback import candidate_cases, finetune_lines
+from assistant.evals.runner import EvalRunner
+from assistant.prompts.files import PromptFileError
+from assistant.reporting.chart import chart_png
+from assistant.reporting.figures import Period, build_report
+from assistant.reporting.wording import report_text
+from assistant.runtime import open_runtime
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
 from assistant.turns import Actor, ConversationRef
 from bots import services
+from bots.cli_evals import eval_plan, run_plan
 from bots.terminal import TerminalChat
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from assistant.contracts import check_reply, check_schema
 from assistant.file_errors import describe
-from assistant.prompts import PromptFileError
+from assistant.prompts.files import PromptFileError
 
 SUITE_FILE = "evals.yaml"
 _CASE_NAME = r"^[a-z0-9_-]+$"

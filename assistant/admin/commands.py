@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import get_args
 
-from assistant.bindings import Binding, Scope, ScopeKind
+from assistant.prompts.bindings import Binding, Scope, ScopeKind
+from assistant.prompts.versions import VersionResolver
 from assistant.store import PromptStore
 from assistant.store.eval_store import EvalStore
 from assistant.store.prompt_store import BindingChange
 from assistant.store.tables import EvalRun, PromptAudit
 from assistant.turns import Actor, ConversationRef
-from assistant.versions import VersionResolver
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from assistant.reports import Report
+from assistant.reporting.figures import Report
 
 
 @dataclass(frozen=True, kw_only=True)

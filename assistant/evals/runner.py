@@ -16,11 +16,11 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
-from assistant import evals
-from assistant.bindings import Scope
 from assistant.engine import Assistant
+from assistant.evals import suite as evals
 from assistant.llm import ChatMessage, ChatModel, ChatRequest, LlmError, complete
-from assistant.prompts import PromptFile
+from assistant.prompts.bindings import Scope
+from assistant.prompts.files import PromptFile
 from assistant.store import Store
 from assistant.store.eval_store import FAKE_MODEL
 from assistant.store.tables import EvalResult, EvalRun, Message

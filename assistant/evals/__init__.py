@@ -1,0 +1,1 @@
+"""Quality: eval suites, their assertion kinds, the runner, and cases and data from feedback."""

@@ -1,0 +1,346 @@
+"""What the assistant cost, how fast and how good it was over a period: the figures, read from
+the store once; `wording` and the surfaces decide how they read.
+
+Only production traffic counts: conversations of the eval platform are left out of everything
+but `Report.eval_cost_usd`. Unpriced calls (no price for their model) are never counted as $0:
+costs are sums of priced calls, and every rendering says how many calls were left out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import TypeVar
+
+from assistant.store import Store
+from assistant.store.report_store import (
+    CallTotals,
+    EvalPoint,
+    MessageCounts,
+    ReplyTiming,
+    ReportQueries,
+    Votes,
+)
+
+K = TypeVar("K", bound=Hashable)
+
+_SPEC = re.compile(r"(\d+)([hd])")
+_LONGEST = timedelta(days=366)
+_UNITS = (
+    ("day", timedelta(days=1)),
+    ("hour", timedelta(hours=1)),
+    ("minute", timedelta(minutes=1)),
+)
+UNVERSIONED = "unversioned"
+
+
+# ---- the figures
+
+
+@dataclass(frozen=True, kw_only=True)
+class Period:
+    """A span of UTC time: `start` included, `end` excluded."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("start", "end"):
+            moment: datetime = getattr(self, name)
+            if moment.utcoffset() is None:
+                raise ValueError(f"a period's {name} needs a time zone (UTC), got {moment}")
+            object.__setattr__(self, name, moment.astimezone(UTC))
+        if self.end < self.start:
+            raise ValueError(f"a period cannot end ({self.end}) before it starts ({self.start})")
+
+    @classmethod
+    def last(cls, spec: str, *, now: datetime) -> Period:
+        """The `spec` ("24h", "7d", "30d": hours or days, up to 366 days) that ends at `now`."""
+        match = _SPEC.fullmatch(spec.strip().lower())
+        amount = int(match[1]) if match else 0
+        length = timedelta(hours=amount) if match and match[2] == "h" else timedelta(days=amount)
+        if not amount or length > _LONGEST:
+            raise ValueError(
+                f"a report period is a number of hours or days up to 366 days, "
+                f"such as 24h, 7d or 30d; got {spec!r}"
+            )
+        return cls(start=now - length, end=now)
+
+    def describe(self) -> str:
+        """ "24 hours to 2025-03-10 09:00 UTC"; a span of no round length "from … to …"."""
+        end = f"{self.end:%Y-%m-%d %H:%M} UTC"
+        length = self.end - self.start
+        for unit, size in _UNITS:
+            count, rest = divmod(length, size)
+            if count and not rest and (unit != "day" or count > 1):
+                return f"{count} {unit}{'' if count == 1 else 's'} to {end}"
+        return f"{self.start:%Y-%m-%d %H:%M} to {end}"
+
+    def days(self) -> list[date]:
+        """The UTC days the period touches, partly or wholly."""
+        if self.end <= self.start:
+            return []
+        first, last = self.start.date(), (self.end - timedelta(microseconds=1)).date()
+        return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Percentiles:
+    """Nearest-rank percentiles: the p-th is the value at rank ceil(p/100 * n) of the n sorted
+    values, so it is always a latency that was actually seen; None when there were none."""
+
+    p50: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Percentiles:
+        ordered = sorted(values)
+        if not ordered:
+            return cls()
+        return cls(
+            p50=_nearest_rank(ordered, 50),
+            p95=_nearest_rank(ordered, 95),
+            p99=_nearest_rank(ordered, 99),
+        )
+
+
+def _nearest_rank(ordered: Sequence[float], percent: int) -> float:
+    rank = -(-percent * len(ordered) // 100)  # ceil in integers: no float rounding at the edge
+    return ordered[max(rank, 1) - 1]
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionFigures:
+    """One prompt version's traffic, cost, votes and eval results."""
+
+    label: str  # "name@version", or "unversioned"
+    calls: int
+    cost_usd: float  # priced calls only
+    unpriced_calls: int
+    messages: int  # assistant replies
+    thumbs_up: int
+    thumbs_down: int
+    eval_pass_rate: float | None  # the latest run finished before the period's end
+    eval_pass_change: float | None  # since the run before it, as a fraction
+    consistency: float | None
+    consistency_change: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DailyFigures:
+    day: date
+    cost_usd: float
+    ttft_p50_ms: float | None
+    total_p50_ms: float | None
+    total_p95_ms: float | None
+    total_p99_ms: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Report:
+    period: Period
+    conversations: int  # with a message in the period
+    messages: int  # user and assistant
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_usd: float  # priced calls only: a lower bound when unpriced_calls > 0
+    unpriced_calls: int
+    unpriced_models: tuple[str, ...]
+    eval_cost_usd: float  # eval turns: apart from every other figure
+    eval_unpriced_calls: int
+    cost_by_model: dict[str, float]  # priced models, most expensive first
+    by_version: list[VersionFigures]
+    ttft_ms: Percentiles  # reply calls answered by the model (not the cache)
+    total_ms: Percentiles
+    calls: int
+    errors: int
+    error_rate: float  # errors / calls, 0 when there were no calls
+    daily: list[DailyFigures]
+    budget_usd: float | None
+    budget_used: float | None  # spend on the UTC day of period.end / budget_usd
+
+
+@dataclass(kw_only=True)
+class _Tally:
+    calls: int = 0
+    errors: int = 0
+    unpriced: int = 0
+    cost_usd: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+    def add(self, row: CallTotals) -> None:
+        self.calls += row.calls
+        self.errors += row.errors
+        self.unpriced += row.unpriced
+        self.cost_usd += row.cost_usd
+        self.prompt_tokens += row.prompt_tokens
+        self.completion_tokens += row.completion_tokens
+        self.cached_tokens += row.cached_tokens
+
+
+def _tally(rows: Iterable[CallTotals]) -> _Tally:
+    total = _Tally()
+    for row in rows:
+        total.add(row)
+    return total
+
+
+def _tally_by(rows: Iterable[CallTotals], key: Callable[[CallTotals], K]) -> dict[K, _Tally]:
+    tallies: dict[K, _Tally] = {}
+    for row in rows:
+        tallies.setdefault(key(row), _Tally()).add(row)
+    return tallies
+
+
+async def build_report(
+    store: Store, period: Period, *, daily_budget_usd: float | None = None
+) -> Report:
+    """Read the period's figures from `store`.
+
+    Args:
+        daily_budget_usd: compared with the production spend of the UTC day of `period.end`;
+            None or 0 means no budget.
+    """
+    queries = ReportQueries(store.engine)
+    rows = await queries.call_totals(period.start, period.end)
+    production = [row for row in rows if not row.is_eval]
+    timings = await queries.reply_timings(period.start, period.end)
+    traffic = await queries.message_counts(period.start, period.end)
+    votes = await queries.votes(period.start, period.end)
+    total, evals = _tally(production), _tally(row for row in rows if row.is_eval)
+    by_model = _tally_by(production, lambda row: row.model)
+    return Report(
+        period=period,
+        conversations=traffic.conversations,
+        messages=traffic.messages,
+        prompt_tokens=total.prompt_tokens,
+        completion_tokens=total.completion_tokens,
+        cached_tokens=total.cached_tokens,
+        cost_usd=total.cost_usd,
+        unpriced_calls=total.unpriced,
+        unpriced_models=tuple(sorted(m for m, tally in by_model.items() if tally.unpriced)),
+        eval_cost_usd=evals.cost_usd,
+        eval_unpriced_calls=evals.unpriced,
+        cost_by_model=_cost_by_model(by_model),
+        by_version=await _by_version(queries, period, production, traffic, votes),
+        ttft_ms=Percentiles.of(t.ttft_ms for t in timings if t.ttft_ms is not None),
+        total_ms=Percentiles.of(t.total_ms for t in timings),
+        calls=total.calls,
+        errors=total.errors,
+        error_rate=total.errors / total.calls if total.calls else 0.0,
+        daily=_daily(period, production, timings),
+        budget_usd=daily_budget_usd or None,
+        budget_used=await _budget_used(queries, period, daily_budget_usd),
+    )
+
+
+def _cost_by_model(by_model: dict[str, _Tally]) -> dict[str, float]:
+    """Models with at least one priced call: an unpriced model's $0 would be a false figure."""
+    priced = [(model, t.cost_usd) for model, t in by_model.items() if t.calls > t.unpriced]
+    return dict(sorted(priced, key=lambda item: (-item[1], item[0])))
+
+
+async def _budget_used(
+    queries: ReportQueries, period: Period, budget: float | None
+) -> float | None:
+    if not budget:
+        return None
+    midnight = period.end.replace(hour=0, minute=0, second=0, microsecond=0)
+    return await queries.priced_cost(midnight, period.end) / budget
+
+
+async def _by_version(
+    queries: ReportQueries,
+    period: Period,
+    rows: Sequence[CallTotals],
+    traffic: MessageCounts,
+    votes: dict[int | None, Votes],
+) -> list[VersionFigures]:
+    """Every version that made a call, gave a reply or got a vote in the period; by name and
+    version, the unversioned last."""
+    tallies = _tally_by(rows, lambda row: row.prompt_version_id)
+    ids = set(tallies) | set(traffic.replies_by_version) | set(votes)
+    labels = await queries.version_labels({i for i in ids if i is not None})
+    history = await queries.eval_history(set(labels.values()), before=period.end)
+
+    def sort_key(version_id: int | None) -> tuple[bool, str, int]:
+        name, number = labels.get(version_id, ("", 0)) if version_id is not None else ("", 0)
+        return version_id is None, name, number
+
+    figures = []
+    for version_id in sorted(ids, key=sort_key):
+        named = labels.get(version_id) if version_id is not None else None
+        figures.append(
+            _version_figures(
+                f"{named[0]}@{named[1]}" if named else UNVERSIONED,
+                tallies.get(version_id, _Tally()),
+                replies=traffic.replies_by_version.get(version_id, 0),
+                votes=votes.get(version_id, Votes(up=0, down=0)),
+                runs=history.get(named, []) if named else [],
+            )
+        )
+    return figures
+
+
+def _version_figures(
+    label: str, tally: _Tally, *, replies: int, votes: Votes, runs: Sequence[EvalPoint]
+) -> VersionFigures:
+    """`runs`: the version's latest eval run and the one before it, newest first."""
+    latest = runs[0] if runs else None
+    previous = runs[1] if len(runs) > 1 else None
+    return VersionFigures(
+        label=label,
+        calls=tally.calls,
+        cost_usd=tally.cost_usd,
+        unpriced_calls=tally.unpriced,
+        messages=replies,
+        thumbs_up=votes.up,
+        thumbs_down=votes.down,
+        eval_pass_rate=latest.pass_rate if latest else None,
+        eval_pass_change=_change(latest, previous, lambda run: run.pass_rate),
+        consistency=latest.consistency if latest else None,
+        consistency_change=_change(latest, previous, lambda run: run.consistency),
+    )
+
+
+def _change(
+    latest: EvalPoint | None,
+    previous: EvalPoint | None,
+    figure: Callable[[EvalPoint], float | None],
+) -> float | None:
+    if latest is None or previous is None:
+        return None
+    now, before = figure(latest), figure(previous)
+    return None if now is None or before is None else now - before
+
+
+def _daily(
+    period: Period, rows: Sequence[CallTotals], timings: Sequence[ReplyTiming]
+) -> list[DailyFigures]:
+    """Every day of the period, quiet ones too: a gap in a chart should look like one."""
+    cost = _tally_by(rows, lambda row: row.day)
+    by_day: dict[date, list[ReplyTiming]] = {}
+    for timing in timings:
+        by_day.setdefault(timing.created_at.astimezone(UTC).date(), []).append(timing)
+    days = []
+    for day in period.days():
+        found = by_day.get(day, [])
+        ttft = Percentiles.of(t.ttft_ms for t in found if t.ttft_ms is not None)
+        total = Percentiles.of(t.total_ms for t in found)
+        days.append(
+            DailyFigures(
+                day=day,
+                cost_usd=cost[day].cost_usd if day in cost else 0.0,
+                ttft_p50_ms=ttft.p50,
+                total_p50_ms=total.p50,
+                total_p95_ms=total.p95,
+                total_p99_ms=total.p99,
+            )
+        )
+    return days

@@ -1,0 +1,167 @@
+"""A report in words: the Markdown every surface can show, and the phrases (headline fields,
+version lines) that richer renderings (Slack blocks, a Discord embed) arrange their own way."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from assistant.reporting.figures import Percentiles, Period, Report, VersionFigures
+
+_NOTE_LIMIT = 1000  # an unpriced note naming many models is cut to this
+METHOD = "latency: nearest-rank percentiles of replies the model answered"
+
+
+def unpriced_note(report: Report) -> str | None:
+    """The warning every rendering shows when some calls could not be priced."""
+    if not report.unpriced_calls:
+        return None
+    models = ", ".join(report.unpriced_models)
+    note = f"{count(report.unpriced_calls, 'call')} unpriced ({models}): cost is a lower bound"
+    return clip(note, _NOTE_LIMIT)
+
+
+def report_text(report: Report) -> str:
+    """Markdown for the terminal and chat commands: short lines in a few sections."""
+    lines = [f"**Assistant report, {report.period.describe()}**"]
+    note = unpriced_note(report)
+    if note:
+        lines.append(f"⚠️ {note}")
+    lines += ["", "**Traffic**", f"- {_traffic(report, ', ')}", f"- {_calls(report, ', ')}"]
+    lines += ["", "**Cost**", f"- {_cost(report)} in production, eval runs {_eval_cost(report)}"]
+    lines += [f"  - {line}" for line in model_lines(report)]
+    lines.append(f"- tokens: {_tokens(report, ', ')}")
+    budget = _budget(report)
+    if budget:
+        lines.append(f"- budget: {budget}")
+    lines += ["", "**Reply latency** (nearest-rank percentiles)"]
+    lines.append(f"- first token: {_latency(report.ttft_ms, ', ')}")
+    lines.append(f"- total: {_latency(report.total_ms, ', ')}")
+    lines += ["", "**Prompt versions**"]
+    for version in report.by_version:
+        lines += [f"- {version.label}: {version_traffic(version)}", f"  {quality(version)}"]
+    if not report.by_version:
+        lines.append("- no traffic")
+    return "\n".join(lines)
+
+
+def summary_fields(report: Report) -> list[tuple[str, str]]:
+    """The headline figures, as (name, value) pairs: Slack fields, Discord inline fields."""
+    pairs = [
+        ("Traffic", _traffic(report, "\n")),
+        ("Model calls", _calls(report, "\n")),
+        ("Cost", _cost(report)),
+        ("Eval runs", _eval_cost(report)),
+        ("Tokens", _tokens(report, "\n")),
+        ("First token", _latency(report.ttft_ms, "\n")),
+        ("Reply time", _latency(report.total_ms, "\n")),
+    ]
+    budget = _budget(report)
+    if budget:
+        pairs.append(("Budget", budget))
+    return pairs
+
+
+def _traffic(report: Report, separator: str) -> str:
+    return (
+        count(report.conversations, "conversation") + separator + count(report.messages, "message")
+    )
+
+
+def _calls(report: Report, separator: str) -> str:
+    errors = f"{count(report.errors, 'error')} ({report.error_rate:.1%})"
+    return count(report.calls, "model call") + separator + errors
+
+
+def _cost(report: Report) -> str:
+    return usd(report.cost_usd) + (" (lower bound)" if report.unpriced_calls else "")
+
+
+def _eval_cost(report: Report) -> str:
+    unpriced = report.eval_unpriced_calls
+    return usd(report.eval_cost_usd) + (f" + {unpriced} unpriced" if unpriced else "")
+
+
+def _tokens(report: Report, separator: str) -> str:
+    prompt = f"{report.prompt_tokens:,} prompt ({report.cached_tokens:,} cached)"
+    return f"{prompt}{separator}{report.completion_tokens:,} completion"
+
+
+def _latency(figures: Percentiles, separator: str) -> str:
+    if figures.p50 is None:
+        return "no replies"
+    parts = [("p50", figures.p50), ("p95", figures.p95), ("p99", figures.p99)]
+    return separator.join(f"{name} {_ms(value)}" for name, value in parts)
+
+
+def _budget(report: Report) -> str | None:
+    if report.budget_usd is None or report.budget_used is None:
+        return None
+    spent = report.budget_used * report.budget_usd
+    return f"{usd(spent)} of {usd(report.budget_usd)} today ({report.budget_used:.0%})"
+
+
+def model_lines(report: Report) -> list[str]:
+    return [f"{model}: {usd(cost)}" for model, cost in report.cost_by_model.items()]
+
+
+def version_traffic(version: VersionFigures) -> str:
+    cost = usd(version.cost_usd)
+    if version.unpriced_calls:
+        cost += f" + {version.unpriced_calls} unpriced"
+    return (
+        f"{count(version.calls, 'call')}, {cost}, {count(version.messages, 'reply')}, "
+        f"👍 {version.thumbs_up} 👎 {version.thumbs_down}"
+    )
+
+
+def quality(version: VersionFigures) -> str:
+    if version.eval_pass_rate is None:
+        return "no eval run"
+    quality = f"eval {_rate(version.eval_pass_rate, version.eval_pass_change)}"
+    if version.consistency is not None:
+        quality += f", consistency {_rate(version.consistency, version.consistency_change)}"
+    return quality
+
+
+def _rate(value: float, change: float | None) -> str:
+    """ "92% (+4 pts)": a rate and its change since the previous eval run."""
+    if change is None:
+        return f"{value:.0%}"
+    points = round(change * 100)
+    return f"{value:.0%} ({'±0' if points == 0 else f'{points:+d}'} pts)"
+
+
+def usd(amount: float) -> str:
+    """Cents for dollars and more; four places below, where single calls live."""
+    return f"${amount:,.2f}" if amount == 0 or abs(amount) >= 1 else f"${amount:.4f}"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f} ms"
+
+
+def count(number: int, noun: str) -> str:
+    plural = noun[:-1] + "ies" if noun.endswith("y") else noun + "s"
+    return f"{number:,} {noun if number == 1 else plural}"
+
+
+def span(period: Period) -> str:
+    return f"{period.start:%Y-%m-%d %H:%M} to {period.end:%Y-%m-%d %H:%M} UTC"
+
+
+def clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def fit_lines(heading: str, lines: Sequence[str], limit: int) -> str:
+    """`heading` and as many whole lines as fit in `limit`, then how many were left out."""
+    reserve = 32  # "… and 1,000 more"
+    text = heading
+    for index, line in enumerate(lines):
+        if len(text) + 1 + len(line) > limit - reserve:
+            return f"{text}\n… and {len(lines) - index:,} more"
+        text = f"{text}\n{line}"
+    return clip(text, limit)
+
+
+# ---- the chart
