@@ -1,40 +1,46 @@
-"""One accounting row per model call, and a turn's totals: tokens, cost (or unpriced), timing."""
+"""One record per model call, and a turn's totals: tokens, cost (or unpriced), timing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from assistant.llm import ChatRequest, Completion, LlmError, Usage, wire_messages
 from assistant.pricing import PriceTable
-from assistant.store.tables import LlmCall
+from assistant.records import CallRecord
 from assistant.tokens import TokenCounter
 from assistant.turns import TurnUsage
 
+CONTRACT_ERROR_LIMIT = 500  # the stored reason a reply broke its version's schema
 
-@dataclass(frozen=True, kw_only=True)
-class CallContext:
-    """What every row of a turn shares."""
 
-    conversation_id: int | None
-    prompt_version_id: int | None
-    model: str
+class Ledger:
+    """Every model call of one turn, in order. A phase adds the record of each call as the
+    call ends, so a turn that fails or is abandoned part-way still accounts for what it spent."""
+
+    def __init__(self) -> None:
+        self._calls: list[CallRecord] = []
+
+    def add(self, call: CallRecord) -> None:
+        self._calls.append(call)
+
+    @property
+    def calls(self) -> tuple[CallRecord, ...]:
+        return tuple(self._calls)
 
 
 def completed_call(
-    context: CallContext,
     *,
     purpose: str,
     request: ChatRequest,
     completion: Completion,
     prices: PriceTable,
     counter: TokenCounter,
-) -> LlmCall:
+    error_class: str | None = None,
+    contract_error: str | None = None,
+) -> CallRecord:
     usage = completion.usage or estimate_usage(counter, request, completion.text)
     model = completion.model or request.model
-    return LlmCall(
-        conversation_id=context.conversation_id,
-        prompt_version_id=context.prompt_version_id,
+    return CallRecord(
         purpose=purpose,
         model=model,
         prompt_tokens=usage.prompt_tokens,
@@ -49,15 +55,15 @@ def completed_call(
         ttft_ms=completion.ttft_ms,
         total_ms=completion.total_ms,
         status="ok",
+        error_class=error_class,
+        contract_error=contract_error[:CONTRACT_ERROR_LIMIT] if contract_error else None,
     )
 
 
-def failed_call(context: CallContext, *, purpose: str, error: LlmError) -> LlmCall:
-    return LlmCall(
-        conversation_id=context.conversation_id,
-        prompt_version_id=context.prompt_version_id,
+def failed_call(*, purpose: str, model: str, error: LlmError) -> CallRecord:
+    return CallRecord(
         purpose=purpose,
-        model=context.model,
+        model=model,
         ttft_ms=error.ttft_ms,
         total_ms=error.total_ms,
         status="error",
@@ -66,26 +72,23 @@ def failed_call(context: CallContext, *, purpose: str, error: LlmError) -> LlmCa
 
 
 def abandoned_call(
-    context: CallContext,
     *,
     request: ChatRequest,
     text: str,
     elapsed_ms: float,
     prices: PriceTable,
     counter: TokenCounter,
-) -> LlmCall:
+) -> CallRecord:
     """A call cut short because nobody was listening any more: the provider still bills what
     it read and wrote, so the tokens are estimated and priced."""
     usage = estimate_usage(counter, request, text)
-    return LlmCall(
-        conversation_id=context.conversation_id,
-        prompt_version_id=context.prompt_version_id,
+    return CallRecord(
         purpose="reply",
-        model=context.model,
+        model=request.model,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cost_usd=prices.cost(
-            context.model,
+            request.model,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
         ),
@@ -95,13 +98,11 @@ def abandoned_call(
     )
 
 
-def cache_hit_call(context: CallContext, *, elapsed_ms: float) -> LlmCall:
+def cache_hit_call(*, model: str, elapsed_ms: float) -> CallRecord:
     """A reply served from the cache: no model call, so no tokens and a real $0."""
-    return LlmCall(
-        conversation_id=context.conversation_id,
-        prompt_version_id=context.prompt_version_id,
+    return CallRecord(
         purpose="reply",
-        model=context.model,
+        model=model,
         cost_usd=0.0,
         ttft_ms=elapsed_ms,
         total_ms=elapsed_ms,
@@ -119,7 +120,7 @@ def estimate_usage(counter: TokenCounter, request: ChatRequest, completion_text:
     )
 
 
-def turn_usage(calls: Sequence[LlmCall]) -> TurnUsage:
+def turn_usage(calls: Sequence[CallRecord]) -> TurnUsage:
     unpriced = tuple(sorted({c.model for c in calls if c.status == "ok" and c.cost_usd is None}))
     cost = None if unpriced else sum(c.cost_usd or 0.0 for c in calls)
     return TurnUsage(

@@ -252,25 +252,8 @@ class OpenAIChatModel:
                     ttft_ms = elapsed_ms()
                 if text:
                     yield text
-        except TimeoutError:
-            phase = "first token" if ttft_ms is None else "next chunk"
-            raise LlmTimeout(
-                f"no {phase} within the timeout", ttft_ms=ttft_ms, total_ms=elapsed_ms()
-            ) from None
-        except openai.APIError as exc:
-            error = _translate(exc, ttft_ms, elapsed_ms())
-            key = self._client.api_key
-            if key and len(key) > 8 and key in str(error):  # a server that echoes the key
-                error.args = (str(error).replace(key, "[redacted]"),)
-            raise error from None
-        except Exception as exc:  # the transport (httpx2) raising mid-body: a cut stream
-            if isinstance(exc, LlmError):
-                raise
-            raise LlmStreamBroken(
-                f"stream failed: {type(exc).__name__}: {exc}",
-                ttft_ms=ttft_ms,
-                total_ms=elapsed_ms(),
-            ) from exc
+        except Exception as exc:  # the cause is dropped: it may quote the API key
+            raise self._llm_error(exc, ttft_ms=ttft_ms, total_ms=elapsed_ms()) from None
         finally:
             if stream is not None:
                 await stream.close()
@@ -279,6 +262,24 @@ class OpenAIChatModel:
                 "the stream ended before the model finished", ttft_ms=ttft_ms, total_ms=elapsed_ms()
             )
         yield assembly.completion(request.model, ttft_ms, elapsed_ms(), attempt)
+
+    def _llm_error(self, exc: Exception, *, ttft_ms: float | None, total_ms: float) -> LlmError:
+        """What a failed attempt means to the caller; never with the API key in its text."""
+        if isinstance(exc, LlmError):
+            return exc
+        if isinstance(exc, TimeoutError):
+            phase = "first token" if ttft_ms is None else "next chunk"
+            return LlmTimeout(f"no {phase} within the timeout", ttft_ms=ttft_ms, total_ms=total_ms)
+        if isinstance(exc, openai.APIError):
+            error = _translate(exc, ttft_ms, total_ms)
+            key = self._client.api_key
+            if key and len(key) > 8 and key in str(error):  # a server that echoes the key
+                error.args = (str(error).replace(key, "[redacted]"),)
+            return error
+        # the transport (httpx2) raising mid-body: a cut stream
+        return LlmStreamBroken(
+            f"stream failed: {type(exc).__name__}: {exc}", ttft_ms=ttft_ms, total_ms=total_ms
+        )
 
 
 class _Assembly:

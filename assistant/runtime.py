@@ -67,26 +67,12 @@ class ChatDuties:
 async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Runtime:
     """Migrate, load and sync prompts, connect the model; `base_url` overrides OPENAI_BASE_URL."""
     tools = builtin_registry()
-    catalog = PromptCatalog(
-        load_prompts_dir(settings.prompts_dir, known_tools=tools.names()),
-        default_prompt=settings.default_prompt,
-    )
-    suites = load_suites(settings.prompts_dir, known_tools=tools.names())
+    catalog, suites = load_prompts(settings, tools)
     prices = PriceTable.load(settings.pricing_file)
     store = Store.connect(settings.database_url)
     try:
         await migrate.upgrade(store.engine)
-        key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-        model = OpenAIChatModel.connect(
-            api_key=key,
-            base_url=base_url or settings.openai_base_url,
-            timeouts=Timeouts(
-                first_token=settings.llm_first_token_timeout,
-                idle=settings.llm_idle_timeout,
-                total=settings.llm_total_timeout,
-            ),
-            max_retries=settings.llm_max_retries,
-        )
+        model = connect_model(settings, base_url=base_url)
         assistant = Assistant(
             store=store,
             model=model,
@@ -111,24 +97,53 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
         judge_model=settings.assistant_model,
         tool_timeout=settings.tool_timeout,
     )
-    chat_duties = ChatDuties(
+    duties = ChatDuties(
         store=store, assistant=assistant, runner=runner, suites=suites, settings=settings
-    )
-    commands = AdminCommands(
-        prompts=store.prompts,
-        versions=assistant.versions,
-        admins=settings.admin_users,
-        evals=store.evals,
-        suites=suites,
-        reporter=chat_duties.report,
-        evaluator=chat_duties.evaluate,
     )
     return Runtime(
         store=store,
         model=model,
         assistant=assistant,
-        commands=commands,
+        commands=admin_commands(settings, duties),
         tools=tools,
         suites=suites,
         runner=runner,
+    )
+
+
+def load_prompts(
+    settings: Settings, tools: ToolRegistry
+) -> tuple[PromptCatalog, dict[str, EvalSuite]]:
+    """Every prompt version and eval suite in PROMPTS_DIR, checked against the known tools."""
+    catalog = PromptCatalog(
+        load_prompts_dir(settings.prompts_dir, known_tools=tools.names()),
+        default_prompt=settings.default_prompt,
+    )
+    return catalog, load_suites(settings.prompts_dir, known_tools=tools.names())
+
+
+def connect_model(settings: Settings, *, base_url: str | None = None) -> OpenAIChatModel:
+    key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
+    return OpenAIChatModel.connect(
+        api_key=key,
+        base_url=base_url or settings.openai_base_url,
+        timeouts=Timeouts(
+            first_token=settings.llm_first_token_timeout,
+            idle=settings.llm_idle_timeout,
+            total=settings.llm_total_timeout,
+        ),
+        max_retries=settings.llm_max_retries,
+    )
+
+
+def admin_commands(settings: Settings, duties: ChatDuties) -> AdminCommands:
+    """The admin grammar with `report` and `eval run` doing the schedule's work in chat."""
+    return AdminCommands(
+        prompts=duties.store.prompts,
+        versions=duties.assistant.versions,
+        admins=settings.admin_users,
+        evals=duties.store.evals,
+        suites=duties.suites,
+        reporter=duties.report,
+        evaluator=duties.evaluate,
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.config import load_settings
@@ -139,7 +140,9 @@ async def _spend(store: Store, *, usd: float, at: datetime, status: str = "ok", 
         )
         for _ in range(n)
     ]
-    await store.finish_turn(None, calls)
+    async with AsyncSession(store.engine) as session:  # calls made at `at`, not now
+        session.add_all(calls)
+        await session.commit()
 
 
 async def test_budget_alerts_come_once_at_80_and_once_at_100_percent(runtime_for, store):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import inspect, text
 
 from assistant.prompts.bindings import Binding, Scope
+from assistant.records import CallRecord, NewMessage
 from assistant.store import PromptVersionConflict, Store, migrate
-from assistant.store.tables import LlmCall, Message, PromptVersionRow
+from assistant.store.tables import Message, PromptVersionRow
 from assistant.turns import ConversationRef
 
 REF = ConversationRef(platform="slack", workspace="T1", channel="C1", thread="1700000000.000100")
@@ -108,12 +110,13 @@ async def test_one_conversation_per_place_even_under_concurrent_first_messages(d
 
 
 async def test_user_message_is_stored_with_its_token_count_and_time(db):
-    message = Message(
-        conversation_id=0, role="user", author_id="slack:U1", text="hi", token_count=4
+    conversation_id = await db.conversation_id(REF)
+    message = NewMessage(role="user", author_id="slack:U1", text="hi", token_count=4)
+    message_id, history = await db.begin_turn(
+        conversation_id, message, prompt_version_id=None, token_limit=1000
     )
-    history = await db.begin_turn(REF, message, token_limit=1000)
     [stored] = await db.messages(history.state.id)
-    assert stored.id == message.id
+    assert stored.id == message_id
     assert [entry.text for entry in history.newest] == ["hi"] and history.complete
     assert (stored.text, stored.token_count, stored.author_id) == ("hi", 4, "slack:U1")
     assert stored.created_at.tzinfo is not None
@@ -164,25 +167,26 @@ async def test_a_vote_is_one_per_person_and_answer_and_carries_the_version(db):
         PromptVersionRow(name="p", version=1, content_hash="h", source_file="p/1.yaml", body="b")
     )
     conversation_id = await db.conversation_id(REF)
-    reply = Message(
-        conversation_id=conversation_id,
-        role="assistant",
-        text="answer",
-        token_count=1,
+    reply_id = await db.finish_turn(
+        conversation_id,
         prompt_version_id=version.id,
+        reply=NewMessage(role="assistant", text="answer", token_count=1),
+        calls=[],
     )
-    await db.finish_turn(reply, [])
-    assert reply.id is not None
-    votes = [db.record_feedback(reply.id, "slack:U1", vote) for vote in (1, -1, 1, -1)]
+    assert reply_id is not None
+    votes = [db.record_feedback(reply_id, "slack:U1", vote) for vote in (1, -1, 1, -1)]
     assert all(await asyncio.gather(*votes))  # concurrent first votes: one row, no error
-    assert await db.record_feedback(reply.id, "slack:U2", 1)
-    rows = await db.feedback(reply.id)
+    assert await db.record_feedback(reply_id, "slack:U2", 1)
+    rows = await db.feedback(reply_id)
     assert sorted(r.user_id for r in rows) == ["slack:U1", "slack:U2"]
     assert {r.prompt_version_id for r in rows} == {version.id}
-    question = Message(conversation_id=conversation_id, role="user", text="q", token_count=1)
-    await db.finish_turn(question, [])
-    assert question.id is not None
-    assert not await db.record_feedback(question.id, "slack:U1", 1)  # not an answer
+    question_id, _ = await db.begin_turn(
+        conversation_id,
+        NewMessage(role="user", text="q", token_count=1),
+        prompt_version_id=version.id,
+        token_limit=10,
+    )
+    assert not await db.record_feedback(question_id, "slack:U1", 1)  # not an answer
     assert not await db.record_feedback(10**6, "slack:U1", 1)
 
 
@@ -198,15 +202,17 @@ async def test_a_released_prompt_version_cannot_change(db):
 
 async def test_a_reply_and_its_calls_are_stored_together(db):
     conversation_id = await db.conversation_id(REF)
-    reply = Message(conversation_id=conversation_id, role="assistant", text="done", token_count=4)
+    reply = NewMessage(role="assistant", text="done", token_count=4)
     calls = [
-        LlmCall(conversation_id=conversation_id, purpose=p, model="m", total_ms=1.0, status="ok")
-        for p in ("summary", "reply")
+        CallRecord(purpose=p, model="m", total_ms=1.0, status="ok") for p in ("summary", "reply")
     ]
-    await db.finish_turn(reply, calls)
+    reply_id = await db.finish_turn(
+        conversation_id, prompt_version_id=None, reply=reply, calls=calls
+    )
     stored = await db.llm_calls(conversation_id)
     assert [c.purpose for c in stored] == ["summary", "reply"]
-    assert {c.message_id for c in stored} == {reply.id}
+    assert {c.message_id for c in stored} == {reply_id}
+    assert {c.conversation_id for c in stored} == {conversation_id}
 
 
 async def test_oldest_messages_start_right_after_the_pointer(db):
@@ -245,9 +251,10 @@ async def test_a_summary_never_moves_backwards(db):
     conversation_id = await db.conversation_id(REF)
     assert await db.save_summary(conversation_id, summary="up to 9", tokens=5, through_id=9)
     assert not await db.save_summary(conversation_id, summary="up to 5", tokens=5, through_id=5)
-    history = await db.begin_turn(
-        REF,
-        Message(conversation_id=0, role="user", text="hi", token_count=3),
+    _, history = await db.begin_turn(
+        conversation_id,
+        NewMessage(role="user", text="hi", token_count=3),
+        prompt_version_id=None,
         token_limit=100,
     )
     assert (history.state.summary, history.state.summary_through_id) == ("up to 9", 9)
@@ -259,23 +266,18 @@ async def test_a_versions_usage_counts_violations_and_cache_hits(db):
     )
     conversation_id = await db.conversation_id(REF)
 
-    def call(**fields: object) -> LlmCall:
-        return LlmCall(
-            conversation_id=conversation_id,
-            prompt_version_id=version.id,
-            model="m",
-            total_ms=1.0,
-            status="ok",
-            **fields,
-        )
+    def call(purpose: str, **flags: Any) -> CallRecord:
+        return CallRecord(purpose=purpose, model="m", total_ms=1.0, status="ok", **flags)
 
     await db.finish_turn(
-        None,
-        [
-            call(purpose="reply", contract_error="at /: bad"),
-            call(purpose="reply"),
-            call(purpose="reply", cache_hit=True),
-            call(purpose="summary"),
+        conversation_id,
+        prompt_version_id=version.id,
+        reply=None,
+        calls=[
+            call("reply", contract_error="at /: bad"),
+            call("reply"),
+            call("reply", cache_hit=True),
+            call("summary"),
         ],
     )
     usage = await db.prompts.usage(version.id)

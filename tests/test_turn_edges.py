@@ -9,7 +9,7 @@ from contextlib import aclosing
 from assistant.store.tables import Message
 from assistant.testing import CallTools, Fail, Reply
 from assistant.tokens import TokenCounter
-from assistant.turns import Actor, Completed, ConversationRef, Inbound, TextDelta
+from assistant.turns import Actor, Completed, ConversationRef, Failed, Inbound, TextDelta
 from tests.conftest import REF, collect, inbound, write_prompt
 
 COUNTER = TokenCounter("gpt-4o-mini")
@@ -183,3 +183,41 @@ async def test_a_contract_checks_only_the_final_answer_after_tools(
     assert len(fake_llm.requests) == 2, "no repair call for a valid final answer"
     conversation = await store.find_conversation(REF)
     assert all(c.contract_error is None for c in await store.llm_calls(conversation.id))
+
+
+async def test_a_pinned_version_that_does_not_exist_is_named_to_the_user(
+    make_assistant, fake_llm, store
+):
+    assistant = await make_assistant()
+    events = await collect(assistant.respond(inbound("hi", pinned_version=("assistant", 99))))
+    failed = events[-1]
+    assert isinstance(failed, Failed)
+    assert failed.user_message == "There is no prompt version assistant@99."
+    assert failed.error_class == "TurnRefused" and not failed.retryable
+    assert fake_llm.requests == []
+
+
+async def broken(store, table: str) -> None:
+    """A real fault in the database: the table a phase needs is gone."""
+    async with store.engine.begin() as connection:
+        await connection.exec_driver_sql(f"DROP TABLE {table}")
+
+
+async def test_each_phase_before_the_model_fails_with_its_own_words(
+    make_assistant, fake_llm, store
+):
+    assistant = await make_assistant()
+    for table in ("llm_calls", "feedback", "messages"):  # the message cannot be stored
+        await broken(store, table)
+    *_, failed = await collect(assistant.respond(inbound("store me")))
+    assert isinstance(failed, Failed) and "could not save your message" in failed.user_message
+
+    await broken(store, "prompt_bindings")  # which version answers here cannot be read
+    *_, failed = await collect(assistant.respond(inbound("which prompt?")))
+    assert isinstance(failed, Failed) and failed.retryable
+    assert "could not work out which prompt answers here" in failed.user_message
+
+    await broken(store, "processed_events")  # a delivery cannot be claimed
+    [failed] = await collect(assistant.respond(inbound("once", dedupe_keys=("event:E1",))))
+    assert isinstance(failed, Failed) and "could not reach its database" in failed.user_message
+    assert fake_llm.requests == []

@@ -164,18 +164,8 @@ class PromptStore:
         Two admins binding a new scope at once collide on its unique key; the loser retries
         and records the winner's binding as its `before`.
         """
-        audit = PromptAudit(
-            actor=actor,
-            surface=surface,
-            action=action,
-            prompt_name="",
-            scope=scope.kind,
-            platform=scope.platform,
-            workspace=scope.workspace,
-            channel=scope.channel,
-            after=after.to_json() if after else None,
-            forced=forced,
-        )
+        audit = _audit_row(scope, after, actor=actor, surface=surface, action=action)
+        audit.forced = forced
         for attempt in (1, 2):
             async with self._sessions() as session:
                 before = await _write_binding(session, scope, after, actor)
@@ -327,4 +317,21 @@ def _scope(row: PromptBinding) -> Scope:
         platform=row.platform,
         workspace=row.workspace,
         channel=row.channel,
+    )
+
+
+def _audit_row(
+    scope: Scope, after: Binding | None, *, actor: str, surface: str, action: str
+) -> PromptAudit:
+    """The audit row of a change, before the transaction names its prompt and `before`."""
+    return PromptAudit(
+        actor=actor,
+        surface=surface,
+        action=action,
+        prompt_name="",
+        scope=scope.kind,
+        platform=scope.platform,
+        workspace=scope.workspace,
+        channel=scope.channel,
+        after=after.to_json() if after else None,
     )

@@ -6,9 +6,9 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import bindparam, delete, insert, update
 from sqlalchemy import select as sa_select
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from assistant.records import CallRecord, NewMessage
 from assistant.store.database import WorkRunner, create_engine
 from assistant.store.eval_store import EvalStore
 from assistant.store.prompt_store import PromptStore
@@ -151,20 +152,25 @@ class Store:
         return self._conversation_ids[key]
 
     async def begin_turn(
-        self, key: ConversationRef, message: Message, *, token_limit: int
-    ) -> History:
-        """Store the user's message (creating its conversation if new), then read its history.
+        self,
+        conversation_id: int,
+        message: NewMessage,
+        *,
+        prompt_version_id: int | None,
+        token_limit: int,
+    ) -> tuple[int, History]:
+        """Store the user's message, then read its conversation's history; returns the
+        message's id and the history.
 
         The message is committed before the history is read, so it is safe whatever happens
         next; one connection serves both because this runs on every turn.
         """
-        conversation_id = await self.conversation_id(key)
-        message.conversation_id = conversation_id
+        row = _message_row(message, conversation_id, prompt_version_id)
 
-        def work(connection: Connection) -> History:
-            message.id = _insert_message(connection, message)
+        def work(connection: Connection) -> tuple[int, History]:
+            message_id = _insert_message(connection, row)
             connection.commit()
-            return _history(connection, conversation_id, token_limit)
+            return message_id, _history(connection, conversation_id, token_limit)
 
         return await self._run(work)
 
@@ -233,20 +239,32 @@ class Store:
             result = await connection.execute(statement)
         return bool(result.rowcount)
 
-    async def finish_turn(self, reply: Message | None, calls: Sequence[LlmCall]) -> None:
-        """Store the reply and its calls together: a reply is never stored without its cost."""
+    async def finish_turn(
+        self,
+        conversation_id: int,
+        *,
+        prompt_version_id: int | None,
+        reply: NewMessage | None,
+        calls: Sequence[CallRecord],
+        user_message_id: int | None = None,
+    ) -> int | None:
+        """Store the reply and its calls together (a reply is never stored without its cost);
+        with no reply, the calls are filed under the user's message. Returns the reply's id."""
+        reply_row = _message_row(reply, conversation_id, prompt_version_id) if reply else None
 
-        def work(connection: Connection) -> None:
-            if reply is not None:
-                reply.id = _insert_message(connection, reply)
-                for call in calls:
-                    call.message_id = reply.id
+        def work(connection: Connection) -> int | None:
+            reply_id = _insert_message(connection, reply_row) if reply_row else None
             if calls:
-                rows = [call.model_dump(exclude={"id"}) for call in calls]
+                message_id = reply_id if reply_id is not None else user_message_id
+                rows = [
+                    _call_row(call, conversation_id, prompt_version_id, message_id)
+                    for call in calls
+                ]
                 connection.execute(_INSERT_CALLS, rows)
             connection.commit()
+            return reply_id
 
-        await self._run(work)
+        return await self._run(work)
 
     async def llm_calls(self, conversation_id: int) -> list[LlmCall]:
         async with self._sessions() as session:
@@ -273,29 +291,15 @@ class Store:
             message = await session.get(Message, message_id)
             if message is None or message.role != "assistant":
                 return False
-            version_id = message.prompt_version_id
+            vote_row = Feedback(
+                message_id=message_id,
+                prompt_version_id=message.prompt_version_id,
+                user_id=user_id,
+                vote=vote,
+            )
             for _ in range(2):  # a concurrent first vote by the same user wins the insert
-                existing = await session.exec(
-                    select(Feedback).where(
-                        Feedback.message_id == message_id, Feedback.user_id == user_id
-                    )
-                )
-                row = existing.first()
-                if row is None:
-                    row = Feedback(
-                        message_id=message_id,
-                        prompt_version_id=version_id,
-                        user_id=user_id,
-                        vote=vote,
-                    )
-                else:
-                    row.vote, row.updated_at = vote, utcnow()
-                session.add(row)
-                try:
-                    await session.commit()
+                if await _save_vote(session, vote_row):
                     return True
-                except IntegrityError:
-                    await session.rollback()
             return False
 
     async def rated_answers(
@@ -361,6 +365,27 @@ class Store:
         return await self._run(work)
 
 
+async def _save_vote(session: AsyncSession, vote: Feedback) -> bool:
+    """Insert the vote, or change the one this user already gave; False on losing a race."""
+    existing = await session.exec(
+        select(Feedback).where(
+            Feedback.message_id == vote.message_id, Feedback.user_id == vote.user_id
+        )
+    )
+    row = existing.first()
+    if row is None:
+        row = Feedback.model_validate(vote.model_dump())
+    else:
+        row.vote, row.updated_at = vote.vote, utcnow()
+    session.add(row)
+    try:
+        await session.commit()
+        return True
+    except IntegrityError:
+        await session.rollback()
+        return False
+
+
 # The statements of the hot path, built once: building a statement costs more than running it.
 _STATE = sa_select(
     _conversations.summary, _conversations.summary_tokens, _conversations.summary_through_id
@@ -414,9 +439,29 @@ def _conversation_id(connection: Connection, key: ConversationRef) -> int:
     return int(created)
 
 
-def _insert_message(connection: Connection, message: Message) -> int:
-    result = connection.execute(_INSERT_MESSAGE, message.model_dump(exclude={"id"}))
-    return int(result.scalar_one())
+def _insert_message(connection: Connection, row: dict[str, Any]) -> int:
+    return int(connection.execute(_INSERT_MESSAGE, row).scalar_one())
+
+
+def _message_row(
+    message: NewMessage, conversation_id: int, prompt_version_id: int | None
+) -> dict[str, Any]:
+    row = Message(
+        conversation_id=conversation_id, prompt_version_id=prompt_version_id, **asdict(message)
+    )
+    return row.model_dump(exclude={"id"})
+
+
+def _call_row(
+    call: CallRecord, conversation_id: int, prompt_version_id: int | None, message_id: int | None
+) -> dict[str, Any]:
+    row = LlmCall(
+        conversation_id=conversation_id,
+        prompt_version_id=prompt_version_id,
+        message_id=message_id,
+        **asdict(call),
+    )
+    return row.model_dump(exclude={"id"})
 
 
 def _history(connection: Connection, conversation_id: int, token_limit: int) -> History:

@@ -1,0 +1,239 @@
+"""The model's side of a turn: call it, run the tools it asks for, repeat until it answers in
+text, and hold the answer to the version's output contract (one repair call at most).
+
+Every call's record goes into the turn's ledger as the call ends, its flags (cut off by the
+provider, contract broken) set when the record is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from assistant import accounting, contracts
+from assistant.accounting import Ledger
+from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
+from assistant.memory import ContextBuilder, Speaker, fit
+from assistant.pricing import PriceTable
+from assistant.records import CallRecord
+from assistant.tools import ToolRegistry
+from assistant.turns import Event, TextDelta, ToolFinished, ToolStarted
+
+log = logging.getLogger(__name__)
+
+CUT_OFF_NOTES = {
+    "length": "\n\n[The answer was cut off: it reached the length limit.]",
+    "content_filter": "\n\n[The answer was stopped by the provider's content filter.]",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundEnd:
+    """One model call, ended: its completion and the note shown when it was cut off."""
+
+    completion: Completion
+    note: str
+    check: contracts.ContractCheck | None  # a final answer of a version with a schema
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """What the model rounds of a turn produced: the last round, and whether tools ran (an
+    answer built on tool results is not safe to cache)."""
+
+    final: RoundEnd
+    text: str
+    used_tools: bool
+
+
+class ModelRounds:
+    """Runs the model rounds of one turn at a time; holds only what every turn shares."""
+
+    def __init__(
+        self,
+        *,
+        model: ChatModel,
+        tools: ToolRegistry,
+        prices: PriceTable,
+        context: ContextBuilder,
+        tool_timeout: float,
+        max_rounds: int,
+    ) -> None:
+        self._model = model
+        self._tools = tools
+        self._prices = prices
+        self._context = context
+        self._tool_timeout = tool_timeout
+        self._max_rounds = max_rounds
+
+    async def answer(
+        self, speaker: Speaker, messages: list[ChatMessage], ledger: Ledger
+    ) -> AsyncGenerator[Event | Answer, None]:
+        """Call the model, run the tools it asks for, and repeat until it answers in text;
+        ends with the `Answer`."""
+        streams = speaker.version.response_schema is None  # a JSON contract is shown validated
+        text, used_tools = "", False
+        end: RoundEnd | None = None
+        for round_number in range(self._max_rounds + 1):
+            last_round = round_number == self._max_rounds
+            request = ChatRequest(
+                model=speaker.model,
+                messages=messages,
+                tools=[] if last_round else self._tools.definitions(speaker.version.tools),
+                params=speaker.version.params.request_fields(),
+            )
+            end = None
+            separate = bool(text) and not text.endswith("\n")
+            async with aclosing(self._round(speaker, request, ledger)) as items:
+                async for item in items:
+                    if isinstance(item, RoundEnd):
+                        end = item
+                    elif streams:
+                        if separate:  # a later round's text starts on its own paragraph
+                            separate = False
+                            text += "\n\n"
+                            yield TextDelta(text="\n\n")
+                        text += item.text
+                        yield item
+            assert end is not None
+            if end.note and streams:
+                text += end.note
+                yield TextDelta(text=end.note)
+            if not end.completion.tool_calls:
+                yield Answer(final=end, text=text, used_tools=used_tools)
+                return
+            used_tools = True
+            async with aclosing(self._run_tools(speaker, end.completion, messages)) as events:
+                async for event in events:
+                    yield event
+        assert end is not None  # the last round offered no tools, yet the model asked for some
+        yield Answer(final=end, text=text, used_tools=used_tools)
+
+    async def _round(
+        self, speaker: Speaker, request: ChatRequest, ledger: Ledger, *, purpose: str = "reply"
+    ) -> AsyncGenerator[TextDelta | RoundEnd, None]:
+        """One model call: its text as it streams, then its end. The call's record, its flags
+        set (cut off, contract broken), goes into the ledger however the call ends."""
+        streamed: list[str] = []
+        started = time.perf_counter()
+        try:
+            async with aclosing(self._model.stream(request)) as stream:
+                async for item in stream:
+                    if isinstance(item, Completion):
+                        check = _contract_check(speaker, item)
+                        ledger.add(self._completed(speaker, request, item, purpose, check))
+                        yield RoundEnd(completion=item, note=_cut_off_note(item), check=check)
+                    else:
+                        streamed.append(item)
+                        yield TextDelta(text=item)
+        except LlmError as exc:
+            ledger.add(accounting.failed_call(purpose=purpose, model=speaker.model, error=exc))
+            raise
+        except (GeneratorExit, asyncio.CancelledError):
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            ledger.add(
+                accounting.abandoned_call(
+                    request=request,
+                    text="".join(streamed),
+                    elapsed_ms=elapsed_ms,
+                    prices=self._prices,
+                    counter=speaker.counter,
+                )
+            )
+            raise
+
+    def _completed(
+        self,
+        speaker: Speaker,
+        request: ChatRequest,
+        completion: Completion,
+        purpose: str,
+        check: contracts.ContractCheck | None,
+    ) -> CallRecord:
+        """The record of a call that completed; being cut off by the provider, or breaking
+        the version's contract, is said on the record itself."""
+        reason = completion.finish_reason
+        if reason in CUT_OFF_NOTES:
+            log.warning("model reply stopped early: finish_reason=%s", reason)
+        return accounting.completed_call(
+            purpose=purpose,
+            request=request,
+            completion=completion,
+            prices=self._prices,
+            counter=speaker.counter,
+            error_class=f"finish_reason:{reason}" if reason in CUT_OFF_NOTES else None,
+            contract_error=check.error if check is not None and not check.ok else None,
+        )
+
+    async def _run_tools(
+        self, speaker: Speaker, completion: Completion, messages: list[ChatMessage]
+    ) -> AsyncGenerator[Event, None]:
+        calls = completion.tool_calls
+        messages.append(ChatMessage(role="assistant", content=completion.text, tool_calls=calls))
+        for call in calls:
+            yield ToolStarted(call_id=call.id, name=call.name, arguments=call.arguments)
+        results = await self._tools.run_all(
+            [(c.id, c.name, c.arguments) for c in calls],
+            allowed=speaker.version.tools,
+            time_limit=self._tool_timeout,
+        )
+        room = speaker.version.memory.context_tokens - self._context.request_tokens(
+            speaker, messages
+        )
+        share = max(room // len(results), 0)
+        for result in results:
+            if not result.ok:
+                log.info("tool %s failed: %s", result.name, result.content)
+            yield ToolFinished(call_id=result.call_id, name=result.name, ok=result.ok)
+            content = fit(result.content, share, speaker.counter)
+            messages.append(ChatMessage(role="tool", content=content, tool_call_id=result.call_id))
+
+    async def settle_contract(
+        self,
+        speaker: Speaker,
+        messages: Sequence[ChatMessage],
+        final: RoundEnd,
+        ledger: Ledger,
+    ) -> str:
+        """The answer's validated text; on a violation, one repair call that quotes the error,
+        then ContractViolation if the repair breaks it too."""
+        schema = speaker.version.response_schema
+        check = final.check
+        assert schema is not None and check is not None
+        if check.ok:
+            return check.text
+        repair = ChatRequest(
+            model=speaker.model,
+            messages=[
+                *messages,
+                ChatMessage(role="assistant", content=final.completion.text),
+                ChatMessage(role="user", content=contracts.repair_instruction(check.error, schema)),
+            ],
+            params=speaker.version.params.request_fields(),
+        )
+        repaired: RoundEnd | None = None
+        async with aclosing(self._round(speaker, repair, ledger)) as items:
+            async for item in items:
+                if isinstance(item, RoundEnd):
+                    repaired = item
+        assert repaired is not None and repaired.check is not None
+        if not repaired.check.ok:
+            raise contracts.ContractViolation(repaired.check.error)
+        return repaired.check.text
+
+
+def _contract_check(speaker: Speaker, completion: Completion) -> contracts.ContractCheck | None:
+    """A final answer (no tools asked for) of a version with a schema is checked."""
+    schema = speaker.version.response_schema
+    if schema is None or completion.tool_calls:
+        return None
+    return contracts.check_reply(completion.text, schema)
+
+
+def _cut_off_note(completion: Completion) -> str:
+    """A reply the provider stopped early is flagged to the user."""
+    return CUT_OFF_NOTES.get(completion.finish_reason, "")
