@@ -5,20 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from assistant.evals.suite import (
+from assistant.evals.assertions import (
+    KINDS,
     Assertion,
+    CheckContext,
+    Contains,
+    Equals,
+    Finding,
+    JsonSchema,
+    LlmJudge,
+    MaxCostUsd,
+    MaxLatencyMs,
+    Observed,
+    Regex,
+    SameAs,
+    Source,
+    Statement,
+    ToolCalled,
+    normalized,
+)
+from assistant.evals.suite import (
     EvalCase,
     EvalFileError,
-    ExpectedToolCall,
-    Observed,
     ToolCase,
     agreement,
     case_passed,
@@ -26,13 +43,13 @@ from assistant.evals.suite import (
     check_tool_case,
     load_suite,
     load_suites,
-    normalized,
     self_check_cases,
     weighted_pass_rate,
 )
 from assistant.prompts.files import PromptFileError
 
 KNOWN_TOOLS = ["current_time", "calculator"]
+DOCS = Path(__file__).parents[1] / "docs" / "prompts.md"
 
 FULL_SUITE: dict[str, Any] = {
     "threshold": 0.8,
@@ -108,8 +125,8 @@ def case_of(*assertions: Assertion, question: str = "VPN drops every hour") -> E
     return EvalCase(name="case", turns=(("user", question),), weight=1, expect=assertions)
 
 
-def expecting(kind: str, value: Any, *, negated: bool = False) -> Assertion:
-    return Assertion(kind=kind, value=value, negated=negated)
+def expecting(statement: Statement, *, negated: bool = False) -> Assertion:
+    return Assertion(statement=statement, negated=negated)
 
 
 async def grade(assertion: Assertion, seen: Observed) -> tuple[bool, str]:
@@ -141,7 +158,7 @@ def test_a_full_suite_loads_with_every_kind(tmp_path: Path) -> None:
         "judge 'Names exactly one category and nothing else.'",
         "same_as 'Category:  NETWORK'",
     ]
-    assert first.expect[6].value == ExpectedToolCall(name="calculator", args={"expression": "2+2"})
+    assert first.expect[6].statement == ToolCalled(name="calculator", args={"expression": "2+2"})
     assert second.turns == (("user", "hi"), ("assistant", "hello"), ("user", "VPN drops"))
     assert second.question == "VPN drops"
     assert second.expect[0].describe() == "not tool_called current_time"
@@ -338,49 +355,49 @@ CALCULATOR_CALL = ("calculator", json.dumps({"expression": "2+2", "precision": 2
 # (assertion, an observation it passes on, one it fails on, the failure's reason)
 GRADING: list[tuple[Assertion, Observed, Observed, str]] = [
     (
-        expecting("contains", "network"),
+        expecting(Contains(text="network")),
         observed("Category: NETWORK"),
         observed("category: hardware"),
         "answer does not contain 'network'",
     ),
     (
-        expecting("equals", "category: network"),
+        expecting(Equals(text="category: network")),
         observed("  category: network\n"),
         observed("Category: network"),
         "answer is 'Category: network', not 'category: network'",
     ),
     (
-        expecting("same_as", "Category: network"),
+        expecting(SameAs(text="Category: network")),
         observed("category:   NETWORK "),
         observed("category: hardware"),
         "answer is 'category: hardware', not 'Category: network' (ignoring case and spacing)",
     ),
     (
-        expecting("regex", r"^category: \w+$"),
+        expecting(Regex(pattern=r"^category: \w+$")),
         observed("Sure.\ncategory: network"),
         observed("category: two words"),
         "answer does not match '^category: \\\\w+$'",
     ),
     (
-        expecting("json_schema", {"type": "object", "required": ["category"]}),
+        expecting(JsonSchema(schema={"type": "object", "required": ["category"]})),
         observed('```json\n{"category": "network"}\n```'),
         observed('{"kind": "network"}'),
         "answer does not match the JSON schema (at the top level: 'category' is a required",
     ),
     (
-        expecting("tool_called", ExpectedToolCall(name="calculator")),
+        expecting(ToolCalled(name="calculator")),
         observed(tool_calls=(CALCULATOR_CALL,)),
         observed(tool_calls=(("current_time", "{}"),)),
         "calculator was not called (calls: current_time)",
     ),
     (
-        expecting("max_cost_usd", 0.01),
+        expecting(MaxCostUsd(limit=0.01)),
         observed(cost_usd=0.01),
         observed(cost_usd=0.02),
         "cost $0.02 is over the $0.01 limit",
     ),
     (
-        expecting("max_latency_ms", 5000),
+        expecting(MaxLatencyMs(limit=5000)),
         observed(latency_ms=5000.0),
         observed(latency_ms=6200.4),
         "latency 6200 ms is over the 5000 ms limit",
@@ -390,7 +407,7 @@ GRADING: list[tuple[Assertion, Observed, Observed, str]] = [
 
 @pytest.mark.parametrize(
     ("assertion", "passing", "failing", "reason"),
-    [pytest.param(*row, id=row[0].kind) for row in GRADING],
+    [pytest.param(*row, id=row[0].statement.kind) for row in GRADING],
 )
 async def test_each_kind_passes_and_fails_on_the_right_turns(
     assertion: Assertion, passing: Observed, failing: Observed, reason: str
@@ -403,12 +420,12 @@ async def test_each_kind_passes_and_fails_on_the_right_turns(
 
 @pytest.mark.parametrize(
     ("assertion", "passing", "failing", "reason"),
-    [pytest.param(*row, id=row[0].kind) for row in GRADING],
+    [pytest.param(*row, id=row[0].statement.kind) for row in GRADING],
 )
 async def test_negation_flips_each_kind_and_says_what_was_seen(
     assertion: Assertion, passing: Observed, failing: Observed, reason: str
 ) -> None:
-    negated = expecting(assertion.kind, assertion.value, negated=True)
+    negated = expecting(assertion.statement, negated=True)
     assert negated.describe() == "not " + assertion.describe()
     assert (await grade(negated, failing)) == (True, (await grade(assertion, failing))[1])
     passed, why = await grade(negated, passing)
@@ -417,7 +434,7 @@ async def test_negation_flips_each_kind_and_says_what_was_seen(
 
 
 async def test_a_negated_contains_reads_plainly() -> None:
-    assert await grade(expecting("contains", "sorry", negated=True), observed("Sorry, no.")) == (
+    assert await grade(expecting(Contains(text="sorry"), negated=True), observed("Sorry, no.")) == (
         False,
         "answer contains 'sorry'",
     )
@@ -440,7 +457,7 @@ async def test_a_negated_contains_reads_plainly() -> None:
 async def test_tool_called_matches_a_subset_of_the_arguments(
     args: dict[str, Any], called: tuple[str, str], passed: bool
 ) -> None:
-    assertion = expecting("tool_called", ExpectedToolCall(name="calculator", args=args))
+    assertion = expecting(ToolCalled(name="calculator", args=args))
     result, reason = await grade(assertion, observed(tool_calls=(called,)))
     assert result is passed
     if not passed:
@@ -448,7 +465,7 @@ async def test_tool_called_matches_a_subset_of_the_arguments(
 
 
 async def test_tool_called_with_args_passes_when_any_call_matches() -> None:
-    assertion = expecting("tool_called", ExpectedToolCall(name="calculator", args={"x": 2}))
+    assertion = expecting(ToolCalled(name="calculator", args={"x": 2}))
     calls = (("calculator", '{"x": 1}'), ("calculator", '{"x": 2}'))
     assert await grade(assertion, observed(tool_calls=calls)) == (
         True,
@@ -458,7 +475,7 @@ async def test_tool_called_with_args_passes_when_any_call_matches() -> None:
 
 @pytest.mark.parametrize("negated", [False, True])
 async def test_an_unpriced_turn_fails_max_cost_either_way(negated: bool) -> None:
-    assertion = expecting("max_cost_usd", 1.0, negated=negated)
+    assertion = expecting(MaxCostUsd(limit=1.0), negated=negated)
     passed, reason = await grade(assertion, observed(cost_usd=None))
     assert passed is False
     assert "unpriced" in reason
@@ -466,9 +483,9 @@ async def test_an_unpriced_turn_fails_max_cost_either_way(negated: bool) -> None
 
 async def test_a_failed_turn_fails_every_assertion_with_the_failure() -> None:
     case = case_of(
-        expecting("contains", "network"),
-        expecting("contains", "sorry", negated=True),
-        expecting("judge", "Is polite."),
+        expecting(Contains(text="network")),
+        expecting(Contains(text="sorry"), negated=True),
+        expecting(LlmJudge(rubric="Is polite.")),
     )
     failure = "The model did not answer in time. Please try again."
     outcomes = await check(case, observed(failed=failure), judge=None)
@@ -478,7 +495,9 @@ async def test_a_failed_turn_fails_every_assertion_with_the_failure() -> None:
 
 @pytest.mark.parametrize("negated", [False, True])
 async def test_a_judge_assertion_without_a_judge_fails(negated: bool) -> None:
-    passed, reason = await grade(expecting("judge", "Is polite.", negated=negated), observed("ok"))
+    passed, reason = await grade(
+        expecting(LlmJudge(rubric="Is polite."), negated=negated), observed("ok")
+    )
     assert (passed, reason) == (False, "no judge configured")
 
 
@@ -493,7 +512,7 @@ async def test_the_judge_sees_rubric_question_and_answer() -> None:
         name="talk",
         turns=(("user", "hi"), ("assistant", "hello"), ("user", "VPN drops")),
         weight=1,
-        expect=(expecting("judge", "Names one category."),),
+        expect=(expecting(LlmJudge(rubric="Names one category.")),),
     )
     [good] = await check(case, observed("one: network"), judge=judge)
     [bad] = await check(case, observed("two: network, vpn"), judge=judge)
@@ -503,7 +522,7 @@ async def test_the_judge_sees_rubric_question_and_answer() -> None:
 
 
 async def test_a_case_passes_only_when_every_assertion_holds() -> None:
-    case = case_of(expecting("contains", "network"), expecting("max_latency_ms", 1000.0))
+    case = case_of(expecting(Contains(text="network")), expecting(MaxLatencyMs(limit=1000.0)))
     assert case_passed(await check(case, observed("network", latency_ms=10.0), judge=None))
     assert not case_passed(await check(case, observed("network", latency_ms=2000.0), judge=None))
     assert not case_passed([])
@@ -511,17 +530,118 @@ async def test_a_case_passes_only_when_every_assertion_holds() -> None:
 
 @given(text=st.text(max_size=40), needle=st.text(min_size=1, max_size=5))
 def test_not_contains_is_always_the_opposite_of_contains(text: str, needle: str) -> None:
-    plain = asyncio.run(grade(expecting("contains", needle), observed(text)))
-    negated = asyncio.run(grade(expecting("contains", needle, negated=True), observed(text)))
+    plain = asyncio.run(grade(expecting(Contains(text=needle)), observed(text)))
+    negated = asyncio.run(grade(expecting(Contains(text=needle), negated=True), observed(text)))
     assert plain[0] is not negated[0]
     assert plain[1] == negated[1]
 
 
-def test_constructing_a_case_or_assertion_wrongly_is_refused() -> None:
-    with pytest.raises(ValueError, match="unknown assertion kind 'contain'"):
-        expecting("contain", "x")
+def test_constructing_a_case_wrongly_is_refused() -> None:
     with pytest.raises(ValueError, match="last turn must be the user's"):
         EvalCase(name="x", turns=(("user", "hi"), ("assistant", "hello")), weight=1, expect=())
+
+
+# --- a kind is one class -----------------------------------------------------------------------
+
+# For every kind in the registry: a value it reads and a value it refuses. A kind added to KINDS
+# without a row here fails `test_every_registered_kind_has_samples`.
+SAMPLES: dict[str, tuple[Any, Any]] = {
+    "contains": ("network", ""),
+    "equals": ("category: network", ["a", "list"]),
+    "same_as": ("Category: network", {"a": "mapping"}),
+    "regex": ("^category", "(unclosed"),
+    "json_schema": ({"type": "object"}, {"type": "objekt"}),
+    "tool_called": ({"name": "calculator", "args": {"expression": "2+2"}}, "calculater"),
+    "max_cost_usd": (0.01, "cheap"),
+    "max_latency_ms": (5000, 0),
+    "judge": ("Names one category.", ""),
+}
+
+
+async def polite_judge(rubric: str, question: str, answer: str) -> tuple[bool, str]:
+    return True, "fine"
+
+
+def test_every_registered_kind_has_samples() -> None:
+    assert SAMPLES.keys() == KINDS.keys()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+async def test_every_kind_reads_refuses_describes_and_negates(tmp_path: Path, kind: str) -> None:
+    good, bad = SAMPLES[kind]
+    spec = with_case(expect=[{kind: good}, {f"not_{kind}": good}])
+    suite = load_suite(write_suite(tmp_path, spec), prompt="assistant", known_tools=KNOWN_TOOLS)
+    plain, negated = suite.cases[0].expect
+    assert type(plain.statement) is KINDS[kind] and plain.statement == negated.statement
+    assert plain.describe().startswith(f"{kind} ")
+    assert negated.describe() == f"not {plain.describe()}"
+
+    seen = observed("category: network", tool_calls=(CALCULATOR_CALL,))
+    held, flipped = await check(suite.cases[0], seen, judge=polite_judge)
+    assert held.reason and held.reason == flipped.reason
+    assert held.passed != flipped.passed or not (held.passed or flipped.passed)
+
+    message = refusal(tmp_path, with_case(expect=[{kind: bad}]))
+    assert f"field 'cases.0.expect.0.{kind}" in message
+
+
+@dataclass(frozen=True, kw_only=True)
+class StartsWith(Statement):
+    """A kind written here exactly as a new one is written in assertions.py."""
+
+    kind: ClassVar[str] = "starts_with"
+    prefix: str
+
+    @classmethod
+    def parse(cls, source: Source, field: str, value: Any) -> Self:
+        if not isinstance(value, str) or not value:
+            raise source.error(field, "expected some text")
+        return cls(prefix=value)
+
+    async def check(self, observed: Observed, context: CheckContext) -> Finding:
+        held = observed.text.startswith(self.prefix)
+        verb = "starts" if held else "does not start"
+        return Finding(held=held, text=f"answer {verb} with {self.prefix!r}")
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.prefix!r}"
+
+
+async def test_a_new_kind_needs_only_its_class_in_the_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(KINDS, StartsWith.kind, StartsWith)  # as if listed in KINDS
+    spec = with_case(expect=[{"starts_with": "category"}, {"not_starts_with": "sorry"}])
+    suite = load_suite(write_suite(tmp_path, spec), prompt="assistant", known_tools=KNOWN_TOOLS)
+    [case] = suite.cases
+    assert [a.describe() for a in case.expect] == [
+        "starts_with 'category'",
+        "not starts_with 'sorry'",
+    ]
+
+    outcomes = await check(case, observed("category: network"), judge=None)
+    assert [(o.passed, o.reason) for o in outcomes] == [
+        (True, "answer starts with 'category'"),
+        (True, "answer does not start with 'sorry'"),
+    ]
+    [failed] = await check(case_of(case.expect[0]), observed("Sorry."), judge=None)
+    assert (failed.passed, failed.reason) == (False, "answer does not start with 'category'")
+
+    misspelt = refusal(tmp_path, with_case(expect=[{"start_with": "x"}]))
+    assert "did you mean 'starts_with'?" in misspelt
+    assert "starts_with, each also as not_KIND" in misspelt
+    empty = refusal(tmp_path, with_case(expect=[{"not_starts_with": ""}]))
+    assert "field 'cases.0.expect.0.not_starts_with': expected some text" in empty
+
+
+def test_the_documented_suite_loads_and_shows_every_kind(tmp_path: Path) -> None:
+    evals_section = DOCS.read_text(encoding="utf-8").split("\n## Evals\n", 1)[1]
+    example = evals_section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = write_suite(tmp_path, {})
+    path.write_text(example, encoding="utf-8")
+    suite = load_suite(path, prompt="assistant", known_tools=KNOWN_TOOLS)
+    shown = {a.statement.kind for case in suite.cases for a in case.expect}
+    assert shown == set(KINDS)
 
 
 # --- scoring -----------------------------------------------------------------------------------

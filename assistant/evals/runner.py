@@ -18,6 +18,7 @@ from typing import Any
 
 from assistant.engine import Assistant
 from assistant.evals import suite as evals
+from assistant.evals.assertions import Observed
 from assistant.llm import ChatMessage, ChatModel, ChatRequest, LlmError, complete
 from assistant.prompts.bindings import Scope
 from assistant.prompts.files import PromptFile
@@ -216,7 +217,7 @@ class EvalRunner:
 
     async def _observe(
         self, prompt: PromptFile, case: evals.EvalCase, attempt: int, key: str
-    ) -> evals.Observed:
+    ) -> Observed:
         """One turn through the real engine, in a conversation of its own."""
         ref = ConversationRef(
             platform="eval",
@@ -240,14 +241,14 @@ class EvalRunner:
                 elif isinstance(event, ToolStarted):
                     calls.append((event.name, event.arguments))
                 elif isinstance(event, Completed):
-                    return evals.Observed(
+                    return Observed(
                         text=event.text,
                         tool_calls=tuple(calls),
                         cost_usd=event.usage.cost_usd,
                         latency_ms=event.total_ms,
                     )
                 elif isinstance(event, Failed):
-                    return evals.Observed(
+                    return Observed(
                         text="".join(text),
                         tool_calls=tuple(calls),
                         cost_usd=None,

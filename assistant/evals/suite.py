@@ -1,5 +1,6 @@
 """Eval suites: what a prompt must keep doing, read from `prompts/NAME/evals.yaml`, and the pure
-checks that grade one observed turn against a case (the runner that calls the model lives apart).
+checks that grade one observed turn against a case (the runner that calls the model lives apart;
+each assertion kind is a class in `assertions`).
 
 A bad suite file is refused the way a bad prompt file is: `path: field 'x.y': what is wrong`.
 """
@@ -7,25 +8,31 @@ A bad suite file is refused the way a bad prompt file is: `path: field 'x.y': wh
 from __future__ import annotations
 
 import difflib
-import json
-import re
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NamedTuple
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from assistant.contracts import check_reply, check_schema
+from assistant.evals.assertions import (
+    Assertion,
+    CheckContext,
+    Judge,
+    Observed,
+    Outcome,
+    SameAs,
+    normalized,
+    quote,
+    read_assertion,
+)
 from assistant.file_errors import describe
 from assistant.prompts.files import PromptFileError
 
 SUITE_FILE = "evals.yaml"
 _CASE_NAME = r"^[a-z0-9_-]+$"
-_ROLES = ("user", "assistant")
-_QUOTE_CHARS = 60
 
 
 class EvalFileError(PromptFileError):
@@ -34,35 +41,6 @@ class EvalFileError(PromptFileError):
 
 
 # --- the values a suite is made of -------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class ExpectedToolCall:
-    """The value of a `tool_called` assertion: a tool name, and optionally arguments that the
-    call's JSON arguments must include (a subset match, so incidental arguments do not matter)."""
-
-    name: str
-    args: Mapping[str, Any] | None = None
-
-    def describe(self) -> str:
-        return self.name if self.args is None else f"{self.name} with {json.dumps(self.args)}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Assertion:
-    """One thing an answer must (or, negated, must not) do."""
-
-    kind: str
-    value: Any
-    negated: bool
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown assertion kind {self.kind!r}")
-
-    def describe(self) -> str:
-        prefix = "not " if self.negated else ""
-        return f"{prefix}{self.kind} {_show(self.value)}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -153,16 +131,9 @@ class _Suite(BaseModel):
     tools: dict[str, tuple[_ToolCase, ...]] = {}
 
 
-class _ToolCallValue(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str = Field(min_length=1)
-    args: dict[str, Any] | None = None
-
-
 @dataclass(frozen=True)
 class _Source:
-    """Where errors point, and what the file may name."""
+    """Where errors point, and what the file may name (an `assertions.Source`)."""
 
     path: Path
     tools: frozenset[str]
@@ -170,9 +141,17 @@ class _Source:
     def error(self, field: str, message: str) -> EvalFileError:
         return EvalFileError(f"{self.path}: field '{field}': {message}")
 
+    def invalid(self, field: str, exc: ValidationError, model: type[BaseModel]) -> EvalFileError:
+        return EvalFileError(describe(self.path, exc, model, under=field))
+
+    def unknown(
+        self, field: str, what: str, name: str, available: Sequence[str], *, listing: str = ""
+    ) -> EvalFileError:
+        return self.error(field, _unknown(what, name, available, listing=listing))
+
     def check_tool(self, field: str, name: str) -> None:
         if name not in self.tools:
-            raise self.error(field, _unknown("tool", name, sorted(self.tools)))
+            raise self.unknown(field, "tool", name, sorted(self.tools))
 
 
 def load_suite(path: Path, *, prompt: str, known_tools: Iterable[str]) -> EvalSuite:
@@ -226,7 +205,7 @@ def _case(source: _Source, field: str, spec: _Case) -> EvalCase:
     if not spec.expect:
         raise source.error(f"{field}.expect", "at least one assertion is required")
     expect = tuple(
-        _assertion(source, f"{field}.expect.{j}", item) for j, item in enumerate(spec.expect)
+        read_assertion(source, f"{field}.expect.{j}", item) for j, item in enumerate(spec.expect)
     )
     return EvalCase(
         name=spec.name, turns=_turns(source, field, spec), weight=spec.weight, expect=expect
@@ -285,107 +264,6 @@ def _tool_cases(source: _Source, spec: Mapping[str, Sequence[_ToolCase]]) -> tup
     return tuple(found)
 
 
-# --- assertion kinds: how a file's value is read, and how an observed turn is checked ------------
-
-
-def _assertion(source: _Source, field: str, item: Mapping[str, Any]) -> Assertion:
-    if len(item) != 1:
-        raise source.error(field, f"write one `kind: value` pair per assertion, found {len(item)}")
-    key, value = next(iter(item.items()))
-    key = str(key)
-    kind = key.removeprefix("not_")
-    parse = _PARSERS.get(kind)
-    if parse is None:
-        every = [name for known in KINDS for name in (known, f"not_{known}")]
-        listing = ", ".join(KINDS) + ", each also as not_KIND"
-        raise source.error(
-            f"{field}.{key}", _unknown("assertion kind", key, every, listing=listing)
-        )
-    return Assertion(kind=kind, value=parse(source, f"{field}.{key}", value), negated=key != kind)
-
-
-_Parser = Callable[[_Source, str, Any], Any]
-_TEXT_CONFIG = ConfigDict(coerce_numbers_to_str=True)  # `equals: 42` means the text "42"
-_TEXT = TypeAdapter(Annotated[str, Field(min_length=1)], config=_TEXT_CONFIG)
-_ANY_TEXT = TypeAdapter(str, config=_TEXT_CONFIG)
-_USD = TypeAdapter(Annotated[float, Field(strict=True, ge=0)])
-_MS = TypeAdapter(Annotated[float, Field(strict=True, gt=0)])
-
-
-def _typed(adapter: TypeAdapter[Any]) -> _Parser:
-    def parse(source: _Source, field: str, value: Any) -> Any:
-        try:
-            return adapter.validate_python(value)
-        except ValidationError as exc:
-            raise source.error(field, str(exc.errors()[0]["msg"])) from None
-
-    return parse
-
-
-def _parse_regex(source: _Source, field: str, value: Any) -> str:
-    pattern: str = _typed(_TEXT)(source, field, value)
-    try:
-        re.compile(pattern, re.MULTILINE)
-    except re.error as exc:
-        raise source.error(field, f"not a valid regular expression ({exc})") from None
-    return pattern
-
-
-def _parse_schema(source: _Source, field: str, value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise source.error(field, "expected a JSON schema written as a mapping")
-    problem = check_schema(value)
-    if problem:
-        raise source.error(field, f"not a valid JSON schema ({problem})")
-    return value
-
-
-def _parse_tool_call(source: _Source, field: str, value: Any) -> ExpectedToolCall:
-    if isinstance(value, str):
-        source.check_tool(field, value)
-        return ExpectedToolCall(name=value)
-    if not isinstance(value, dict):
-        raise source.error(field, "expected a tool name or a mapping with name and args")
-    try:
-        spec = _ToolCallValue.model_validate(value)
-    except ValidationError as exc:
-        raise EvalFileError(describe(source.path, exc, _ToolCallValue, under=field)) from None
-    source.check_tool(f"{field}.name", spec.name)
-    return ExpectedToolCall(name=spec.name, args=spec.args)
-
-
-_PARSERS: dict[str, _Parser] = {
-    "contains": _typed(_TEXT),
-    "equals": _typed(_ANY_TEXT),
-    "same_as": _typed(_ANY_TEXT),
-    "regex": _parse_regex,
-    "json_schema": _parse_schema,
-    "tool_called": _parse_tool_call,
-    "max_cost_usd": _typed(_USD),
-    "max_latency_ms": _typed(_MS),
-    "judge": _typed(_TEXT),
-}
-KINDS = tuple(_PARSERS)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Observed:
-    """What one turn produced, as far as the assertions care."""
-
-    text: str
-    tool_calls: tuple[tuple[str, str], ...]  # (name, JSON arguments)
-    cost_usd: float | None  # None: the model has no price
-    latency_ms: float
-    failed: str | None = None  # the user-facing failure message when the turn failed
-
-
-@dataclass(frozen=True, kw_only=True)
-class Outcome:
-    assertion: Assertion
-    passed: bool
-    reason: str  # one line, saying what was seen either way
-
-
 @dataclass(frozen=True, kw_only=True)
 class ToolOutcome:
     passed: bool
@@ -393,16 +271,6 @@ class ToolOutcome:
 
 
 FAILED_TURN = "the turn failed"  # how a failed turn's reasons begin (runs count them)
-# (rubric, question, answer) -> (passed, why); passed None: the judge could not tell
-Judge = Callable[[str, str, str], Awaitable[tuple[bool | None, str]]]
-
-
-class _Finding(NamedTuple):
-    """What was seen: whether the assertion's statement held (None: cannot tell, so it fails
-    negated or not), worded so it reads right as the reason either way."""
-
-    held: bool | None
-    text: str
 
 
 async def check(case: EvalCase, observed: Observed, *, judge: Judge | None) -> list[Outcome]:
@@ -411,124 +279,8 @@ async def check(case: EvalCase, observed: Observed, *, judge: Judge | None) -> l
     if observed.failed is not None:
         reason = f"{FAILED_TURN}: {observed.failed}"
         return [Outcome(assertion=a, passed=False, reason=reason) for a in case.expect]
-    outcomes = []
-    for assertion in case.expect:
-        if assertion.kind == "judge":
-            finding = await _judge(assertion.value, case, observed, judge)
-        else:
-            finding = _CHECKS[assertion.kind](assertion.value, observed)
-        passed = finding.held is not None and finding.held != assertion.negated
-        outcomes.append(Outcome(assertion=assertion, passed=passed, reason=finding.text))
-    return outcomes
-
-
-def _contains(value: str, seen: Observed) -> _Finding:
-    if value.casefold() in seen.text.casefold():
-        return _Finding(True, f"answer contains {_quote(value)}")
-    return _Finding(False, f"answer does not contain {_quote(value)}")
-
-
-def _equals(value: str, seen: Observed) -> _Finding:
-    if seen.text.strip() == value.strip():
-        return _Finding(True, f"answer equals {_quote(value.strip())}")
-    return _Finding(False, f"answer is {_quote(seen.text.strip())}, not {_quote(value.strip())}")
-
-
-def _same_as(value: str, seen: Observed) -> _Finding:
-    if normalized(seen.text) == normalized(value):
-        return _Finding(True, f"answer is {_quote(value)} (ignoring case and spacing)")
-    return _Finding(
-        False, f"answer is {_quote(seen.text)}, not {_quote(value)} (ignoring case and spacing)"
-    )
-
-
-def _regex(value: str, seen: Observed) -> _Finding:
-    match = re.search(value, seen.text, re.MULTILINE)
-    if match:
-        return _Finding(True, f"answer matches {value!r} at {_quote(match.group(0))}")
-    return _Finding(False, f"answer does not match {value!r}")
-
-
-def _json_schema(value: dict[str, Any], seen: Observed) -> _Finding:
-    result = check_reply(seen.text, value)
-    if result.ok:
-        return _Finding(True, "answer is JSON that matches the schema")
-    return _Finding(False, f"answer does not match the JSON schema ({result.error})")
-
-
-def _tool_called(value: ExpectedToolCall, seen: Observed) -> _Finding:
-    calls = [arguments for name, arguments in seen.tool_calls if name == value.name]
-    if not calls:
-        made = ", ".join(name for name, _ in seen.tool_calls) or "none"
-        return _Finding(False, f"{value.name} was not called (calls: {made})")
-    if value.args is None:
-        return _Finding(True, f"{value.name} was called")
-    if any(_subset(value.args, _json_or_none(arguments)) for arguments in calls):
-        return _Finding(True, f"{value.name} was called with {json.dumps(value.args)}")
-    return _Finding(
-        False,
-        f"{value.name} was not called with {json.dumps(value.args)} (got {'; '.join(calls)})",
-    )
-
-
-def _max_cost(value: float, seen: Observed) -> _Finding:
-    if seen.cost_usd is None:
-        return _Finding(None, "the turn is unpriced, so its cost is unknown")
-    within = seen.cost_usd <= value
-    word = "within" if within else "over"
-    return _Finding(within, f"cost {_usd(seen.cost_usd)} is {word} the {_usd(value)} limit")
-
-
-def _max_latency(value: float, seen: Observed) -> _Finding:
-    within = seen.latency_ms <= value
-    word = "within" if within else "over"
-    return _Finding(within, f"latency {seen.latency_ms:.0f} ms is {word} the {value:g} ms limit")
-
-
-async def _judge(rubric: str, case: EvalCase, seen: Observed, judge: Judge | None) -> _Finding:
-    if judge is None:
-        return _Finding(None, "no judge configured")
-    passed, why = await judge(rubric, case.question, seen.text)
-    if passed is None:  # the judge could not tell: a failure, negated or not
-        return _Finding(None, f"the judge could not grade it: {why}")
-    return _Finding(passed, f"judge {'passed' if passed else 'failed'} it: {why}")
-
-
-_CHECKS: dict[str, Callable[[Any, Observed], _Finding]] = {
-    "contains": _contains,
-    "equals": _equals,
-    "same_as": _same_as,
-    "regex": _regex,
-    "json_schema": _json_schema,
-    "tool_called": _tool_called,
-    "max_cost_usd": _max_cost,
-    "max_latency_ms": _max_latency,
-}
-
-
-def _subset(expected: Any, actual: Any) -> bool:
-    """Whether `actual` has everything `expected` has: mappings may carry more keys (at any
-    depth), lists match item by item, and a bool is never equal to a number."""
-    if isinstance(expected, Mapping):
-        return isinstance(actual, Mapping) and all(
-            key in actual and _subset(item, actual[key]) for key, item in expected.items()
-        )
-    if isinstance(expected, list):
-        return (
-            isinstance(actual, list)
-            and len(actual) == len(expected)
-            and all(_subset(e, a) for e, a in zip(expected, actual, strict=True))
-        )
-    if isinstance(expected, bool) or isinstance(actual, bool):
-        return type(expected) is type(actual) and expected == actual
-    return bool(expected == actual)
-
-
-def _json_or_none(text: str) -> Any:
-    try:
-        return json.loads(text or "{}")
-    except json.JSONDecodeError:
-        return None
+    context = CheckContext(question=case.question, judge=judge)
+    return [await assertion.check(observed, context) for assertion in case.expect]
 
 
 # --- scoring -----------------------------------------------------------------------------------
@@ -547,11 +299,6 @@ def weighted_pass_rate(results: Sequence[tuple[EvalCase, bool]]) -> float:
     return sum(case.weight for case, passed in results if passed) / total
 
 
-def normalized(text: str) -> str:
-    """Text compared the way a reader would: spacing collapsed, case folded."""
-    return " ".join(text.split()).casefold()
-
-
 def agreement(answers: Sequence[str]) -> float:
     """How consistently one case is answered: the share of answers equal to the most common one
     (after `normalized`); one answer agrees with itself, no answers agree with nothing (0.0)."""
@@ -567,16 +314,16 @@ def check_tool_case(case: ToolCase, result: str | None, error: str | None) -> To
         if error is not None:
             return ToolOutcome(passed=True, reason=f"{case.tool} raised as expected: {error}")
         return ToolOutcome(
-            passed=False, reason=f"{case.tool} should raise but returned {_quote(result or '')}"
+            passed=False, reason=f"{case.tool} should raise but returned {quote(result or '')}"
         )
     if error is not None:
         return ToolOutcome(passed=False, reason=f"{case.tool} raised: {error}")
     got = (result or "").strip()
     if case.expected is None or got == case.expected.strip():
-        return ToolOutcome(passed=True, reason=f"{case.tool} returned {_quote(got)}")
+        return ToolOutcome(passed=True, reason=f"{case.tool} returned {quote(got)}")
     return ToolOutcome(
         passed=False,
-        reason=f"{case.tool} returned {_quote(got)}, not {_quote(case.expected.strip())}",
+        reason=f"{case.tool} returned {quote(got)}, not {quote(case.expected.strip())}",
     )
 
 
@@ -588,29 +335,7 @@ def self_check_cases(examples: Sequence[tuple[str, str]]) -> list[EvalCase]:
             name=f"self-check-{number}",
             turns=(("user", user),),
             weight=1.0,
-            expect=(Assertion(kind="same_as", value=assistant, negated=False),),
+            expect=(Assertion(statement=SameAs(text=assistant)),),
         )
         for number, (user, assistant) in enumerate(examples, start=1)
     ]
-
-
-# --- wording -----------------------------------------------------------------------------------
-
-
-def _show(value: Any) -> str:
-    if isinstance(value, ExpectedToolCall):
-        return value.describe()
-    if isinstance(value, str):
-        return _quote(value)
-    if isinstance(value, float | int) and not isinstance(value, bool):
-        return f"{value:g}"
-    return json.dumps(value)
-
-
-def _quote(text: str) -> str:
-    short = text if len(text) <= _QUOTE_CHARS else text[: _QUOTE_CHARS - 1] + "…"
-    return repr(short)
-
-
-def _usd(amount: float) -> str:
-    return "$" + (f"{amount:.8f}".rstrip("0").rstrip(".") or "0")
