@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from assistant.admin.commands import CommandContext
+from assistant.admin.grammar import CommandContext
 from assistant.config import ConfigError, Settings, load_settings
 from assistant.evals.feedback import candidate_cases, finetune_lines
 from assistant.evals.runner import EvalRunner
@@ -28,6 +28,7 @@ from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
 from assistant.turns import Actor, ConversationRef
 from bots import services
+from bots.chat_actions import run_admin
 from bots.cli_evals import eval_plan, run_plan
 from bots.terminal import TerminalChat
 
@@ -156,7 +157,7 @@ def prompts(ctx: typer.Context) -> None:
             context = CommandContext(
                 actor=Actor(platform="cli", user_id=getpass.getuser()), surface="cli"
             )
-            result = await runtime.commands.run(shlex.join(["prompt", *words]), context)
+            result = await run_admin(runtime.commands, shlex.join(["prompt", *words]), context)
             typer.echo(result.text, err=not result.ok)
             return 0 if result.ok else 1
         finally:

@@ -13,25 +13,26 @@ import asyncio
 import io
 import logging
 import re
-import shlex
 from collections.abc import Callable
-from contextlib import aclosing, suppress
-from typing import Any, Literal
+from contextlib import suppress
+from typing import Any
 
 import aiohttp
 import discord
 import yarl
 from discord import app_commands
 
-from assistant.admin.commands import AdminCommands, CommandContext
+from assistant.admin.commands import AdminCommands
 from assistant.config import ConfigError
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Inbound
+from bots.chat_actions import record_vote
+from bots.discord_commands import AssistantCommands
 from bots.discord_notices import discord_embed
 from bots.discord_reply import ALLOWED_MENTIONS, MESSAGE_LIMIT, ChannelGate, DiscordReply
 from bots.render import split_message
-from bots.streaming import deliver, drain
+from bots.turn_runner import Turn, TurnRunner
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ SCOPES = ("bot", "applications.commands")
 SHUTDOWN_GRACE_SECONDS = 30.0
 READY_TIMEOUT_SECONDS = 60.0
 _ANSWERED_TYPES = (discord.MessageType.default, discord.MessageType.reply)
-Scope = Literal["global", "workspace", "channel"]
-Period = Literal["24h", "7d", "30d"]
 
 
 class DiscordSetupError(ConfigError):
@@ -82,11 +81,9 @@ class DiscordAdapter:
         **client_options: Any,
     ) -> None:
         self._assistant = assistant
-        self._commands = commands
         self._token = token
         self._guild_id = guild_id
         self._gate = ChannelGate(edit_interval)
-        self._edit_interval = edit_interval
         intents = discord.Intents.default()
         intents.message_content = True
         client_class = discord.AutoShardedClient if sharded else discord.Client
@@ -96,13 +93,13 @@ class DiscordAdapter:
             intents=intents, allowed_mentions=ALLOWED_MENTIONS, **client_options
         )
         self.tree = app_commands.CommandTree(self.client)
-        self.tree.add_command(self._command_group())
+        self.tree.add_command(AssistantCommands(commands))
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.client.event(self.on_message)
         self.client.event(self.on_guild_join)
         self._feedback_class, self._feedback = _feedback_button(assistant)
         self._shutdown_grace = shutdown_grace
-        self._turns: set[asyncio.Task[None]] = set()
+        self._turns = TurnRunner(assistant, surface="discord", interval=edit_interval)
         self._connection: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -157,7 +154,7 @@ class DiscordAdapter:
     async def close(self) -> None:
         """Let the answers under way finish (for a while; those past it say they were
         interrupted), then disconnect."""
-        await drain(self._turns, grace=self._shutdown_grace)
+        await self._turns.drain(grace=self._shutdown_grace)
         await self.client.close()
         if self._connection is not None:
             self._connection.cancel()
@@ -166,8 +163,7 @@ class DiscordAdapter:
 
     async def idle(self) -> None:
         """Wait until every turn under way has been answered (tests)."""
-        while self._turns:
-            await asyncio.wait(set(self._turns))
+        await self._turns.idle()
 
     async def _setup_hook(self) -> None:
         self.client.add_dynamic_items(self._feedback_class)
@@ -212,27 +208,16 @@ class DiscordAdapter:
 
     async def on_message(self, message: discord.Message) -> None:
         """Everything happens on the turn's own task, which shutdown waits for."""
-        task = asyncio.create_task(self._handle(message))
-        self._turns.add(task)
-        task.add_done_callback(self._turns.discard)
+        self._turns.start(self._to_turn(message))
 
-    async def _handle(self, message: discord.Message) -> None:
-        try:
-            inbound = await self._to_inbound(message)
-        except Exception:
-            log.exception("could not read a Discord message; it is not answered")
-            return
-        if inbound is not None:
-            await self._turn(message, inbound)
-
-    async def _to_inbound(self, message: discord.Message) -> Inbound | None:
+    async def _to_turn(self, message: discord.Message) -> Turn | None:
         me = self.client.user
         if me is None or message.author.bot or message.type not in _ANSWERED_TYPES:
             return None
         ref = await self._conversation(message, me)
         if ref is None:
             return None
-        return Inbound(
+        inbound = Inbound(
             ref=ref,
             actor=Actor(
                 platform="discord",
@@ -243,6 +228,14 @@ class DiscordAdapter:
             platform_message_id=str(message.id),
             dedupe_keys=(f"discord:msg:{message.id}",),
         )
+        reply = DiscordReply(
+            message.channel,
+            channel_id=message.channel.id,
+            reply_to=message,
+            gate=self._gate,
+            feedback_view=self._feedback_view,
+        )
+        return Turn(inbound=inbound, surface=reply)
 
     async def _conversation(
         self, message: discord.Message, me: discord.ClientUser
@@ -274,23 +267,6 @@ class DiscordAdapter:
             platform="discord", workspace=guild, channel=str(channel.id), thread=str(message.id)
         )
 
-    async def _turn(self, message: discord.Message, inbound: Inbound) -> None:
-        reply = DiscordReply(
-            message.channel,
-            channel_id=message.channel.id,
-            reply_to=message,
-            gate=self._gate,
-            feedback_view=self._feedback_view,
-        )
-        try:
-            async with aclosing(self._assistant.respond(inbound)) as events:
-                await deliver(events, reply, interval=self._edit_interval)
-        except Exception:
-            log.exception("a Discord turn failed outside the engine")
-            await reply.fail("Sorry, something went wrong while answering. Please try again.", "")
-        finally:
-            await reply.close()
-
     def _feedback_view(self, message_id: int) -> discord.ui.View:
         view = discord.ui.View(timeout=None)
         view.add_item(self._feedback(1, message_id))
@@ -315,150 +291,6 @@ class DiscordAdapter:
         embed.set_image(url=f"attachment://{notice.image_name}")
         image = discord.File(io.BytesIO(notice.image_png), filename=notice.image_name)
         await channel.send(embed=embed, file=image, allowed_mentions=ALLOWED_MENTIONS)
-
-    # ---- admin commands
-
-    def _command_group(self) -> app_commands.Group:
-        root = app_commands.Group(name="assistant", description="The team assistant")
-        prompt = app_commands.Group(
-            name="prompt", description="Prompt versions: list, show, switch", parent=root
-        )
-        evals = app_commands.Group(name="eval", description="Prompt evals", parent=root)
-
-        async def run(interaction: discord.Interaction, words: list[str]) -> None:
-            await self._run_admin(interaction, ["prompt", *words])
-
-        @root.command(name="report", description="Cost, latency and quality over a period")
-        async def report(interaction: discord.Interaction, period: Period = "24h") -> None:
-            await self._run_admin(interaction, ["report", period])
-
-        @evals.command(name="run", description="Run eval suites (admins)")
-        async def eval_run(
-            interaction: discord.Interaction, name: str | None = None, version: int | None = None
-        ) -> None:
-            words = [*([name] if name else []), *_opt(version if name else None)]
-            await self._run_admin(interaction, ["eval", "run", *words])
-
-        @prompt.command(name="list", description="Prompts, versions and where each is bound")
-        async def list_(interaction: discord.Interaction) -> None:
-            await run(interaction, ["list"])
-
-        @prompt.command(name="show", description="A version's text and figures")
-        async def show(
-            interaction: discord.Interaction, name: str, version: int | None = None
-        ) -> None:
-            await run(interaction, ["show", name, *_opt(version)])
-
-        @prompt.command(name="diff", description="What changed between two versions")
-        async def diff(interaction: discord.Interaction, name: str, v1: int, v2: int) -> None:
-            await run(interaction, ["diff", name, str(v1), str(v2)])
-
-        @prompt.command(name="use", description="Answer with this version here (admins)")
-        async def use(
-            interaction: discord.Interaction,
-            name: str,
-            version: int,
-            scope: Scope | None = None,
-            force: bool = False,
-        ) -> None:
-            words = ["use", name, str(version), *_scope(scope), *(["--force"] if force else [])]
-            await run(interaction, words)
-
-        @prompt.command(name="rollback", description="Undo the last change here (admins)")
-        async def rollback(
-            interaction: discord.Interaction, name: str, scope: Scope | None = None
-        ) -> None:
-            await run(interaction, ["rollback", name, *_scope(scope)])
-
-        @prompt.command(name="ab", description="Split conversations between versions (admins)")
-        @app_commands.describe(split="versions and weights, e.g. 2=90 3=10")
-        async def ab(
-            interaction: discord.Interaction, name: str, split: str, scope: Scope | None = None
-        ) -> None:
-            await run(interaction, ["ab", name, *split.split(), *_scope(scope)])
-
-        @prompt.command(name="history", description="Who changed what, when")
-        async def history(interaction: discord.Interaction, name: str) -> None:
-            await run(interaction, ["history", name])
-
-        named: list[app_commands.Command[Any, Any, None]] = [
-            show,
-            diff,
-            use,
-            rollback,
-            ab,
-            history,
-            eval_run,
-        ]
-        for command in named:
-            command.autocomplete("name")(self._complete_name)
-        versioned: list[tuple[app_commands.Command[Any, Any, None], str]] = [
-            (show, "version"),
-            (use, "version"),
-            (diff, "v1"),
-            (diff, "v2"),
-            (eval_run, "version"),
-        ]
-        for command, parameter in versioned:
-            command.autocomplete(parameter)(self._complete_version)
-        return root
-
-    async def _run_admin(self, interaction: discord.Interaction, words: list[str]) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            text = await self._admin_result(interaction, words)
-        except Exception:
-            log.exception("an admin command failed")
-            text = "⚠️ The command failed; nothing was changed. Please try again."
-        for piece in split_message(text, MESSAGE_LIMIT):  # its code blocks stay whole
-            await interaction.followup.send(piece, ephemeral=True)
-
-    async def _admin_result(self, interaction: discord.Interaction, words: list[str]) -> str:
-        if interaction.guild_id is None and "workspace" in words:
-            return "A direct message belongs to no server: use scope channel or global."
-        channel = interaction.channel
-        channel_id = (
-            channel.parent_id
-            if isinstance(channel, discord.Thread) and channel.parent_id
-            else interaction.channel_id
-        )
-        context = CommandContext(
-            actor=Actor(
-                platform="discord",
-                user_id=str(interaction.user.id),
-                display_name=interaction.user.display_name,
-            ),
-            surface="discord",
-            ref=ConversationRef(
-                platform="discord",
-                workspace=str(interaction.guild_id or ""),
-                channel=str(channel_id or ""),
-            ),
-        )
-        result = await self._commands.run(shlex.join(words), context)
-        return result.text
-
-    async def _complete_name(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
-        names = await self._commands.released()
-        return [
-            app_commands.Choice(name=name, value=name)
-            for name in names
-            if current.lower() in name.lower()
-        ][:25]
-
-    async def _complete_version(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[int]]:
-        released = await self._commands.released()
-        name = getattr(interaction.namespace, "name", None)
-        versions = released.get(name, []) if isinstance(name, str) else []
-        return [
-            app_commands.Choice(name=f"{name} v{v}", value=v)
-            for v in reversed(versions)
-            if str(v).startswith(str(current))
-        ][:25]
 
 
 def _mentions_me(message: discord.Message, me: discord.ClientUser) -> bool:
@@ -485,14 +317,6 @@ def _speaker(user: discord.User | discord.Member) -> str:
     """The name people see, with the unique username when it differs (nicknames repeat)."""
     shown, unique = user.display_name, user.name
     return shown if shown.casefold() == unique.casefold() else f"{shown} ({unique})"
-
-
-def _opt(value: int | None) -> list[str]:
-    return [] if value is None else [str(value)]
-
-
-def _scope(scope: str | None) -> list[str]:
-    return [] if scope is None else ["--scope", scope]
 
 
 def _reply_to_assistant(
@@ -543,16 +367,7 @@ def _feedback_button(
             # answer within Discord's 3 s first; the store may be busy with turns
             await interaction.response.defer(ephemeral=True, thinking=True)
             actor = Actor(platform="discord", user_id=str(interaction.user.id))
-            try:
-                recorded = await assistant.record_feedback(self.message_id, actor, vote=self.vote)
-            except Exception:
-                log.exception("a feedback vote could not be stored")
-                recorded = False
-            text = (
-                f"Thanks, your {'👍' if self.vote > 0 else '👎'} is recorded."
-                if recorded
-                else "Sorry, the vote could not be recorded."
-            )
+            text = await record_vote(assistant, self.message_id, actor, vote=self.vote)
             await interaction.followup.send(text, ephemeral=True)
 
     return FeedbackButton, FeedbackButton

@@ -8,11 +8,9 @@ Slack redeliver. Redeliveries and the double delivery of a mention (`app_mention
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Mapping
-from contextlib import aclosing
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
@@ -25,14 +23,16 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from assistant.admin.commands import AdminCommands, CommandContext
+from assistant.admin.commands import AdminCommands
+from assistant.admin.grammar import CommandContext
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Inbound
+from bots.chat_actions import feedback_acknowledgement, record_vote, run_admin
 from bots.render import from_mrkdwn, to_mrkdwn
 from bots.slack_notices import slack_blocks
 from bots.slack_reply import FEEDBACK_DOWN, FEEDBACK_UP, Place, SlackReply, slack_error
-from bots.streaming import deliver, drain
+from bots.turn_runner import Turn, TurnRunner
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,6 @@ EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE_SECONDS = 30.0
 _NAME_CACHE_SIZE = 5000
 _HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # edits, deletions, joins: not asks
-_SOMETHING_WENT_WRONG = "Sorry, something went wrong while answering. Please try again."
 
 
 class SlackAdapter:
@@ -59,7 +58,6 @@ class SlackAdapter:
     ) -> None:
         self._assistant = assistant
         self._commands = commands
-        self._update_interval = update_interval
         self._shutdown_grace = shutdown_grace
         self._verifies_requests = bool(signing_secret)
         self.client = AsyncWebClient(
@@ -81,7 +79,7 @@ class SlackAdapter:
         self.app.event("message")(self._on_message)
         self.app.command("/assistant")(self._on_command)
         self.app.action(re.compile(f"^({FEEDBACK_UP}|{FEEDBACK_DOWN})$"))(self._on_feedback)
-        self._turns: set[asyncio.Task[None]] = set()
+        self._turns = TurnRunner(assistant, surface="slack", interval=update_interval)
         self._names: dict[str, str] = {}
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -121,14 +119,13 @@ class SlackAdapter:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
-        await drain(self._turns, grace=self._shutdown_grace)
+        await self._turns.drain(grace=self._shutdown_grace)
         if self.client.session is not None:
             await self.client.session.close()
 
     async def idle(self) -> None:
         """Wait until every turn under way has been answered (tests and benchmarks)."""
-        while self._turns:
-            await asyncio.wait(set(self._turns))
+        await self._turns.idle()
 
     # ---- messages
 
@@ -138,24 +135,11 @@ class SlackAdapter:
         """Bolt has acked already; everything else happens on the turn's own task."""
         bot_user = context.bot_user_id or ""
         team = str(context.team_id or body.get("team_id") or event.get("team") or "")
-        task = asyncio.create_task(self._handle(event, body, bot_user=bot_user, team=team))
-        self._turns.add(task)
-        task.add_done_callback(self._turns.discard)
+        self._turns.start(self._to_turn(event, body, bot_user=bot_user, team=team))
 
-    async def _handle(
+    async def _to_turn(
         self, event: Mapping[str, Any], body: Mapping[str, Any], *, bot_user: str, team: str
-    ) -> None:
-        try:
-            turn = await self._to_inbound(event, body, bot_user=bot_user, team=team)
-        except Exception:
-            log.exception("could not read a Slack event; it is not answered")
-            return
-        if turn is not None:
-            await self._turn(*turn)
-
-    async def _to_inbound(
-        self, event: Mapping[str, Any], body: Mapping[str, Any], *, bot_user: str, team: str
-    ) -> tuple[Inbound, Place] | None:
+    ) -> Turn | None:
         """The turn an event asks for, or None when it asks for none. `team` is the workspace
         the app is installed in: in a Slack Connect channel, event["team"] is the author's."""
         user = event.get("user")
@@ -190,22 +174,13 @@ class SlackAdapter:
             platform_message_id=ts,
             dedupe_keys=tuple(keys),
         )
-        return inbound, place
+        return Turn(inbound=inbound, surface=SlackReply(self.client, place))
 
     async def _plain(self, text: str) -> str:
         """The message as the user meant it, with the people it mentions named."""
         mentioned = set(re.findall(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", text))
         names = {user: await self._name(user) for user in mentioned}
         return from_mrkdwn(text, names=names).strip()
-
-    async def _turn(self, inbound: Inbound, place: Place) -> None:
-        reply = SlackReply(self.client, place)
-        try:
-            async with aclosing(self._assistant.respond(inbound)) as events:
-                await deliver(events, reply, interval=self._update_interval)
-        except Exception:
-            log.exception("a Slack turn failed outside the engine")
-            await reply.fail(_SOMETHING_WENT_WRONG, "")
 
     async def _name(self, user: str) -> str:
         """The user's display name, so people in a shared thread are told apart."""
@@ -255,7 +230,7 @@ class SlackAdapter:
                 channel=command.get("channel_id", ""),
             ),
         )
-        result = await self._commands.run(command.get("text", ""), context)
+        result = await run_admin(self._commands, command.get("text", ""), context)
         await respond(text=to_mrkdwn(result.text), response_type="ephemeral")
 
     async def _on_feedback(
@@ -264,13 +239,10 @@ class SlackAdapter:
         await ack()
         vote = 1 if action["action_id"] == FEEDBACK_UP else -1
         actor = Actor(platform="slack", user_id=body["user"]["id"])
-        try:
-            recorded = await self._assistant.record_feedback(int(action["value"]), actor, vote=vote)
-        except ValueError:
-            recorded = False
+        answer_id = str(action.get("value", ""))
         text = (
-            f"Thanks, your {'👍' if vote > 0 else '👎'} is recorded."
-            if recorded
-            else "That answer is no longer known, so the vote was not recorded."
+            await record_vote(self._assistant, int(answer_id), actor, vote=vote)
+            if answer_id.isdecimal()
+            else feedback_acknowledgement(vote, "unknown answer")
         )
         await respond(text=text, response_type="ephemeral", replace_original=False)

@@ -97,6 +97,9 @@ class SlackReply(ChatToolNotes):
     async def fail(self, message: str, partial: str) -> None:
         await self._finish(failure_text(message, partial), [])
 
+    async def close(self) -> None:
+        return None  # nothing to let go of: `complete` or `fail` ends the stream
+
     async def _finish(self, text: str, blocks: Blocks) -> None:
         try:
             if self._stream_ts is not None and not text.startswith(self._streamed):

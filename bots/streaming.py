@@ -57,25 +57,16 @@ class ReplySurface(Protocol):
     async def fail(self, message: str, partial: str) -> None:
         """The turn failed: show `message`, after whatever of the answer was shown."""
 
+    async def close(self) -> None:
+        """The turn is over, however it ended: let go of what is still held (a typing
+        indicator). Called once, after `complete` or `fail` if either came."""
+
 
 def failure_text(message: str, partial: str) -> str:
     """What a failed turn leaves in a chat: the partial answer (its code block closed, so the
     warning is not swallowed by it), then the warning."""
     note = f"⚠️ {message}"
     return f"{close_fences(partial.rstrip())}\n\n{note}" if partial.strip() else note
-
-
-async def drain(turns: set[asyncio.Task[None]], *, grace: float) -> None:
-    """Let the turns under way finish, including ones that start meanwhile, for `grace`
-    seconds; then cancel the rest, each of which tells its user it was interrupted."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + grace
-    while turns and loop.time() < deadline:
-        await asyncio.wait(set(turns), timeout=deadline - loop.time())
-    late = set(turns)
-    for task in late:
-        task.cancel()
-    await asyncio.gather(*late, return_exceptions=True)
 
 
 class ChatToolNotes:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from contextlib import aclosing
 
 from rich.console import Console
 
 from assistant.engine import Assistant
 from assistant.turns import Actor, Completed, ConversationRef, Inbound
-from bots.streaming import deliver
+from bots.turn_runner import Turn, TurnRunner
 
 HELP = "Commands: /cost (tokens, cost and latency of the last turn), /help, /quit"
 
@@ -30,6 +29,8 @@ def describe(done: Completed) -> str:
 
 
 class TerminalChat:
+    """One conversation in a console; its turns run inline, one line at a time."""
+
     def __init__(
         self,
         assistant: Assistant,
@@ -46,6 +47,7 @@ class TerminalChat:
         self._console = console
         self._show_cost = show_cost
         self._read_line = read_line
+        self._turns = TurnRunner(assistant, surface="terminal", interval=0)
         self._last: Completed | None = None
 
     async def run(self) -> None:
@@ -82,8 +84,7 @@ class TerminalChat:
 
     async def _turn(self, text: str) -> None:
         inbound = Inbound(ref=self._ref, actor=self._actor, text=text)
-        async with aclosing(self._assistant.respond(inbound)) as events:
-            last = await deliver(events, ConsoleReply(self._console), interval=0)
+        last = await self._turns.answer(Turn(inbound=inbound, surface=ConsoleReply(self._console)))
         if isinstance(last, Completed):
             self._last = last
             if self._show_cost:
@@ -131,3 +132,6 @@ class ConsoleReply:
 
     async def fail(self, message: str, partial: str) -> None:
         self._out.print(f"\n! {message}", style="bold red", highlight=False, markup=False)
+
+    async def close(self) -> None:
+        return None

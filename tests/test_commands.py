@@ -1,4 +1,5 @@
-"""The admin grammar: every string gets a command or a usage message, never a crash."""
+"""The admin grammar: every string gets a command or a usage message, never a crash; and the
+rules about a typed command hold however it was made (parsed, or built by a surface)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from assistant.admin.commands import (
+from assistant.admin.commands import AdminCommands
+from assistant.admin.grammar import (
+    NO_WORKSPACE_HERE,
     USAGE,
+    CommandContext,
+    CommandError,
     DiffPrompt,
     ListPrompts,
+    PromptHistory,
     RollbackPrompt,
     RunEvals,
     ShowPrompt,
@@ -18,9 +24,11 @@ from assistant.admin.commands import (
     UsageError,
     UsePrompt,
     Where,
+    check_place,
     parse,
+    parse_split,
 )
-from assistant.turns import ConversationRef
+from assistant.turns import Actor, ConversationRef
 
 WORDS = st.sampled_from(
     [
@@ -164,3 +172,73 @@ def test_reports_and_eval_runs_are_in_the_grammar(text, command):
 def test_malformed_report_and_eval_commands_say_what_is_wrong(text, says):
     with pytest.raises(UsageError, match=says):
         parse(text)
+
+
+def test_a_split_parses_on_its_own_as_inside_a_command():
+    assert parse_split(["3=10", "2=90", "4=0"]) == ((2, 90), (3, 10))
+    with pytest.raises(UsageError, match="a split is VERSION=WEIGHT"):
+        parse_split(["2=90", "3"])
+
+
+ADMIN = Actor(platform="discord", user_id="A1")
+IN_A_DM = CommandContext(
+    actor=ADMIN, surface="discord", ref=ConversationRef(platform="discord", channel="D1")
+)
+IN_A_SERVER = CommandContext(
+    actor=ADMIN,
+    surface="discord",
+    ref=ConversationRef(platform="discord", workspace="G1", channel="C1"),
+)
+WORKSPACE = Where(scope="workspace")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        UsePrompt(name="helpdesk", version=3, where=WORKSPACE),
+        RollbackPrompt(name="helpdesk", where=WORKSPACE),
+        SplitPrompt(name="helpdesk", weights=((2, 90), (3, 10)), where=WORKSPACE),
+    ],
+)
+def test_a_workspace_scope_from_a_direct_message_is_refused(command):
+    with pytest.raises(CommandError, match=NO_WORKSPACE_HERE):
+        check_place(command, IN_A_DM)
+    check_place(command, IN_A_SERVER)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ShowPrompt(name="workspace"),  # the word is a name here, not a scope
+        PromptHistory(name="workspace"),
+        UsePrompt(name="helpdesk", version=3, where=Where(scope="channel")),
+        UsePrompt(name="helpdesk", version=3, where=Where(scope="global")),
+        UsePrompt(
+            name="helpdesk",
+            version=3,
+            where=Where(
+                scope="workspace", target=ConversationRef(platform="discord", workspace="G1")
+            ),
+        ),
+    ],
+)
+def test_other_commands_from_a_direct_message_are_let_through(command):
+    check_place(command, IN_A_DM)
+
+
+async def test_execution_refuses_a_workspace_scope_from_a_direct_message(make_assistant, store):
+    assistant = await make_assistant()
+    commands = AdminCommands(
+        prompts=store.prompts, versions=assistant.versions, admins=["discord:A1"]
+    )
+
+    typed = await commands.execute(UsePrompt(name="assistant", version=1, where=WORKSPACE), IN_A_DM)
+    worded = await commands.run("prompt use assistant 1 --scope workspace", IN_A_DM)
+    shown = await commands.run("prompt show workspace", IN_A_DM)
+
+    assert not typed.ok and typed.text == NO_WORKSPACE_HERE
+    assert not worded.ok and worded.text == NO_WORKSPACE_HERE
+    assert await store.prompts.bindings() == []
+    assert "No prompt named 'workspace'" in shown.text
+    in_server = await commands.run("prompt use assistant 1 --scope workspace", IN_A_SERVER)
+    assert in_server.ok, in_server.text

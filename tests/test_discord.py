@@ -12,6 +12,7 @@ import discord
 import pytest
 
 from assistant.admin.commands import AdminCommands
+from assistant.admin.grammar import NO_WORKSPACE_HERE
 from assistant.testing import Fail, Hang, Reply
 from bots.discord_app import DiscordAdapter, DiscordSetupError
 from bots.streaming import INTERRUPTED
@@ -30,6 +31,7 @@ from tests.fakes.discord_api import (
 )
 
 ADMIN = DISCORD_ADMIN
+UNKNOWN_ANSWER = "That answer is no longer known, so the vote was not recorded."
 
 
 @pytest.fixture
@@ -298,7 +300,24 @@ async def test_a_feedback_click_is_stored_also_after_a_restart(
     message_id = int(up["custom_id"].rsplit(":", 1)[1])
     [vote] = await store.feedback(message_id)
     assert (vote.user_id, vote.vote) == ("discord:3003", -1)
-    assert any("recorded" in str(r) for r in discord_fake.responses_for(change))
+    assert discord_fake.responses_for(change)[-1]["content"] == "Thanks, your 👎 is recorded."
+
+
+async def test_a_vote_on_an_answer_no_longer_known_says_so(bot, discord_fake, fake_llm):
+    fake_llm.script(Reply(text="Rate me."))
+    await discord_fake.send_message("hi", mention_bot=True)
+    await settle(bot, discord_fake)
+    [answer] = answers(discord_fake)
+    up, _ = answer.buttons()
+    up["custom_id"] = "feedback:1:999999"  # as if posted by an installation whose data is gone
+
+    click = discord_fake.button_click(
+        user_id="3003", custom_id=up["custom_id"], message_id=answer.id
+    )
+    await discord_fake.interact(click)
+    await settle(bot, discord_fake)
+    said = discord_fake.responses_for(click)[-1]
+    assert said["content"] == UNKNOWN_ANSWER and ephemeral(said)
 
 
 async def test_a_missing_message_content_intent_is_one_clear_line(make_assistant, store, fake_llm):
@@ -432,6 +451,60 @@ async def test_prompt_show_keeps_its_code_block_whole(prompts_dir, start_bot, di
     [*_, shown] = discord_fake.responses_for(asked)
     fences = [line for line in shown["content"].splitlines() if line.startswith("```")]
     assert len(fences) == 2 and "You are a test assistant" in shown["content"]
+
+
+async def test_a_prompt_named_workspace_is_shown_in_a_direct_message(
+    prompts_dir, start_bot, discord_fake
+):
+    write_prompt(prompts_dir, name="workspace", system="The workspace helper.")
+    bot = await start_bot()
+    asked = await discord_fake.interact(
+        discord_fake.slash_command(sub="show", options={"name": "workspace"}, guild=False)
+    )
+    await settle(bot, discord_fake)
+    [*_, shown] = discord_fake.responses_for(asked)
+    assert "workspace@1" in shown["content"] and "The workspace helper." in shown["content"]
+    assert NO_WORKSPACE_HERE not in shown["content"] and ephemeral(shown)
+
+
+async def test_a_workspace_scope_from_a_direct_message_is_refused(bot, discord_fake, store):
+    options = {"name": "assistant", "version": 1, "scope": "workspace"}
+    refused = await discord_fake.interact(
+        discord_fake.slash_command(user_id=ADMIN, sub="use", options=options, guild=False)
+    )
+    await settle(bot, discord_fake)
+    said = discord_fake.responses_for(refused)[-1]
+    assert said["content"] == NO_WORKSPACE_HERE and ephemeral(said)
+    assert await store.prompts.bindings() == []
+
+    options["scope"] = "channel"  # what the refusal suggests works
+    accepted = await discord_fake.interact(
+        discord_fake.slash_command(user_id=ADMIN, sub="use", options=options, guild=False)
+    )
+    await settle(bot, discord_fake)
+    assert "now answers in channel discord/" in discord_fake.responses_for(accepted)[-1]["content"]
+    [(scope, _)] = await store.prompts.bindings()
+    assert (scope.kind, scope.workspace) == ("channel", "")
+
+
+async def test_an_ab_split_is_read_by_the_grammar(prompts_dir, start_bot, discord_fake, store):
+    write_prompt(prompts_dir, version=2)
+    bot = await start_bot()
+    malformed = {"name": "assistant", "split": "2=90"}
+    well_formed = {"name": "assistant", "split": "1=10 2=90", "scope": "global"}
+    refused = await discord_fake.interact(
+        discord_fake.slash_command(user_id=ADMIN, sub="ab", options=malformed)
+    )
+    accepted = await discord_fake.interact(
+        discord_fake.slash_command(user_id=ADMIN, sub="ab", options=well_formed)
+    )
+    await settle(bot, discord_fake)
+
+    [said] = discord_fake.responses_for(refused)  # at once: nothing to wait for
+    assert "a split needs at least two versions" in said["data"]["content"] and ephemeral(said)
+    assert "global now splits assistant" in discord_fake.responses_for(accepted)[-1]["content"]
+    [(scope, binding)] = await store.prompts.bindings()
+    assert (scope.kind, binding.split) == ("global", ((1, 10), (2, 90)))
 
 
 async def test_a_wrong_token_is_one_clear_line(make_assistant, store):

@@ -23,6 +23,7 @@ from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, TEAM, FakeSlack, Fau
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
 TS = "1700000000.000100"
+UNKNOWN_ANSWER = "That answer is no longer known, so the vote was not recorded."
 THREAD = ConversationRef(platform="slack", workspace=TEAM, channel=CHANNEL, thread=TS)
 
 
@@ -325,8 +326,20 @@ async def test_a_feedback_click_is_stored_and_can_be_changed(bot, slack, fake_ll
     [vote] = await store.feedback(int(up["value"]))
     assert (vote.user_id, vote.vote) == ("slack:U2", -1)
     assert vote.prompt_version_id is not None
-    assert "recorded" in slack.responses[-1]["text"]
+    assert slack.responses[-1]["text"] == "Thanks, your 👎 is recorded."
     assert slack.responses[-1]["response_type"] == "ephemeral"
+
+
+async def test_a_vote_on_an_answer_no_longer_known_says_so(bot, slack, fake_llm):
+    fake_llm.script(Reply(text="Rate me."))
+    await slack.send_event(bot.url, mention("hi"), event_id="E1")
+    await bot.settle(slack)
+    [answer] = slack.thread(CHANNEL, TS)
+    up, _ = answer.buttons()
+
+    assert await slack.click(bot.url, {**up, "value": "999999"}, user="U2", message=answer) == 200
+    await bot.settle(slack)
+    assert slack.responses[-1]["text"] == UNKNOWN_ANSWER
 
 
 async def test_a_slack_429_is_waited_out(bot, slack, fake_llm):

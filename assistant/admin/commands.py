@@ -1,294 +1,52 @@
-"""The admin grammar, one for every surface (Slack, Discord, the shell).
+"""Running admin commands: who may, doing it, and the audit log.
 
-Parsing turns text into a typed command or a usage message; running it checks who may do it,
-changes the binding and writes the audit log in one transaction. Reading is open to everyone;
-changing is for ADMIN_USERS (and the shell, whose user already holds the database). The model
-can never reach this module: it is not a tool.
+Reading is open to everyone; changing is for ADMIN_USERS (and the shell, whose user already
+holds the database). A change and its audit row are written in one transaction. Every surface
+comes through `execute` with a typed command (text surfaces through `run`, which parses first),
+so a rule holds on every surface alike. The model can never reach this module: it is not a tool.
 """
 
 from __future__ import annotations
 
 import difflib
 import logging
-import shlex
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import get_args
 
+from assistant.admin.grammar import (
+    CHANGES,
+    USAGE,
+    Command,
+    CommandContext,
+    CommandError,
+    DiffPrompt,
+    ListPrompts,
+    PromptHistory,
+    RollbackPrompt,
+    RunEvals,
+    ShowPrompt,
+    ShowReport,
+    SplitPrompt,
+    UsageError,
+    UsePrompt,
+    Where,
+    check_place,
+    parse,
+)
 from assistant.prompts.bindings import Binding, Scope, ScopeKind
 from assistant.prompts.versions import VersionResolver
 from assistant.store import PromptStore
 from assistant.store.eval_store import EvalStore
 from assistant.store.prompt_store import BindingChange
 from assistant.store.tables import EvalRun, PromptAudit
-from assistant.turns import Actor, ConversationRef
+from assistant.turns import ConversationRef
+
+# CommandContext is the grammar's: re-exported, as whoever runs commands needs it too
+__all__ = ["COMMAND_FAILED", "AdminCommands", "CommandContext", "CommandResult"]
 
 log = logging.getLogger(__name__)
 
-USAGE = """\
-Usage:
-  prompt list
-  prompt show NAME [VERSION]
-  prompt diff NAME V1 V2
-  prompt use NAME VERSION [--scope global|workspace|channel] [--target PLACE] [--force]
-  prompt rollback NAME [--scope global|workspace|channel] [--target PLACE]
-  prompt ab NAME V1=WEIGHT V2=WEIGHT [...] [--scope ...] [--target PLACE]
-  prompt history NAME
-  eval run [NAME [VERSION]]
-  report [24h|7d|30d]
-The scope defaults to this channel (global from the shell). PLACE is platform/workspace[/channel],
-e.g. slack/T0123/C0456."""
-
-
-class UsageError(ValueError):
-    """The command is not in the grammar; the message says which part, USAGE follows."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Where:
-    scope: ScopeKind | None = None  # None: the surface's default
-    target: ConversationRef | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ListPrompts:
-    pass
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShowPrompt:
-    name: str
-    version: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class DiffPrompt:
-    name: str
-    old: int
-    new: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class UsePrompt:
-    name: str
-    version: int
-    where: Where
-    force: bool = False
-
-
-@dataclass(frozen=True, kw_only=True)
-class RollbackPrompt:
-    name: str
-    where: Where
-
-
-@dataclass(frozen=True, kw_only=True)
-class SplitPrompt:
-    name: str
-    weights: tuple[tuple[int, int], ...]
-    where: Where
-
-
-@dataclass(frozen=True, kw_only=True)
-class PromptHistory:
-    name: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunEvals:
-    name: str | None = None
-    version: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ShowReport:
-    period: str = "24h"
-
-
-Command = (
-    ListPrompts
-    | ShowPrompt
-    | DiffPrompt
-    | UsePrompt
-    | RollbackPrompt
-    | SplitPrompt
-    | PromptHistory
-    | RunEvals
-    | ShowReport
-)
-CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt, RunEvals)  # an eval run costs money too
-_PERIODS = ("24h", "7d", "30d")
-
-
-def parse(text: str) -> Command:
-    """The command in `text`, or UsageError saying what is wrong."""
-    try:
-        words = shlex.split(text)
-    except ValueError as exc:
-        raise UsageError(f"cannot read the command ({exc})") from None
-    if words and words[0].lstrip("/") == "assistant":
-        words = words[1:]
-    if words and words[0] == "report":
-        return _parse_report(words[1:])
-    if words[:2] == ["eval", "run"]:
-        return _parse_eval(words[2:])
-    if len(words) < 2 or words[0] != "prompt":
-        raise UsageError("commands start with 'prompt' and an action, 'eval run' or 'report'")
-    action, args = words[1], words[2:]
-    positional, options = _split_options(args)
-    parser = _PARSERS.get(action)
-    if parser is None:
-        raise UsageError(f"unknown action {action!r}")
-    return parser(positional, options)
-
-
-def _parse_report(args: list[str]) -> ShowReport:
-    if len(args) > 1 or (args and args[0] not in _PERIODS):
-        raise UsageError(f"'report' takes one of {', '.join(_PERIODS)}")
-    return ShowReport(period=args[0] if args else "24h")
-
-
-def _parse_eval(args: list[str]) -> RunEvals:
-    if len(args) > 2:
-        raise UsageError("'eval run' takes at most a prompt name and a version")
-    return RunEvals(
-        name=args[0] if args else None, version=_version(args[1]) if len(args) > 1 else None
-    )
-
-
-def _split_options(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
-    positional: list[str] = []
-    options: dict[str, str] = {}
-    words = iter(args)
-    for word in words:
-        if word == "--force":
-            options["force"] = "yes"
-        elif word in ("--scope", "--target"):
-            value = next(words, None)
-            if value is None:
-                raise UsageError(f"{word} needs a value")
-            options[word[2:]] = value
-        elif word.startswith("--"):
-            raise UsageError(f"unknown option {word}")
-        else:
-            positional.append(word)
-    return positional, options
-
-
-def _count(positional: list[str], low: int, high: int, action: str) -> None:
-    if not low <= len(positional) <= high:
-        raise UsageError(f"wrong number of arguments for 'prompt {action}'")
-
-
-def _no_options(options: dict[str, str], action: str) -> None:
-    if options:
-        raise UsageError(f"'prompt {action}' takes no options")
-
-
-def _version(word: str) -> int:
-    if not word.isdigit() or int(word) < 1:
-        raise UsageError(f"a version is a whole number from 1, not {word!r}")
-    return int(word)
-
-
-def _where(options: dict[str, str]) -> Where:
-    scope = options.get("scope")
-    if scope is not None and scope not in get_args(ScopeKind):
-        raise UsageError(f"the scope is global, workspace or channel, not {scope!r}")
-    target = options.get("target")
-    return Where(scope=scope, target=_place(target) if target else None)  # type: ignore[arg-type]
-
-
-def _place(text: str) -> ConversationRef:
-    parts = text.split("/")
-    if not 2 <= len(parts) <= 3 or not all(parts):
-        raise UsageError(f"a place is platform/workspace[/channel], not {text!r}")
-    return ConversationRef(
-        platform=parts[0], workspace=parts[1], channel=parts[2] if len(parts) == 3 else ""
-    )
-
-
-def _parse_list(positional: list[str], options: dict[str, str]) -> Command:
-    _count(positional, 0, 0, "list")
-    _no_options(options, "list")
-    return ListPrompts()
-
-
-def _parse_show(positional: list[str], options: dict[str, str]) -> Command:
-    _count(positional, 1, 2, "show")
-    _no_options(options, "show")
-    version = _version(positional[1]) if len(positional) == 2 else None
-    return ShowPrompt(name=positional[0], version=version)
-
-
-def _parse_diff(positional: list[str], options: dict[str, str]) -> Command:
-    _count(positional, 3, 3, "diff")
-    _no_options(options, "diff")
-    return DiffPrompt(name=positional[0], old=_version(positional[1]), new=_version(positional[2]))
-
-
-def _parse_use(positional: list[str], options: dict[str, str]) -> Command:
-    _count(positional, 2, 2, "use")
-    return UsePrompt(
-        name=positional[0],
-        version=_version(positional[1]),
-        where=_where(options),
-        force="force" in options,
-    )
-
-
-def _parse_rollback(positional: list[str], options: dict[str, str]) -> Command:
-    _count(positional, 1, 1, "rollback")
-    if "force" in options:
-        raise UsageError("'prompt rollback' takes no --force")
-    return RollbackPrompt(name=positional[0], where=_where(options))
-
-
-def _parse_ab(positional: list[str], options: dict[str, str]) -> Command:
-    if len(positional) < 3:
-        raise UsageError("'prompt ab' needs a name and at least two VERSION=WEIGHT pairs")
-    if "force" in options:
-        raise UsageError("'prompt ab' takes no --force")
-    weights: dict[int, int] = {}
-    for pair in positional[1:]:
-        version, _, weight = pair.partition("=")
-        if not weight.isdigit():
-            raise UsageError(f"a split is VERSION=WEIGHT, e.g. 2=90, not {pair!r}")
-        if _version(version) in weights:
-            raise UsageError(f"version {version} appears twice in the split")
-        weights[_version(version)] = int(weight)
-    if sum(weights.values()) == 0:
-        raise UsageError("the weights add up to zero")
-    split = tuple(sorted((v, w) for v, w in weights.items() if w > 0))
-    if len(split) < 2:
-        raise UsageError("a split needs at least two versions with a weight above zero")
-    return SplitPrompt(name=positional[0], weights=split, where=_where(options))
-
-
-def _parse_history(positional: list[str], options: dict[str, str]) -> Command:
-    _count(positional, 1, 1, "history")
-    _no_options(options, "history")
-    return PromptHistory(name=positional[0])
-
-
-_PARSERS = {
-    "list": _parse_list,
-    "show": _parse_show,
-    "diff": _parse_diff,
-    "use": _parse_use,
-    "rollback": _parse_rollback,
-    "ab": _parse_ab,
-    "history": _parse_history,
-}
-
-
-@dataclass(frozen=True, kw_only=True)
-class CommandContext:
-    """Who runs a command, from which surface, and where (None from the shell)."""
-
-    actor: Actor
-    surface: str
-    ref: ConversationRef | None = None
+COMMAND_FAILED = "⚠️ The command failed; see the logs."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -297,12 +55,8 @@ class CommandResult:
     text: str
 
 
-class CommandError(Exception):
-    """A well-formed command that cannot be done; the message says why."""
-
-
 class AdminCommands:
-    """Runs parsed commands against the prompt store; every change is audited."""
+    """Runs typed commands against the prompt store; every change is audited."""
 
     def __init__(
         self,
@@ -324,10 +78,16 @@ class AdminCommands:
         self._evaluator = evaluator  # (name, version) -> the runs' summary
 
     async def run(self, text: str, context: CommandContext) -> CommandResult:
+        """A command typed as text: parsed, then run as `execute` runs it."""
         try:
             command = parse(text)
         except UsageError as exc:
             return CommandResult(ok=False, text=f"{exc}.\n{USAGE}")
+        return await self.execute(command, context)
+
+    async def execute(self, command: Command, context: CommandContext) -> CommandResult:
+        """Authorize, check the command fits the place, do it; never raises, since the
+        surface has acked already and the user must still hear back."""
         if isinstance(command, CHANGES) and not self._may_change(context):
             return CommandResult(
                 ok=False,
@@ -336,17 +96,18 @@ class AdminCommands:
                 "open to everyone.",
             )
         try:
-            return CommandResult(ok=True, text=await self._execute(command, context))
+            check_place(command, context)
+            return CommandResult(ok=True, text=await self._perform(command, context))
         except CommandError as exc:
             return CommandResult(ok=False, text=str(exc))
-        except Exception:  # the surface has acked already: the user must still hear back
-            log.exception("admin command %r failed", text)
-            return CommandResult(ok=False, text="⚠️ The command failed; see the logs.")
+        except Exception:
+            log.exception("admin command %r failed", command)
+            return CommandResult(ok=False, text=COMMAND_FAILED)
 
     def _may_change(self, context: CommandContext) -> bool:
         return context.surface == "cli" or context.actor.qualified_id in self._admins
 
-    async def _execute(self, command: Command, context: CommandContext) -> str:
+    async def _perform(self, command: Command, context: CommandContext) -> str:
         if isinstance(command, ListPrompts):
             return await self._list()
         if isinstance(command, ShowPrompt):

@@ -1,0 +1,324 @@
+"""The admin grammar, one for every surface: the typed commands, and the text that spells them.
+
+A text surface (Slack, the shell) parses words into a command; Discord builds the same commands
+from its typed slash-command options. Either way `commands.AdminCommands.execute` runs them, so
+a rule about a command is written here once, on the typed command, never on its words.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from assistant.prompts.bindings import ScopeKind
+from assistant.turns import Actor, ConversationRef
+
+USAGE = """\
+Usage:
+  prompt list
+  prompt show NAME [VERSION]
+  prompt diff NAME V1 V2
+  prompt use NAME VERSION [--scope global|workspace|channel] [--target PLACE] [--force]
+  prompt rollback NAME [--scope global|workspace|channel] [--target PLACE]
+  prompt ab NAME V1=WEIGHT V2=WEIGHT [...] [--scope ...] [--target PLACE]
+  prompt history NAME
+  eval run [NAME [VERSION]]
+  report [24h|7d|30d]
+The scope defaults to this channel (global from the shell). PLACE is platform/workspace[/channel],
+e.g. slack/T0123/C0456."""
+
+ReportPeriod = Literal["24h", "7d", "30d"]
+REPORT_PERIODS: tuple[ReportPeriod, ...] = get_args(ReportPeriod)
+SCOPE_KINDS: tuple[ScopeKind, ...] = get_args(ScopeKind)
+NO_WORKSPACE_HERE = (
+    "A direct message belongs to no workspace or server: use scope channel or global."
+)
+
+
+class UsageError(ValueError):
+    """The command is not in the grammar; the message says which part, USAGE follows."""
+
+
+class CommandError(Exception):
+    """A well-formed command that cannot be done (here, or at all); the message says why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandContext:
+    """Who runs a command, from which surface, and where (None from the shell)."""
+
+    actor: Actor
+    surface: str
+    ref: ConversationRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Where:
+    scope: ScopeKind | None = None  # None: the surface's default
+    target: ConversationRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ListPrompts:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowPrompt:
+    name: str
+    version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DiffPrompt:
+    name: str
+    old: int
+    new: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class UsePrompt:
+    name: str
+    version: int
+    where: Where
+    force: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class RollbackPrompt:
+    name: str
+    where: Where
+
+
+@dataclass(frozen=True, kw_only=True)
+class SplitPrompt:
+    name: str
+    weights: tuple[tuple[int, int], ...]  # (version, weight), as `parse_split` makes them
+    where: Where
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptHistory:
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunEvals:
+    name: str | None = None
+    version: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShowReport:
+    period: ReportPeriod = "24h"
+
+
+Command = (
+    ListPrompts
+    | ShowPrompt
+    | DiffPrompt
+    | UsePrompt
+    | RollbackPrompt
+    | SplitPrompt
+    | PromptHistory
+    | RunEvals
+    | ShowReport
+)
+CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt, RunEvals)  # an eval run costs money too
+
+
+def check_place(command: Command, context: CommandContext) -> None:
+    """Refuse a workspace scope asked for from a place in no workspace (a Discord DM): it would
+    bind a workspace nobody is in. A `--target` names its own place, and reading names none."""
+    if not isinstance(command, (UsePrompt, RollbackPrompt, SplitPrompt)):
+        return
+    where, place = command.where, context.ref
+    if where.scope == "workspace" and where.target is None and place and not place.workspace:
+        raise CommandError(NO_WORKSPACE_HERE)
+
+
+def parse(text: str) -> Command:
+    """The command in `text`, or UsageError saying what is wrong."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the command ({exc})") from None
+    if words and words[0].lstrip("/") == "assistant":
+        words = words[1:]
+    if words and words[0] == "report":
+        return _parse_report(words[1:])
+    if words[:2] == ["eval", "run"]:
+        return _parse_eval(words[2:])
+    if len(words) < 2 or words[0] != "prompt":
+        raise UsageError("commands start with 'prompt' and an action, 'eval run' or 'report'")
+    action, args = words[1], words[2:]
+    positional, options = _split_options(args)
+    parser = _PARSERS.get(action)
+    if parser is None:
+        raise UsageError(f"unknown action {action!r}")
+    return parser(positional, options)
+
+
+def parse_split(pairs: Sequence[str]) -> tuple[tuple[int, int], ...]:
+    """VERSION=WEIGHT pairs ("2=90", "3=10") as (version, weight), sorted, without zero weights;
+    UsageError unless at least two versions keep a weight above zero."""
+    weights: dict[int, int] = {}
+    for pair in pairs:
+        version, _, weight = pair.partition("=")
+        if not weight.isdigit():
+            raise UsageError(f"a split is VERSION=WEIGHT, e.g. 2=90, not {pair!r}")
+        if _version(version) in weights:
+            raise UsageError(f"version {version} appears twice in the split")
+        weights[_version(version)] = int(weight)
+    if sum(weights.values()) == 0:
+        raise UsageError("the weights add up to zero")
+    split = tuple(sorted((v, w) for v, w in weights.items() if w > 0))
+    if len(split) < 2:
+        raise UsageError("a split needs at least two versions with a weight above zero")
+    return split
+
+
+def _parse_report(args: list[str]) -> ShowReport:
+    if len(args) > 1:
+        raise UsageError(f"'report' takes one of {', '.join(REPORT_PERIODS)}")
+    return ShowReport(period=_period(args[0]) if args else "24h")
+
+
+def _period(word: str) -> ReportPeriod:
+    for period in REPORT_PERIODS:
+        if word == period:
+            return period
+    raise UsageError(f"'report' takes one of {', '.join(REPORT_PERIODS)}")
+
+
+def _parse_eval(args: list[str]) -> RunEvals:
+    if len(args) > 2:
+        raise UsageError("'eval run' takes at most a prompt name and a version")
+    return RunEvals(
+        name=args[0] if args else None, version=_version(args[1]) if len(args) > 1 else None
+    )
+
+
+def _split_options(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    positional: list[str] = []
+    options: dict[str, str] = {}
+    words = iter(args)
+    for word in words:
+        if word == "--force":
+            options["force"] = "yes"
+        elif word in ("--scope", "--target"):
+            value = next(words, None)
+            if value is None:
+                raise UsageError(f"{word} needs a value")
+            options[word[2:]] = value
+        elif word.startswith("--"):
+            raise UsageError(f"unknown option {word}")
+        else:
+            positional.append(word)
+    return positional, options
+
+
+def _count(positional: list[str], low: int, high: int, action: str) -> None:
+    if not low <= len(positional) <= high:
+        raise UsageError(f"wrong number of arguments for 'prompt {action}'")
+
+
+def _no_options(options: dict[str, str], action: str) -> None:
+    if options:
+        raise UsageError(f"'prompt {action}' takes no options")
+
+
+def _version(word: str) -> int:
+    if not word.isdigit() or int(word) < 1:
+        raise UsageError(f"a version is a whole number from 1, not {word!r}")
+    return int(word)
+
+
+def _where(options: dict[str, str]) -> Where:
+    scope = options.get("scope")
+    target = options.get("target")
+    return Where(
+        scope=_scope_kind(scope) if scope is not None else None,
+        target=_place(target) if target else None,
+    )
+
+
+def _scope_kind(word: str) -> ScopeKind:
+    for kind in SCOPE_KINDS:
+        if word == kind:
+            return kind
+    raise UsageError(f"the scope is global, workspace or channel, not {word!r}")
+
+
+def _place(text: str) -> ConversationRef:
+    parts = text.split("/")
+    if not 2 <= len(parts) <= 3 or not all(parts):
+        raise UsageError(f"a place is platform/workspace[/channel], not {text!r}")
+    return ConversationRef(
+        platform=parts[0], workspace=parts[1], channel=parts[2] if len(parts) == 3 else ""
+    )
+
+
+def _parse_list(positional: list[str], options: dict[str, str]) -> Command:
+    _count(positional, 0, 0, "list")
+    _no_options(options, "list")
+    return ListPrompts()
+
+
+def _parse_show(positional: list[str], options: dict[str, str]) -> Command:
+    _count(positional, 1, 2, "show")
+    _no_options(options, "show")
+    version = _version(positional[1]) if len(positional) == 2 else None
+    return ShowPrompt(name=positional[0], version=version)
+
+
+def _parse_diff(positional: list[str], options: dict[str, str]) -> Command:
+    _count(positional, 3, 3, "diff")
+    _no_options(options, "diff")
+    return DiffPrompt(name=positional[0], old=_version(positional[1]), new=_version(positional[2]))
+
+
+def _parse_use(positional: list[str], options: dict[str, str]) -> Command:
+    _count(positional, 2, 2, "use")
+    return UsePrompt(
+        name=positional[0],
+        version=_version(positional[1]),
+        where=_where(options),
+        force="force" in options,
+    )
+
+
+def _parse_rollback(positional: list[str], options: dict[str, str]) -> Command:
+    _count(positional, 1, 1, "rollback")
+    if "force" in options:
+        raise UsageError("'prompt rollback' takes no --force")
+    return RollbackPrompt(name=positional[0], where=_where(options))
+
+
+def _parse_ab(positional: list[str], options: dict[str, str]) -> Command:
+    if len(positional) < 3:
+        raise UsageError("'prompt ab' needs a name and at least two VERSION=WEIGHT pairs")
+    if "force" in options:
+        raise UsageError("'prompt ab' takes no --force")
+    return SplitPrompt(
+        name=positional[0], weights=parse_split(positional[1:]), where=_where(options)
+    )
+
+
+def _parse_history(positional: list[str], options: dict[str, str]) -> Command:
+    _count(positional, 1, 1, "history")
+    _no_options(options, "history")
+    return PromptHistory(name=positional[0])
+
+
+_PARSERS = {
+    "list": _parse_list,
+    "show": _parse_show,
+    "diff": _parse_diff,
+    "use": _parse_use,
+    "rollback": _parse_rollback,
+    "ab": _parse_ab,
+    "history": _parse_history,
+}
