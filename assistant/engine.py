@@ -230,23 +230,26 @@ class Assistant:
             log.exception("could not resolve the prompt version")
             yield Failed(user_message=SETUP_FAILED, retryable=True, error_class="StoreError")
             return
+        message = _user_message(setup)
         try:
-            message_id, history = await self._store_user_message(setup)
+            message_id, history = await self._store_user_message(setup, message)
         except Exception:
             log.exception("could not store the user's message")
             yield Failed(user_message=STORE_FAILED, retryable=True, error_class="StoreError")
             return
-        yield _Opened(setup=setup, message_id=message_id, history=history)
+        yield _Opened(
+            setup=setup, message_id=message_id, message_tokens=message.token_count, history=history
+        )
 
     async def _answer(self, opened: _Opened) -> AsyncGenerator[Event, None]:
         """Everything after the message is safe: the model's answer, persisted however the
         turn ends."""
-        setup, message_id, history = opened.setup, opened.message_id, opened.history
+        setup, message_id = opened.setup, opened.message_id
         ledger = Ledger()
         shown = _Shown(started=setup.started)
         recorded = False
         try:
-            async with aclosing(self._converse(setup, history, ledger)) as events:
+            async with aclosing(self._converse(opened, ledger)) as events:
                 async for event in events:
                     shown.see(event)
                     yield event
@@ -301,16 +304,9 @@ class Assistant:
             self._counters[model] = TokenCounter(model)
         return self._counters[model]
 
-    async def _store_user_message(self, setup: TurnSetup) -> tuple[int, History]:
-        inbound = setup.inbound
-        message = NewMessage(
-            role="user",
-            author_id=inbound.actor.qualified_id[:128],
-            author_name=clean_name(inbound.actor.display_name),
-            text=inbound.text,
-            token_count=setup.counter.count_message(inbound.text),
-            platform_message_id=(inbound.platform_message_id or "")[:128] or None,
-        )
+    async def _store_user_message(
+        self, setup: TurnSetup, message: NewMessage
+    ) -> tuple[int, History]:
         policy = setup.version.memory
         return await self._store.begin_turn(
             setup.conversation_id,
@@ -319,13 +315,11 @@ class Assistant:
             token_limit=max(policy.summarize_over_tokens, policy.context_tokens),
         )
 
-    async def _converse(
-        self, setup: TurnSetup, history: History, ledger: Ledger
-    ) -> AsyncGenerator[Event, None]:
+    async def _converse(self, opened: _Opened, ledger: Ledger) -> AsyncGenerator[Event, None]:
         """Answer from the cache, or call the model (with tools) and check its contract."""
-        message_tokens = setup.counter.count_message(setup.inbound.text)
+        setup = opened.setup
         messages = await self._context.build(
-            setup.speaker, history, message_tokens=message_tokens, ledger=ledger
+            setup.speaker, opened.history, message_tokens=opened.message_tokens, ledger=ledger
         )
         use_cache = setup.version.cache and setup.inbound.use_cache
         cache_key = _cache_key(setup, messages) if use_cache else None
@@ -413,7 +407,20 @@ class _Opened:
 
     setup: TurnSetup
     message_id: int
+    message_tokens: int
     history: History
+
+
+def _user_message(setup: TurnSetup) -> NewMessage:
+    inbound = setup.inbound
+    return NewMessage(
+        role="user",
+        author_id=inbound.actor.qualified_id[:128],
+        author_name=clean_name(inbound.actor.display_name),
+        text=inbound.text,
+        token_count=setup.counter.count_message(inbound.text),
+        platform_message_id=(inbound.platform_message_id or "")[:128] or None,
+    )
 
 
 def _reply(setup: TurnSetup, text: str, *, status: str) -> NewMessage:
