@@ -114,7 +114,7 @@ class ModelRounds:
         yield Answer(final=end, text=text, used_tools=used_tools)
 
     async def _round(
-        self, speaker: Speaker, request: ChatRequest, ledger: Ledger, *, purpose: str = "reply"
+        self, speaker: Speaker, request: ChatRequest, ledger: Ledger
     ) -> AsyncGenerator[TextDelta | RoundEnd, None]:
         """One model call: its text as it streams, then its end. The call's record, its flags
         set (cut off, contract broken), goes into the ledger however the call ends."""
@@ -125,13 +125,13 @@ class ModelRounds:
                 async for item in stream:
                     if isinstance(item, Completion):
                         check = _contract_check(speaker, item)
-                        ledger.add(self._completed(speaker, request, item, purpose, check))
+                        ledger.add(self._completed(speaker, request, item, check))
                         yield RoundEnd(completion=item, note=_cut_off_note(item), check=check)
                     else:
                         streamed.append(item)
                         yield TextDelta(text=item)
         except LlmError as exc:
-            ledger.add(accounting.failed_call(purpose=purpose, model=speaker.model, error=exc))
+            ledger.add(accounting.failed_call(purpose="reply", model=speaker.model, error=exc))
             raise
         except (GeneratorExit, asyncio.CancelledError):
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -151,7 +151,6 @@ class ModelRounds:
         speaker: Speaker,
         request: ChatRequest,
         completion: Completion,
-        purpose: str,
         check: contracts.ContractCheck | None,
     ) -> CallRecord:
         """The record of a call that completed; being cut off by the provider, or breaking
@@ -160,7 +159,7 @@ class ModelRounds:
         if reason in CUT_OFF_NOTES:
             log.warning("model reply stopped early: finish_reason=%s", reason)
         return accounting.completed_call(
-            purpose=purpose,
+            purpose="reply",
             request=request,
             completion=completion,
             prices=self._prices,
