@@ -124,11 +124,13 @@ async def test_a_leader_that_loses_its_session_steps_down(database_url):
         await asyncio.sleep(0.3)
         assert [s.leader for s in schedulers] == [True, False]
         engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://"))
-        async with engine.connect() as admin:  # the leader's session is killed
+        # the leader's session is killed; only in this test's database (suites run side by side)
+        async with engine.connect() as admin:
             await admin.execute(
                 text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid()"
+                    "WHERE locktype = 'advisory' AND pid <> pg_backend_pid() AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
                 )
             )
             await admin.commit()

@@ -164,27 +164,18 @@ class PromptStore:
         Two admins binding a new scope at once collide on its unique key; the loser retries
         and records the winner's binding as its `before`.
         """
-        audit = _audit_row(scope, after, actor=actor, surface=surface, action=action)
-        audit.forced = forced
         for attempt in (1, 2):
+            audit = _audit_row(scope, after, actor=actor, surface=surface, action=action)
+            audit.forced = forced
             async with self._sessions() as session:
-                before = await _write_binding(session, scope, after, actor)
-                named = after or before
-                audit.prompt_name = named.prompt if named else ""
-                audit.before = before.to_json() if before else None
-                session.add(audit)
-                await session.flush()
-                if undoes is not None:
-                    undone = await session.get(PromptAudit, undoes)
-                    assert undone is not None
-                    undone.undone_by = audit.id
                 try:
+                    before = await _write_binding(session, scope, after, actor)
+                    await _audit(session, audit, after or before, before, undoes)
                     await session.commit()
-                except IntegrityError:
+                except IntegrityError:  # the insert (flush) or the commit lost the race
                     if attempt == 2:
                         raise
                     await session.rollback()
-                    audit.id = None
                     continue
                 assert audit.id is not None
                 return BindingChange(audit_id=audit.id, before=before, after=after)
@@ -259,6 +250,24 @@ class PromptStore:
                 await session.commit()
             except IntegrityError:  # the same context was answered and cached concurrently
                 await session.rollback()
+
+
+async def _audit(
+    session: AsyncSession,
+    audit: PromptAudit,
+    named: Binding | None,
+    before: Binding | None,
+    undoes: int | None,
+) -> None:
+    """Add the audit row of a change, marking the change it undoes (a rollback)."""
+    audit.prompt_name = named.prompt if named else ""
+    audit.before = before.to_json() if before else None
+    session.add(audit)
+    await session.flush()
+    if undoes is not None:
+        undone = await session.get(PromptAudit, undoes)
+        assert undone is not None
+        undone.undone_by = audit.id
 
 
 async def _write_binding(
