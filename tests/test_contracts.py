@@ -116,3 +116,65 @@ async def test_a_version_without_cache_always_calls_the_model(make_assistant, fa
     await collect(assistant.respond(inbound("same words")))
     await collect(assistant.respond(inbound("same words", ref=other)))
     assert len(fake_llm.requests) == 2
+
+
+# --- schemas that would fail on every reply are refused when the file loads (issue 11) ----------
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        (
+            {"$ref": "#/$defs/missing"},
+            "field 'response_schema': $ref '#/$defs/missing' cannot be resolved; only "
+            "references to a part of this schema (like '#/$defs/name') are allowed",
+        ),
+        (
+            {"type": "object", "properties": {"a": {"$ref": "https://example.com/a.json"}}},
+            "field 'response_schema': $ref 'https://example.com/a.json' cannot be resolved",
+        ),
+        ({"$ref": "#nowhere"}, "field 'response_schema': $ref '#nowhere' cannot be resolved"),
+        (
+            {"$ref": "#/$defs/a", "$defs": {"a": {"allOf": [{"$ref": "#"}]}}},
+            "field 'response_schema': its $refs lead back to themselves without end",
+        ),
+        (
+            {"properties": {"a": {"$ref": "#/properties/a"}}},
+            "field 'response_schema': its $refs lead back to themselves without end",
+        ),
+        ({"type": "objekt"}, "field 'response_schema': not a valid JSON schema"),
+    ],
+)
+def test_a_schema_that_cannot_be_applied_is_refused_by_field(tmp_path, schema, says):
+    path = write_prompt(tmp_path, response_schema=schema)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompt_file(path, known_tools=["current_time", "calculator"])
+    assert str(caught.value).startswith(f"{path}: ")
+    assert says in str(caught.value)
+
+
+def test_a_schema_with_a_date_yaml_read_is_refused(tmp_path):
+    path = write_prompt(tmp_path)
+    text = path.read_text(encoding="utf-8") + "response_schema: {const: 2025-01-31}\n"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(PromptFileError, match="field 'response_schema': not plain JSON"):
+        load_prompt_file(path, known_tools=["current_time", "calculator"])
+
+
+def test_references_inside_the_schema_load_and_check_replies(tmp_path):
+    schema = {
+        "$defs": {"category": {"enum": ["network", "hardware"]}},
+        "type": "object",
+        "properties": {"category": {"$ref": "#/$defs/category"}, "children": {"$ref": "#"}},
+    }
+    path = write_prompt(tmp_path, response_schema=schema)
+    loaded = load_prompt_file(path, known_tools=["current_time", "calculator"]).version
+    assert loaded.response_schema is not None
+    assert check_reply('{"category": "network", "children": {}}', loaded.response_schema).ok
+    assert not check_reply('{"category": "plumbing"}', loaded.response_schema).ok
+
+
+def test_a_reply_nested_too_deeply_is_a_violation_not_a_crash():
+    deep = "[" * 100_000 + "]" * 100_000
+    check = check_reply(deep, {"type": "array"})
+    assert not check.ok and "nested too deeply" in check.error

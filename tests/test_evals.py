@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -200,11 +201,43 @@ def test_a_suite_error_is_a_prompt_file_error(tmp_path: Path) -> None:
         load_suite(path, prompt="assistant", known_tools=KNOWN_TOOLS)
 
 
+def test_a_fifo_named_evals_yaml_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "assistant" / "evals.yaml"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    with pytest.raises(EvalFileError) as caught:
+        load_suites(tmp_path, known_tools=KNOWN_TOOLS)
+    assert str(caught.value) == (
+        f"{fifo}: is a named pipe (FIFO), not a regular file; put a plain YAML file here"
+    )
+
+
+def test_a_suite_over_four_megabytes_is_refused(tmp_path: Path) -> None:
+    path = write_suite(tmp_path, with_case(input="x " * 2_100_000))
+    with pytest.raises(EvalFileError, match="larger than 4,000,000 bytes"):
+        load_suite(path, prompt="assistant", known_tools=KNOWN_TOOLS)
+
+
+def test_yaml_nested_past_the_parser_is_refused(tmp_path: Path) -> None:
+    path = write_suite(tmp_path, {})
+    path.write_text("cases: " + "[" * 5000 + "]" * 5000 + "\n", encoding="utf-8")
+    with pytest.raises(EvalFileError, match="nested more than 50 levels deep"):
+        load_suite(path, prompt="assistant", known_tools=KNOWN_TOOLS)
+
+
 def test_invalid_yaml_is_refused(tmp_path: Path) -> None:
     path = write_suite(tmp_path, {})
     path.write_text("cases: [unclosed", encoding="utf-8")
     with pytest.raises(EvalFileError, match="not valid YAML"):
         load_suite(path, prompt="assistant", known_tools=KNOWN_TOOLS)
+
+
+def deep(levels: int) -> dict[str, Any]:
+    """A JSON schema nested `levels` deep."""
+    schema: dict[str, Any] = {"type": "object"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
 
 
 BAD_SUITES: list[tuple[str, Any, str, str]] = [
@@ -333,6 +366,31 @@ BAD_SUITES: list[tuple[str, Any, str, str]] = [
     ("one consistency run", {**ONE_CASE, "consistency": {"runs": 1}}, "consistency.runs", "2"),
     ("11 consistency runs", {**ONE_CASE, "consistency": {"runs": 11}}, "consistency.runs", "10"),
     ("a misspelt top-level field", {"treshold": 0.5}, "treshold", "did you mean 'threshold'?"),
+    (
+        "a JSON schema with a $ref to nowhere",
+        with_case(expect=[{"json_schema": {"$ref": "#/$defs/missing"}}]),
+        "cases.0.expect.0.json_schema",
+        "$ref '#/$defs/missing' cannot be resolved; only references to a part of this schema",
+    ),
+    (
+        "a JSON schema with a remote $ref",
+        with_case(expect=[{"not_json_schema": {"$ref": "https://example.com/s.json"}}]),
+        "cases.0.expect.0.not_json_schema",
+        "$ref 'https://example.com/s.json' cannot be resolved",
+    ),
+    (
+        "a JSON schema whose $refs loop",
+        with_case(expect=[{"json_schema": {"$ref": "#"}}]),
+        "cases.0.expect.0.json_schema",
+        "its $refs lead back to themselves without end",
+    ),
+    ("an infinite weight", with_case(weight=float("inf")), "cases.0.weight", "finite number"),
+    (
+        "nesting deeper than 50 levels",
+        with_case(expect=[{"json_schema": deep(60)}]),
+        "cases",
+        "nested more than 50 levels deep; flatten it",
+    ),
 ]
 
 
@@ -740,3 +798,10 @@ async def test_self_check_cases_expect_each_example_answer() -> None:
         "answer is 'It is 36.', not '36' (ignoring case and spacing)",
     )
     assert self_check_cases([]) == []
+
+
+def test_a_regex_nested_past_the_regex_parser_is_refused(tmp_path: Path) -> None:
+    message = refusal(tmp_path, with_case(expect=[{"regex": "(" * 1000 + ")" * 1000}]))
+    assert message.endswith(
+        ": too deeply nested to check (a pattern, template or schema in it); simplify it"
+    )

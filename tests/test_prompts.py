@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -155,3 +156,132 @@ def test_a_misspelt_key_is_named_with_a_suggestion(tmp_path: Path) -> None:
         load_prompt_file(path, known_tools=["current_time", "calculator"])
     assert str(path) in str(caught.value)
     assert "field 'sytem': unknown field (did you mean 'system'?)" in str(caught.value)
+
+
+# --- hostile files (issue 11): each is refused at load, naming the file and the field ------------
+
+
+@pytest.mark.parametrize(
+    ("system", "says"),
+    [
+        ("{{ today | nosuchfilter }}", "template error on line 1: No filter named 'nosuchfilter'"),
+        ("{{ today.nope() }}", "fails when rendered (UndefinedError: 'str object' has no attrib"),
+        ("{{ 1/0 }}", "fails when rendered (ZeroDivisionError: division by zero)"),
+        ("{{ user_name.first.last }}", "fails when rendered (UndefinedError"),
+        ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "it calls itself without end"),
+        ("{% include 'other.txt' %}", "{% include %} is not available; a prompt is one file"),
+        ("{% extends 'base.txt' %}", "{% extends %} is not available"),
+        ("{{ 'ab' * 10**9 }}", "'*' would make more than 1,000,000 characters or items"),
+        ("{{ 9 ** (9 ** 9) }}", "'**' would make a number of more than 100,000 bits"),
+    ],
+)
+def test_a_template_that_would_fail_on_every_turn_is_refused(
+    tmp_path: Path, system: str, says: str
+) -> None:
+    message = refusal(write_prompt(tmp_path, system=system))
+    assert "field 'system': " in message
+    assert says in message
+
+
+def test_a_template_that_renders_loads_with_arithmetic_within_bounds(tmp_path: Path) -> None:
+    path = write_prompt(tmp_path, system="{{ '-' * 3 }} {{ 2 ** 10 }} for {{ user_name }}")
+    prompt = load_prompt_file(path, known_tools=KNOWN_TOOLS).version
+    assert prompt.render_system(now=NOW, platform="cli", user_name="Bo") == "--- 1024 for Bo"
+
+
+@pytest.mark.parametrize("version", [2**31, 2**63 + 1, 10**30])
+def test_a_version_beyond_a_database_integer_is_refused(tmp_path: Path, version: int) -> None:
+    message = refusal(write_prompt(tmp_path, version=version))
+    assert "field 'version': Input should be less than or equal to 2147483647" in message
+
+
+def test_the_largest_version_loads(tmp_path: Path) -> None:
+    path = write_prompt(tmp_path, version=2**31 - 1)
+    assert load_prompt_file(path, known_tools=KNOWN_TOOLS).version.version == 2**31 - 1
+
+
+def test_a_seed_the_api_cannot_take_is_refused(tmp_path: Path) -> None:
+    message = refusal(write_prompt(tmp_path, params={"seed": 2**64}))
+    assert "field 'params.seed': Input should be less than or equal to" in message
+
+
+def test_deep_nesting_is_refused_by_field(tmp_path: Path) -> None:
+    schema: dict[str, object] = {"type": "object"}
+    for _ in range(60):
+        schema = {"type": "object", "properties": {"a": schema}}
+    message = refusal(write_prompt(tmp_path, response_schema=schema))
+    assert "field 'response_schema': nested more than 50 levels deep" in message
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "system: " + "[" * 5000 + "]" * 5000 + "\n",  # the YAML parser itself would recurse
+        "name: assistant\nversion: 1\nsystem: hi\nexamples: &a [*a]\n",  # contains itself
+    ],
+)
+def test_nesting_that_would_recurse_without_end_is_refused(tmp_path: Path, text: str) -> None:
+    path = write_prompt(tmp_path)
+    path.write_text(text, encoding="utf-8")
+    assert "nested more than 50 levels deep; flatten it" in refusal(path)
+
+
+def test_aliases_that_multiply_values_are_refused(tmp_path: Path) -> None:
+    path = write_prompt(tmp_path)
+    lines = ["name: assistant", "version: 1", "system: hi", "a0: &a0 [x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 8)}]" for i in range(1, 9)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert "more than 100,000 values" in refusal(path)
+
+
+def test_a_fifo_named_like_a_version_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "assistant" / "1.yaml"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    with pytest.raises(PromptFileError) as caught:
+        load_prompts_dir(tmp_path, known_tools=KNOWN_TOOLS)
+    assert str(caught.value) == (
+        f"{fifo}: is a named pipe (FIFO), not a regular file; put a plain YAML file here"
+    )
+
+
+def test_a_folder_or_a_device_named_like_a_version_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "assistant" / "1.yaml"
+    folder.mkdir(parents=True)
+    assert "is a folder, not a regular file" in refusal(folder)
+    device = tmp_path / "assistant" / "2.yaml"
+    device.symlink_to("/dev/zero")
+    assert "is a character device, not a regular file" in refusal(device)
+
+
+def test_a_file_over_a_megabyte_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    path = write_prompt(tmp_path, system="x " * 600_000)
+    assert "larger than 1,000,000 bytes, the most a file here may hold" in refusal(path)
+
+
+def test_a_system_prompt_that_leaves_no_room_for_a_message_is_refused(tmp_path: Path) -> None:
+    path = write_prompt(tmp_path, system="word " * 7000)
+    message = refusal(path)
+    assert "field 'memory.context_tokens': is 6000, but the system prompt and examples" in message
+    assert "leaving no room for a message" in message
+
+
+def test_examples_count_toward_the_fixed_part(tmp_path: Path) -> None:
+    examples = [{"user": "word " * 100, "assistant": "word " * 100}] * 2
+    path = write_prompt(tmp_path, examples=examples, memory={"context_tokens": 300})
+    assert "field 'memory.context_tokens': is 300" in refusal(path)
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("9" * 5000, "Exceeds the limit (4300 digits) for integer string conversion"),
+        ("2025-13-45", "month must be in 1..12"),
+    ],
+)
+def test_a_value_yaml_cannot_read_is_refused(tmp_path: Path, value: str, says: str) -> None:
+    path = write_prompt(tmp_path)
+    path.write_text(f"name: assistant\nversion: 1\nsystem: hi\ndescription: {value}\n")
+    message = refusal(path)
+    assert "not valid YAML (a value cannot be read: " in message
+    assert says in message

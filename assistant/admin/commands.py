@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import secrets
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 
@@ -30,6 +31,7 @@ from assistant.admin.grammar import (
     UsageError,
     UsePrompt,
     Where,
+    check_numbers,
     check_place,
     parse,
 )
@@ -42,11 +44,34 @@ from assistant.store.tables import EvalRun, PromptAudit
 from assistant.turns import ConversationRef
 
 # CommandContext is the grammar's: re-exported, as whoever runs commands needs it too
-__all__ = ["COMMAND_FAILED", "AdminCommands", "CommandContext", "CommandResult"]
+__all__ = [
+    "COMMAND_FAILED",
+    "AdminCommands",
+    "CommandContext",
+    "CommandResult",
+    "command_failed",
+]
 
 log = logging.getLogger(__name__)
 
+# Said when a command fails for a reason the user cannot fix. Without an error id (a caller that
+# caught the failure itself); `command_failed` adds the id that the log line carries too.
 COMMAND_FAILED = "⚠️ The command failed; see the logs."
+_BINDING_CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt)
+
+
+def command_failed(error_id: str, command: Command | None) -> str:
+    """What the user is told when a command failed inside: a plain sentence with the id to
+    quote, and what may have changed (a binding change commits its change and audit row as its
+    last step, so it may have taken effect; an eval run keeps the runs it finished; reading
+    commands and words that did not parse change nothing)."""
+    if isinstance(command, _BINDING_CHANGES):
+        after = "check `prompt list` before trying again, in case it took effect"
+    elif isinstance(command, RunEvals):
+        after = "eval runs that finished before it are kept"
+    else:
+        after = "nothing was changed"
+    return f"⚠️ The command failed (error {error_id}); {after}."
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,16 +103,26 @@ class AdminCommands:
         self._evaluator = evaluator  # (name, version) -> the runs' summary
 
     async def run(self, text: str, context: CommandContext) -> CommandResult:
-        """A command typed as text: parsed, then run as `execute` runs it."""
+        """A command typed as text: parsed, then run as `execute` runs it; never raises."""
         try:
             command = parse(text)
         except UsageError as exc:
             return CommandResult(ok=False, text=f"{exc}.\n{USAGE}")
+        except Exception:  # a parser bug must still get an answer
+            return _failed(f"parsing {text[:200]!r}", None)
         return await self.execute(command, context)
 
     async def execute(self, command: Command, context: CommandContext) -> CommandResult:
         """Authorize, check the command fits the place, do it; never raises, since the
         surface has acked already and the user must still hear back."""
+        try:
+            return await self._authorized(command, context)
+        except CommandError as exc:
+            return CommandResult(ok=False, text=str(exc))
+        except Exception:
+            return _failed(repr(command)[:500], command)
+
+    async def _authorized(self, command: Command, context: CommandContext) -> CommandResult:
         if isinstance(command, CHANGES) and not self._may_change(context):
             return CommandResult(
                 ok=False,
@@ -95,14 +130,9 @@ class AdminCommands:
                 "is not in ADMIN_USERS). Reading commands (list, show, diff, history, report) are "
                 "open to everyone.",
             )
-        try:
-            check_place(command, context)
-            return CommandResult(ok=True, text=await self._perform(command, context))
-        except CommandError as exc:
-            return CommandResult(ok=False, text=str(exc))
-        except Exception:
-            log.exception("admin command %r failed", command)
-            return CommandResult(ok=False, text=COMMAND_FAILED)
+        check_numbers(command)
+        check_place(command, context)
+        return CommandResult(ok=True, text=await self._perform(command, context))
 
     def _may_change(self, context: CommandContext) -> bool:
         return context.surface == "cli" or context.actor.qualified_id in self._admins
@@ -327,6 +357,14 @@ class AdminCommands:
         if not rows:
             return f"No changes recorded for {command.name}."
         return "\n".join(_audit_line(row) for row in rows)
+
+
+def _failed(what: str, command: Command | None) -> CommandResult:
+    """Log the failure with a fresh short id and answer with the same id, so that what a user
+    quotes leads to the log line."""
+    error_id = secrets.token_hex(3)
+    log.exception("admin command failed (error %s): %s", error_id, what)
+    return CommandResult(ok=False, text=command_failed(error_id, command))
 
 
 def _run_figure(name: str, version: int, run: EvalRun | None) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from assistant.prompts.bindings import ScopeKind
+from assistant.prompts.files import MAX_VERSION
 from assistant.turns import Actor, ConversationRef
 
 USAGE = """\
@@ -27,7 +28,7 @@ Usage:
   eval run [NAME [VERSION]]
   report [24h|7d|30d]
 The scope defaults to this channel (global from the shell). PLACE is platform/workspace[/channel],
-e.g. slack/T0123/C0456."""
+e.g. slack/T0123/C0456. A VERSION is a whole number from 1; a WEIGHT one from 0 to 100."""
 
 ReportPeriod = Literal["24h", "7d", "30d"]
 REPORT_PERIODS: tuple[ReportPeriod, ...] = get_args(ReportPeriod)
@@ -35,6 +36,8 @@ SCOPE_KINDS: tuple[ScopeKind, ...] = get_args(ScopeKind)
 NO_WORKSPACE_HERE = (
     "A direct message belongs to no workspace or server: use scope channel or global."
 )
+MAX_WEIGHT = 100  # weights are relative shares; 0..100 reads as a percentage
+_SHOWN = 24  # characters of a refused word quoted back (a word may be 5,000 digits long)
 
 
 class UsageError(ValueError):
@@ -139,6 +142,29 @@ def check_place(command: Command, context: CommandContext) -> None:
         raise CommandError(NO_WORKSPACE_HERE)
 
 
+def check_numbers(command: Command) -> None:
+    """Refuse versions and weights out of bounds however the command was made: a surface that
+    builds typed commands (Discord's integer options) is held to what parsing enforces, and a
+    version past MAX_VERSION would overflow the database's INTEGER column."""
+    versions: list[int | None] = []
+    if isinstance(command, (ShowPrompt, UsePrompt, RunEvals)):
+        versions = [command.version]
+    elif isinstance(command, DiffPrompt):
+        versions = [command.old, command.new]
+    elif isinstance(command, SplitPrompt):
+        versions = [version for version, _ in command.weights]
+        for _, weight in command.weights:
+            if not 0 <= weight <= MAX_WEIGHT:
+                raise CommandError(
+                    f"A weight is a whole number from 0 to {MAX_WEIGHT}, not {weight}."
+                )
+    for version in versions:
+        if version is not None and not 1 <= version <= MAX_VERSION:
+            raise CommandError(
+                f"A version is a whole number from 1 to {MAX_VERSION}, not {version}."
+            )
+
+
 def parse(text: str) -> Command:
     """The command in `text`, or UsageError saying what is wrong."""
     try:
@@ -157,7 +183,7 @@ def parse(text: str) -> Command:
     positional, options = _split_options(args)
     parser = _PARSERS.get(action)
     if parser is None:
-        raise UsageError(f"unknown action {action!r}")
+        raise UsageError(f"unknown action {_shown(action)}")
     return parser(positional, options)
 
 
@@ -166,12 +192,13 @@ def parse_split(pairs: Sequence[str]) -> tuple[tuple[int, int], ...]:
     UsageError unless at least two versions keep a weight above zero."""
     weights: dict[int, int] = {}
     for pair in pairs:
-        version, _, weight = pair.partition("=")
-        if not weight.isdigit():
-            raise UsageError(f"a split is VERSION=WEIGHT, e.g. 2=90, not {pair!r}")
-        if _version(version) in weights:
-            raise UsageError(f"version {version} appears twice in the split")
-        weights[_version(version)] = int(weight)
+        version, equals, weight = pair.partition("=")
+        if not equals or not weight:
+            raise UsageError(f"a split is VERSION=WEIGHT, e.g. 2=90, not {_shown(pair)}")
+        number = _version(version)
+        if number in weights:
+            raise UsageError(f"version {number} appears twice in the split")
+        weights[number] = _whole_number(weight, what="a weight", low=0, high=MAX_WEIGHT)
     if sum(weights.values()) == 0:
         raise UsageError("the weights add up to zero")
     split = tuple(sorted((v, w) for v, w in weights.items() if w > 0))
@@ -214,7 +241,7 @@ def _split_options(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:
                 raise UsageError(f"{word} needs a value")
             options[word[2:]] = value
         elif word.startswith("--"):
-            raise UsageError(f"unknown option {word}")
+            raise UsageError(f"unknown option {_shown(word)}")
         else:
             positional.append(word)
     return positional, options
@@ -231,9 +258,23 @@ def _no_options(options: dict[str, str], action: str) -> None:
 
 
 def _version(word: str) -> int:
-    if not word.isdigit() or int(word) < 1:
-        raise UsageError(f"a version is a whole number from 1, not {word!r}")
-    return int(word)
+    return _whole_number(word, what="a version", low=1, high=MAX_VERSION)
+
+
+def _whole_number(word: str, *, what: str, low: int, high: int) -> int:
+    """`word` as a number from `low` to `high`. Only ASCII digits: `isdigit` alone accepts '²'
+    and '٣', which `int` then refuses or reads; and the length is checked before `int` reads it,
+    so a 5,000-digit word is refused, not converted."""
+    digits = word.lstrip("0") or "0"
+    readable = word.isascii() and word.isdigit() and len(digits) <= len(str(high))
+    if readable and low <= int(digits) <= high:
+        return int(digits)
+    raise UsageError(f"{what} is a whole number from {low} to {high}, not {_shown(word)}")
+
+
+def _shown(word: str) -> str:
+    """A refused word quoted back, cut short: the answer must stay readable."""
+    return repr(word if len(word) <= _SHOWN else word[:_SHOWN] + "…")
 
 
 def _where(options: dict[str, str]) -> Where:
@@ -249,13 +290,13 @@ def _scope_kind(word: str) -> ScopeKind:
     for kind in SCOPE_KINDS:
         if word == kind:
             return kind
-    raise UsageError(f"the scope is global, workspace or channel, not {word!r}")
+    raise UsageError(f"the scope is global, workspace or channel, not {_shown(word)}")
 
 
 def _place(text: str) -> ConversationRef:
     parts = text.split("/")
     if not 2 <= len(parts) <= 3 or not all(parts):
-        raise UsageError(f"a place is platform/workspace[/channel], not {text!r}")
+        raise UsageError(f"a place is platform/workspace[/channel], not {_shown(text)}")
     return ConversationRef(
         platform=parts[0], workspace=parts[1], channel=parts[2] if len(parts) == 3 else ""
     )

@@ -214,9 +214,9 @@ class JsonSchema(Statement):
     def parse(cls, source: Source, field: str, value: Any) -> Self:
         if not isinstance(value, dict):
             raise source.error(field, "expected a JSON schema written as a mapping")
-        problem = check_schema(value)
+        problem = check_schema(value)  # the metaschema, plain JSON, every $ref resolved
         if problem:
-            raise source.error(field, f"not a valid JSON schema ({problem})")
+            raise source.error(field, problem)
         return cls(schema=value)
 
     async def check(self, observed: Observed, context: CheckContext) -> Finding:

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assistant.evals.assertions import (
@@ -28,10 +27,11 @@ from assistant.evals.assertions import (
     quote,
     read_assertion,
 )
-from assistant.file_errors import describe
+from assistant.file_errors import TOO_INTRICATE, describe, parse_yaml, read_text
 from assistant.prompts.files import PromptFileError
 
 SUITE_FILE = "evals.yaml"
+MAX_SUITE_BYTES = 4_000_000  # thousands of cases; a suite is read whole at every start
 _CASE_NAME = r"^[a-z0-9_-]+$"
 
 
@@ -103,7 +103,7 @@ class _Case(BaseModel):
     name: str = Field(pattern=_CASE_NAME, max_length=64)
     input: str | None = Field(default=None, min_length=1)
     conversation: tuple[_Turn, ...] | None = None
-    weight: float = Field(default=1.0, gt=0)
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)  # .inf would make rates NaN
     expect: tuple[dict[str, Any], ...] = ()
 
 
@@ -156,21 +156,22 @@ class _Source:
 
 def load_suite(path: Path, *, prompt: str, known_tools: Iterable[str]) -> EvalSuite:
     """Parse and validate one suite file; errors read `path: field 'x.y': what is wrong`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EvalFileError(f"{path}: cannot read the file ({exc})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise EvalFileError(f"{path}: not valid YAML ({exc})") from None
+    text = read_text(path, max_bytes=MAX_SUITE_BYTES, error=EvalFileError)
+    raw = parse_yaml(text, path, error=EvalFileError)
     if not isinstance(raw, dict):
         raise EvalFileError(f"{path}: expected a mapping with threshold, cases, tools, …")
+    try:
+        return _suite(raw, _Source(path, frozenset(known_tools)), prompt=prompt)
+    except RecursionError:  # a regex of a thousand nested groups, say
+        raise EvalFileError(f"{path}: {TOO_INTRICATE}") from None
+
+
+def _suite(raw: dict[str, Any], source: _Source, *, prompt: str) -> EvalSuite:
+    path = source.path
     try:
         spec = _Suite.model_validate(raw)
     except ValidationError as exc:
         raise EvalFileError(describe(path, exc, _Suite)) from None
-    source = _Source(path, frozenset(known_tools))
     cases = tuple(_case(source, f"cases.{i}", case) for i, case in enumerate(spec.cases))
     _check_unique(source, spec.cases)
     return EvalSuite(

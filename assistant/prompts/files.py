@@ -6,23 +6,71 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import jinja2.meta
-import yaml
+import jinja2.nodes
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from assistant.contracts import check_schema
-from assistant.file_errors import describe
+from assistant.file_errors import TOO_INTRICATE, describe, parse_yaml, read_text
+from assistant.tokens import TokenCounter
 
 # The variables a system prompt may use; anything else is refused when the file loads.
 TEMPLATE_VARIABLES = frozenset({"today", "now", "platform", "user_name"})
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_jinja = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+MAX_VERSION = 2**31 - 1  # versions are stored as INTEGER (Postgres: 32 bits, signed)
+MAX_FILE_BYTES = 1_000_000  # a prompt file; the biggest real one is a few kilobytes
+# What the test render at load passes, with the names a turn passes (see `render_system`).
+_SAMPLE_NOW = datetime(2025, 1, 31, 9, 30, tzinfo=UTC)
+_SAMPLE_PLATFORM = "slack"
+_SAMPLE_USER = "a user"
+_MAX_PRODUCT = 1_000_000  # items a template's `*` may make of a text or list
+_MAX_POWER_BITS = 100_000  # bits of an integer a template's `**` may make
+
+
+class _PromptSandbox(SandboxedEnvironment):
+    """Jinja's sandbox, with `*` and `**` bounded: `{{ 'ab' * 10**9 }}` or `{{ 9**(9**9) }}`
+    would otherwise be folded into a constant while the template compiles, hanging the loader
+    (an intercepted operator is never folded; it is computed here, at render time)."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "**" and _power_too_big(left, right):
+            raise SecurityError(f"'**' would make a number of more than {_MAX_POWER_BITS:,} bits")
+        if operator == "*" and _product_too_long(left, right):
+            raise SecurityError(f"'*' would make more than {_MAX_PRODUCT:,} characters or items")
+        return super().call_binop(context, operator, left, right)
+
+
+def _power_too_big(base: Any, exponent: Any) -> bool:
+    if not isinstance(base, int) or not isinstance(exponent, int) or abs(base) < 2:
+        return False
+    return exponent * (abs(base).bit_length() - 1) > _MAX_POWER_BITS  # bits, at least
+
+
+def _product_too_long(left: Any, right: Any) -> bool:
+    for items, times in ((left, right), (right, left)):
+        if isinstance(items, (str, list, tuple)) and isinstance(times, int):
+            return len(items) * times > _MAX_PRODUCT
+    return False
+
+
+_jinja = _PromptSandbox(undefined=jinja2.StrictUndefined, autoescape=False)
+# Tags that read another template: prompts have no template folder, so each would fail to render.
+_OTHER_TEMPLATES = (
+    jinja2.nodes.Extends,
+    jinja2.nodes.Include,
+    jinja2.nodes.Import,
+    jinja2.nodes.FromImport,
+)
 
 
 class PromptFileError(ValueError):
@@ -36,7 +84,7 @@ class Params(BaseModel):
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # what the API takes
     max_tokens: int | None = Field(default=None, gt=0)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
@@ -66,8 +114,8 @@ class PromptVersion(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=_NAME.pattern)
-    version: int = Field(ge=1)
+    name: str = Field(pattern=NAME_PATTERN.pattern)
+    version: int = Field(ge=1, le=MAX_VERSION)
     description: str = ""
     model: str | None = None
     params: Params = Params()
@@ -81,25 +129,44 @@ class PromptVersion(BaseModel):
     _template: jinja2.Template = PrivateAttr()
 
     @model_validator(mode="after")
-    def _compile_system(self) -> PromptVersion:
-        try:
-            parsed = _jinja.parse(self.system)
-        except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(
-                f"system: template error on line {exc.lineno}: {exc.message}"
-            ) from None
+    def _check_whole(self) -> PromptVersion:
+        """Everything a turn will do with the version, done once now: a version that loads is
+        one that can answer (each check raises `ValueError("field: what is wrong")`)."""
+        self._template = _compile(self.system)
         if self.response_schema is not None:
             problem = check_schema(self.response_schema)
             if problem:
-                raise ValueError(f"response_schema: not a valid JSON schema ({problem})")
-        unknown = jinja2.meta.find_undeclared_variables(parsed) - TEMPLATE_VARIABLES
-        if unknown:
-            allowed = ", ".join(sorted(TEMPLATE_VARIABLES))
-            raise ValueError(
-                f"system: unknown variable {sorted(unknown)[0]!r} (allowed: {allowed})"
-            )
-        self._template = _jinja.from_string(self.system)
+                raise ValueError(f"response_schema: {problem}")
+        system = self._sample_render()
+        self._check_fixed_size(system)
         return self
+
+    def _sample_render(self) -> str:
+        """The system prompt rendered as a turn would render it: a template that compiles may
+        still fail when rendered (`{{ 1/0 }}`, `{{ today.nope() }}`, a macro calling itself)."""
+        try:
+            return self.render_system(
+                now=_SAMPLE_NOW, platform=_SAMPLE_PLATFORM, user_name=_SAMPLE_USER
+            )
+        except Exception as exc:  # whatever a template raises, the file is what to fix
+            raise ValueError(f"system: the template fails when rendered ({_why(exc)})") from None
+
+    def _check_fixed_size(self, system: str) -> None:
+        """Refuse a version whose system prompt and examples leave no room for a message: every
+        turn would be refused as too long."""
+        messages = [{"role": "system", "content": system}]
+        for example in self.examples:
+            messages += [
+                {"role": "user", "content": example.user},
+                {"role": "assistant", "content": example.assistant},
+            ]
+        fixed = TokenCounter(self.model or "").count_request(messages)
+        limit = self.memory.context_tokens
+        if fixed >= limit:
+            raise ValueError(
+                f"memory.context_tokens: is {limit}, but the system prompt and examples alone "
+                f"take {fixed} tokens, leaving no room for a message; raise it or shorten them"
+            )
 
     @property
     def label(self) -> str:
@@ -114,6 +181,34 @@ class PromptVersion(BaseModel):
         )
 
 
+def _compile(system: str) -> jinja2.Template:
+    """The system template, refused if it does not compile (a syntax error, a filter that does
+    not exist) or names a variable a turn does not pass."""
+    try:
+        parsed = _jinja.parse(system)
+        unknown = jinja2.meta.find_undeclared_variables(parsed) - TEMPLATE_VARIABLES
+        template = _jinja.from_string(parsed)
+    except jinja2.TemplateSyntaxError as exc:
+        raise ValueError(f"system: template error on line {exc.lineno}: {exc.message}") from None
+    except RecursionError:
+        raise ValueError("system: the template is nested too deeply to compile") from None
+    if unknown:
+        allowed = ", ".join(sorted(TEMPLATE_VARIABLES))
+        raise ValueError(f"system: unknown variable {sorted(unknown)[0]!r} (allowed: {allowed})")
+    for node in parsed.find_all(_OTHER_TEMPLATES):
+        tag = type(node).__name__.lower().replace("fromimport", "from … import")
+        raise ValueError(f"system: {{% {tag} %}} is not available; a prompt is one file")
+    return template
+
+
+def _why(exc: Exception) -> str:
+    """An exception in a few words: its kind and, when it says one, its message."""
+    if isinstance(exc, RecursionError):
+        return "it calls itself without end"
+    message = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
 @dataclass(frozen=True, kw_only=True)
 class PromptFile:
     """A version together with where it came from and its content hash."""
@@ -126,10 +221,7 @@ class PromptFile:
 
 def load_prompt_file(path: Path, *, known_tools: Iterable[str] = ()) -> PromptFile:
     """Parse and validate one file; errors read `path: field 'x.y': what is wrong`."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PromptFileError(f"{path}: cannot read the file ({exc})") from None
+    text = read_text(path, max_bytes=MAX_FILE_BYTES, error=PromptFileError)
     prompt_file = parse_prompt(text, path)
     _check_placement(path, prompt_file.version)
     _check_tools(path, prompt_file.version, set(known_tools))
@@ -139,16 +231,15 @@ def load_prompt_file(path: Path, *, known_tools: Iterable[str] = ()) -> PromptFi
 def parse_prompt(text: str, path: Path) -> PromptFile:
     """A version from its text; `path` names it in errors (also for versions read back from
     the store after their file was deleted)."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PromptFileError(f"{path}: not valid YAML ({exc})") from None
+    raw = parse_yaml(text, path, error=PromptFileError)
     if not isinstance(raw, dict):
         raise PromptFileError(f"{path}: expected a mapping with name, version, system, …")
     try:
         version = PromptVersion.model_validate(raw)
     except ValidationError as exc:
         raise PromptFileError(describe(path, exc, PromptVersion)) from None
+    except RecursionError:
+        raise PromptFileError(f"{path}: {TOO_INTRICATE}") from None
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return PromptFile(version=version, path=path, content_hash=digest, text=text)
 
