@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     tool_timeout: float = Field(default=15.0, gt=0)
     max_tool_rounds: int = Field(default=5, ge=1, le=20)
+    # how often a serving process says it is alive; three missed beats and another process
+    # takes over the answers it owed
+    worker_heartbeat_seconds: float = Field(default=10.0, ge=0.1, le=600)
 
     @field_validator("admin_users", "report_channels", mode="before")
     @classmethod

@@ -14,24 +14,24 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from assistant import accounting, contracts
 from assistant.accounting import Ledger
 from assistant.llm import ChatMessage, ChatModel, LlmError
-from assistant.memory import ContextBuilder, MessageTooLong, Speaker, clean_name
+from assistant.memory import ContextBuilder, MessageTooLong, clean_name
+from assistant.owed import OwedAnswers, new_worker_id
+from assistant.planning import TurnPlanner, TurnRefused, TurnSetup
 from assistant.pricing import PriceTable
-from assistant.prompts.files import PromptCatalog, PromptFile, PromptVersion
+from assistant.prompts.files import PromptCatalog
 from assistant.prompts.versions import VersionResolver
-from assistant.records import NewMessage
+from assistant.records import NewMessage, OrphanedTurn, PendingReply
 from assistant.rounds import Answer, ModelRounds
 from assistant.store import Store
 from assistant.store.repository import History
-from assistant.store.tables import PromptVersionRow
-from assistant.tokens import TokenCounter
 from assistant.tools import ToolRegistry
 from assistant.turns import (
     Actor,
@@ -49,10 +49,6 @@ log = logging.getLogger(__name__)
 
 DEDUPE_WINDOW = timedelta(hours=24)  # Slack redelivers for minutes; keep keys far longer
 CACHE_TTL = timedelta(hours=24)
-CLAIM_FAILED = (
-    "The assistant could not reach its database, so it did not answer. Please send your "
-    "message again in a moment."
-)
 SETUP_FAILED = (
     "The assistant could not work out which prompt answers here, so it did not answer. "
     "Please send your message again in a moment."
@@ -68,34 +64,7 @@ class EngineConfig:
     default_model: str = "gpt-4o-mini"
     tool_timeout: float = 15.0
     max_tool_rounds: int = 5
-
-
-class TurnRefused(Exception):
-    """A turn we will not answer; the message tells the user what to change."""
-
-
-@dataclass(frozen=True, kw_only=True)
-class TurnSetup:
-    """What resolution decided for one turn: where it belongs and which version answers."""
-
-    inbound: Inbound
-    prompt: PromptFile
-    conversation_id: int
-    prompt_version_id: int | None
-    speaker: Speaker
-    started: float = field(default_factory=time.perf_counter)
-
-    @property
-    def version(self) -> PromptVersion:
-        return self.prompt.version
-
-    @property
-    def model(self) -> str:
-        return self.speaker.model
-
-    @property
-    def counter(self) -> TokenCounter:
-        return self.speaker.counter
+    heartbeat_seconds: float = 10.0  # how often a serving process says it is alive
 
 
 @dataclass(kw_only=True)
@@ -133,6 +102,7 @@ class Assistant:
         self._prices = prices
         self._config = config
         self.versions = VersionResolver(catalog, store.prompts)
+        self._planner = TurnPlanner(store, self.versions, default_model=config.default_model)
         self._context = ContextBuilder(
             store=store, model=model, tools=tools, prices=prices, clock=clock
         )
@@ -144,25 +114,13 @@ class Assistant:
             tool_timeout=config.tool_timeout,
             max_rounds=config.max_tool_rounds,
         )
-        self._prompt_rows: dict[str, int] = {}
-        self._counters: dict[str, TokenCounter] = {}
+        self.owed = OwedAnswers(
+            store, worker_id=new_worker_id(), beat_seconds=config.heartbeat_seconds
+        )
 
     async def sync_prompts(self) -> None:
         """Store every loaded version (refusing edited released files) and remember their ids."""
-        for prompt in self.versions.catalog.files:
-            row = await self._store.prompts.save_version(
-                PromptVersionRow(
-                    name=prompt.version.name,
-                    version=prompt.version.version,
-                    content_hash=prompt.content_hash,
-                    source_file=str(prompt.path),
-                    body=prompt.text,
-                )
-            )
-            assert row.id is not None
-            self._prompt_rows[prompt.version.label] = row.id
-            # load the tokenizer now: loading it takes ~0.5 s, which the first turn must not
-            self._counter(prompt.version.model or self._config.default_model)
+        await self._planner.sync_prompts()
 
     async def history_length(self, ref: ConversationRef) -> int:
         """How many messages a conversation already holds (0 for a new one)."""
@@ -187,63 +145,95 @@ class Assistant:
         False when `message_id` is not an answer."""
         if vote not in (1, -1):
             raise ValueError(f"vote must be 1 or -1, got {vote}")
-        return await self._store.record_feedback(message_id, actor.qualified_id, vote)
+        return await self._store.votes.record(message_id, actor.qualified_id, vote)
+
+    async def claim_event(self, keys: Sequence[str], *, keep: timedelta) -> bool:
+        """Whether this delivery is new (none of `keys` seen before): every replica asks the
+        same store, so a platform event, or a replayed slash command, acts once."""
+        return await self._store.claim_event(keys, keep=keep)
+
+    async def answer_conversation(self, message_id: int) -> ConversationRef | None:
+        """Where answer `message_id` was given (votes count only there); None for no answer."""
+        return await self._store.votes.answer_place(message_id)
 
     # ---- the turn
 
     async def respond(self, inbound: Inbound) -> AsyncGenerator[Event, None]:
-        """The turn's events. A consumer may stop early (a user left, a socket closed): what
-        the turn cost and any partial answer are still recorded."""
-        opened: _Opened | None = None
-        async with aclosing(self._open(inbound)) as steps:
-            async for step in steps:
-                if isinstance(step, _Opened):
-                    opened = step
-                else:
-                    yield step
-        if opened is not None:
-            async with aclosing(self._answer(opened)) as events:
-                async for event in events:
-                    yield event
+        """The turn's events: `accept`, then `answer`. A consumer may stop early (a user left, a
+        socket closed): what the turn cost and any partial answer are still recorded."""
+        accepted = await self.accept(inbound)
+        if not isinstance(accepted, Accepted):
+            yield accepted
+            return
+        async with aclosing(self.answer(accepted)) as events:
+            async for event in events:
+                yield event
 
-    async def _open(self, inbound: Inbound) -> AsyncGenerator[Event | _Opened, None]:
-        """Claim the delivery, resolve the version and store the message; each step that
-        fails tells the user what happened in its own words."""
+    async def accept(self, inbound: Inbound) -> Accepted | Failed | Ignored:
+        """Resolve the version, then claim the delivery and store the message in one
+        transaction. Fast enough to finish before a platform is acked, so an acked message is
+        never lost; each step that fails says so in its own words."""
         try:
-            fresh = not inbound.dedupe_keys or await self._store.claim_event(
-                inbound.dedupe_keys, keep=DEDUPE_WINDOW
-            )
-        except Exception:
-            log.exception("could not claim the delivery")
-            yield Failed(user_message=CLAIM_FAILED, retryable=True, error_class="StoreError")
-            return
-        if not fresh:
-            yield Ignored(reason="duplicate delivery")
-            return
-        yield Thinking()
-        try:
-            setup = await self._setup(inbound)
+            setup = await self._planner.plan(inbound)
         except TurnRefused as exc:
-            yield Failed(user_message=str(exc), retryable=False, error_class="TurnRefused")
-            return
+            return Failed(user_message=str(exc), retryable=False, error_class="TurnRefused")
         except Exception:
             log.exception("could not resolve the prompt version")
-            yield Failed(user_message=SETUP_FAILED, retryable=True, error_class="StoreError")
-            return
+            return Failed(user_message=SETUP_FAILED, retryable=True, error_class="StoreError")
         message = _user_message(setup)
         try:
-            message_id, history = await self._store_user_message(setup, message)
+            stored = await self._store_user_message(setup, message)
         except Exception:
             log.exception("could not store the user's message")
-            yield Failed(user_message=STORE_FAILED, retryable=True, error_class="StoreError")
-            return
-        yield _Opened(
-            setup=setup, message_id=message_id, message_tokens=message.token_count, history=history
+            return Failed(user_message=STORE_FAILED, retryable=True, error_class="StoreError")
+        if stored is None:
+            return Ignored(reason="duplicate delivery")
+        message_id, history = stored
+        owed = inbound.reply_place is not None
+        return Accepted(
+            setup=setup,
+            message_id=message_id,
+            message_tokens=message.token_count,
+            history=history,
+            turn_id=message_id if owed else None,
         )
 
-    async def _answer(self, opened: _Opened) -> AsyncGenerator[Event, None]:
+    async def resume(self, orphan: OrphanedTurn) -> AsyncGenerator[Event, None]:
+        """Answer a turn a stopped process cut short: its message is stored already."""
+        inbound = _inbound_of(orphan)
+        try:
+            setup = await self._planner.plan(inbound)
+            policy = setup.version.memory
+            history = await self._store.read_history(
+                setup.conversation_id,
+                token_limit=max(policy.summarize_over_tokens, policy.context_tokens),
+            )
+        except Exception as exc:
+            log.exception("could not resume a turn")
+            text = str(exc) if isinstance(exc, TurnRefused) else SETUP_FAILED
+            yield Failed(user_message=text, retryable=True, error_class=type(exc).__name__)
+            return
+        accepted = Accepted(
+            setup=setup,
+            message_id=orphan.message_id,
+            message_tokens=orphan.token_count,
+            history=history,
+            turn_id=orphan.message_id,
+        )
+        async with aclosing(self.answer(accepted)) as events:
+            async for event in events:
+                yield event
+
+    async def answer(self, accepted: Accepted) -> AsyncGenerator[Event, None]:
         """Everything after the message is safe: the model's answer, persisted however the
-        turn ends."""
+        turn ends. An owed turn stays owed until its surface has shown the end (see
+        `OwedAnswers.settle`): a crash before that leaves it for a restart to finish."""
+        yield Thinking(turn_id=accepted.turn_id)
+        async with aclosing(self._answer(accepted)) as events:
+            async for event in events:
+                yield event
+
+    async def _answer(self, opened: Accepted) -> AsyncGenerator[Event, None]:
         setup, message_id = opened.setup, opened.message_id
         ledger = Ledger()
         shown = _Shown(started=setup.started)
@@ -253,7 +243,7 @@ class Assistant:
                 async for event in events:
                     shown.see(event)
                     yield event
-            completed = await self._finish(setup, shown, ledger)
+            completed = await self._finish(setup, message_id, shown, ledger)
             recorded = True
             yield completed
         except Exception as exc:
@@ -261,61 +251,30 @@ class Assistant:
             yield await self._fail(setup, message_id, shown, ledger, exc)
         except (GeneratorExit, asyncio.CancelledError):
             if not recorded:
-                await asyncio.shield(self._record_unfinished(setup, message_id, shown, ledger))
+                unfinished = self._record_unfinished(setup, message_id, shown, ledger)
+                await asyncio.shield(unfinished)
             raise
-
-    async def _setup(self, inbound: Inbound) -> TurnSetup:
-        conversation_id = await self._store.conversation_id(inbound.ref)
-        prompt = await self._prompt_for(inbound, conversation_id)
-        model = prompt.version.model or self._config.default_model
-        return TurnSetup(
-            inbound=inbound,
-            prompt=prompt,
-            conversation_id=conversation_id,
-            prompt_version_id=await self._prompt_row_id(prompt),
-            speaker=Speaker(
-                version=prompt.version,
-                actor=inbound.actor,
-                model=model,
-                counter=self._counter(model),
-            ),
-        )
-
-    async def _prompt_for(self, inbound: Inbound, conversation_id: int) -> PromptFile:
-        if inbound.pinned_version is None:
-            return await self.versions.resolve(inbound.ref, conversation_id)
-        name, number = inbound.pinned_version
-        pinned = await self.versions.version(name, number)
-        if pinned is None:
-            raise TurnRefused(f"There is no prompt version {name}@{number}.")
-        return pinned
-
-    async def _prompt_row_id(self, prompt: PromptFile) -> int | None:
-        label = prompt.version.label
-        if label not in self._prompt_rows:  # a version this process learnt from the store
-            row = await self._store.prompts.version(prompt.version.name, prompt.version.version)
-            if row is None or row.id is None:
-                return None
-            self._prompt_rows[label] = row.id
-        return self._prompt_rows[label]
-
-    def _counter(self, model: str) -> TokenCounter:
-        if model not in self._counters:
-            self._counters[model] = TokenCounter(model)
-        return self._counters[model]
 
     async def _store_user_message(
         self, setup: TurnSetup, message: NewMessage
-    ) -> tuple[int, History]:
-        policy = setup.version.memory
+    ) -> tuple[int, History] | None:
+        inbound, policy = setup.inbound, setup.version.memory
+        pending = None
+        if inbound.reply_place is not None:
+            pending = PendingReply(
+                surface=inbound.ref.platform, place=inbound.reply_place, owner=self.owed.worker_id
+            )
         return await self._store.begin_turn(
             setup.conversation_id,
             message,
             prompt_version_id=setup.prompt_version_id,
             token_limit=max(policy.summarize_over_tokens, policy.context_tokens),
+            claim=inbound.dedupe_keys,
+            keep=DEDUPE_WINDOW,
+            pending=pending,
         )
 
-    async def _converse(self, opened: _Opened, ledger: Ledger) -> AsyncGenerator[Event, None]:
+    async def _converse(self, opened: Accepted, ledger: Ledger) -> AsyncGenerator[Event, None]:
         """Answer from the cache, or call the model (with tools) and check its contract."""
         setup = opened.setup
         messages = await self._context.build(
@@ -350,13 +309,16 @@ class Assistant:
             ledger.add(accounting.cache_hit_call(model=setup.model, elapsed_ms=elapsed))
         return cached
 
-    async def _finish(self, setup: TurnSetup, shown: _Shown, ledger: Ledger) -> Completed:
+    async def _finish(
+        self, setup: TurnSetup, message_id: int, shown: _Shown, ledger: Ledger
+    ) -> Completed:
         calls = ledger.calls
         reply_id = await self._store.finish_turn(
             setup.conversation_id,
             prompt_version_id=setup.prompt_version_id,
             reply=_reply(setup, shown.text, status="ok"),
             calls=calls,
+            user_message_id=message_id,
         )
         assert reply_id is not None
         return Completed(
@@ -402,13 +364,30 @@ class Assistant:
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Opened:
-    """A turn whose message is stored: what answering it needs."""
+class Accepted:
+    """A turn whose message is stored: what answering it needs. `turn_id` is set when a
+    restart would come back to it (the surface gave a place to answer)."""
 
     setup: TurnSetup
     message_id: int
     message_tokens: int
     history: History
+    turn_id: int | None
+
+
+def _inbound_of(orphan: OrphanedTurn) -> Inbound:
+    platform, _, user_id = orphan.author_id.partition(":")
+    return Inbound(
+        ref=ConversationRef(
+            platform=orphan.platform,
+            workspace=orphan.workspace,
+            channel=orphan.channel,
+            thread=orphan.thread,
+        ),
+        actor=Actor(platform=platform, user_id=user_id, display_name=orphan.author_name),
+        text=orphan.text,
+        reply_place=orphan.place,
+    )
 
 
 def _user_message(setup: TurnSetup) -> NewMessage:

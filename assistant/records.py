@@ -7,6 +7,7 @@ conversation, prompt version and message ids), so no phase of a turn holds a dat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,3 +40,35 @@ class NewMessage:
     author_name: str = ""
     status: str = "ok"  # ok | incomplete | refused
     platform_message_id: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PendingReply:
+    """An answer owed on a surface a restart comes back to: written with the user's message."""
+
+    surface: str
+    place: str  # the surface's own JSON: where the answer goes
+    owner: str  # the serving process answering it
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrphanedTurn:
+    """A user's message whose answer a stopped process never finished."""
+
+    message_id: int
+    conversation_id: int
+    surface: str
+    place: str
+    shown: str | None  # what the platform shows of the cut answer (a stream, a placeholder)
+    owner: str
+    platform: str
+    workspace: str
+    channel: str
+    thread: str
+    author_id: str
+    author_name: str
+    text: str
+    token_count: int
+    created_at: datetime
+    reply_id: int | None  # the answer was stored: only showing it was cut short
+    reply_text: str | None

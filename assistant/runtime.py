@@ -83,6 +83,7 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
                 default_model=settings.assistant_model,
                 tool_timeout=settings.tool_timeout,
                 max_tool_rounds=settings.max_tool_rounds,
+                heartbeat_seconds=settings.worker_heartbeat_seconds,
             ),
         )
         await assistant.sync_prompts()

@@ -42,6 +42,9 @@ class Inbound:
     dedupe_keys: tuple[str, ...] = ()
     pinned_version: tuple[str, int] | None = None  # evals: answer with this (name, version)
     use_cache: bool = True  # evals of consistency must reach the model every time
+    # where the answer goes, in the surface's own words (JSON): kept with the message, so a
+    # restart can answer a turn that a crash cut short; None for surfaces nobody returns to
+    reply_place: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,7 +62,10 @@ class TurnUsage:
 
 @dataclass(frozen=True, kw_only=True)
 class Thinking:
-    """The turn is under way; adapters show a typing indicator or a placeholder."""
+    """The turn is under way; adapters show a typing indicator or a placeholder. `turn_id`
+    names a turn a restart would come back to (see `Assistant.mark_shown`)."""
+
+    turn_id: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

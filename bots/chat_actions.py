@@ -1,20 +1,64 @@
 """What a chat user does besides asking (a 👍/👎 on an answer, an admin command), answered the
 same way on every surface: one wording, and always an answer, since the platform was acked
-before the work began and a silent click or command looks broken."""
+before the work began and a silent click or command looks broken. Also how every surface
+logs client input it refuses: one quiet line per kind, never a traceback."""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from typing import Literal
 
 from assistant.admin.commands import COMMAND_FAILED, AdminCommands, CommandResult
 from assistant.admin.grammar import Command, CommandContext
 from assistant.engine import Assistant
-from assistant.turns import Actor
+from assistant.turns import Actor, ConversationRef
 
 log = logging.getLogger(__name__)
 
-VoteOutcome = Literal["recorded", "unknown answer", "failed"]
+VoteOutcome = Literal["recorded", "unknown answer", "elsewhere", "failed"]
+
+_LARGEST_ID = 2**63 - 1  # a database's BIGINT: a larger id is no answer, not an overflow
+
+
+class QuietWarnings:
+    """At most one warning line per kind of refused input every `every` seconds, counting the
+    ones left out. Input from outside is not our fault: it must neither flood the logs nor look
+    like a bug (no traceback), and a flood of it must still be visible."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        every: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}  # kinds are our own fixed words: a bounded dict
+        self._left_out: dict[str, int] = {}
+
+    def warn(self, kind: str, detail: str) -> None:
+        """Log `kind: detail` unless this kind was logged less than `every` seconds ago."""
+        now = self._clock()
+        last = self._last.get(kind)
+        if last is not None and now - last < self._every:
+            self._left_out[kind] = self._left_out.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        left_out = self._left_out.pop(kind, 0)
+        more = f" ({left_out} more since the last such warning)" if left_out else ""
+        self._log.warning("%s: %s%s", kind, detail, more)
+
+
+def answer_id(text: str) -> int | None:
+    """The answer id a button carries, or None when it is not one (a forged or odd value)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if 0 < number <= _LARGEST_ID else None
 
 
 def feedback_acknowledgement(vote: int, outcome: VoteOutcome) -> str:
@@ -23,17 +67,41 @@ def feedback_acknowledgement(vote: int, outcome: VoteOutcome) -> str:
         return f"Thanks, your {'👍' if vote > 0 else '👎'} is recorded."
     if outcome == "unknown answer":
         return "That answer is no longer known, so the vote was not recorded."
+    if outcome == "elsewhere":
+        return "Votes are taken only where the answer was given, so this one was not recorded."
     return "Sorry, the vote could not be recorded. Please try again."
 
 
-async def record_vote(assistant: Assistant, message_id: int, actor: Actor, *, vote: int) -> str:
-    """Store the vote on answer `message_id`; the acknowledgement for the voter."""
+async def record_vote(
+    assistant: Assistant, answer: str, actor: Actor, *, vote: int, clicked_in: str | None
+) -> str:
+    """Store the vote on the answer whose id is `answer`; the acknowledgement for the voter.
+
+    The vote counts only when the button was clicked in the answer's own conversation
+    (`clicked_in`: the channel, or Discord thread, of the message the button is on). Answer ids
+    are small numbers anyone can guess, so without this anyone who can click a button anywhere
+    could vote on every answer."""
+    message_id = answer_id(answer)
+    if message_id is None:
+        return feedback_acknowledgement(vote, "unknown answer")
     try:
+        place = await assistant.answer_conversation(message_id)
+        if place is None:
+            return feedback_acknowledgement(vote, "unknown answer")
+        if not _same_place(place, actor, clicked_in):
+            return feedback_acknowledgement(vote, "elsewhere")
         recorded = await assistant.record_feedback(message_id, actor, vote=vote)
     except Exception:
         log.exception("a feedback vote could not be stored")
         return feedback_acknowledgement(vote, "failed")
     return feedback_acknowledgement(vote, "recorded" if recorded else "unknown answer")
+
+
+def _same_place(place: ConversationRef, actor: Actor, clicked_in: str | None) -> bool:
+    """Whether a button clicked in `clicked_in` is in the conversation at `place`."""
+    if not clicked_in or place.platform != actor.platform:
+        return False
+    return clicked_in in (place.channel, place.thread)
 
 
 async def run_admin(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import re
 from collections.abc import Callable
@@ -20,17 +21,22 @@ from typing import Any
 import aiohttp
 import discord
 import yarl
-from discord import app_commands
 
 from assistant.admin.commands import AdminCommands
 from assistant.config import ConfigError
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Inbound
-from bots.chat_actions import record_vote
-from bots.discord_commands import AssistantCommands
+from bots.chat_actions import QuietWarnings, record_vote
+from bots.discord_commands import AssistantCommands, GuardedTree
 from bots.discord_notices import discord_embed
-from bots.discord_reply import ALLOWED_MENTIONS, MESSAGE_LIMIT, ChannelGate, DiscordReply
+from bots.discord_reply import (
+    ALLOWED_MENTIONS,
+    MESSAGE_LIMIT,
+    ChannelGate,
+    DiscordReply,
+    close_cut_answer,
+)
 from bots.render import split_message
 from bots.turn_runner import Turn, TurnRunner
 
@@ -92,12 +98,13 @@ class DiscordAdapter:
         self.client = client_class(
             intents=intents, allowed_mentions=ALLOWED_MENTIONS, **client_options
         )
-        self.tree = app_commands.CommandTree(self.client)
-        self.tree.add_command(AssistantCommands(commands))
+        self._warnings = QuietWarnings(log)
+        self.tree = GuardedTree(self.client, warnings=self._warnings)
+        self.tree.add_command(AssistantCommands(commands, warnings=self._warnings))
         self.client.setup_hook = self._setup_hook  # type: ignore[method-assign]
         self.client.event(self.on_message)
         self.client.event(self.on_guild_join)
-        self._feedback_class, self._feedback = _feedback_button(assistant)
+        self._feedback_class, self._feedback = _feedback_button(assistant, self._warnings)
         self._shutdown_grace = shutdown_grace
         self._turns = TurnRunner(assistant, surface="discord", interval=edit_interval)
         self._connection: asyncio.Task[None] | None = None
@@ -227,6 +234,7 @@ class DiscordAdapter:
             text=_question(message, me),
             platform_message_id=str(message.id),
             dedupe_keys=(f"discord:msg:{message.id}",),
+            reply_place=json.dumps({"channel_id": message.channel.id, "message_id": message.id}),
         )
         reply = DiscordReply(
             message.channel,
@@ -237,6 +245,36 @@ class DiscordAdapter:
         )
         return Turn(inbound=inbound, surface=reply)
 
+    # ---- answers a stopped process owed (see bots/recovery.py)
+
+    surface = "discord"
+
+    @property
+    def runner(self) -> TurnRunner:
+        return self._turns
+
+    def reply_for(self, place: str) -> DiscordReply:
+        """An answer to the stored place: the user's message in its channel."""
+        channel_id, message_id = _place(place)
+        channel = self.client.get_partial_messageable(channel_id)
+        return DiscordReply(
+            channel,
+            channel_id=channel_id,
+            reply_to=channel.get_partial_message(message_id),
+            gate=self._gate,
+            feedback_view=self._feedback_view,
+        )
+
+    async def close_cut_answer(self, place: str, shown: str | None, text: str) -> bool:
+        """Mark the cut answer; a Discord answer has no "finished" mark to tell it apart from
+        a complete one, so one that was shown is always marked."""
+        channel_id, _ = _place(place)
+        if shown is None or not shown.isdigit():
+            return False
+        channel = self.client.get_partial_messageable(channel_id)
+        await close_cut_answer(channel, int(shown), text)
+        return True
+
     async def _conversation(
         self, message: discord.Message, me: discord.ClientUser
     ) -> ConversationRef | None:
@@ -245,7 +283,11 @@ class DiscordAdapter:
         if isinstance(channel, discord.DMChannel):
             return ConversationRef(platform="discord", channel=str(channel.id))
         if isinstance(channel, discord.PartialMessageable) and message.guild is not None:
-            channel = await self.client.fetch_channel(channel.id)  # e.g. a thread not cached
+            try:  # e.g. a thread not cached
+                channel = await self.client.fetch_channel(channel.id)
+            except (discord.HTTPException, discord.InvalidData) as exc:  # gone, or not ours
+                self._warnings.warn("a Discord message in an unknown channel was dropped", str(exc))
+                return None
         guild = str(message.guild.id) if message.guild else ""
         mentioned = _mentions_me(message, me)
         if isinstance(channel, discord.Thread):
@@ -293,6 +335,12 @@ class DiscordAdapter:
         await channel.send(embed=embed, file=image, allowed_mentions=ALLOWED_MENTIONS)
 
 
+def _place(place: str) -> tuple[int, int]:
+    """The channel and the user's message a stored place names."""
+    fields = json.loads(place)
+    return int(fields["channel_id"]), int(fields["message_id"])
+
+
 def _mentions_me(message: discord.Message, me: discord.ClientUser) -> bool:
     """Mentioned by name, or through its own role (Discord offers both in the @ list)."""
     if any(user.id == me.id for user in message.mentions):
@@ -333,11 +381,11 @@ def _reply_to_assistant(
 
 
 def _feedback_button(
-    assistant: Assistant,
+    assistant: Assistant, warnings: QuietWarnings
 ) -> tuple[type[discord.ui.DynamicItem[Any]], Callable[[int, int], discord.ui.Item[Any]]]:
     """The 👍/👎 button class bound to this engine, and a maker of buttons. The custom id
     carries the vote and the answer's id, so a click is understood after a restart (no view
-    state to keep)."""
+    state to keep); the vote counts only when clicked where the answer was given."""
 
     class FeedbackButton(
         discord.ui.DynamicItem[discord.ui.Button[Any]],
@@ -364,10 +412,18 @@ def _feedback_button(
             return cls(int(match["vote"]), int(match["message_id"]))
 
         async def callback(self, interaction: discord.Interaction) -> None:
-            # answer within Discord's 3 s first; the store may be busy with turns
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            actor = Actor(platform="discord", user_id=str(interaction.user.id))
-            text = await record_vote(assistant, self.message_id, actor, vote=self.vote)
-            await interaction.followup.send(text, ephemeral=True)
+            user = interaction.user
+            if not isinstance(user, discord.User | discord.Member):
+                warnings.warn("an unreadable Discord click was dropped", "it names no user")
+                return
+            where = str(interaction.channel_id) if interaction.channel_id else None
+            try:  # answer within Discord's 3 s first; the store may be busy with turns
+                await interaction.response.defer(ephemeral=True, thinking=True)
+                actor = Actor(platform="discord", user_id=str(user.id))
+                answer = str(self.message_id)
+                text = await record_vote(assistant, answer, actor, vote=self.vote, clicked_in=where)
+                await interaction.followup.send(text, ephemeral=True)
+            except discord.HTTPException as exc:  # the interaction expired, or was answered
+                warnings.warn("a Discord click could not be answered", f"{exc.status} {exc.text}")
 
     return FeedbackButton, FeedbackButton

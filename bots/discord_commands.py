@@ -1,8 +1,14 @@
 """`/assistant` on Discord: each slash command's typed options become the grammar's typed
 command directly (nothing is turned back into words to be parsed again), run by the same
-`AdminCommands.execute` as on every surface. Answers are seen only by whoever asked."""
+`AdminCommands.execute` as on every surface. Answers are seen only by whoever asked.
+
+An interaction that names no user or channel, or whose options discord.py cannot read as the
+command's types, is refused with one quiet log line, never a traceback: it is odd input, not
+a fault of ours."""
 
 from __future__ import annotations
+
+import logging
 
 import discord
 from discord import app_commands
@@ -27,11 +33,73 @@ from assistant.admin.grammar import (
 )
 from assistant.prompts.bindings import ScopeKind
 from assistant.turns import Actor, ConversationRef
-from bots.chat_actions import run_admin
+from bots.chat_actions import QuietWarnings, run_admin
 from bots.discord_reply import MESSAGE_LIMIT
 from bots.render import split_message
 
+log = logging.getLogger(__name__)
+
 _MOST_CHOICES = 25  # what Discord shows of an autocomplete list
+UNREADABLE_COMMAND = (
+    "That command could not be read, so it did nothing. Please pick it again from the / menu."
+)
+
+
+class GuardedTree(app_commands.CommandTree):
+    """The command tree, refusing what it cannot read with one quiet line per kind."""
+
+    def __init__(self, client: discord.Client, *, warnings: QuietWarnings) -> None:
+        super().__init__(client)
+        self._warnings = warnings
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Who asks, and where, are needed to run anything (and to authorize it)."""
+        user_known = isinstance(interaction.user, discord.User | discord.Member)
+        if user_known and interaction.channel_id is not None:
+            return True
+        self._warnings.warn("an unreadable Discord command was dropped", "no user or channel")
+        return False
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
+    ) -> None:
+        """Our own code failing is a bug, logged with its traceback; anything else is input
+        discord.py could not read (an unknown command, an option of the wrong type)."""
+        if isinstance(error, app_commands.CommandInvokeError):
+            log.error("an /assistant command failed", exc_info=error.original)
+            return
+        if not isinstance(error, app_commands.CheckFailure):  # a failed check said why
+            self._warnings.warn("an unreadable Discord command was refused", f"{error}")
+        await _tell(interaction, UNREADABLE_COMMAND, self._warnings)
+
+
+_OPTION_TYPES: dict[discord.AppCommandOptionType, type | tuple[type, ...]] = {
+    discord.AppCommandOptionType.string: str,
+    discord.AppCommandOptionType.integer: int,
+    discord.AppCommandOptionType.boolean: bool,
+    discord.AppCommandOptionType.number: (int, float),
+}
+
+
+def _has_type(value: object, option_type: discord.AppCommandOptionType) -> bool:
+    """Whether `value` is of the option's type (a bool is no integer here)."""
+    expected = _OPTION_TYPES.get(option_type)
+    if expected is None:
+        return True  # users, channels, ...: discord.py resolves those itself
+    if isinstance(value, bool) and option_type is not discord.AppCommandOptionType.boolean:
+        return False
+    return isinstance(value, expected)
+
+
+async def _tell(interaction: discord.Interaction, text: str, warnings: QuietWarnings) -> None:
+    """Answer whoever asked, privately, however far the interaction got."""
+    try:
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
+    except discord.HTTPException as exc:  # the interaction expired meanwhile
+        warnings.warn("a Discord command could not be answered", f"{exc.status} {exc.text}")
 
 
 def _command_context(interaction: discord.Interaction) -> CommandContext:
@@ -64,9 +132,28 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
     prompt = app_commands.Group(name="prompt", description="Prompt versions: list, show, switch")
     evals = app_commands.Group(name="eval", description="Prompt evals")
 
-    def __init__(self, admin: AdminCommands) -> None:
+    def __init__(self, admin: AdminCommands, *, warnings: QuietWarnings) -> None:
         super().__init__()
         self._admin = admin
+        self._warnings = warnings
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Every option has the type the command declares: discord.py passes a value on as
+        Discord sent it, and our commands would read "one" where they expect 1. Refused here,
+        the tree's `on_error` tells the user."""
+        if interaction.type is discord.InteractionType.autocomplete:
+            return True  # what is typed so far is text, whatever the option's type
+        command = interaction.command
+        if not isinstance(command, app_commands.Command):
+            return True
+        for parameter in command.parameters:
+            name = parameter.display_name
+            value = getattr(interaction.namespace, name, None)
+            if value is not None and not _has_type(value, parameter.type):
+                kind = type(value).__name__
+                self._warnings.warn("a Discord option of the wrong type", f"{name} is a {kind}")
+                return False
+        return True
 
     @app_commands.command(name="report", description="Cost, latency and quality over a period")
     async def report(self, interaction: discord.Interaction, period: ReportPeriod = "24h") -> None:
@@ -134,10 +221,15 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
     async def _answer(self, interaction: discord.Interaction, command: Command) -> None:
         """Defer first (Discord waits 3 s at most), then answer in as many messages as the
         text needs, its code blocks kept whole."""
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        result = await run_admin(self._admin, command, _command_context(interaction))
-        for piece in split_message(result.text, MESSAGE_LIMIT):
-            await interaction.followup.send(piece, ephemeral=True)
+        try:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            result = await run_admin(self._admin, command, _command_context(interaction))
+            for piece in split_message(result.text, MESSAGE_LIMIT):
+                await interaction.followup.send(piece, ephemeral=True)
+        except discord.HTTPException as exc:  # the interaction expired, or was answered
+            self._warnings.warn(
+                "a Discord command could not be answered", f"{exc.status} {exc.text}"
+            )
 
     @show.autocomplete("name")
     @diff.autocomplete("name")
@@ -150,10 +242,9 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
         self, interaction: discord.Interaction, current: str
     ) -> list[app_commands.Choice[str]]:
         names = await self._admin.released()
+        typed = str(current).lower()  # as Discord sent it: text, or not
         return [
-            app_commands.Choice(name=name, value=name)
-            for name in names
-            if current.lower() in name.lower()
+            app_commands.Choice(name=name, value=name) for name in names if typed in name.lower()
         ][:_MOST_CHOICES]
 
     @show.autocomplete("version")

@@ -50,7 +50,7 @@ class DiscordReply(ChatToolNotes):
         channel: discord.abc.Messageable,
         *,
         channel_id: int,
-        reply_to: discord.Message | None,
+        reply_to: discord.Message | discord.PartialMessage | None,
         gate: ChannelGate,
         feedback_view: Callable[[int], discord.ui.View],
     ) -> None:
@@ -92,6 +92,9 @@ class DiscordReply(ChatToolNotes):
     async def close(self) -> None:
         """Stop the typing indicator, however the turn ended."""
         await self._stop_typing()
+
+    def shown_id(self) -> str | None:
+        return str(self._messages[0].id) if self._messages else None
 
     async def _finish(self, text: str, view: discord.ui.View | None) -> None:
         """Show the final text; never raises (it is the user's last word on the turn)."""
@@ -187,3 +190,14 @@ class DiscordReply(ChatToolNotes):
             self._shown.pop()
             with suppress(discord.HTTPException):
                 await message.delete()
+
+
+async def close_cut_answer(channel: discord.PartialMessageable, message_id: int, text: str) -> None:
+    """Mark what a stopped process left of an answer with `text`; what Discord refuses (the
+    message was deleted meanwhile) is logged."""
+    try:
+        await channel.get_partial_message(message_id).edit(
+            content=text, allowed_mentions=ALLOWED_MENTIONS
+        )
+    except discord.HTTPException as exc:
+        log.warning("could not mark the cut answer %s (%s)", message_id, exc.text or exc.status)

@@ -14,6 +14,7 @@ from assistant.reporting.schedule import Scheduler
 from assistant.runtime import Runtime
 from bots.discord_app import DiscordAdapter, point_at
 from bots.notifier import ChannelNotifier
+from bots.recovery import KeepAlive, TurnRecovery
 from bots.slack_app import SlackAdapter
 
 log = logging.getLogger(__name__)
@@ -51,12 +52,17 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
     running: list[SlackAdapter | DiscordAdapter] = []
     discord: DiscordAdapter | None = None
     scheduler: Scheduler | None = None
+    upkeep: KeepAlive | None = None
+    await runtime.assistant.owed.beat()  # alive before the first turn it accepts
     try:
         if settings.slack_bot_token:
             running.append(await start_slack(settings, runtime))
         if settings.discord_token:
             discord = await start_discord(settings, runtime)
             running.append(discord)
+        recoveries = [TurnRecovery(runtime.assistant, adapter) for adapter in running]
+        upkeep = KeepAlive(runtime.assistant, recoveries)
+        upkeep.start()
         scheduler = schedule_duties(settings, runtime, running)
         await scheduler.start()
         log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
@@ -70,7 +76,11 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
     finally:
         if scheduler is not None:
             await scheduler.stop()
+        if upkeep is not None:
+            await upkeep.stop()
         await asyncio.gather(*(adapter.close() for adapter in running))
+        # what could not be finished stays owed: the next process to start answers it
+        await runtime.assistant.owed.retire()
 
 
 async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:

@@ -8,38 +8,62 @@ Slack redeliver. Redeliveries and the double delivery of a mention (`app_mention
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncRespond
 from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from assistant.admin.commands import AdminCommands
+from assistant.admin.commands import COMMAND_FAILED, AdminCommands
 from assistant.admin.grammar import CommandContext
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
-from assistant.turns import Actor, ConversationRef, Inbound
-from bots.chat_actions import feedback_acknowledgement, record_vote, run_admin
+from assistant.turns import Actor, ConversationRef, Failed, Ignored, Inbound
+from bots.chat_actions import QuietWarnings, record_vote, run_admin
 from bots.render import from_mrkdwn, to_mrkdwn
+from bots.slack_http import (
+    SlackEndpoint,
+    action_channel,
+    action_problem,
+    command_problem,
+    event_problem,
+    replay_keys,
+)
 from bots.slack_notices import slack_blocks
-from bots.slack_reply import FEEDBACK_DOWN, FEEDBACK_UP, Place, SlackReply, slack_error
+from bots.slack_reply import (
+    FEEDBACK_DOWN,
+    FEEDBACK_UP,
+    Place,
+    SlackReply,
+    close_cut_answer,
+    cut_answers,
+    slack_error,
+)
 from bots.turn_runner import Turn, TurnRunner
 
 log = logging.getLogger(__name__)
 
 EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE_SECONDS = 30.0
-_NAME_CACHE_SIZE = 5000
+COMMAND_MEMORY = timedelta(minutes=15)  # past Slack's 5-minute window, with room for clocks
+ACCEPT_SECONDS = 2.0  # reading and storing an event before the ack; Slack waits 3 s
 _HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # edits, deletions, joins: not asks
+_USER_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 
 
 class SlackAdapter:
@@ -59,7 +83,6 @@ class SlackAdapter:
         self._assistant = assistant
         self._commands = commands
         self._shutdown_grace = shutdown_grace
-        self._verifies_requests = bool(signing_secret)
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=api_url,
@@ -73,28 +96,42 @@ class SlackAdapter:
             signing_secret=signing_secret,
             # Socket Mode needs no signature: the connection itself is authenticated
             request_verification_enabled=bool(signing_secret),
-            process_before_response=False,
+            # the listener stores the message before Slack hears back (`_on_message`)
+            process_before_response=True,
         )
         self.app.event("app_mention")(self._on_message)
         self.app.event("message")(self._on_message)
         self.app.command("/assistant")(self._on_command)
         self.app.action(re.compile(f"^({FEEDBACK_UP}|{FEEDBACK_DOWN})$"))(self._on_feedback)
         self._turns = TurnRunner(assistant, surface="slack", interval=update_interval)
-        self._names: dict[str, str] = {}
+        self._warnings = QuietWarnings(log)
+        self._signing_secret = signing_secret
+        # a name is a nicety: its lookups are tried once, never waiting out a 429
+        self._names = SlackNames(
+            AsyncWebClient(token=bot_token, base_url=api_url, retry_handlers=[])
+        )
+        self._bot_user: str | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
 
     # ---- serving
 
     def web_app(self) -> web.Application:
-        return self.app.web_app(path=EVENTS_PATH)
+        """Slack's endpoint, checking every request's signature before anything reads it."""
+        if not self._signing_secret:  # without it anyone could post events
+            raise ValueError("HTTP mode needs the signing secret (SLACK_SIGNING_SECRET)")
+        endpoint = SlackEndpoint(
+            signing_secret=self._signing_secret,
+            dispatch=self.app.async_dispatch,
+            warnings=self._warnings,
+        )
+        return endpoint.web_app(EVENTS_PATH)
 
     async def serve_http(self, *, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104
         """Take Slack's events over HTTP; returns the port (useful when `port` is 0)."""
-        if not self._verifies_requests:  # without it anyone could post events
-            raise ValueError("HTTP mode needs the signing secret (SLACK_SIGNING_SECRET)")
+        app = self.web_app()
         self._share_connections()
-        self._runner = web.AppRunner(self.web_app(), access_log=None)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
         bound = int(self._runner.addresses[0][1])
@@ -112,6 +149,7 @@ class SlackAdapter:
         and a connection, per call (at 200 conversations that is most of the CPU)."""
         if self.client.session is None:  # the client's own timeout applies only to its sessions
             self.client.session = ClientSession(timeout=ClientTimeout(total=self.client.timeout))
+        self._names.share(self.client.session)
 
     async def close(self) -> None:
         """Stop taking events, then let the answers under way finish (for a while)."""
@@ -120,6 +158,7 @@ class SlackAdapter:
         if self._runner is not None:
             await self._runner.cleanup()
         await self._turns.drain(grace=self._shutdown_grace)
+        await self._names.close()
         if self.client.session is not None:
             await self.client.session.close()
 
@@ -132,16 +171,43 @@ class SlackAdapter:
     async def _on_message(
         self, event: dict[str, Any], body: dict[str, Any], context: AsyncBoltContext
     ) -> None:
-        """Bolt has acked already; everything else happens on the turn's own task."""
+        """Bolt has acked already; everything else happens on the turn's own task. An event
+        we cannot read is dropped with one line (Socket Mode's never met the HTTP guard)."""
+        problem = event_problem(event)
+        if problem is not None:
+            self._warnings.warn("an unreadable Slack event was dropped", problem)
+            return
         bot_user = context.bot_user_id or ""
         team = str(context.team_id or body.get("team_id") or event.get("team") or "")
-        self._turns.start(self._to_turn(event, body, bot_user=bot_user, team=team))
+        reading = self._to_turn(event, body, bot_user=bot_user, team=team)
+        try:
+            async with asyncio.timeout(ACCEPT_SECONDS):
+                turn = await reading
+                if turn is not None:
+                    turn = await self._accepted(turn)
+        except TimeoutError:  # Slack is slow to answer a lookup: ack now, go on after
+            self._turns.start(self._to_turn(event, body, bot_user=bot_user, team=team))
+            return
+        if turn is not None:
+            self._turns.start_turn(turn)
+
+    async def _accepted(self, turn: Turn) -> Turn | None:
+        """Store the message before Slack is acked: once acked, Slack never sends it again,
+        so a crash after this point still leaves the question, and the answer owed, stored."""
+        assert turn.inbound is not None
+        accepted = await self._assistant.accept(turn.inbound)
+        if isinstance(accepted, Ignored):
+            return None
+        if isinstance(accepted, Failed):  # try once more on its own task, saying what failed
+            return turn
+        return Turn(surface=turn.surface, accepted=accepted)
 
     async def _to_turn(
         self, event: Mapping[str, Any], body: Mapping[str, Any], *, bot_user: str, team: str
     ) -> Turn | None:
         """The turn an event asks for, or None when it asks for none. `team` is the workspace
-        the app is installed in: in a Slack Connect channel, event["team"] is the author's."""
+        the app is installed in: in a Slack Connect channel, event["team"] is the author's.
+        The event passed `event_problem`: its fields have the types read here."""
         user = event.get("user")
         if event.get("subtype") not in _HANDLED_SUBTYPES or event.get("bot_id") or not user:
             return None
@@ -149,54 +215,76 @@ class SlackAdapter:
             return None
         channel, ts = str(event["channel"]), str(event["ts"])
         thread_ts = event.get("thread_ts")
-        raw = str(event.get("text", ""))
+        raw = str(event.get("text") or "")
         mention = f"<@{bot_user}>"
         mentioned = event.get("type") == "app_mention" or (bool(bot_user) and mention in raw)
         if event.get("channel_type") == "im":
             ref = ConversationRef(
                 platform="slack", workspace=team, channel=channel, thread=thread_ts or ""
             )
-            place = Place(channel=channel, thread_ts=thread_ts, team_id=team, user_id=user)
+            place = Place(
+                channel=channel, thread_ts=thread_ts, team_id=team, user_id=user, question_ts=ts
+            )
         else:
             ref = ConversationRef(
                 platform="slack", workspace=team, channel=channel, thread=thread_ts or ts
             )
-            place = Place(channel=channel, thread_ts=thread_ts or ts, team_id=team, user_id=user)
+            place = Place(
+                channel=channel,
+                thread_ts=thread_ts or ts,
+                team_id=team,
+                user_id=user,
+                question_ts=ts,
+            )
             if not mentioned and not (thread_ts and await self._assistant.knows(ref)):
                 return None
         keys = [f"slack:msg:{team}:{channel}:{ts}"]
         if body.get("event_id"):
             keys.insert(0, f"slack:event:{body['event_id']}")
+        question = raw.replace(mention, "") if bot_user else raw
+        names = await self._names.names([user, *_USER_MENTION.findall(question)])
         inbound = Inbound(
             ref=ref,
-            actor=Actor(platform="slack", user_id=user, display_name=await self._name(user)),
-            text=await self._plain(raw.replace(mention, "") if bot_user else raw),
+            actor=Actor(platform="slack", user_id=user, display_name=names[user]),
+            text=from_mrkdwn(question, names=names).strip(),  # the people it mentions named
             platform_message_id=ts,
             dedupe_keys=tuple(keys),
+            reply_place=place.to_json(),
         )
         return Turn(inbound=inbound, surface=SlackReply(self.client, place))
 
-    async def _plain(self, text: str) -> str:
-        """The message as the user meant it, with the people it mentions named."""
-        mentioned = set(re.findall(r"<@([A-Z0-9]+)(?:\|[^>]*)?>", text))
-        names = {user: await self._name(user) for user in mentioned}
-        return from_mrkdwn(text, names=names).strip()
+    # ---- answers a stopped process owed (see bots/recovery.py)
 
-    async def _name(self, user: str) -> str:
-        """The user's display name, so people in a shared thread are told apart."""
-        if user not in self._names:
-            try:
-                response = await self.client.users_info(user=user)
-                info = response.get("user") or {}
-                profile = info.get("profile") or {}
-                name = profile.get("display_name") or info.get("real_name") or info.get("name")
-            except Exception as exc:
-                log.info("no name for %s (%s); using the id", user, slack_error(exc))
-                name = None
-            if len(self._names) >= _NAME_CACHE_SIZE:
-                self._names.clear()
-            self._names[user] = str(name or user)
-        return self._names[user]
+    surface = "slack"
+
+    @property
+    def runner(self) -> TurnRunner:
+        return self._turns
+
+    def reply_for(self, place: str) -> SlackReply:
+        return SlackReply(self.client, Place.from_json(place))
+
+    async def close_cut_answer(self, place: str, shown: str | None, text: str) -> bool:
+        """Close what the cut answer left unfinished; False when there was nothing (the
+        answer at `shown` is complete: only noting that was cut short). When where it showed
+        was never noted (a kill right after the stream started), look for it."""
+        where = Place.from_json(place)
+        try:
+            unfinished = await cut_answers(self.client, where, await self._me())
+        except Exception as exc:
+            log.warning("could not look for a cut answer (%s)", slack_error(exc))
+            unfinished = [shown] if shown else []
+        if shown is not None and shown not in unfinished:
+            return False
+        for ts in unfinished:
+            await close_cut_answer(self.client, where, ts, text)
+        return bool(unfinished)
+
+    async def _me(self) -> str:
+        """The bot's own user id (auth.test, asked once)."""
+        if self._bot_user is None:
+            self._bot_user = str((await self.client.auth_test()).get("user_id") or "")
+        return self._bot_user
 
     # ---- notices (reports and alerts)
 
@@ -219,30 +307,158 @@ class SlackAdapter:
 
     # ---- admin commands and feedback
 
-    async def _on_command(self, ack: Any, command: dict[str, Any], respond: AsyncRespond) -> None:
+    async def _on_command(
+        self, ack: Any, command: dict[str, Any], respond: AsyncRespond, request: AsyncBoltRequest
+    ) -> None:
+        """Run `/assistant ...`, once. A replay (the same signed request again, or the same
+        trigger_id) is acked and then stays silent: Slack never resends a slash command, so a
+        replay comes from someone else, and the asker already had their one answer at the
+        response_url; a flood of replays must not become a flood of messages to them."""
         await ack()
-        context = CommandContext(
-            actor=Actor(platform="slack", user_id=command["user_id"]),
-            surface="slack",
-            ref=ConversationRef(
-                platform="slack",
-                workspace=command.get("team_id", ""),
-                channel=command.get("channel_id", ""),
-            ),
-        )
-        result = await run_admin(self._commands, command.get("text", ""), context)
+        problem = command_problem(command)
+        if problem is not None:
+            self._warnings.warn("an unreadable Slack command was dropped", problem)
+            return
+        signature = request.headers.get("x-slack-signature", [""])[0]
+        try:
+            keys = replay_keys(command, signature)
+            fresh = not keys or await self._assistant.claim_event(keys, keep=COMMAND_MEMORY)
+        except Exception:
+            log.exception("could not check a slash command for replays, so it was not run")
+            await respond(text=to_mrkdwn(COMMAND_FAILED), response_type="ephemeral")
+            return
+        if not fresh:
+            self._warnings.warn("a replayed Slack command was ignored", "seen before")
+            return
+        result = await run_admin(self._commands, command.get("text") or "", _context(command))
         await respond(text=to_mrkdwn(result.text), response_type="ephemeral")
 
-    async def _on_feedback(
-        self, ack: Any, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
-    ) -> None:
+    async def _on_feedback(self, ack: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """A 👍/👎 click, counted only when clicked in the answer's own channel."""
         await ack()
+        problem = action_problem(body)
+        if problem is not None:
+            self._warnings.warn("an unreadable Slack action was dropped", problem)
+            return
+        action = body["actions"][0]
         vote = 1 if action["action_id"] == FEEDBACK_UP else -1
-        actor = Actor(platform="slack", user_id=body["user"]["id"])
-        answer_id = str(action.get("value", ""))
-        text = (
-            await record_vote(self._assistant, int(answer_id), actor, vote=vote)
-            if answer_id.isdecimal()
-            else feedback_acknowledgement(vote, "unknown answer")
+        text = await record_vote(
+            self._assistant,
+            str(action.get("value") or ""),
+            Actor(platform="slack", user_id=body["user"]["id"]),
+            vote=vote,
+            clicked_in=action_channel(body),
         )
         await respond(text=text, response_type="ephemeral", replace_original=False)
+
+
+def _context(command: Mapping[str, Any]) -> CommandContext:
+    """Who runs a slash command, and where (its fields passed `command_problem`)."""
+    return CommandContext(
+        actor=Actor(platform="slack", user_id=command["user_id"]),
+        surface="slack",
+        ref=ConversationRef(
+            platform="slack",
+            workspace=command.get("team_id") or "",
+            channel=command.get("channel_id") or "",
+        ),
+    )
+
+
+class SlackNames:
+    """People's display names by user id, so people in a shared thread are told apart.
+
+    A name is a nicety, so its cost is bounded: at most `per_message` people are looked up for
+    one message (the rest keep their ids), concurrently, each id by one `users.info` call at a
+    time however many messages want it, tried once within `timeout` (never waiting out a
+    429: while Slack asks us to wait, ids are shown). Names are remembered in a bounded
+    least-recently-used cache; failures are remembered briefly too, so a flood of messages
+    naming the same strangers does not become a flood of calls."""
+
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        per_message: int = 10,
+        size: int = 5000,
+        ttl: float = 3600.0,
+        miss_ttl: float = 60.0,
+        timeout: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._client = client
+        self._per_message = per_message
+        self._size = size
+        self._ttl, self._miss_ttl, self._timeout = ttl, miss_ttl, timeout
+        self._clock = clock
+        self._known: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._pending: dict[str, asyncio.Task[str | None]] = {}
+        self._paused_until = 0.0
+
+    def share(self, session: ClientSession) -> None:
+        """Use the adapter's connection pool (a session per call costs a connection each)."""
+        self._client.session = session
+
+    async def names(self, users: Iterable[str]) -> dict[str, str]:
+        """A name for every id in `users`: looked up for the first `per_message` distinct
+        ones, the id itself for the rest and for whoever has no name."""
+        wanted = list(dict.fromkeys(users))
+        looked_up = wanted[: self._per_message]
+        found = await asyncio.gather(*(self._name(user) for user in looked_up))
+        named = {user: name for user, name in zip(looked_up, found, strict=True) if name}
+        return {user: named.get(user, user) for user in wanted}
+
+    async def close(self) -> None:
+        """Stop the lookups under way (shutdown: every turn has finished by now)."""
+        for task in list(self._pending.values()):
+            task.cancel()
+        await asyncio.gather(*self._pending.values(), return_exceptions=True)
+
+    async def _name(self, user: str) -> str | None:
+        remembered = self._known.get(user)
+        if remembered is not None and remembered[1] > self._clock():
+            self._known.move_to_end(user)
+            return remembered[0]
+        task = self._pending.get(user)
+        if task is None:  # the first to ask looks it up; the others wait for that call
+            task = asyncio.create_task(self._look_up(user))
+            self._pending[user] = task
+            task.add_done_callback(lambda _: self._pending.pop(user, None))
+        return await asyncio.shield(task)  # one waiter cancelled must not cancel the others
+
+    async def _look_up(self, user: str) -> str | None:
+        name: str | None = None
+        if self._clock() >= self._paused_until:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    response = await self._client.users_info(user=user)
+                name = _display_name(response.get("user"))
+            except Exception as exc:  # any failure: the id is shown instead
+                self._pause_if_asked(exc)
+                log.info("no name for %s (%s); using the id", user, slack_error(exc))
+        self._remember(user, name)
+        return name
+
+    def _pause_if_asked(self, exc: Exception) -> None:
+        """Slack's 429 says how long to wait: no lookups until then (at most a minute)."""
+        if isinstance(exc, SlackApiError) and exc.response.status_code == 429:
+            wait = str(exc.response.headers.get("Retry-After", "1"))
+            seconds = min(int(wait), 60) if wait.isascii() and wait.isdigit() else 1
+            self._paused_until = self._clock() + seconds
+
+    def _remember(self, user: str, name: str | None) -> None:
+        lasting = self._ttl if name else self._miss_ttl
+        self._known[user] = (name, self._clock() + lasting)
+        self._known.move_to_end(user)
+        while len(self._known) > self._size:
+            self._known.popitem(last=False)
+
+
+def _display_name(info: object) -> str | None:
+    """The name Slack shows for a user, from users.info's `user`."""
+    if not isinstance(info, dict):
+        return None
+    profile = info.get("profile")
+    shown = profile.get("display_name") if isinstance(profile, dict) else None
+    name = shown or info.get("real_name") or info.get("name")
+    return name if isinstance(name, str) and name else None

@@ -8,8 +8,9 @@ losing its tail. No Slack error escapes `complete` or `fail`: they are the user'
 
 from __future__ import annotations
 
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
@@ -37,6 +38,22 @@ class Place:
     thread_ts: str | None
     team_id: str
     user_id: str
+    question_ts: str | None = None  # the user's message: what a cut answer came after
+
+    def to_json(self) -> str:
+        """Stored with the user's message, so a restart can answer here."""
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> Place:
+        fields = json.loads(text)
+        return cls(
+            channel=str(fields["channel"]),
+            thread_ts=str(fields["thread_ts"]) if fields.get("thread_ts") else None,
+            team_id=str(fields["team_id"]),
+            user_id=str(fields["user_id"]),
+            question_ts=str(fields["question_ts"]) if fields.get("question_ts") else None,
+        )
 
 
 def feedback_block(message_id: int) -> dict[str, Any]:
@@ -99,6 +116,11 @@ class SlackReply(ChatToolNotes):
 
     async def close(self) -> None:
         return None  # nothing to let go of: `complete` or `fail` ends the stream
+
+    def shown_id(self) -> str | None:
+        if self._stream_ts is not None:
+            return self._stream_ts
+        return self._messages[0] if self._messages else None
 
     async def _finish(self, text: str, blocks: Blocks) -> None:
         try:
@@ -246,6 +268,38 @@ class SlackReply(ChatToolNotes):
             if not await self._post(piece):
                 log.error("Slack refused every way of showing an answer in %s", self._place.channel)
                 return
+
+
+async def cut_answers(client: AsyncWebClient, place: Place, bot_user: str) -> list[str]:
+    """The bot's unfinished messages after the question (no feedback buttons yet): what a
+    process killed between showing an answer and noting where may have left open."""
+    if place.question_ts is None:
+        return []
+    if place.thread_ts is not None:
+        listed = await client.conversations_replies(channel=place.channel, ts=place.thread_ts)
+    else:
+        listed = await client.conversations_history(channel=place.channel, oldest=place.question_ts)
+    return [
+        str(m["ts"])
+        for m in listed.get("messages") or []
+        if m.get("user") == bot_user
+        and float(m.get("ts", 0)) > float(place.question_ts)
+        and not any(b.get("block_id") == "feedback" for b in m.get("blocks") or [])
+    ]
+
+
+async def close_cut_answer(client: AsyncWebClient, place: Place, ts: str, text: str) -> None:
+    """End what a stopped process left of an answer: a stream still open is stopped, a
+    message is replaced, with `text` saying what happened. What Slack refuses is logged."""
+    try:
+        await client.chat_stopStream(channel=place.channel, ts=ts, markdown_text=text)
+        return
+    except Exception as exc:
+        log.info("the cut answer's stream is closed already (%s)", slack_error(exc))
+    try:
+        await client.chat_update(channel=place.channel, ts=ts, text=text, blocks=[])
+    except Exception as exc:
+        log.warning("could not mark the cut answer %s (%s)", ts, slack_error(exc))
 
 
 def _with_text(text: str, blocks: Blocks | None) -> Blocks | None:

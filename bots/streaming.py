@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from typing import Protocol
 
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 EMPTY_ANSWER = "(The model returned an empty answer. Please rephrase or try again.)"
 INTERRUPTED = "The assistant was restarted while answering. Please ask again."
+RESUMING = "The assistant is restarting; it will answer this as soon as it is back."
 _LAST_WORDS_SECONDS = 5.0  # how long a cancelled turn may take to say it was interrupted
 
 
@@ -61,6 +62,14 @@ class ReplySurface(Protocol):
         """The turn is over, however it ended: let go of what is still held (a typing
         indicator). Called once, after `complete` or `fail` if either came."""
 
+    def shown_id(self) -> str | None:
+        """The platform's id of the message showing the answer so far, once there is one: a
+        restart closes it if the answer is cut short."""
+
+
+# (turn id, what shows the answer or None): a turn a restart would return to has begun
+OnShown = Callable[[int, str | None], Awaitable[None]]
+
 
 def failure_text(message: str, partial: str) -> str:
     """What a failed turn leaves in a chat: the partial answer (its code block closed, so the
@@ -92,9 +101,15 @@ class ChatToolNotes:
 class _Pump:
     """Shows the latest text on the surface, at most once per interval."""
 
-    def __init__(self, surface: ReplySurface, interval: float) -> None:
+    def __init__(
+        self,
+        surface: ReplySurface,
+        interval: float,
+        after_show: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._surface = surface
         self._interval = interval
+        self._after_show = after_show
         self._parts: list[str] = []
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -128,6 +143,8 @@ class _Pump:
     async def _show(self, text: str) -> None:
         try:
             await self._surface.progress(text)
+            if self._after_show is not None:
+                await self._after_show()
         except Exception:  # a preview that failed is not the answer: the next one may work
             log.exception("showing a partial answer failed; the final answer will follow")
         self._shown = text
@@ -153,45 +170,78 @@ class _Pump:
 
 
 async def deliver(
-    events: AsyncIterator[Event], surface: ReplySurface, *, interval: float = 1.0
+    events: AsyncIterator[Event],
+    surface: ReplySurface,
+    *,
+    interval: float = 1.0,
+    on_shown: OnShown | None = None,
 ) -> Event | None:
     """Render a turn on `surface`; returns the last event (`Completed`, `Failed`, `Ignored`).
 
     Cancelled mid-turn (a shutdown that outlasted its grace period), it tells the user the
-    answer was interrupted before it lets the cancellation through.
+    answer was interrupted before it lets the cancellation through. `on_shown` hears of a
+    turn a restart would return to, and of what shows its answer.
     """
-    pump = _Pump(surface, interval)
-    started = False
-    try:
-        async for event in events:
-            if isinstance(event, Thinking):
-                started = True
-                await surface.begin()
-            elif isinstance(event, TextDelta):
-                pump.add(event.text)
-            elif isinstance(event, ToolStarted):
-                await pump.pause()
-                await surface.tool_started(event.name, event.arguments)
-            elif isinstance(event, ToolFinished) and not event.ok:
-                await surface.tool_failed(event.name)
-            elif isinstance(event, Completed):
-                await pump.close()
-                await surface.complete(
-                    event.text if event.text.strip() else EMPTY_ANSWER, event.message_id
-                )
-                return event
-            elif isinstance(event, Failed):
-                await pump.close()
-                await surface.fail(event.user_message, pump.text or event.partial_text)
-                return event
-            elif isinstance(event, Ignored):
-                return event
-    except asyncio.CancelledError:
-        await pump.close()
-        if started:
-            with suppress(Exception):
-                await asyncio.wait_for(surface.fail(INTERRUPTED, pump.text), _LAST_WORDS_SECONDS)
-        raise
-    finally:
-        await pump.close()
-    return None
+    return await _Delivery(surface, interval, on_shown).run(events)
+
+
+class _Delivery:
+    """One turn rendered on one surface."""
+
+    def __init__(self, surface: ReplySurface, interval: float, on_shown: OnShown | None) -> None:
+        self._surface = surface
+        self._pump = _Pump(surface, interval, after_show=self._report)
+        self._on_shown = on_shown
+        self._started = False
+        self._turn_id: int | None = None
+        self._reported: str | None = None
+
+    async def run(self, events: AsyncIterator[Event]) -> Event | None:
+        try:
+            async for event in events:
+                if await self._show(event):
+                    return event
+        except asyncio.CancelledError:
+            await self._pump.close()
+            if self._started:
+                text = RESUMING if self._turn_id is not None else INTERRUPTED
+                with suppress(Exception):
+                    failing = self._surface.fail(text, self._pump.text)
+                    await asyncio.wait_for(failing, _LAST_WORDS_SECONDS)
+            raise
+        finally:
+            await self._pump.close()
+        return None
+
+    async def _show(self, event: Event) -> bool:
+        """Show one event; True when it ends the turn."""
+        surface, pump = self._surface, self._pump
+        if isinstance(event, Thinking):
+            self._started, self._turn_id = True, event.turn_id
+            await surface.begin()
+            await self._report(always=True)
+        elif isinstance(event, TextDelta):
+            pump.add(event.text)
+        elif isinstance(event, ToolStarted):
+            await pump.pause()
+            await self._report()
+            await surface.tool_started(event.name, event.arguments)
+        elif isinstance(event, ToolFinished) and not event.ok:
+            await surface.tool_failed(event.name)
+        elif isinstance(event, Completed):
+            await pump.close()
+            text = event.text if event.text.strip() else EMPTY_ANSWER
+            await surface.complete(text, event.message_id)
+        elif isinstance(event, Failed):
+            await pump.close()
+            await surface.fail(event.user_message, pump.text or event.partial_text)
+        return isinstance(event, Completed | Failed | Ignored)
+
+    async def _report(self, *, always: bool = False) -> None:
+        """Tell `on_shown` what shows the owed answer, when that is new."""
+        if self._on_shown is None or self._turn_id is None:
+            return
+        shown = self._surface.shown_id()
+        if always or (shown is not None and shown != self._reported):
+            self._reported = shown
+            await self._on_shown(self._turn_id, shown)

@@ -135,3 +135,6 @@ class ConsoleReply:
 
     async def close(self) -> None:
         return None
+
+    def shown_id(self) -> str | None:
+        return None  # a terminal turn is never resumed: its user is right there

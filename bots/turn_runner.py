@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import AsyncGenerator, Awaitable
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from assistant.engine import Assistant
+from assistant.engine import Accepted, Assistant
+from assistant.records import OrphanedTurn
 from assistant.turns import Event, Inbound
 from bots.streaming import ReplySurface, deliver
 
@@ -22,10 +23,14 @@ SOMETHING_WENT_WRONG = "Sorry, something went wrong while answering. Please try 
 
 @dataclass(frozen=True, kw_only=True)
 class Turn:
-    """A question for the assistant, and the surface its answer goes to."""
+    """A question for the assistant, and the surface its answer goes to. The question comes
+    as it arrived (`inbound`), already stored (`accepted`, before the platform was acked), or
+    left unanswered by a process that stopped (`orphan`)."""
 
-    inbound: Inbound
     surface: ReplySurface
+    inbound: Inbound | None = None
+    accepted: Accepted | None = None
+    orphan: OrphanedTurn | None = None
 
 
 class TurnRunner:
@@ -45,6 +50,10 @@ class TurnRunner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def start_turn(self, turn: Turn) -> None:
+        """Answer a turn already read, on a task of its own that `drain` waits for."""
+        self.start(_ready(turn))
+
     async def _read_and_answer(self, read: Awaitable[Turn | None]) -> None:
         try:
             turn = await read
@@ -56,16 +65,43 @@ class TurnRunner:
 
     async def answer(self, turn: Turn) -> Event | None:
         """Show the turn's answer; returns its last event (None if it failed outside the engine,
-        which the user is told)."""
+        which the user is told, so no restart owes them an answer any more)."""
+        owed: list[int] = []
+
+        async def shown(turn_id: int, shown: str | None) -> None:
+            owed[:] = [turn_id]
+            if shown is not None:
+                await self._remember(self._assistant.owed.mark_shown(turn_id, shown))
+
         try:
-            async with aclosing(self._assistant.respond(turn.inbound)) as events:
-                return await deliver(events, turn.surface, interval=self._interval)
+            async with aclosing(self._events(turn)) as events:
+                last = await deliver(events, turn.surface, interval=self._interval, on_shown=shown)
+            for turn_id in owed:  # the user has seen the answer, or why there is none
+                await self._remember(self._assistant.owed.settle(turn_id))
+            return last
         except Exception:
             log.exception("a %s turn failed outside the engine", self._surface)
             await turn.surface.fail(SOMETHING_WENT_WRONG, "")
+            for turn_id in owed:
+                await self._remember(self._assistant.owed.settle(turn_id))
             return None
         finally:
             await turn.surface.close()
+
+    def _events(self, turn: Turn) -> AsyncGenerator[Event, None]:
+        if turn.accepted is not None:
+            return self._assistant.answer(turn.accepted)
+        if turn.orphan is not None:
+            return self._assistant.resume(turn.orphan)
+        assert turn.inbound is not None
+        return self._assistant.respond(turn.inbound)
+
+    async def _remember(self, write: Awaitable[None]) -> None:
+        """Bookkeeping for a restart: if the store refuses it, the answer still goes on."""
+        try:
+            await write
+        except Exception:
+            log.exception("could not note an owed %s answer for a restart", self._surface)
 
     async def idle(self) -> None:
         """Wait until every turn under way has been answered (tests and benchmarks)."""
@@ -83,3 +119,7 @@ class TurnRunner:
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
+
+
+async def _ready(turn: Turn) -> Turn:
+    return turn

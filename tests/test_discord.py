@@ -15,7 +15,8 @@ from assistant.admin.commands import AdminCommands
 from assistant.admin.grammar import NO_WORKSPACE_HERE
 from assistant.testing import Fail, Hang, Reply
 from bots.discord_app import DiscordAdapter, DiscordSetupError
-from bots.streaming import INTERRUPTED
+from bots.discord_commands import UNREADABLE_COMMAND
+from bots.streaming import RESUMING
 from tests.conftest import DISCORD_ADMIN, settle_discord, write_prompt
 from tests.fakes.discord_api import (
     BOT_PERMISSIONS,
@@ -32,6 +33,7 @@ from tests.fakes.discord_api import (
 
 ADMIN = DISCORD_ADMIN
 UNKNOWN_ANSWER = "That answer is no longer known, so the vote was not recorded."
+ELSEWHERE = "Votes are taken only where the answer was given, so this one was not recorded."
 
 
 @pytest.fixture
@@ -298,7 +300,7 @@ async def test_a_feedback_click_is_stored_also_after_a_restart(
     await settle(restarted, discord_fake)
 
     message_id = int(up["custom_id"].rsplit(":", 1)[1])
-    [vote] = await store.feedback(message_id)
+    [vote] = await store.votes.of(message_id)
     assert (vote.user_id, vote.vote) == ("discord:3003", -1)
     assert discord_fake.responses_for(change)[-1]["content"] == "Thanks, your 👎 is recorded."
 
@@ -439,7 +441,7 @@ async def test_a_shutdown_that_outlasts_its_grace_tells_the_user(start_bot, disc
 
     [shown] = answers(discord_fake)
     assert shown.content.startswith("Half an ans")
-    assert INTERRUPTED in shown.content
+    assert RESUMING in shown.content  # the turn stays owed: the next process answers it
 
 
 async def test_prompt_show_keeps_its_code_block_whole(prompts_dir, start_bot, discord_fake):
@@ -548,3 +550,101 @@ async def test_report_and_eval_run_reach_the_admin_grammar(bot, discord_fake):
     assert "Reports are not available here." in discord_fake.responses_for(report)[-1]["content"]
     refused = discord_fake.responses_for(evals)[-1]
     assert "Only admins" in refused["content"] and ephemeral(refused)
+
+
+# ---- hostile input (issue 11): odd interactions and votes from elsewhere
+
+
+def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.exc_info]
+
+
+async def rated_answer(bot: DiscordAdapter, fake: FakeDiscord, fake_llm: Any, **where: Any):
+    fake_llm.script(Reply(text="Rate me."))
+    await fake.send_message("hi", mention_bot=True, **where)
+    await settle(bot, fake)
+    [answer] = answers(fake, where.get("channel_id", CHANNEL_ID))
+    return answer
+
+
+async def test_a_vote_from_another_channel_is_refused(bot, discord_fake, fake_llm, store):
+    answer = await rated_answer(bot, discord_fake, fake_llm)
+    up, _ = answer.buttons()
+    elsewhere = discord_fake.button_click(  # the button copied into a thread it is not of
+        user_id="3003", custom_id=up["custom_id"], message_id=answer.id, channel_id=THREAD_ID
+    )
+    await discord_fake.interact(elsewhere)
+    await settle(bot, discord_fake)
+
+    said = discord_fake.responses_for(elsewhere)[-1]
+    assert said["content"] == ELSEWHERE and ephemeral(said)
+    assert await store.votes.of(int(up["custom_id"].rsplit(":", 1)[1])) == []
+
+
+async def test_a_vote_in_the_answers_thread_counts(bot, discord_fake, fake_llm, store):
+    answer = await rated_answer(bot, discord_fake, fake_llm, channel_id=THREAD_ID)
+    up, _ = answer.buttons()
+    click = discord_fake.button_click(
+        user_id="3003", custom_id=up["custom_id"], message_id=answer.id
+    )
+    await discord_fake.interact(click)
+    await settle(bot, discord_fake)
+
+    assert discord_fake.responses_for(click)[-1]["content"] == "Thanks, your 👍 is recorded."
+    [vote] = await store.votes.of(int(up["custom_id"].rsplit(":", 1)[1]))
+    assert vote.user_id == "discord:3003"
+
+
+async def test_a_button_id_past_any_answer_says_so_without_a_traceback(
+    bot, discord_fake, fake_llm, caplog
+):
+    answer = await rated_answer(bot, discord_fake, fake_llm)
+    up, _ = answer.buttons()
+    up["custom_id"] = "feedback:1:" + "9" * 30  # past any database's integers
+    click = discord_fake.button_click(
+        user_id="3003", custom_id=up["custom_id"], message_id=answer.id
+    )
+    await discord_fake.interact(click)
+    await settle(bot, discord_fake)
+
+    assert discord_fake.responses_for(click)[-1]["content"] == UNKNOWN_ANSWER
+    assert tracebacks(caplog) == []
+
+
+@pytest.mark.parametrize("missing", [("member",), ("channel", "channel_id")])
+async def test_an_interaction_missing_who_or_where_is_dropped_quietly(
+    bot, discord_fake, fake_llm, caplog, missing
+):
+    command = discord_fake.slash_command(user_id=ADMIN, group=None, sub="report")
+    for field in missing:
+        del command[field]
+    await discord_fake.interact(command)
+    await settle(bot, discord_fake)
+
+    assert discord_fake.responses_for(command) == []
+    assert tracebacks(caplog) == []
+    answer = await rated_answer(bot, discord_fake, fake_llm)  # and it still answers
+    assert answer.content == "Rate me."
+
+
+async def test_an_option_of_the_wrong_type_is_refused_quietly(bot, discord_fake, caplog):
+    options = {"name": "assistant", "version": "one"}  # Discord would send an integer
+    command = await discord_fake.interact(
+        discord_fake.slash_command(user_id=ADMIN, sub="use", options=options)
+    )
+    await settle(bot, discord_fake)
+
+    said = discord_fake.responses_for(command)[-1]
+    assert said["data"]["content"] == UNREADABLE_COMMAND and ephemeral(said)
+    assert tracebacks(caplog) == []
+
+
+async def test_a_command_it_does_not_know_is_refused_quietly(bot, discord_fake, caplog):
+    command = await discord_fake.interact(
+        discord_fake.slash_command(user_id=ADMIN, sub="frobnicate")
+    )
+    await settle(bot, discord_fake)
+
+    said = discord_fake.responses_for(command)[-1]
+    assert said["data"]["content"] == UNREADABLE_COMMAND and ephemeral(said)
+    assert tracebacks(caplog) == []

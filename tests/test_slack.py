@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slack_sdk.web.async_client import AsyncWebClient
 
 from assistant.admin.commands import AdminCommands
 from assistant.store import Store
+from assistant.store.tables import utcnow
 from assistant.testing import CallTools, Cut, Fail, Hang, Reply
 from assistant.turns import ConversationRef
-from bots.slack_app import SlackAdapter
-from bots.streaming import EMPTY_ANSWER, INTERRUPTED
+from bots.slack_app import SlackAdapter, SlackNames
+from bots.streaming import EMPTY_ANSWER, RESUMING
 from tests.conftest import SlackBot, write_prompt
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, TEAM, FakeSlack, Fault
 
@@ -323,7 +325,7 @@ async def test_a_feedback_click_is_stored_and_can_be_changed(bot, slack, fake_ll
     assert await slack.click(bot.url, down, user="U2", message=answer) == 200
     await bot.settle(slack)
 
-    [vote] = await store.feedback(int(up["value"]))
+    [vote] = await store.votes.of(int(up["value"]))
     assert (vote.user_id, vote.vote) == ("slack:U2", -1)
     assert vote.prompt_version_id is not None
     assert slack.responses[-1]["text"] == "Thanks, your 👎 is recorded."
@@ -474,7 +476,10 @@ async def test_a_shutdown_that_outlasts_its_grace_tells_the_user(
 
     [shown] = slack.thread(CHANNEL, TS)
     assert shown.text.startswith("Half an ans")
-    assert INTERRUPTED in shown.text and not shown.streaming
+    assert RESUMING in shown.text and not shown.streaming
+    # and it is still owed, with where it shows, for the next process to finish
+    [owed] = await store.open_turns.orphaned("slack", silent_since=utcnow())
+    assert owed.text == "hi" and owed.shown == shown.ts
 
 
 async def test_socket_mode_answers_without_a_public_address(make_assistant, store, slack, fake_llm):
@@ -490,6 +495,48 @@ async def test_socket_mode_answers_without_a_public_address(make_assistant, stor
         assert slack.socket_acks[0]["envelope_id"] == "env-EvSocket"
     finally:
         await adapter.close()
+
+
+async def test_an_unreadable_socket_mode_event_is_dropped_with_one_line(
+    make_assistant, store, slack, fake_llm, caplog
+):
+    """Socket Mode payloads never meet the HTTP guard: the handler checks them itself."""
+    adapter = await slack_adapter(
+        make_assistant, store, slack, signing_secret=None, update_interval=0.01
+    )
+    fake_llm.script(Reply(text="Still answering."))
+    try:
+        await adapter.connect_socket_mode("xapp-1-test")
+        odd = mention("hi") | {"ts": 1700000000, "channel": ["C0GENERAL"]}
+        await slack.push_event(odd, event_id="EvOdd")
+        await slack.push_event(mention("hi"), event_id="EvFine")
+        await slack.wait_until(lambda: any(m.buttons() for m in slack.messages.values()))
+        await adapter.idle()
+    finally:
+        await adapter.close()
+
+    assert [m.text for m in slack.thread(CHANNEL, TS)] == ["Still answering."]
+    assert len(fake_llm.requests) == 1
+    assert any("channel or ts" in r.getMessage() for r in caplog.records)
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_names_are_remembered_a_bounded_number_and_failures_briefly(slack):
+    now = [0.0]
+    client = AsyncWebClient(token="xoxb-test-token", base_url=slack.api_url, retry_handlers=[])
+    names = SlackNames(client, size=2, miss_ttl=60, clock=lambda: now[0])
+    slack.fail("users.info", Fault(error="internal_error"))
+
+    assert await names.names(["U1"]) == {"U1": "U1"}  # the lookup failed: the id
+    assert await names.names(["U1"]) == {"U1": "U1"}  # and that is remembered
+    assert len(slack.calls_to("users.info")) == 1
+    now[0] = 61
+    assert await names.names(["U1"]) == {"U1": "Alice"}  # a minute on, asked again
+    assert await names.names(["U2"]) == {"U2": "Bob"}
+    await names.names(["U3"])  # the least recently used, U1, makes room
+    await names.names(["U2", "U1"])
+    assert [call["user"] for call in slack.calls_to("users.info")] == ["U1", "U1", "U2", "U3", "U1"]
+    await names.close()
 
 
 async def test_http_mode_refuses_to_start_without_a_signing_secret(make_assistant, store, slack):

@@ -174,10 +174,10 @@ async def test_a_vote_is_one_per_person_and_answer_and_carries_the_version(db):
         calls=[],
     )
     assert reply_id is not None
-    votes = [db.record_feedback(reply_id, "slack:U1", vote) for vote in (1, -1, 1, -1)]
+    votes = [db.votes.record(reply_id, "slack:U1", vote) for vote in (1, -1, 1, -1)]
     assert all(await asyncio.gather(*votes))  # concurrent first votes: one row, no error
-    assert await db.record_feedback(reply_id, "slack:U2", 1)
-    rows = await db.feedback(reply_id)
+    assert await db.votes.record(reply_id, "slack:U2", 1)
+    rows = await db.votes.of(reply_id)
     assert sorted(r.user_id for r in rows) == ["slack:U1", "slack:U2"]
     assert {r.prompt_version_id for r in rows} == {version.id}
     question_id, _ = await db.begin_turn(
@@ -186,8 +186,8 @@ async def test_a_vote_is_one_per_person_and_answer_and_carries_the_version(db):
         prompt_version_id=version.id,
         token_limit=10,
     )
-    assert not await db.record_feedback(question_id, "slack:U1", 1)  # not an answer
-    assert not await db.record_feedback(10**6, "slack:U1", 1)
+    assert not await db.votes.record(question_id, "slack:U1", 1)  # not an answer
+    assert not await db.votes.record(10**6, "slack:U1", 1)
 
 
 async def test_a_released_prompt_version_cannot_change(db):

@@ -9,7 +9,15 @@ from contextlib import aclosing
 from assistant.store.tables import Message
 from assistant.testing import CallTools, Fail, Reply
 from assistant.tokens import TokenCounter
-from assistant.turns import Actor, Completed, ConversationRef, Failed, Inbound, TextDelta
+from assistant.turns import (
+    Actor,
+    Completed,
+    ConversationRef,
+    Failed,
+    Ignored,
+    Inbound,
+    TextDelta,
+)
 from tests.conftest import REF, collect, inbound, write_prompt
 
 COUNTER = TokenCounter("gpt-4o-mini")
@@ -207,17 +215,15 @@ async def test_each_phase_before_the_model_fails_with_its_own_words(
     make_assistant, fake_llm, store
 ):
     assistant = await make_assistant()
-    for table in ("llm_calls", "feedback", "messages"):  # the message cannot be stored
+    for table in ("open_turns", "llm_calls", "feedback", "messages"):  # nowhere to store it
         await broken(store, table)
-    *_, failed = await collect(assistant.respond(inbound("store me")))
+    *_, failed = await collect(assistant.respond(inbound("store me", dedupe_keys=("event:E1",))))
     assert isinstance(failed, Failed) and "could not save your message" in failed.user_message
+    again = await collect(assistant.respond(inbound("store me", dedupe_keys=("event:E1",))))
+    assert not isinstance(again[-1], Ignored)  # the claim went with the failed transaction
 
     await broken(store, "prompt_bindings")  # which version answers here cannot be read
     *_, failed = await collect(assistant.respond(inbound("which prompt?")))
     assert isinstance(failed, Failed) and failed.retryable
     assert "could not work out which prompt answers here" in failed.user_message
-
-    await broken(store, "processed_events")  # a delivery cannot be claimed
-    [failed] = await collect(assistant.respond(inbound("once", dedupe_keys=("event:E1",))))
-    assert isinstance(failed, Failed) and "could not reach its database" in failed.user_message
     assert fake_llm.requests == []

@@ -20,7 +20,7 @@ async def candidate_cases(store: Store, prompt_name: str) -> str:
     """YAML of cases for `prompts/NAME/evals.yaml`, one per disliked answer, to review: the
     question as the input, the rated answer as what not to say, and a rubric to write."""
     cases = []
-    for answer, version in await store.rated_answers(liked=False, prompt_name=prompt_name):
+    for answer, version in await store.votes.rated_answers(liked=False, prompt_name=prompt_name):
         earlier = await store.messages_before(answer)
         questions = [m for m in earlier if m.role == "user"]
         if not questions:
@@ -50,7 +50,7 @@ async def candidate_cases(store: Store, prompt_name: str) -> str:
 async def finetune_lines(store: Store) -> AsyncIterator[str]:
     """One JSON line per liked answer: the system prompt of its version, the conversation up
     to it, and the answer."""
-    for answer, version in await store.rated_answers(liked=True):
+    for answer, version in await store.votes.rated_answers(liked=True):
         earlier = await store.messages_before(answer)
         messages = [{"role": m.role, "content": m.text} for m in earlier]
         system = _system(version, answer)

@@ -18,19 +18,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from assistant.records import CallRecord, NewMessage
+from assistant.records import CallRecord, NewMessage, PendingReply
 from assistant.store.database import WorkRunner, create_engine
 from assistant.store.eval_store import EvalStore
+from assistant.store.open_turns import NOTE_REPLY, OpenTurns
 from assistant.store.prompt_store import PromptStore
 from assistant.store.tables import (
     Conversation,
-    Feedback,
     LlmCall,
     Message,
+    OpenTurn,
     ProcessedEvent,
-    PromptVersionRow,
     utcnow,
 )
+from assistant.store.vote_store import VoteStore
 from assistant.turns import ConversationRef
 
 _PAGE = 128
@@ -83,6 +84,8 @@ class Store:
         self._conversation_ids: dict[ConversationRef, int] = {}
         self._pruned_at = -_PRUNE_EVERY_SECONDS
         self.prompts = PromptStore(engine, run=self._run)
+        self.open_turns = OpenTurns(engine, run=self._run)
+        self.votes = VoteStore(engine)
         self.evals = EvalStore(engine)
 
     @classmethod
@@ -158,21 +161,35 @@ class Store:
         *,
         prompt_version_id: int | None,
         token_limit: int,
-    ) -> tuple[int, History]:
-        """Store the user's message, then read its conversation's history; returns the
-        message's id and the history.
+        claim: Sequence[str] = (),
+        keep: timedelta = timedelta(hours=24),
+        pending: PendingReply | None = None,
+    ) -> tuple[int, History] | None:
+        """Claim the delivery (`claim`: its dedupe keys), store the user's message and the
+        answer owed (`pending`) in one transaction, then read the conversation's history.
+        Returns the message's id and the history; None when the delivery was claimed before
+        (then nothing is stored).
 
-        The message is committed before the history is read, so it is safe whatever happens
-        next; one connection serves both because this runs on every turn.
+        One transaction, so no crash can leave a claimed delivery without its message, or a
+        message without the record that it still needs an answer.
         """
         row = _message_row(message, conversation_id, prompt_version_id)
+        claims, prune = self._claims(claim)
 
-        def work(connection: Connection) -> tuple[int, History]:
+        def work(connection: Connection) -> tuple[int, History] | None:
+            if claims and not _claim(connection, claims, prune=prune, keep=keep):
+                return None
             message_id = _insert_message(connection, row)
+            if pending is not None:
+                connection.execute(_OPEN_TURN, _open_turn_row(message_id, pending))
             connection.commit()
             return message_id, _history(connection, conversation_id, token_limit)
 
         return await self._run(work)
+
+    async def read_history(self, conversation_id: int, *, token_limit: int) -> History:
+        """A conversation's summary state and newest messages (resuming a cut-short turn)."""
+        return await self._run(lambda c: _history(c, conversation_id, token_limit))
 
     async def add_message(self, message: Message) -> Message:
         async with self._sessions() as session:
@@ -249,8 +266,11 @@ class Store:
         user_message_id: int | None = None,
     ) -> int | None:
         """Store the reply and its calls together (a reply is never stored without its cost);
-        with no reply, the calls are filed under the user's message. Returns the reply's id."""
+        with no reply, the calls are filed under the user's message. An owed turn notes its
+        reply: a restart then shows the stored answer instead of asking the model again.
+        Returns the reply's id."""
         reply_row = _message_row(reply, conversation_id, prompt_version_id) if reply else None
+        answered = reply is not None and reply.status == "ok" and user_message_id is not None
 
         def work(connection: Connection) -> int | None:
             reply_id = _insert_message(connection, reply_row) if reply_row else None
@@ -261,6 +281,8 @@ class Store:
                     for call in calls
                 ]
                 connection.execute(_INSERT_CALLS, rows)
+            if reply_id is not None and answered:
+                connection.execute(NOTE_REPLY, {"question": user_message_id, "reply": reply_id})
             connection.commit()
             return reply_id
 
@@ -284,43 +306,6 @@ class Store:
             )
             return list(result.all())
 
-    async def record_feedback(self, message_id: int, user_id: str, vote: int) -> bool:
-        """Store or change `user_id`'s vote on an assistant message; False when there is no
-        such answer. The vote carries the answer's prompt version."""
-        async with self._sessions() as session:
-            message = await session.get(Message, message_id)
-            if message is None or message.role != "assistant":
-                return False
-            vote_row = Feedback(
-                message_id=message_id,
-                prompt_version_id=message.prompt_version_id,
-                user_id=user_id,
-                vote=vote,
-            )
-            for _ in range(2):  # a concurrent first vote by the same user wins the insert
-                if await _save_vote(session, vote_row):
-                    return True
-            return False
-
-    async def rated_answers(
-        self, *, liked: bool, prompt_name: str | None = None
-    ) -> list[tuple[Message, PromptVersionRow | None]]:
-        """Answers whose votes lean one way (more 👍 than 👎, or the reverse), with the
-        version that gave them; oldest first."""
-        net = func.sum(Feedback.vote)
-        statement = (
-            select(Message, PromptVersionRow)
-            .join(Feedback, col(Feedback.message_id) == col(Message.id))
-            .outerjoin(PromptVersionRow, col(PromptVersionRow.id) == col(Message.prompt_version_id))
-            .group_by(col(Message.id), col(PromptVersionRow.id))
-            .having(net > 0 if liked else net < 0)
-            .order_by(col(Message.id))
-        )
-        if prompt_name is not None:
-            statement = statement.where(PromptVersionRow.name == prompt_name)
-        async with self._sessions() as session:
-            return [(message, version) for message, version in (await session.exec(statement))]
-
     async def messages_before(self, message: Message) -> list[Message]:
         """The complete messages of a conversation up to (not including) `message`."""
         async with self._sessions() as session:
@@ -335,55 +320,27 @@ class Store:
             )
             return list(result.all())
 
-    async def feedback(self, message_id: int) -> list[Feedback]:
-        async with self._sessions() as session:
-            result = await session.exec(
-                select(Feedback).where(Feedback.message_id == message_id).order_by(col(Feedback.id))
-            )
-            return list(result.all())
-
     async def claim_event(self, keys: Sequence[str], *, keep: timedelta) -> bool:
         """True when none of `keys` was seen before; records them all in one transaction.
         Keys older than `keep` are forgotten, at most once a minute per process."""
-        rows = [{"key": _event_key(key), "created_at": utcnow()} for key in dict.fromkeys(keys)]
-        now = time.monotonic()
-        prune = now - self._pruned_at >= _PRUNE_EVERY_SECONDS
-        if prune:
-            self._pruned_at = now
+        claims, prune = self._claims(keys)
 
         def work(connection: Connection) -> bool:
-            if prune:
-                connection.execute(_FORGET_EVENTS, {"before": utcnow() - keep})
-            try:
-                connection.execute(_CLAIM_EVENT, rows)
-            except IntegrityError:
-                connection.rollback()
-                return False
-            connection.commit()
-            return True
+            claimed = _claim(connection, claims, prune=prune, keep=keep)
+            if claimed:
+                connection.commit()
+            return claimed
 
         return await self._run(work)
 
-
-async def _save_vote(session: AsyncSession, vote: Feedback) -> bool:
-    """Insert the vote, or change the one this user already gave; False on losing a race."""
-    existing = await session.exec(
-        select(Feedback).where(
-            Feedback.message_id == vote.message_id, Feedback.user_id == vote.user_id
-        )
-    )
-    row = existing.first()
-    if row is None:
-        row = Feedback.model_validate(vote.model_dump())
-    else:
-        row.vote, row.updated_at = vote.vote, utcnow()
-    session.add(row)
-    try:
-        await session.commit()
-        return True
-    except IntegrityError:
-        await session.rollback()
-        return False
+    def _claims(self, keys: Sequence[str]) -> tuple[list[dict[str, Any]], bool]:
+        """The rows that claim `keys`, and whether this claim also forgets expired keys."""
+        rows = [{"key": _event_key(key), "created_at": utcnow()} for key in dict.fromkeys(keys)]
+        now = time.monotonic()
+        prune = bool(rows) and now - self._pruned_at >= _PRUNE_EVERY_SECONDS
+        if prune:
+            self._pruned_at = now
+        return rows, prune
 
 
 # The statements of the hot path, built once: building a statement costs more than running it.
@@ -413,6 +370,7 @@ _FORGET_EVENTS = delete(ProcessedEvent).where(_events.created_at < bindparam("be
 _CLAIM_EVENT = insert(ProcessedEvent)
 _INSERT_MESSAGE = insert(Message).returning(_messages.id)
 _INSERT_CALLS = insert(LlmCall)
+_OPEN_TURN = insert(OpenTurn)
 _LARGEST_ID = 2**31 - 1  # INTEGER on Postgres
 
 
@@ -439,6 +397,37 @@ def _conversation_id(connection: Connection, key: ConversationRef) -> int:
     return int(created)
 
 
+def _claim(
+    connection: Connection, rows: list[dict[str, Any]], *, prune: bool, keep: timedelta
+) -> bool:
+    """Insert the claim rows; False (and the transaction rolled back) when any was taken."""
+    if prune:
+        connection.execute(_FORGET_EVENTS, {"before": utcnow() - keep})
+    try:
+        connection.execute(_CLAIM_EVENT, rows)
+    except IntegrityError:
+        connection.rollback()
+        return False
+    return True
+
+
+def _open_turn_row(message_id: int, pending: PendingReply) -> dict[str, Any]:
+    return OpenTurn(
+        message_id=message_id,
+        surface=pending.surface,
+        place=storable(pending.place),
+        owner=pending.owner,
+    ).model_dump()
+
+
+def storable(text: str) -> str:
+    """`text` as every database keeps it: Postgres refuses NUL in text, and no database takes a
+    lone surrogate (from a mangled emoji) in UTF-8; both become U+FFFD rather than fail."""
+    if text.isascii() and "\x00" not in text:
+        return text
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
 def _insert_message(connection: Connection, row: dict[str, Any]) -> int:
     return int(connection.execute(_INSERT_MESSAGE, row).scalar_one())
 
@@ -446,9 +435,10 @@ def _insert_message(connection: Connection, row: dict[str, Any]) -> int:
 def _message_row(
     message: NewMessage, conversation_id: int, prompt_version_id: int | None
 ) -> dict[str, Any]:
-    row = Message(
-        conversation_id=conversation_id, prompt_version_id=prompt_version_id, **asdict(message)
-    )
+    fields = asdict(message)
+    for name in ("text", "author_id", "author_name"):
+        fields[name] = storable(fields[name])
+    row = Message(conversation_id=conversation_id, prompt_version_id=prompt_version_id, **fields)
     return row.model_dump(exclude={"id"})
 
 

@@ -234,3 +234,28 @@ class JobRun(SQLModel, table=True):
     last_run_at: datetime
     status: str = Field(default="ok", max_length=16, description="ok | error | baseline")
     error: str | None = Field(default=None, max_length=500)
+
+
+class OpenTurn(SQLModel, table=True):
+    """An answer the assistant owes: written with the user's message and the dedupe claim,
+    deleted with the reply. A row left behind is a turn a stopped process cut short."""
+
+    __tablename__ = "open_turns"
+
+    message_id: int = Field(primary_key=True, foreign_key="messages.id")
+    surface: str = Field(max_length=16)
+    place: str = Field(sa_column=Column(Text, nullable=False), description="where to answer")
+    shown: str | None = Field(default=None, max_length=128, description="the cut answer's id")
+    reply_id: int | None = Field(default=None, description="the answer, once stored")
+    owner: str = Field(max_length=64, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Worker(SQLModel, table=True):
+    """A serving process and when it last said it was alive; the open turns of one that went
+    silent are taken over by another."""
+
+    __tablename__ = "workers"
+
+    id: str = Field(primary_key=True, max_length=64)
+    seen_at: datetime = Field(default_factory=utcnow)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import io
 import itertools
 import json
 import time
@@ -62,6 +63,24 @@ class Fault:
     retry_after: int | None = None
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A signed request as it went to the app."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+def signed_headers(
+    body: bytes, secret: str = SIGNING_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    """Slack's signature headers for `body`: v0=HMAC-SHA256(secret, "v0:{timestamp}:{body}")."""
+    stamp = str(timestamp if timestamp is not None else int(time.time()))
+    digest = hmac.new(secret.encode(), f"v0:{stamp}:".encode() + body, hashlib.sha256)
+    return {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": "v0=" + digest.hexdigest()}
+
+
 class FakeSlack:
     def __init__(self, *, names: dict[str, str] | None = None) -> None:
         self.calls: list[Call] = []
@@ -71,12 +90,14 @@ class FakeSlack:
         self.names = names or {}
         self.streams_die_after: int | None = None  # appends, after which streams stop
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
+        self._delays: dict[str, float] = {}
         self._clock = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
         self._changed: asyncio.Condition | None = None
         self._socket_ws: web.WebSocketResponse | None = None
         self.socket_acks: list[dict[str, Any]] = []  # envelope acks received in Socket Mode
+        self.sent: list[Sent] = []  # every signed request sent to the app, for replays
         self.base = ""
 
     async def start(self) -> FakeSlack:
@@ -114,6 +135,10 @@ class FakeSlack:
     def fail(self, method: str, fault: Fault, *, times: int = 1) -> None:
         self._faults[method].extend([fault] * times)
 
+    def slow_down(self, method: str, seconds: float) -> None:
+        """Answer every call of `method` only after `seconds` (a busy Slack)."""
+        self._delays[method] = seconds
+
     def calls_to(self, method: str) -> list[dict[str, Any]]:
         return [call.params for call in self.calls if call.method == method]
 
@@ -134,6 +159,8 @@ class FakeSlack:
         method = request.match_info["method"]
         params = await _params(request)
         self.calls.append(Call(method, params, time.time()))
+        if method in self._delays:
+            await asyncio.sleep(self._delays[method])
         if self._faults[method]:
             fault = self._faults[method].popleft()
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
@@ -220,6 +247,16 @@ class FakeSlack:
         if len(params.get("markdown_text") or "") > 12000:
             return {"ok": False, "error": "msg_too_long"}
         return None
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The bot's messages in a thread (the fake keeps no one else's), as Slack lists them."""
+        found = self.thread(params["channel"], params["ts"])
+        return {"ok": True, "messages": [_listed(m) for m in found], "has_more": False}
+
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        oldest = float(params.get("oldest") or 0)
+        found = [m for m in self.thread(params["channel"], None) if float(m.ts) > oldest]
+        return {"ok": True, "messages": [_listed(m) for m in found], "has_more": False}
 
     def _chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         if refused := self._refused(params):
@@ -311,27 +348,33 @@ class FakeSlack:
     async def post_signed(
         self,
         url: str,
-        body: str,
+        body: str | bytes,
         *,
         content_type: str,
         secret: str = SIGNING_SECRET,
         timestamp: int | None = None,
         retry_num: int | None = None,
     ) -> int:
-        stamp = str(timestamp if timestamp is not None else int(time.time()))
-        digest = hmac.new(secret.encode(), f"v0:{stamp}:{body}".encode(), hashlib.sha256)
-        headers = {
-            "Content-Type": content_type,
-            "X-Slack-Request-Timestamp": stamp,
-            "X-Slack-Signature": "v0=" + digest.hexdigest(),
-        }
+        raw = body.encode() if isinstance(body, str) else body
+        headers = {"Content-Type": content_type, **signed_headers(raw, secret, timestamp)}
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = "http_timeout"
+        self.sent.append(Sent(url=url, body=raw, headers=headers))
+        status, _ = await self.post(url, raw, headers)
+        return status
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+        """POST exactly these bytes and headers (a replay, or hostile input); status and text."""
         assert self._http is not None
-        async with self._http.post(url, data=body.encode(), headers=headers) as response:
-            await response.read()
-            return response.status
+        data = io.BytesIO(body) if len(body) > 1024 * 1024 else body  # aiohttp warns otherwise
+        async with self._http.post(url, data=data, headers=headers) as response:
+            return response.status, await response.text(errors="replace")
+
+    async def replay(self, sent: Sent) -> int:
+        """Send a request again, byte for byte: the same body, timestamp and signature."""
+        status, _ = await self.post(sent.url, sent.body, sent.headers)
+        return status
 
     def _event_body(self, event: dict[str, Any], event_id: str) -> dict[str, Any]:
         return {
@@ -353,7 +396,10 @@ class FakeSlack:
             url, json.dumps(body), content_type="application/json", **options
         )
 
-    async def send_command(self, url: str, text: str, *, user: str, channel: str) -> int:
+    async def send_command(
+        self, url: str, text: str, *, user: str, channel: str, trigger_id: str | None = None
+    ) -> int:
+        """A slash command; each has its own trigger_id, as Slack gives it, unless told."""
         form = {
             "command": "/assistant",
             "text": text,
@@ -361,24 +407,33 @@ class FakeSlack:
             "channel_id": channel,
             "user_id": user,
             "response_url": f"{self.base}/respond/{next(self._clock)}",
-            "trigger_id": "1.2.3",
+            "trigger_id": trigger_id or f"{next(self._clock)}.1.abc",
         }
         return await self.post_signed(
             url, urlencode(form), content_type="application/x-www-form-urlencoded"
         )
 
     async def click(
-        self, url: str, button: dict[str, Any], *, user: str, message: SlackMessage
+        self,
+        url: str,
+        button: dict[str, Any],
+        *,
+        user: str,
+        message: SlackMessage,
+        channel: str | None = None,
     ) -> int:
+        """A button click on `message`; `channel` puts the message somewhere else (a button
+        copied into another conversation)."""
+        where = channel or message.channel
         payload = {
             "type": "block_actions",
             "team": {"id": TEAM},
             "user": {"id": user},
-            "channel": {"id": message.channel},
-            "container": {"type": "message", "message_ts": message.ts},
+            "channel": {"id": where},
+            "container": {"type": "message", "message_ts": message.ts, "channel_id": where},
             "message": {"ts": message.ts, "text": message.text},
             "response_url": f"{self.base}/respond/{next(self._clock)}",
-            "trigger_id": "1.2.3",
+            "trigger_id": f"{next(self._clock)}.1.abc",
             "actions": [
                 {
                     "type": "button",
@@ -406,3 +461,15 @@ async def _params(request: web.Request) -> dict[str, Any]:
 def _blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
     blocks = params.get("blocks") or []
     return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
+
+
+def _listed(message: SlackMessage) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "ts": message.ts,
+        "text": message.text,
+        "user": BOT_USER,
+        "bot_id": "B0BOT",
+        "thread_ts": message.thread_ts,
+        "blocks": message.blocks,
+    }
