@@ -140,21 +140,28 @@ def make_assistant(
     """Build an engine over the shared store and fake LLM; keyword args tune EngineConfig."""
 
     async def build(**config: Any) -> Assistant:
-        catalog = PromptCatalog(
-            load_prompts_dir(prompts_dir, known_tools=tools.names()), default_prompt="assistant"
-        )
-        assistant = Assistant(
-            store=store,
-            model=model,
-            catalog=catalog,
-            tools=tools,
-            prices=PriceTable.load(),
-            config=EngineConfig(**config),
-        )
-        await assistant.sync_prompts()
-        return assistant
+        return await build_assistant(store, model, prompts_dir, tools, **config)
 
     return build
+
+
+async def build_assistant(
+    store: Store, model: OpenAIChatModel, prompts_dir: Path, tools: ToolRegistry, **config: Any
+) -> Assistant:
+    """An engine as one serving process has it: each has its own worker id."""
+    catalog = PromptCatalog(
+        load_prompts_dir(prompts_dir, known_tools=tools.names()), default_prompt="assistant"
+    )
+    assistant = Assistant(
+        store=store,
+        model=model,
+        catalog=catalog,
+        tools=tools,
+        prices=PriceTable.load(),
+        config=EngineConfig(**config),
+    )
+    await assistant.sync_prompts()
+    return assistant
 
 
 REF = ConversationRef(platform="test", workspace="W1", channel="C1", thread="T1")

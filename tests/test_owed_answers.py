@@ -8,34 +8,20 @@ from contextlib import aclosing
 from pathlib import Path
 
 from assistant.builtin_tools import builtin_registry
-from assistant.engine import Accepted, Assistant, EngineConfig
+from assistant.engine import Accepted, Assistant
 from assistant.llm import OpenAIChatModel
-from assistant.pricing import PriceTable
-from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.store import Store, migrate
 from assistant.testing import Fail, Reply
 from assistant.turns import Completed, Failed, Ignored, TextDelta, Thinking
-from tests.conftest import collect, inbound
+from tests.conftest import build_assistant, collect, inbound
 
 PLACE = '{"channel":"C1","thread_ts":"1.0"}'
 
 
 async def engine(store: Store, model: OpenAIChatModel, prompts_dir: Path) -> Assistant:
-    """An engine as one serving process has it (each with its own worker id)."""
-    tools = builtin_registry()
-    catalog = PromptCatalog(
-        load_prompts_dir(prompts_dir, known_tools=tools.names()), default_prompt="assistant"
+    return await build_assistant(
+        store, model, prompts_dir, builtin_registry(), heartbeat_seconds=0.05
     )
-    assistant = Assistant(
-        store=store,
-        model=model,
-        catalog=catalog,
-        tools=tools,
-        prices=PriceTable.load(),
-        config=EngineConfig(heartbeat_seconds=0.05),
-    )
-    await assistant.sync_prompts()
-    return assistant
 
 
 async def open_store(database_url: str) -> Store:
