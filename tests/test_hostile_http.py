@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -229,7 +230,7 @@ async def assert_still_answers(bot: SlackBot, slack: FakeSlack, fake_llm: Any) -
 
 
 @settings(
-    max_examples=200,
+    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")),  # the trial: FUZZ_EXAMPLES=10000
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
