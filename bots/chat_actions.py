@@ -11,15 +11,14 @@ from collections.abc import Callable
 from typing import Literal
 
 from assistant.admin.commands import COMMAND_FAILED, AdminCommands, CommandResult
-from assistant.admin.grammar import Command, CommandContext
+from assistant.admin.grammar import Command, CommandContext, ascii_number
 from assistant.engine import Assistant
+from assistant.store.tables import LARGEST_ID
 from assistant.turns import Actor, ConversationRef
 
 log = logging.getLogger(__name__)
 
 VoteOutcome = Literal["recorded", "unknown answer", "elsewhere", "failed"]
-
-_LARGEST_ID = 2**63 - 1  # a database's BIGINT: a larger id is no answer, not an overflow
 
 
 class QuietWarnings:
@@ -54,11 +53,9 @@ class QuietWarnings:
 
 
 def answer_id(text: str) -> int | None:
-    """The answer id a button carries, or None when it is not one (a forged or odd value)."""
-    if not (text.isascii() and text.isdigit()) or len(text) > 19:
-        return None
-    number = int(text)
-    return number if 0 < number <= _LARGEST_ID else None
+    """The answer id a button carries, or None when it is not one (a forged or odd value; an
+    id past the store's, which Postgres would refuse rather than find nothing)."""
+    return ascii_number(text, low=1, high=LARGEST_ID)
 
 
 def feedback_acknowledgement(vote: int, outcome: VoteOutcome) -> str:

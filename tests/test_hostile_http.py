@@ -22,7 +22,9 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from assistant.store.tables import LARGEST_ID
 from assistant.testing import Reply
+from bots.chat_actions import answer_id
 from bots.slack_http import MAX_BODY_BYTES, MAX_DEPTH
 from tests.conftest import SlackBot, write_prompt
 from tests.fakes.slack_api import BOT_USER, TEAM, FakeSlack, Fault, signed_headers
@@ -408,7 +410,9 @@ async def test_a_vote_from_another_channel_is_refused(slack_bot, slack, fake_llm
     assert vote.user_id == "slack:U9"
 
 
-@pytest.mark.parametrize("value", ["not-a-number", "٣", "99999999999999999999999", ""])
+@pytest.mark.parametrize(
+    "value", ["not-a-number", "٣", "99999999999999999999999", "3000000000", ""]
+)
 async def test_a_feedback_value_that_is_no_answer_id_says_so(
     slack_bot, slack, fake_llm, caplog, value
 ):
@@ -424,3 +428,10 @@ async def test_a_feedback_value_that_is_no_answer_id_says_so(
     await slack_bot.settle(slack)
     assert slack.responses[-1]["text"].startswith("That answer is no longer known")
     assert tracebacks(caplog) == []
+
+
+def test_an_answer_id_is_one_the_store_can_hold():
+    """Past Postgres's INTEGER a lookup would fail (a logged error), not find nothing."""
+    assert answer_id(str(LARGEST_ID)) == LARGEST_ID
+    assert answer_id(str(LARGEST_ID + 1)) is None
+    assert answer_id("0") is None and answer_id("007") == 7

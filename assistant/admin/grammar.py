@@ -262,14 +262,19 @@ def _version(word: str) -> int:
 
 
 def _whole_number(word: str, *, what: str, low: int, high: int) -> int:
-    """`word` as a number from `low` to `high`. Only ASCII digits: `isdigit` alone accepts '²'
-    and '٣', which `int` then refuses or reads; and the length is checked before `int` reads it,
-    so a 5,000-digit word is refused, not converted."""
+    number = ascii_number(word, low=low, high=high)
+    if number is None:
+        raise UsageError(f"{what} is a whole number from {low} to {high}, not {_shown(word)}")
+    return number
+
+
+def ascii_number(word: str, *, low: int, high: int) -> int | None:
+    """`word` as a number from `low` to `high`, or None. Only ASCII digits: `isdigit` alone
+    accepts '²' and '٣', which `int` then refuses or reads; and the length is checked before
+    `int` reads it, so a 5,000-digit word is refused, not converted."""
     digits = word.lstrip("0") or "0"
     readable = word.isascii() and word.isdigit() and len(digits) <= len(str(high))
-    if readable and low <= int(digits) <= high:
-        return int(digits)
-    raise UsageError(f"{what} is a whole number from {low} to {high}, not {_shown(word)}")
+    return int(digits) if readable and low <= int(digits) <= high else None
 
 
 def _shown(word: str) -> str:

@@ -24,6 +24,7 @@ from assistant.store.eval_store import EvalStore
 from assistant.store.open_turns import NOTE_REPLY, OpenTurns
 from assistant.store.prompt_store import PromptStore
 from assistant.store.tables import (
+    LARGEST_ID,
     Conversation,
     LlmCall,
     Message,
@@ -371,7 +372,6 @@ _CLAIM_EVENT = insert(ProcessedEvent)
 _INSERT_MESSAGE = insert(Message).returning(_messages.id)
 _INSERT_CALLS = insert(LlmCall)
 _OPEN_TURN = insert(OpenTurn)
-_LARGEST_ID = 2**31 - 1  # INTEGER on Postgres
 
 
 def _conversation_id(connection: Connection, key: ConversationRef) -> int:
@@ -479,7 +479,7 @@ def _newest(
     """
     found: list[HistoryEntry] = []
     total = 0
-    up_to_id = _LARGEST_ID
+    up_to_id = LARGEST_ID
     while True:
         params = {"conversation_id": conversation_id, "after_id": after_id, "up_to_id": up_to_id}
         page = connection.execute(_NEWEST_PAGE, params).all()

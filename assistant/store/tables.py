@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+LARGEST_ID = 2**31 - 1  # ids are INTEGER: 32 bits, signed, on Postgres
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
