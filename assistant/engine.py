@@ -203,10 +203,8 @@ class Assistant:
         inbound = _inbound_of(orphan)
         try:
             setup = await self._planner.plan(inbound)
-            policy = setup.version.memory
             history = await self._store.read_history(
-                setup.conversation_id,
-                token_limit=max(policy.summarize_over_tokens, policy.context_tokens),
+                setup.conversation_id, token_limit=setup.version.memory.history_tokens
             )
         except Exception as exc:
             log.exception("could not resume a turn")
@@ -268,7 +266,7 @@ class Assistant:
             setup.conversation_id,
             message,
             prompt_version_id=setup.prompt_version_id,
-            token_limit=max(policy.summarize_over_tokens, policy.context_tokens),
+            token_limit=policy.history_tokens,
             claim=inbound.dedupe_keys,
             keep=DEDUPE_WINDOW,
             pending=pending,

@@ -108,6 +108,12 @@ class MemoryPolicy(BaseModel):
     context_tokens: int = Field(default=6000, ge=256)
     summarize_over_tokens: int = Field(default=4000, ge=0, description="0 turns folding off")
 
+    @property
+    def history_tokens(self) -> int:
+        """How much of the newest history a turn reads: enough to fill the context, and to
+        decide whether to fold."""
+        return max(self.summarize_over_tokens, self.context_tokens)
+
 
 class PromptVersion(BaseModel):
     """One released version of a prompt, exactly as its file says."""
