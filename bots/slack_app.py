@@ -61,7 +61,7 @@ log = logging.getLogger(__name__)
 EVENTS_PATH = "/slack/events"
 SHUTDOWN_GRACE_SECONDS = 30.0
 COMMAND_MEMORY = timedelta(minutes=15)  # past Slack's 5-minute window, with room for clocks
-ACCEPT_SECONDS = 2.0  # reading and storing an event before the ack; Slack waits 3 s
+READ_SECONDS = 2.0  # reading an event (names) before it is stored and acked; Slack waits 3 s
 _HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # edits, deletions, joins: not asks
 _USER_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
 
@@ -181,13 +181,13 @@ class SlackAdapter:
         team = str(context.team_id or body.get("team_id") or event.get("team") or "")
         reading = self._to_turn(event, body, bot_user=bot_user, team=team)
         try:
-            async with asyncio.timeout(ACCEPT_SECONDS):
+            async with asyncio.timeout(READ_SECONDS):
                 turn = await reading
-                if turn is not None:
-                    turn = await self._accepted(turn)
         except TimeoutError:  # Slack is slow to answer a lookup: ack now, go on after
             self._turns.start(self._to_turn(event, body, bot_user=bot_user, team=team))
             return
+        # never under the timeout: a store transaction cut short may still commit its claim
+        turn = await self._accepted(turn) if turn is not None else None
         if turn is not None:
             self._turns.start_turn(turn)
 
