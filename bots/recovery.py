@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import timedelta
 from typing import Protocol
@@ -94,33 +95,49 @@ class TurnRecovery:
 
 
 class KeepAlive:
-    """Says this process is alive and sweeps for orphaned turns, every beat. The first beat
-    comes before the first sweep, so no other process mistakes this one's turns for orphans;
+    """Says this process is alive every beat, and sweeps for orphaned turns. The two run on
+    tasks of their own: a sweep waits on Slack (closing a cut answer), and a heartbeat held up
+    behind it would make this live process look dead, its turns adopted and answered twice.
     `stop` lets a sweep under way finish, since an adopted turn must not be left half done."""
 
     def __init__(self, assistant: Assistant, recoveries: list[TurnRecovery]) -> None:
         self._assistant = assistant
         self._recoveries = recoveries
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._no_more_sweeps = asyncio.Event()
+        self._no_more_beats = asyncio.Event()
+        self._beating: asyncio.Task[None] | None = None
+        self._sweeping: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
+        """Start beating and sweeping; the caller has beaten once already, so no other process
+        mistakes this one's first turns for orphans."""
+        owed = self._assistant.owed
+        self._beating = asyncio.create_task(self._every_beat(owed.beat, self._no_more_beats))
+        self._sweeping = asyncio.create_task(self._every_beat(self._sweep, self._no_more_sweeps))
 
     async def stop(self, *, grace: float = 30.0) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            with suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), grace)
-            self._task.cancel()
+        """The sweep under way finishes first, while the heartbeat goes on."""
+        for until, task in (
+            (self._no_more_sweeps, self._sweeping),
+            (self._no_more_beats, self._beating),
+        ):
+            until.set()
+            if task is not None:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), grace)
+                task.cancel()
 
-    async def _run(self) -> None:
-        while not self._stopping.is_set():
+    async def _sweep(self) -> None:
+        for recovery in self._recoveries:
+            await recovery.sweep()
+
+    async def _every_beat(
+        self, work: Callable[[], Awaitable[object]], until: asyncio.Event
+    ) -> None:
+        while not until.is_set():
             try:
-                await self._assistant.owed.beat()
-                for recovery in self._recoveries:
-                    await recovery.sweep()
+                await work()
             except Exception:
                 log.exception("the heartbeat or the recovery sweep failed; trying again")
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self._assistant.owed.beat_seconds)
+                await asyncio.wait_for(until.wait(), self._assistant.owed.beat_seconds)

@@ -120,16 +120,59 @@ async def test_a_killed_answer_is_finished_by_the_next_process(
         assert await stored_questions(database_url) == (1, 0), log  # no message lost, none owed
 
 
-async def mention(slack: FakeSlack, port: int) -> str:
+async def test_a_replica_busy_recovering_is_not_taken_for_dead(env, tmp_path, database_url):
+    """Found by a hostile run: a sweep waiting on a slow Slack held up its own heartbeat, so
+    the replica looked dead and its turns (the one it had just adopted, and its own live one)
+    were adopted back and forth and answered up to four times."""
+    async with FakeLlm() as llm:
+        llm.script(*[Reply(text=ANSWER, chunk_chars=4, chunk_delay=0.1)] * 8)
+        slack = await FakeSlack().start()
+        ports = [free_port() for _ in range(3)]
+        replicas = []
+        for port in ports:
+            env_of = dict(env, DATABASE_URL=database_url, SLACK_PORT=str(port))
+            env_of.update(
+                SLACK_BOT_TOKEN="xoxb-crash",
+                SLACK_SIGNING_SECRET=SIGNING_SECRET,
+                SLACK_API_URL=slack.api_url,
+                OPENAI_BASE_URL=llm.base_url,
+                OPENAI_API_KEY="sk-crash-test",
+                WORKER_HEARTBEAT_SECONDS="0.1",
+            )
+            replicas.append(Serving(env_of, tmp_path))
+        killed, *serving = replicas
+        threads = ("1700000000.000100", "1700000000.000200")
+        try:
+            for replica in replicas:
+                await replica.start()
+            await mention(slack, ports[0], threads[0], "EvKilled")
+            await slack.wait_until(lambda: streaming_started(slack))
+            await mention(slack, ports[1], threads[1], "EvLive")  # a live turn of its own
+            slack.slow_down("conversations.replies", 2.0)  # recovery waits on Slack
+            await killed.kill()
+            await slack.wait_until(lambda: all(answered(slack, t) for t in threads))
+            await settled(database_url)
+            await asyncio.sleep(1.0)  # time for a wrong adoption to show itself
+        finally:
+            log = "\n".join([await replica.stop() for replica in serving])
+            await slack.stop()
+        for thread in threads:
+            messages = slack.thread(CHANNEL, thread)
+            finished = [m for m in messages if m.text.strip() == ANSWER]
+            assert len(finished) == 1 and not any(m.streaming for m in messages), log[-3000:]
+
+
+async def mention(
+    slack: FakeSlack, port: int, ts: str = "1700000000.000100", event_id: str = "EvCrash"
+) -> str:
     """Mention the assistant in a channel (retrying while the process starts); the thread."""
     url = f"http://127.0.0.1:{port}/slack/events"
-    ts = "1700000000.000100"
     event = {"type": "app_mention", "user": "U1", "text": f"<@{BOT_USER}> tell me", "ts": ts}
     event["channel"] = CHANNEL
     deadline = time.monotonic() + 30
     while True:
         try:
-            assert await slack.send_event(url, event, event_id="EvCrash") == 200
+            assert await slack.send_event(url, event, event_id=event_id) == 200
             return ts
         except OSError:
             if time.monotonic() > deadline:
