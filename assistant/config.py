@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     daily_budget_usd: float | None = Field(default=None, ge=0)
 
     pricing_file: Path | None = None
+    models_file: Path | None = None  # which parameters each model takes, over the bundled table
+    # model calls at once per process (queued beyond): 1 for a single-slot server (llama.cpp
+    # cuts the running request when another arrives)
+    llm_max_concurrency: int | None = Field(default=None, ge=1, le=10_000)
+    eval_concurrency: int = Field(default=4, ge=1, le=256)
     llm_first_token_timeout: float = Field(default=30.0, gt=0)
     llm_idle_timeout: float = Field(default=30.0, gt=0)
     llm_total_timeout: float = Field(default=180.0, gt=0)

@@ -6,16 +6,20 @@ The only module that knows OpenAI's wire types; the engine sees ChatMessage, Com
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import random
+import re
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import openai
-from openai import AsyncStream
+from openai import AsyncStream, RequestOptions
 
+from assistant.model_traits import ModelTable
 from assistant.tools import ToolDefinition
 
 log = logging.getLogger(__name__)
@@ -44,14 +48,16 @@ class ChatRequest:
     model: str
     messages: Sequence[ChatMessage]
     tools: Sequence[ToolDefinition] = ()
+    tool_choice: str | None = None  # auto | required | none | a tool's name; None: auto
     params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Usage:
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included, as OpenAI bills them
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,8 +114,38 @@ class LlmStreamBroken(LlmError):
     user_message = "The answer was cut off by the language model service. Please try again."
 
 
+class LlmEmptyStream(LlmStreamBroken):
+    """The server said nothing at all: a crashed worker, or llama.cpp's way of refusing a
+    prompt longer than its context."""
+
+    user_message = "The language model sent back an empty answer. Please try again."
+
+
 class LlmRejected(LlmError):
     user_message = "The language model refused the request."
+
+
+class LlmContextOverflow(LlmRejected):
+    """The request does not fit the model's context. `limit` and `requested` are the server's
+    own counts when its message gives them (its tokenizer is not ours)."""
+
+    user_message = (
+        "This conversation has grown too long for the language model. Older messages will be "
+        "left out from now on: please send your message again."
+    )
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        limit: int | None = None,
+        requested: int | None = None,
+        ttft_ms: float | None = None,
+        total_ms: float = 0.0,
+    ) -> None:
+        super().__init__(detail, ttft_ms=ttft_ms, total_ms=total_ms)
+        self.limit = limit
+        self.requested = requested
 
 
 class LlmAuthFailed(LlmError):
@@ -138,7 +174,12 @@ class Timeouts:
 
 
 class OpenAIChatModel:
-    """Streams chat completions; retries 429/5xx/connection errors before the first token only."""
+    """Streams chat completions; retries 429/5xx/connection errors before the first token only.
+
+    Each request is sent in its model's own terms (`ModelTable`): a version's `max_tokens`
+    becomes `max_completion_tokens` for a reasoning model, a temperature it would refuse is
+    left out. A server that cannot stream tool calls gets its tool rounds unstreamed, from the
+    table or learnt from its first refusal."""
 
     def __init__(
         self,
@@ -147,28 +188,67 @@ class OpenAIChatModel:
         timeouts: Timeouts = Timeouts(),
         max_retries: int = 2,
         backoff_base: float = 0.5,
+        models: ModelTable | None = None,
+        max_concurrency: int | None = None,
+        send_key: bool = True,
     ) -> None:
         self._client = client
         self._timeouts = timeouts
         self._max_retries = max_retries
         self._backoff_base = backoff_base
+        self._models = models or ModelTable([])
+        self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+        self._options: RequestOptions = {}
+        if not send_key:  # the SDK insists on a key; a local server must not be sent a fake one
+            self._options["headers"] = {"Authorization": openai.Omit()}
+        self._unstreamed_tools: set[str] = set()
 
     @classmethod
     def connect(
-        cls, *, api_key: str | None, base_url: str | None, timeouts: Timeouts, max_retries: int
+        cls,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        timeouts: Timeouts,
+        max_retries: int,
+        models: ModelTable | None = None,
+        max_concurrency: int | None = None,
     ) -> OpenAIChatModel:
         client = openai.AsyncOpenAI(
-            api_key=api_key or "unused",  # local servers (Ollama, vLLM) need no key
+            api_key=api_key or "no-key",  # never sent: see send_key
             base_url=base_url,
             max_retries=0,  # retries are ours: counted, logged and bounded by the total timeout
             timeout=timeouts.total,
         )
-        return cls(client, timeouts=timeouts, max_retries=max_retries)
+        return cls(
+            client,
+            timeouts=timeouts,
+            max_retries=max_retries,
+            models=models,
+            max_concurrency=max_concurrency,
+            send_key=bool(api_key),
+        )
 
     async def close(self) -> None:
         await self._client.close()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]:
+        async with self._slot():
+            async for item in self._stream(request):
+                yield item
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """Waits for a free call slot (LLM_MAX_CONCURRENCY): a single-slot server cuts the
+        running request when another arrives, so the queue is kept here instead. The time
+        spent waiting is not counted against the call's timeouts."""
+        if self._slots is None:
+            yield
+            return
+        async with self._slots:
+            yield
+
+    async def _stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]:
         started = time.perf_counter()
         deadline = started + self._timeouts.total
         attempt = 0
@@ -181,6 +261,8 @@ class OpenAIChatModel:
                     yield item
                 return
             except LlmError as exc:
+                if not emitted and self._learn_unstreamed_tools(request, exc):
+                    continue
                 delay = self._retry_delay(exc, attempt, emitted, deadline)
                 if delay is None:
                     raise
@@ -193,11 +275,32 @@ class OpenAIChatModel:
                 )
             await asyncio.sleep(delay)
 
+    def _streams(self, request: ChatRequest) -> bool:
+        if not request.tools:
+            return True
+        traits = self._models.traits(request.model)
+        return traits.stream_tools and request.model not in self._unstreamed_tools
+
+    def _learn_unstreamed_tools(self, request: ChatRequest, exc: LlmError) -> bool:
+        """Whether `exc` is a server saying it cannot stream tool calls (llama-cpp-python:
+        "Automatic streaming tool choice is not supported"); if so, this model's tool rounds
+        go unstreamed from now on."""
+        if not self._streams(request) or not _says_no_streamed_tools(str(exc)):
+            return False
+        log.warning(
+            "model %s: the server cannot stream tool calls; its tool rounds are sent unstreamed",
+            request.model,
+        )
+        self._unstreamed_tools.add(request.model)
+        return True
+
     def _retry_delay(
         self, exc: LlmError, attempt: int, emitted: bool, deadline: float
     ) -> float | None:
         if emitted or attempt > self._max_retries:
             return None
+        if isinstance(exc, LlmEmptyStream):
+            return None if attempt > 1 else 0.0  # once: twice empty is a refusal, not a blip
         if not isinstance(exc, LlmRateLimited | LlmUnavailable):
             return None
         backoff = self._backoff_base * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)  # noqa: S311
@@ -217,8 +320,18 @@ class OpenAIChatModel:
             "/chat/completions",
             cast_to=object,
             body=body,
+            options=self._options,
             stream=True,
             stream_cls=AsyncStream[object],
+        )
+
+    async def _post_whole(self, body: dict[str, Any]) -> object:
+        """The same request unstreamed: one JSON completion."""
+        return await self._client.post(
+            "/chat/completions",
+            cast_to=object,
+            body={**body, "stream": False},
+            options=self._options,
         )
 
     async def _attempt(
@@ -237,31 +350,59 @@ class OpenAIChatModel:
             limit = first_token_by - now if ttft_ms is None else self._timeouts.idle
             return max(min(limit, deadline - now), 0.0)
 
+        body = self._wire_request(request)
         stream: AsyncStream[object] | None = None
         try:
-            async with asyncio.timeout(time_left()):
-                stream = await self._open_stream(_wire_request(request))
-            chunks = aiter(stream)
-            while True:
-                async with asyncio.timeout(time_left()):
-                    chunk = await anext(chunks, None)
-                if chunk is None:
-                    break
-                text = assembly.add(chunk)
-                if ttft_ms is None and assembly.started:
-                    ttft_ms = elapsed_ms()
+            if not self._streams(request):
+                async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):
+                    whole = await self._post_whole(body)
+                text = assembly.add_whole(whole)
+                ttft_ms = elapsed_ms()
                 if text:
                     yield text
+            else:
+                async with asyncio.timeout(time_left()):
+                    stream = await self._open_stream(body)
+                chunks = aiter(stream)
+                while True:
+                    async with asyncio.timeout(time_left()):
+                        chunk = await anext(chunks, None)
+                    if chunk is None:
+                        break
+                    text = assembly.add(chunk)
+                    if ttft_ms is None and assembly.started:
+                        ttft_ms = elapsed_ms()
+                    if text:
+                        yield text
         except Exception as exc:  # the cause is dropped: it may quote the API key
             raise self._llm_error(exc, ttft_ms=ttft_ms, total_ms=elapsed_ms()) from None
         finally:
             if stream is not None:
                 await stream.close()
         if assembly.finish_reason is None:
-            raise LlmStreamBroken(
-                "the stream ended before the model finished", ttft_ms=ttft_ms, total_ms=elapsed_ms()
+            empty = not assembly.started
+            error = LlmEmptyStream if empty else LlmStreamBroken
+            said = "anything" if empty else "finishing"
+            raise error(
+                f"the stream ended before the model said {said}",
+                ttft_ms=ttft_ms,
+                total_ms=elapsed_ms(),
             )
         yield assembly.completion(request.model, ttft_ms, elapsed_ms(), attempt)
+
+    def _wire_request(self, request: ChatRequest) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": wire_messages(request.messages),
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            **self._models.traits(request.model).adapt(request.params),
+        }
+        if request.tools:
+            body["tools"] = [tool.to_openai() for tool in request.tools]
+            # llama.cpp reads a missing tool_choice as "none": say it always
+            body["tool_choice"] = _tool_choice(request.tool_choice or "auto")
+        return body
 
     def _llm_error(self, exc: Exception, *, ttft_ms: float | None, total_ms: float) -> LlmError:
         """What a failed attempt means to the caller; never with the API key in its text."""
@@ -282,12 +423,24 @@ class OpenAIChatModel:
         )
 
 
+def _tool_choice(choice: str) -> str | dict[str, Any]:
+    if choice in ("auto", "required", "none"):
+        return choice
+    return {"type": "function", "function": {"name": choice}}
+
+
 class _Assembly:
-    """Collects a streamed completion: text, tool calls split over deltas, usage at the end."""
+    """Collects a completion from whatever shape a server streams it in.
+
+    OpenAI sends a call's id and name once, then its arguments in pieces, each delta with the
+    call's `index`. llama-cpp-python repeats the whole name (and id) in every delta; Ollama
+    sends each call whole in one chunk; some servers leave out `index` or `id`, send the
+    arguments as a JSON object, or put usage on the last chunk that still has choices."""
 
     def __init__(self) -> None:
         self.text: list[str] = []
-        self.calls: dict[int, dict[str, str]] = {}
+        self.calls: list[dict[str, str]] = []
+        self._slots: dict[object, dict[str, str]] = {}
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.model = ""
@@ -298,35 +451,71 @@ class _Assembly:
         if not isinstance(chunk, dict):
             return ""
         self.model = chunk.get("model") or self.model
-        usage = chunk.get("usage")
-        if usage:
-            details = usage.get("prompt_tokens_details") or {}
-            self.usage = Usage(
-                prompt_tokens=usage.get("prompt_tokens") or 0,
-                completion_tokens=usage.get("completion_tokens") or 0,
-                cached_tokens=details.get("cached_tokens") or 0,
-            )
+        self._add_usage(chunk.get("usage"))
         text = ""
         for choice in chunk.get("choices") or ():
-            delta = choice.get("delta") or {}
-            if delta.get("content"):
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta") or choice.get("message") or {}
+            if isinstance(delta.get("content"), str) and delta["content"]:
                 text += delta["content"]
                 self.started = True
             for call in delta.get("tool_calls") or ():
-                self._add_call(call)
+                if isinstance(call, dict):
+                    self._add_call(call)
             if choice.get("finish_reason"):
                 self.finish_reason = choice["finish_reason"]
+                self.started = True
         self.text.append(text)
         return text
 
+    def add_whole(self, response: Any) -> str:
+        """Take an unstreamed completion: the same fields, under `message`."""
+        if not isinstance(response, dict):
+            raise LlmStreamBroken("the server sent something other than a JSON completion")
+        return self.add(response)
+
+    def _add_usage(self, usage: Any) -> None:
+        if not isinstance(usage, dict) or not usage.get("prompt_tokens"):
+            return
+        details = usage.get("prompt_tokens_details") or {}
+        output_details = usage.get("completion_tokens_details") or {}
+        self.usage = Usage(
+            prompt_tokens=usage.get("prompt_tokens") or 0,
+            completion_tokens=usage.get("completion_tokens") or 0,
+            cached_tokens=details.get("cached_tokens") or 0,
+            reasoning_tokens=output_details.get("reasoning_tokens") or 0,
+        )
+
     def _add_call(self, call: dict[str, Any]) -> None:
         self.started = True
-        slot = self.calls.setdefault(call.get("index", 0), {"id": "", "name": "", "arguments": ""})
+        slot = self._slot(call)
         if call.get("id"):
-            slot["id"] = call["id"]
+            slot["id"] = str(call["id"])
         function = call.get("function") or {}
-        slot["name"] += function.get("name") or ""
-        slot["arguments"] += function.get("arguments") or ""
+        name = function.get("name") or ""
+        if name and not slot["name"].endswith(name):  # a repeated name is the same name
+            slot["name"] += name
+        arguments = function.get("arguments")
+        if isinstance(arguments, dict):  # a whole object: the call's arguments, complete
+            slot["arguments"] = json.dumps(arguments)
+        elif isinstance(arguments, str):
+            slot["arguments"] += arguments
+
+    def _slot(self, call: dict[str, Any]) -> dict[str, str]:
+        """The call this delta continues: by `index` when given, else by `id`, else the last
+        one (a delta with neither starts the first)."""
+        key: object = call.get("index")
+        if key is None:
+            ident = call.get("id")
+            last = self.calls[-1] if self.calls else None
+            if last is not None and (not ident or last["id"] in ("", ident)):
+                return last
+            key = ("id", ident or len(self.calls))
+        if key not in self._slots:
+            self._slots[key] = {"id": "", "name": "", "arguments": ""}
+            self.calls.append(self._slots[key])
+        return self._slots[key]
 
     def completion(
         self, model: str, ttft_ms: float | None, total_ms: float, attempts: int
@@ -335,7 +524,7 @@ class _Assembly:
             ToolCallRequest(
                 id=slot["id"] or f"call_{index}", name=slot["name"], arguments=slot["arguments"]
             )
-            for index, slot in sorted(self.calls.items())
+            for index, slot in enumerate(self.calls)
         )
         return Completion(
             text="".join(self.text),
@@ -368,19 +557,6 @@ def wire_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return [_wire_message(m) for m in messages]
 
 
-def _wire_request(request: ChatRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "model": request.model,
-        "messages": wire_messages(request.messages),
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **request.params,
-    }
-    if request.tools:
-        body["tools"] = [tool.to_openai() for tool in request.tools]
-    return body
-
-
 def _retry_after(exc: openai.APIStatusError) -> float | None:
     headers = exc.response.headers
     for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
@@ -393,6 +569,51 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
     return None
 
 
+# How each server words "the prompt is longer than my context": OpenAI and vLLM ("This model's
+# maximum context length is 8192 tokens. However, you requested 9000 tokens"), LiteLLM
+# (ContextWindowExceededError), llama.cpp ("the request exceeds the available context size",
+# exceed_context_size_error), Ollama ("input length exceeds the context length"), Anthropic
+# through a proxy ("prompt is too long").
+_OVERFLOW = re.compile(
+    r"context_length_exceeded|maximum context length|context ?window|contextwindowexceeded"
+    r"|exceeds? the (available |maximum )?context|exceed_context_size|context length"
+    r"|prompt is too long|too many tokens|input (length|is too long)",
+    re.IGNORECASE,
+)
+_LIMIT = re.compile(r"(?:maximum context length is|n_ctx\W+|context size\W+)\s*(\d+)", re.I)
+# the prompt's own count first: OpenAI's "requested" adds the completion's max_tokens
+_REQUESTED = (
+    re.compile(r"(\d+) (?:tokens )?in the messages", re.I),
+    re.compile(r"(?:you requested|resulted in|n_prompt_tokens\W+)\s*(\d+)", re.I),
+)
+
+
+def _says_no_streamed_tools(detail: str) -> bool:
+    lowered = detail.lower()
+    return "stream" in lowered and "tool" in lowered and "not supported" in lowered
+
+
+def _overflow(
+    detail: str, body: object, ttft_ms: float | None, total_ms: float
+) -> LlmContextOverflow | None:
+    """An overflow, with the server's limit and count when its message or body (llama.cpp:
+    `n_ctx`, `n_prompt_tokens`) gives them."""
+    fields = body if isinstance(body, dict) else {}
+    if _OVERFLOW.search(f"{detail} {fields.get('type', '')}") is None:
+        return None
+    found = _LIMIT.search(detail)
+    limit = int(found.group(1)) if found else _number(fields.get("n_ctx"))
+    found = _REQUESTED[0].search(detail) or _REQUESTED[1].search(detail)
+    requested = int(found.group(1)) if found else _number(fields.get("n_prompt_tokens"))
+    return LlmContextOverflow(
+        detail, limit=limit, requested=requested, ttft_ms=ttft_ms, total_ms=total_ms
+    )
+
+
+def _number(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> LlmError:
     """Map the SDK's errors to ours; the detail keeps the status, never the request's secrets."""
     if isinstance(exc, openai.APIStatusError):
@@ -403,6 +624,9 @@ def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> 
             )
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return LlmAuthFailed(detail, ttft_ms=ttft_ms, total_ms=total_ms)
+        overflow = _overflow(detail, exc.body, ttft_ms, total_ms) if exc.status_code < 500 else None
+        if overflow is not None:
+            return overflow
         if exc.status_code >= 500 or exc.status_code in (408, 409):
             return LlmUnavailable(
                 detail, retry_after=_retry_after(exc), ttft_ms=ttft_ms, total_ms=total_ms
@@ -418,4 +642,7 @@ def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> 
         return LlmUnavailable(
             f"cannot reach the model server: {exc}", ttft_ms=ttft_ms, total_ms=total_ms
         )
-    return LlmStreamBroken(str(exc), ttft_ms=ttft_ms, total_ms=total_ms)
+    # an error event inside a stream the server had answered 200 to
+    return _overflow(str(exc), exc.body, ttft_ms, total_ms) or LlmStreamBroken(
+        str(exc), ttft_ms=ttft_ms, total_ms=total_ms
+    )

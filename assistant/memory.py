@@ -17,7 +17,15 @@ from typing import Any
 
 from assistant import accounting
 from assistant.accounting import Ledger
-from assistant.llm import ChatMessage, ChatModel, ChatRequest, LlmError, complete, wire_messages
+from assistant.llm import (
+    ChatMessage,
+    ChatModel,
+    ChatRequest,
+    LlmContextOverflow,
+    LlmError,
+    complete,
+    wire_messages,
+)
 from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptVersion
 from assistant.store import Store
@@ -139,9 +147,10 @@ class Speaker:
 
 
 class ContextBuilder:
-    """Builds each turn's messages for the model. Keeps two caches: the fixed token cost of a
-    version (examples and tool schemas, counted once) and when folding last failed for a
-    conversation (so an outage does not add a failing call to every turn)."""
+    """Builds each turn's messages for the model. Keeps three caches: the fixed token cost of a
+    version (examples and tool schemas, counted once), when folding last failed for a
+    conversation (so an outage does not add a failing call to every turn), and how much a
+    model turned out to hold (its server counts tokens its own way, and said no)."""
 
     def __init__(
         self,
@@ -159,18 +168,42 @@ class ContextBuilder:
         self._clock = clock
         self._static_tokens: dict[str, int] = {}
         self._fold_failed_at: dict[int, float] = {}
+        self._held: dict[str, int] = {}
+
+    def budget(self, speaker: Speaker) -> int:
+        """Tokens a request may take: the version's `memory.context_tokens`, or less where
+        the model's server refused that much."""
+        return min(speaker.version.memory.context_tokens, self._held.get(speaker.model, 1 << 62))
+
+    def shrink(self, speaker: Speaker, sent: Sequence[ChatMessage], refusal: LlmError) -> int:
+        """Learn from a refused request (`sent`) how much this model holds, in our tokens: the
+        server's own limit scaled by how its count compares with ours when it says both, else
+        half of what was sent. Later turns keep within it; returns the new budget."""
+        ours = self.request_tokens(speaker, sent)
+        held = ours // 2
+        if isinstance(refusal, LlmContextOverflow) and refusal.limit and refusal.requested:
+            held = ours * refusal.limit // max(refusal.requested, refusal.limit + 1) * 9 // 10
+        self._held[speaker.model] = min(held, self.budget(speaker))
+        log.warning(
+            "model %s refused %d tokens (by our count) as too long; sending at most %d from now on",
+            speaker.model,
+            ours,
+            self._held[speaker.model],
+        )
+        return self._held[speaker.model]
 
     async def build(
         self, speaker: Speaker, history: History, *, message_tokens: int, ledger: Ledger
     ) -> list[ChatMessage]:
-        """Preamble, summary and the newest history, within the version's token budget."""
-        budget = speaker.version.memory.context_tokens
+        """Preamble, summary and the newest history, within the turn's token budget."""
+        budget = self.budget(speaker)
         preamble = self._preamble(speaker)
         fixed = self._fixed(speaker, preamble)
         if fixed + message_tokens > budget:
             raise MessageTooLong(
-                f"Your message is too long for this assistant ({message_tokens} tokens; about "
-                f"{max(budget - fixed, 0)} fit). Please shorten it or split it up."
+                f"Your message is too long for this assistant: it is about {message_tokens:,} "
+                f"tokens and about {max(budget - fixed, 0):,} fit. Please shorten it or split it "
+                "up; it will not be sent to the model again."
             )
         conversation = history.state
         fold = await self._fold_candidates(speaker, history)

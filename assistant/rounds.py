@@ -12,11 +12,22 @@ import logging
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from assistant import accounting, contracts
 from assistant.accounting import Ledger
-from assistant.llm import ChatMessage, ChatModel, ChatRequest, Completion, LlmError
+from assistant.llm import (
+    ChatMessage,
+    ChatModel,
+    ChatRequest,
+    Completion,
+    LlmContextOverflow,
+    LlmEmptyStream,
+    LlmError,
+    LlmRateLimited,
+    LlmTimeout,
+    LlmUnavailable,
+)
 from assistant.memory import ContextBuilder, Speaker, fit
 from assistant.pricing import PriceTable
 from assistant.records import CallRecord
@@ -24,6 +35,10 @@ from assistant.tools import ToolRegistry
 from assistant.turns import Event, TextDelta, ToolFinished, ToolStarted
 
 log = logging.getLogger(__name__)
+
+# What a fallback model may answer instead of the primary: the primary is down, busy, silent,
+# or cannot hold the context (a fallback may have a larger one).
+STAND_IN_FOR = (LlmUnavailable, LlmRateLimited, LlmTimeout, LlmEmptyStream, LlmContextOverflow)
 
 CUT_OFF_NOTES = {
     "length": "\n\n[The answer was cut off: it reached the length limit.]",
@@ -78,17 +93,19 @@ class ModelRounds:
         streams = speaker.version.response_schema is None  # a JSON contract is shown validated
         text, used_tools = "", False
         end: RoundEnd | None = None
+        models = Models(speaker)
         for round_number in range(self._max_rounds + 1):
             last_round = round_number == self._max_rounds
             request = ChatRequest(
-                model=speaker.model,
+                model=models.current,
                 messages=messages,
                 tools=[] if last_round else self._tools.definitions(speaker.version.tools),
+                tool_choice=_tool_choice(speaker, round_number),
                 params=speaker.version.params.request_fields(),
             )
             end = None
             separate = bool(text) and not text.endswith("\n")
-            async with aclosing(self._round(speaker, request, ledger)) as items:
+            async with aclosing(self._call(speaker, request, ledger, models)) as items:
                 async for item in items:
                     if isinstance(item, RoundEnd):
                         end = item
@@ -113,6 +130,31 @@ class ModelRounds:
         assert end is not None  # the last round offered no tools, yet the model asked for some
         yield Answer(final=end, text=text, used_tools=used_tools)
 
+    async def _call(
+        self, speaker: Speaker, request: ChatRequest, ledger: Ledger, models: Models
+    ) -> AsyncGenerator[TextDelta | RoundEnd, None]:
+        """One round, answered by the turn's current model, or by the next of the version's
+        fallbacks when it fails before saying anything. The turn keeps whichever answered."""
+        while True:
+            said = False
+            try:
+                async with aclosing(self._round(speaker, request, ledger)) as items:
+                    async for item in items:
+                        said = True
+                        yield item
+                return
+            except STAND_IN_FOR as exc:
+                if said or not models.fall_back():
+                    raise
+                log.warning(
+                    "model %s failed (%s: %s); %s answers instead",
+                    request.model,
+                    type(exc).__name__,
+                    exc,
+                    models.current,
+                )
+                request = replace(request, model=models.current)
+
     async def _round(
         self, speaker: Speaker, request: ChatRequest, ledger: Ledger
     ) -> AsyncGenerator[TextDelta | RoundEnd, None]:
@@ -131,7 +173,7 @@ class ModelRounds:
                         streamed.append(item)
                         yield TextDelta(text=item)
         except LlmError as exc:
-            ledger.add(accounting.failed_call(purpose="reply", model=speaker.model, error=exc))
+            ledger.add(accounting.failed_call(purpose="reply", model=request.model, error=exc))
             raise
         except (GeneratorExit, asyncio.CancelledError):
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -180,9 +222,7 @@ class ModelRounds:
             allowed=speaker.version.tools,
             time_limit=self._tool_timeout,
         )
-        room = speaker.version.memory.context_tokens - self._context.request_tokens(
-            speaker, messages
-        )
+        room = self._context.budget(speaker) - self._context.request_tokens(speaker, messages)
         share = max(room // len(results), 0)
         for result in results:
             if not result.ok:
@@ -223,6 +263,32 @@ class ModelRounds:
         if not repaired.check.ok:
             raise contracts.ContractViolation(repaired.check.error)
         return repaired.check.text
+
+
+class Models:
+    """The models a turn may ask, in order: the version's own, then its fallbacks."""
+
+    def __init__(self, speaker: Speaker) -> None:
+        self._names = (speaker.model, *speaker.version.fallback_models)
+        self._at = 0
+
+    @property
+    def current(self) -> str:
+        return self._names[self._at]
+
+    def fall_back(self) -> bool:
+        """Move to the next model; False when none is left."""
+        if self._at + 1 >= len(self._names):
+            return False
+        self._at += 1
+        return True
+
+
+def _tool_choice(speaker: Speaker, round_number: int) -> str:
+    """The version's choice on the first round; after tools ran, the model decides (a forced
+    call on every round would never let it answer)."""
+    choice = speaker.version.tool_choice
+    return choice if round_number == 0 or choice == "none" else "auto"
 
 
 def _contract_check(speaker: Speaker, completion: Completion) -> contracts.ContractCheck | None:

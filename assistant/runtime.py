@@ -12,6 +12,7 @@ from assistant.engine import Assistant, EngineConfig
 from assistant.evals.runner import EvalRunner
 from assistant.evals.suite import EvalSuite, load_suites
 from assistant.llm import OpenAIChatModel, Timeouts
+from assistant.model_traits import ModelTable
 from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.reporting.figures import Period, build_report
@@ -96,6 +97,7 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
         model=model,
         tools=tools,
         judge_model=settings.assistant_model,
+        concurrency=settings.eval_concurrency,
         tool_timeout=settings.tool_timeout,
     )
     duties = ChatDuties(
@@ -134,6 +136,8 @@ def connect_model(settings: Settings, *, base_url: str | None = None) -> OpenAIC
             total=settings.llm_total_timeout,
         ),
         max_retries=settings.llm_max_retries,
+        models=ModelTable.load(settings.models_file),
+        max_concurrency=settings.llm_max_concurrency,
     )
 
 

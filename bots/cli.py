@@ -192,6 +192,7 @@ def eval_run(
                 model=runtime.model,
                 tools=runtime.tools,
                 judge_model=settings.assistant_model,
+                concurrency=settings.eval_concurrency,
                 fake=fake,
             )
             plan = eval_plan(runtime, name, version, compare)

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import jinja2.meta
@@ -88,6 +88,8 @@ class Params(BaseModel):
     max_tokens: int | None = Field(default=None, gt=0)
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
+    # sent only to reasoning models (see assistant/data/models.yaml); others never see it
+    reasoning_effort: Literal["minimal", "low", "medium", "high"] | None = None
 
     def request_fields(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -124,10 +126,13 @@ class PromptVersion(BaseModel):
     version: int = Field(ge=1, le=MAX_VERSION)
     description: str = ""
     model: str | None = None
+    # answer with these, in order, when the model is unavailable before any text was shown
+    fallback_models: tuple[str, ...] = ()
     params: Params = Params()
     system: str = Field(min_length=1)
     examples: tuple[Example, ...] = ()
     tools: tuple[str, ...] = ()
+    tool_choice: str = "auto"  # auto | required | none | one of `tools` (the first round only)
     response_schema: dict[str, Any] | None = None
     memory: MemoryPolicy = MemoryPolicy()
     cache: bool = False
@@ -139,6 +144,8 @@ class PromptVersion(BaseModel):
         """Everything a turn will do with the version, done once now: a version that loads is
         one that can answer (each check raises `ValueError("field: what is wrong")`)."""
         self._template = _compile(self.system)
+        self._check_tool_choice()
+        self._check_fallbacks()
         if self.response_schema is not None:
             problem = check_schema(self.response_schema)
             if problem:
@@ -146,6 +153,28 @@ class PromptVersion(BaseModel):
         system = self._sample_render()
         self._check_fixed_size(system)
         return self
+
+    def _check_tool_choice(self) -> None:
+        choice = self.tool_choice
+        if choice in ("auto", "none"):
+            return
+        if not self.tools:
+            raise ValueError(f"tool_choice: is {choice!r}, but the version lists no tools")
+        if choice != "required" and choice not in self.tools:
+            listed = ", ".join(self.tools)
+            raise ValueError(
+                f"tool_choice: {choice!r} is not one of auto, required, none or the version's "
+                f"tools ({listed})"
+            )
+
+    def _check_fallbacks(self) -> None:
+        seen = {self.model} if self.model else set()
+        for name in self.fallback_models:
+            if not name.strip():
+                raise ValueError("fallback_models: a model name is empty")
+            if name in seen:
+                raise ValueError(f"fallback_models: {name!r} is listed twice (or is `model`)")
+            seen.add(name)
 
     def _sample_render(self) -> str:
         """The system prompt rendered as a turn would render it: a template that compiles may

@@ -1,0 +1,106 @@
+"""What request parameters each model takes: one prompt file, sent in each model's own terms.
+
+OpenAI's reasoning models refuse `max_tokens` and any temperature but the default; local servers
+know only `max_tokens`. A version says what it wants once; `ModelTraits.adapt` turns that into
+what the model named in the request accepts, from a shipped table an operator can extend.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.resources
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+SAMPLING_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+
+
+class ModelTraits(BaseModel):
+    """One family's answers; the defaults are those of OpenAI's chat models."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    match: tuple[str, ...] = Field(min_length=1)
+    token_limit: Literal["max_tokens", "max_completion_tokens"] = "max_tokens"  # noqa: S105
+    sampling: bool = True
+    seed: bool = True
+    reasoning_effort: bool = False
+    stream_tools: bool = True
+
+    def matches(self, model: str) -> bool:
+        name = model.lower()
+        return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in self.match)
+
+    def adapt(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`params` as this model takes them: renamed, or dropped when it would refuse them."""
+        adapted = dict(params)
+        if "max_tokens" in adapted and self.token_limit != "max_tokens":  # noqa: S105
+            adapted[self.token_limit] = adapted.pop("max_tokens")
+        dropped = [name for name in self._refused() if name in adapted]
+        for name in dropped:
+            del adapted[name]
+        if dropped:
+            log.debug("not sent to a model that refuses them: %s", ", ".join(dropped))
+        return adapted
+
+    def _refused(self) -> tuple[str, ...]:
+        refused: tuple[str, ...] = () if self.sampling else SAMPLING_PARAMS
+        if not self.seed:
+            refused += ("seed",)
+        if not self.reasoning_effort:
+            refused += ("reasoning_effort",)
+        return refused
+
+
+class ModelTable:
+    """The families in order; the first that matches a model answers for it."""
+
+    def __init__(self, families: list[ModelTraits]) -> None:
+        self._families = families
+        self._default = ModelTraits(match=("*",))
+
+    @classmethod
+    def load(cls, override: Path | None = None) -> ModelTable:
+        """The bundled table, with an operator's entries checked first."""
+        bundled = importlib.resources.files("assistant") / "data" / "models.yaml"
+        families = _parse(bundled.read_text(encoding="utf-8"), "assistant/data/models.yaml")
+        if override is not None:
+            try:
+                text = override.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ValueError(f"MODELS_FILE {override}: cannot read it ({reason})") from None
+            families = _parse(text, str(override)) + families
+        return cls(families)
+
+    def traits(self, model: str) -> ModelTraits:
+        for family in self._families:
+            if family.matches(model):
+                return family
+        return self._default
+
+
+def _parse(text: str, source: str) -> list[ModelTraits]:
+    try:
+        raw = yaml.safe_load(text) or []
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{source}: not valid YAML ({exc})") from None
+    if not isinstance(raw, list):
+        raise ValueError(f"{source}: expected a list of entries, each with `match: [patterns]`")
+    families = []
+    for number, entry in enumerate(raw, start=1):
+        if isinstance(entry, dict) and isinstance(entry.get("match"), str):
+            entry = {**entry, "match": [entry["match"]]}
+        try:
+            families.append(ModelTraits.model_validate(entry))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "entry"
+            raise ValueError(f"{source}: entry {number}, field {field!r}: {first['msg']}") from None
+    return families
