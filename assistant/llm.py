@@ -229,6 +229,11 @@ class OpenAIChatModel:
             send_key=bool(api_key),
         )
 
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        """The SDK client, for the odd request that is not a chat completion (`doctor`)."""
+        return self._client
+
     async def close(self) -> None:
         await self._client.close()
 
@@ -275,11 +280,12 @@ class OpenAIChatModel:
                 )
             await asyncio.sleep(delay)
 
+    def streams_tools(self, model: str) -> bool:
+        """Whether tool rounds for `model` are streamed (the table, and what the server said)."""
+        return self._models.traits(model).stream_tools and model not in self._unstreamed_tools
+
     def _streams(self, request: ChatRequest) -> bool:
-        if not request.tools:
-            return True
-        traits = self._models.traits(request.model)
-        return traits.stream_tools and request.model not in self._unstreamed_tools
+        return not request.tools or self.streams_tools(request.model)
 
     def _learn_unstreamed_tools(self, request: ChatRequest, exc: LlmError) -> bool:
         """Whether `exc` is a server saying it cannot stream tool calls (llama-cpp-python:

@@ -79,6 +79,11 @@ class ModelTable:
             families = _parse(text, str(override)) + families
         return cls(families)
 
+    def without_streamed_tools(self) -> ModelTable:
+        """The same table, every model's tool rounds sent unstreamed (what `doctor` probes)."""
+        families = [*self._families, self._default]
+        return ModelTable([f.model_copy(update={"stream_tools": False}) for f in families])
+
     def traits(self, model: str) -> ModelTraits:
         for family in self._families:
             if family.matches(model):

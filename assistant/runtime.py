@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from assistant.admin.commands import AdminCommands
 from assistant.builtin_tools import builtin_registry
 from assistant.config import Settings
+from assistant.doctor import Doctor
 from assistant.engine import Assistant, EngineConfig
 from assistant.evals.runner import EvalRunner
 from assistant.evals.suite import EvalSuite, load_suites
@@ -125,7 +126,10 @@ def load_prompts(
     return catalog, load_suites(settings.prompts_dir, known_tools=tools.names())
 
 
-def connect_model(settings: Settings, *, base_url: str | None = None) -> OpenAIChatModel:
+def connect_model(
+    settings: Settings, *, base_url: str | None = None, models: ModelTable | None = None
+) -> OpenAIChatModel:
+    """The model client as configured; `models` overrides the parameters table (doctor)."""
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     return OpenAIChatModel.connect(
         api_key=key,
@@ -136,8 +140,27 @@ def connect_model(settings: Settings, *, base_url: str | None = None) -> OpenAIC
             total=settings.llm_total_timeout,
         ),
         max_retries=settings.llm_max_retries,
-        models=ModelTable.load(settings.models_file),
+        models=models or ModelTable.load(settings.models_file),
         max_concurrency=settings.llm_max_concurrency,
+    )
+
+
+def open_doctor(settings: Settings, *, base_url: str | None = None) -> Doctor:
+    """The doctor for the configured server and every model the configuration names: the
+    default prompt's first, then ASSISTANT_MODEL and each version's model and fallbacks."""
+    table = ModelTable.load(settings.models_file)
+    catalog, _ = load_prompts(settings, builtin_registry())
+    default = catalog.latest(catalog.default_name).version.model or settings.assistant_model
+    named = [default, settings.assistant_model]
+    for prompt in catalog.files:
+        named += [prompt.version.model or settings.assistant_model, *prompt.version.fallback_models]
+    return Doctor(
+        chat=connect_model(settings, base_url=base_url, models=table),
+        unstreamed=connect_model(
+            settings, base_url=base_url, models=table.without_streamed_tools()
+        ),
+        models=list(dict.fromkeys(named)),
+        table=table,
     )
 
 

@@ -137,7 +137,9 @@ async def test_a_replica_busy_recovering_is_not_taken_for_dead(env, tmp_path, da
                 SLACK_API_URL=slack.api_url,
                 OPENAI_BASE_URL=llm.base_url,
                 OPENAI_API_KEY="sk-crash-test",
-                WORKER_HEARTBEAT_SECONDS="0.1",
+                # 0.1 s let an ordinary stall under CPU load (two suites at once) pass for a
+                # death; the sweep below still waits 2 s on Slack, four times the beat
+                WORKER_HEARTBEAT_SECONDS="0.5",
             )
             replicas.append(Serving(env_of, tmp_path))
         killed, *serving = replicas

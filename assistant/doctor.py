@@ -1,0 +1,317 @@
+"""What the configured model server can do, probed for real, and what the product does about
+each gap: `assistant doctor`.
+
+Each probe is one small request (a few tokens on a paid API). A finding is `ok`, a `gap` the
+product works around (and says how), or a `blocker` no turn can get past; the command exits
+non-zero on a blocker.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import openai
+
+from assistant.llm import (
+    ChatMessage,
+    ChatModel,
+    ChatRequest,
+    Completion,
+    LlmAuthFailed,
+    LlmError,
+    LlmUnavailable,
+    OpenAIChatModel,
+)
+from assistant.model_traits import ModelTable
+from assistant.tools import ToolDefinition
+
+Level = Literal["ok", "gap", "blocker"]
+
+_CALCULATOR = ToolDefinition(
+    name="calculator",
+    description="Evaluate an arithmetic expression such as '6 * 14'.",
+    parameters={
+        "type": "object",
+        "properties": {"expression": {"type": "string"}},
+        "required": ["expression"],
+    },
+)
+_TOOL_QUESTION = "Use the calculator tool to work out 6 * 14."
+_JSON_QUESTION = 'Reply with the JSON object {"answer": 84} and nothing else.'
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finding:
+    check: str
+    result: str
+    level: Level
+    action: str = ""  # what the product does about it
+
+
+class ServerUnreachable(Exception):
+    """No answer at all from OPENAI_BASE_URL: one line says where and why."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Doctor:
+    """Probes one server for the models the configuration names (the first is the default)."""
+
+    chat: OpenAIChatModel
+    unstreamed: OpenAIChatModel  # the same server, tool rounds never streamed
+    models: Sequence[str]
+    table: ModelTable
+
+    @property
+    def client(self) -> openai.AsyncOpenAI:
+        return self.chat.client
+
+    async def close(self) -> None:
+        await self.chat.close()
+        await self.unstreamed.close()
+
+    async def examine(self) -> list[Finding]:
+        served = await self._served()
+        findings = [_presence(self.models, served)]
+        if findings[0].level == "blocker":
+            return findings
+        model = self.models[0]
+        findings += await self._streaming(model)
+        findings.append(await self._tools_streamed(model))
+        findings.append(await self._tools_unstreamed(model))
+        findings.append(await self._json(model))
+        findings.append(await self._context(model))
+        findings.append(_parameters(self.table, model))
+        return findings
+
+    async def _served(self) -> list[str]:
+        try:
+            listing = await self.client.get("/models", cast_to=object)
+        except openai.APIConnectionError as exc:
+            raise ServerUnreachable(f"cannot reach {self.client.base_url} ({exc})") from None
+        except openai.AuthenticationError:
+            raise ServerUnreachable(
+                f"{self.client.base_url} refused the API key (check OPENAI_API_KEY)"
+            ) from None
+        except openai.APIStatusError as exc:
+            if exc.status_code == 404:
+                return []  # some proxies do not list models; the probes below still tell
+            raise ServerUnreachable(
+                f"{self.client.base_url} answered HTTP {exc.status_code} to GET /models"
+            ) from None
+        data = listing.get("data") if isinstance(listing, dict) else None
+        return [str(m.get("id")) for m in data or () if isinstance(m, dict)]
+
+    async def _streaming(self, model: str) -> list[Finding]:
+        request = ChatRequest(
+            model=model,
+            messages=[ChatMessage(role="user", content="Reply with the word OK.")],
+            params={"max_tokens": 16},
+        )
+        try:
+            pieces, done = await _run(self.chat, request)
+        except LlmError as exc:
+            level: Level = "blocker" if isinstance(exc, LlmAuthFailed | LlmUnavailable) else "gap"
+            return [Finding(check="streamed answer", result=_error(exc), level=level)]
+        streamed = Finding(
+            check="streamed answer",
+            result=f"{len(pieces)} pieces, first after {done.ttft_ms or 0:.0f} ms",
+            level="ok" if pieces else "gap",
+            action="" if pieces else "answers appear all at once instead of as they are written",
+        )
+        if done.usage is not None:
+            usage = Finding(
+                check="usage in streams",
+                result=f"{done.usage.prompt_tokens} prompt + {done.usage.completion_tokens} "
+                "completion tokens",
+                level="ok",
+            )
+        else:
+            usage = Finding(
+                check="usage in streams",
+                result="not sent",
+                level="gap",
+                action="token counts are estimated with our tokenizer and marked ~ everywhere",
+            )
+        return [streamed, usage]
+
+    async def _tools_streamed(self, model: str) -> Finding:
+        check = "tool calls, streamed"
+        request = _tool_request(model)
+        try:
+            done = (await _run(self.chat, request))[1]
+        except LlmError as exc:
+            return Finding(check=check, result=_error(exc), level="gap", action=_NO_TOOLS)
+        if not self.chat.streams_tools(model):
+            return Finding(
+                check=check,
+                result="refused by the server",
+                level="gap",
+                action="tool rounds are sent unstreamed (learnt on the first refusal)",
+            )
+        return _tool_finding(check, done)
+
+    async def _tools_unstreamed(self, model: str) -> Finding:
+        check = "tool calls, not streamed"
+        try:
+            done = (await _run(self.unstreamed, _tool_request(model)))[1]
+        except LlmError as exc:
+            return Finding(check=check, result=_error(exc), level="gap", action=_NO_TOOLS)
+        return _tool_finding(check, done)
+
+    async def _json(self, model: str) -> Finding:
+        request = ChatRequest(
+            model=model,
+            messages=[ChatMessage(role="user", content=_JSON_QUESTION)],
+            params={"response_format": {"type": "json_object"}, "max_tokens": 32},
+        )
+        action = "versions with a response_schema get one repair call when a reply is not valid"
+        try:
+            done = (await _run(self.chat, request))[1]
+        except LlmError as exc:
+            return Finding(check="JSON output", result=_error(exc), level="gap", action=action)
+        try:
+            json.loads(done.text)
+        except ValueError:
+            return Finding(
+                check="JSON output", result="reply was not JSON", level="gap", action=action
+            )
+        return Finding(check="JSON output", result="valid JSON", level="ok")
+
+    async def _context(self, model: str) -> Finding:
+        size = await self._context_size(model)
+        if size is None:
+            return Finding(
+                check="context length",
+                result="not reported",
+                level="gap",
+                action="memory.context_tokens is trusted; an overflow shrinks it for that model",
+            )
+        return Finding(
+            check="context length",
+            result=f"{size:,} tokens (the server's count)",
+            level="ok",
+            action="keep memory.context_tokens below it: our tokenizer may count fewer",
+        )
+
+    async def _context_size(self, model: str) -> int | None:
+        """Where each server says it: vLLM in /v1/models, llama.cpp in /props, LiteLLM in
+        /model/info, Ollama in /api/show."""
+        root = str(self.client.base_url).rstrip("/").removesuffix("/v1")
+        probes: list[tuple[str, str, dict[str, Any] | None]] = [
+            ("get", "/models", None),
+            ("get", f"{root}/props", None),
+            ("get", f"{root}/model/info", None),
+            ("post", f"{root}/api/show", {"model": model}),
+        ]
+        for method, path, body in probes:
+            try:
+                if method == "get":
+                    answer = await self.client.get(path, cast_to=object)
+                else:
+                    answer = await self.client.post(path, cast_to=object, body=body)
+            except openai.APIError:
+                continue
+            size = _context_in(answer, model)
+            if size is not None:
+                return size
+        return None
+
+
+_NO_TOOLS = "tool-using versions answer without their tools on this server"
+
+
+def _tool_request(model: str) -> ChatRequest:
+    return ChatRequest(
+        model=model,
+        messages=[ChatMessage(role="user", content=_TOOL_QUESTION)],
+        tools=[_CALCULATOR],
+        params={"max_tokens": 64},
+    )
+
+
+def _tool_finding(check: str, done: Completion) -> Finding:
+    calls = [c for c in done.tool_calls if c.name == "calculator"]
+    if not calls:
+        return Finding(
+            check=check, result="the model answered in text", level="gap", action=_NO_TOOLS
+        )
+    try:
+        arguments = json.loads(calls[0].arguments)
+    except ValueError:
+        return Finding(
+            check=check,
+            result=f"garbled arguments {calls[0].arguments[:40]!r}",
+            level="gap",
+            action="the tool's error goes back to the model, which may try again",
+        )
+    return Finding(check=check, result=f"calculator({json.dumps(arguments)})", level="ok")
+
+
+def _presence(models: Sequence[str], served: list[str]) -> Finding:
+    if not served:
+        return Finding(
+            check="models served",
+            result="the server lists none",
+            level="gap",
+            action="the probes below show whether the configured model answers",
+        )
+    missing = [m for m in models if m not in served]
+    shown = ", ".join(served[:5]) + (f" (+{len(served) - 5})" if len(served) > 5 else "")
+    if not missing:
+        return Finding(check="models served", result=shown, level="ok")
+    return Finding(
+        check="models served",
+        result=f"{shown}; missing: {', '.join(missing)}",
+        level="blocker" if models[0] in missing else "gap",
+        action="set ASSISTANT_MODEL, or a prompt's model/fallback_models, to one it serves",
+    )
+
+
+def _parameters(table: ModelTable, model: str) -> Finding:
+    traits = table.traits(model)
+    said = [f"max_tokens sent as {traits.token_limit}"]
+    if not traits.sampling:
+        said.append("temperature/top_p not sent")
+    if traits.reasoning_effort:
+        said.append("reasoning_effort sent")
+    return Finding(
+        check="request parameters",
+        result=", ".join(said),
+        level="ok",
+        action="from assistant/data/models.yaml (MODELS_FILE extends it)",
+    )
+
+
+def _context_in(answer: object, model: str) -> int | None:
+    if not isinstance(answer, dict):
+        return None
+    for entry in answer.get("data") or ():  # vLLM's /v1/models; LiteLLM's /model/info
+        if not isinstance(entry, dict) or entry.get("id", entry.get("model_name")) != model:
+            continue
+        info = entry.get("model_info") or {}
+        size = entry.get("max_model_len") or info.get("max_input_tokens")
+        if isinstance(size, int):
+            return size
+    settings = answer.get("default_generation_settings") or {}  # llama.cpp's /props
+    if isinstance(settings.get("n_ctx"), int):
+        return int(settings["n_ctx"])
+    for key, value in (answer.get("model_info") or {}).items():  # Ollama's /api/show
+        if key.endswith(".context_length") and isinstance(value, int):
+            return value
+    return None
+
+
+async def _run(model: ChatModel, request: ChatRequest) -> tuple[list[str], Completion]:
+    pieces: list[str] = []
+    async for item in model.stream(request):
+        if isinstance(item, Completion):
+            return pieces, item
+        pieces.append(item)
+    raise LlmError("the stream ended without a completion")
+
+
+def _error(exc: LlmError) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:120]}"
