@@ -285,3 +285,40 @@ def test_a_value_yaml_cannot_read_is_refused(tmp_path: Path, value: str, says: s
     message = refusal(path)
     assert "not valid YAML (a value cannot be read: " in message
     assert says in message
+
+
+@pytest.mark.parametrize(
+    ("fields", "says"),
+    [
+        (
+            {"tool_choice": "sometimes"},
+            "field 'tool_choice': 'sometimes' is not one of auto, required",
+        ),
+        (
+            {"tool_choice": "required", "tools": []},
+            "field 'tool_choice': is 'required', but the version",
+        ),
+        (
+            {"fallback_models": ["gpt-4o-mini"]},
+            "field 'fallback_models': 'gpt-4o-mini' is the version's own model",
+        ),
+        ({"fallback_models": ["a", "a"]}, "field 'fallback_models': 'a' is listed twice"),
+        ({"fallback_models": [" "]}, "field 'fallback_models': a model name is empty"),
+        (
+            {"params": {"reasoning_effort": "max"}},
+            "field 'params.reasoning_effort': Input should be",
+        ),
+    ],
+)
+def test_model_choices_that_cannot_work_are_refused_by_field(
+    tmp_path: Path, fields: dict[str, object], says: str
+) -> None:
+    assert says in refusal(write_prompt(tmp_path, model="gpt-4o-mini", **fields))
+
+
+def test_a_named_tool_choice_and_fallbacks_load(tmp_path: Path) -> None:
+    path = write_prompt(
+        tmp_path, tools=["calculator"], tool_choice="calculator", fallback_models=["gpt-4.1-mini"]
+    )
+    version = load_prompt_file(path, known_tools=KNOWN_TOOLS).version
+    assert version.tool_choice == "calculator" and version.fallback_models == ("gpt-4.1-mini",)

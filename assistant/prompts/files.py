@@ -168,12 +168,14 @@ class PromptVersion(BaseModel):
             )
 
     def _check_fallbacks(self) -> None:
-        seen = {self.model} if self.model else set()
+        seen: set[str] = set()
         for name in self.fallback_models:
             if not name.strip():
                 raise ValueError("fallback_models: a model name is empty")
+            if name == self.model:
+                raise ValueError(f"fallback_models: {name!r} is the version's own model")
             if name in seen:
-                raise ValueError(f"fallback_models: {name!r} is listed twice (or is `model`)")
+                raise ValueError(f"fallback_models: {name!r} is listed twice")
             seen.add(name)
 
     def _sample_render(self) -> str:
