@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from assistant.llm import ChatRequest, Completion, LlmError, Usage, wire_messages
 from assistant.pricing import PriceTable
-from assistant.records import CallRecord
+from assistant.records import NO_TOKENS, SERVER_TOKENS, CallRecord, estimated_by
 from assistant.tokens import TokenCounter
 from assistant.turns import TurnUsage
 
@@ -38,7 +38,18 @@ def completed_call(
     error_class: str | None = None,
     contract_error: str | None = None,
 ) -> CallRecord:
-    usage = completion.usage or estimate_usage(counter, request, completion.text)
+    """The record of a call that finished. A server that sent no usage is counted with our
+    tokenizer, and the record says so (`token_source`), so nobody reads the guess as billed.
+
+    Reasoning tokens are copied as reported. They are already inside `completion_tokens` and
+    are billed as output tokens, so the cost prices them with the rest of the output and they
+    are never added a second time.
+    """
+    if completion.usage is None:
+        usage = estimate_usage(counter, request, completion.text)
+        source = estimated_by(counter.tokenizer)
+    else:
+        usage, source = completion.usage, SERVER_TOKENS
     model = completion.model or request.model
     return CallRecord(
         purpose=purpose,
@@ -46,6 +57,8 @@ def completed_call(
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         cached_tokens=usage.cached_tokens,
+        reasoning_tokens=usage.reasoning_tokens,
+        token_source=source,
         cost_usd=prices.cost(
             model,
             prompt_tokens=usage.prompt_tokens,
@@ -61,6 +74,8 @@ def completed_call(
 
 
 def failed_call(*, purpose: str, model: str, error: LlmError) -> CallRecord:
+    """A call that did not complete: no server usage arrived and none is guessed, so its
+    token source is "none" (its zeros mean "not counted", not "the server said 0")."""
     return CallRecord(
         purpose=purpose,
         model=model,
@@ -68,6 +83,7 @@ def failed_call(*, purpose: str, model: str, error: LlmError) -> CallRecord:
         total_ms=error.total_ms,
         status="error",
         error_class=type(error).__name__,
+        token_source=NO_TOKENS,
     )
 
 
@@ -80,13 +96,15 @@ def abandoned_call(
     counter: TokenCounter,
 ) -> CallRecord:
     """A call cut short because nobody was listening any more: the provider still bills what
-    it read and wrote, so the tokens are estimated and priced."""
+    it read and wrote, so the tokens are estimated (always: the usage comes last in a stream)
+    and priced."""
     usage = estimate_usage(counter, request, text)
     return CallRecord(
         purpose="reply",
         model=request.model,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
+        token_source=estimated_by(counter.tokenizer),
         cost_usd=prices.cost(
             request.model,
             prompt_tokens=usage.prompt_tokens,
@@ -103,6 +121,7 @@ def cache_hit_call(*, model: str, elapsed_ms: float) -> CallRecord:
     return CallRecord(
         purpose="reply",
         model=model,
+        token_source=NO_TOKENS,
         cost_usd=0.0,
         ttft_ms=elapsed_ms,
         total_ms=elapsed_ms,
@@ -121,6 +140,7 @@ def estimate_usage(counter: TokenCounter, request: ChatRequest, completion_text:
 
 
 def turn_usage(calls: Sequence[CallRecord]) -> TurnUsage:
+    """A turn's totals; `estimated` when any call's tokens were our tokenizer's count."""
     unpriced = tuple(sorted({c.model for c in calls if c.status == "ok" and c.cost_usd is None}))
     cost = None if unpriced else sum(c.cost_usd or 0.0 for c in calls)
     return TurnUsage(
@@ -131,4 +151,6 @@ def turn_usage(calls: Sequence[CallRecord]) -> TurnUsage:
         cost_usd=cost,
         unpriced_models=unpriced,
         cache_hits=sum(c.cache_hit for c in calls),
+        reasoning_tokens=sum(c.reasoning_tokens for c in calls),
+        estimated=any(c.estimated for c in calls),
     )

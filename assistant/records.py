@@ -9,24 +9,46 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+# Where a call's token counts came from (`CallRecord.token_source`).
+SERVER_TOKENS = "server"  # the usage the model server reported
+NO_TOKENS = "none"  # nothing was counted: a failed call, a reply served from the cache
+ESTIMATE_PREFIX = "estimate:"  # then our tokenizer's name: estimate:o200k_base, estimate:chars
+
+
+def estimated_by(tokenizer: str) -> str:
+    """The token source of counts our own tokenizer made, e.g. "estimate:o200k_base"."""
+    return ESTIMATE_PREFIX + tokenizer
+
 
 @dataclass(frozen=True, kw_only=True)
 class CallRecord:
     """One model call as it ended: everything is known when the record is made, so nothing
-    is patched afterwards (a cut-off reply and a broken output contract included)."""
+    is patched afterwards (a cut-off reply and a broken output contract included).
+
+    `token_source` says whether the token counts are the server's or our estimate, so an
+    estimate is never shown or summed as if it were what the provider billed.
+    `reasoning_tokens` are a part of `completion_tokens` (providers bill them as output, and
+    `cost_usd` prices them so): kept apart only to show how much of the output was thinking.
+    """
 
     purpose: str  # reply | summary
     model: str
     total_ms: float
     status: str  # ok | error | cancelled
     prompt_tokens: int = 0
-    completion_tokens: int = 0
+    completion_tokens: int = 0  # reasoning tokens included
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    token_source: str = SERVER_TOKENS  # server | none | estimate:<tokenizer>
     cost_usd: float | None = None  # None: the model is unpriced (never a silent $0)
     ttft_ms: float | None = None
     error_class: str | None = None
     cache_hit: bool = False
     contract_error: str | None = None
+
+    @property
+    def estimated(self) -> bool:
+        return self.token_source.startswith(ESTIMATE_PREFIX)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -83,15 +83,25 @@ def load_encoder(name: str) -> Encoder | None:
         return None
 
 
+CHARS_TOKENIZER = "chars"  # the 4-characters-a-token guess, when no encoding can be loaded
+
+
 class TokenCounter:
     """Counts tokens the way the model will; estimates (4 chars a token) if tiktoken can't load."""
 
     def __init__(self, model: str) -> None:
-        self._encoder = load_encoder(encoding_name(model))
+        self._encoding = encoding_name(model)
+        self._encoder = load_encoder(self._encoding)
 
     @property
     def exact(self) -> bool:
         return self._encoder is not None
+
+    @property
+    def tokenizer(self) -> str:
+        """What the counts come from ("o200k_base", "cl100k_base", or "chars" for the guess):
+        a count stored in place of the server's says which of these made it."""
+        return self._encoding if self._encoder is not None else CHARS_TOKENIZER
 
     def count(self, text: str) -> int:
         if not text:

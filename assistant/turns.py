@@ -47,6 +47,11 @@ class Inbound:
     reply_place: str | None = None
 
 
+# How every surface marks a token figure our tokenizer estimated (and a cost priced from one):
+# "~258 prompt". The server's own counts go unmarked.
+ESTIMATE_MARK = "~"
+
+
 @dataclass(frozen=True, kw_only=True)
 class TurnUsage:
     """Totals over every model call of a turn (replies, tool rounds and summary folding)."""
@@ -58,6 +63,10 @@ class TurnUsage:
     cost_usd: float | None  # None when any call's model is unpriced: a partial sum would lie
     unpriced_models: tuple[str, ...] = ()
     cache_hits: int = 0
+    reasoning_tokens: int = 0  # a part of completion_tokens, billed as output
+    # Some call's tokens were counted by our tokenizer (its server sent no usage): the token
+    # figures, and the cost priced from them, are estimates and are shown as such.
+    estimated: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

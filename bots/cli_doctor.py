@@ -39,7 +39,7 @@ def findings_table(doctor: Doctor, findings: list[Finding]) -> Table:
     )
     for column in ("check", "result", "", "what the assistant does"):
         table.add_column(column, overflow="fold")
-    for finding in findings:
-        style = _STYLE[finding.level]
-        table.add_row(finding.check, finding.result, f"[{style}]{finding.level}[/]", finding.action)
+    for finding in findings:  # Text, not markup: a server's words may hold [brackets]
+        level = Text(finding.level, style=_STYLE[finding.level])
+        table.add_row(Text(finding.check), Text(finding.result), level, Text(finding.action))
     return table

@@ -8,24 +8,34 @@ from collections.abc import Callable
 from rich.console import Console
 
 from assistant.engine import Assistant
-from assistant.turns import Actor, Completed, ConversationRef, Inbound
+from assistant.turns import ESTIMATE_MARK, Actor, Completed, ConversationRef, Inbound
 from bots.turn_runner import Turn, TurnRunner
 
 HELP = "Commands: /cost (tokens, cost and latency of the last turn), /help, /quit"
 
 
+ESTIMATE_LEGEND = f"{ESTIMATE_MARK} estimated: the model server sent no usage"
+
+
 def describe(done: Completed) -> str:
-    """One line of figures for a finished turn."""
+    """One line of figures for a finished turn. When some call's tokens were our tokenizer's
+    estimate, every token figure and the cost priced from them are marked `~`, with a legend:
+    the totals include a guess, so none of them is what the provider billed."""
     usage = done.usage
-    cost = f"${usage.cost_usd:.6f}" if usage.cost_usd is not None else "unpriced"
+    mark = ESTIMATE_MARK if usage.estimated else ""
+    cost = f"{mark}${usage.cost_usd:.6f}" if usage.cost_usd is not None else "unpriced"
     if usage.unpriced_models:
         cost += f" (no price for {', '.join(usage.unpriced_models)})"
     ttft = f"{done.ttft_ms:.0f} ms" if done.ttft_ms is not None else "n/a"
-    return (
-        f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens "
-        f"({usage.cached_tokens} cached) in {usage.calls} call(s), {cost}; "
+    details = f"{mark}{usage.cached_tokens} cached"
+    if usage.reasoning_tokens:
+        details += f", {mark}{usage.reasoning_tokens} reasoning"
+    line = (
+        f"{mark}{usage.prompt_tokens} prompt + {mark}{usage.completion_tokens} completion tokens "
+        f"({details}) in {usage.calls} call(s), {cost}; "
         f"first token {ttft}, total {done.total_ms:.0f} ms; {done.prompt_version} on {done.model}"
     )
+    return f"{line} ({ESTIMATE_LEGEND})" if usage.estimated else line
 
 
 class TerminalChat:

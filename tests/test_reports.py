@@ -351,6 +351,41 @@ async def test_an_empty_period(db: Store):
     assert chart_png(report).startswith(PNG)
 
 
+async def test_estimated_and_reasoning_tokens_are_counted_apart(db: Store):
+    seed = Seed(db)
+    slack, evals = await seed.conversation("slack", "T1"), await seed.conversation("eval", "c")
+    at = START + timedelta(hours=1)
+    await seed.call(at, conversation_id=slack)  # the server's: 100 prompt (5 cached), 10 out
+    await seed.call(at, conversation_id=slack, completion_tokens=800, reasoning_tokens=500)
+    estimate = {"conversation_id": slack, "cached_tokens": 0}
+    await seed.call(
+        at, **estimate, token_source="estimate:o200k_base", prompt_tokens=300, completion_tokens=40
+    )
+    await seed.call(
+        at,
+        **estimate,
+        token_source="estimate:chars",
+        prompt_tokens=50,
+        completion_tokens=0,
+        status="cancelled",
+    )
+    nothing = {"prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
+    await seed.call(at, conversation_id=slack, status="error", token_source="none", **nothing)
+    # Eval calls and calls outside the period count for nothing here either.
+    await seed.call(at, conversation_id=evals, token_source="estimate:o200k_base")
+    await seed.call(START - timedelta(hours=1), token_source="estimate:o200k_base")
+
+    report = await build_report(db, WEEK)
+
+    assert (report.prompt_tokens, report.cached_tokens, report.completion_tokens) == (550, 10, 850)
+    assert report.reasoning_tokens == 500
+    assert report.estimated_calls == 2
+    assert (report.estimated_prompt_tokens, report.estimated_completion_tokens) == (350, 40)
+    text = report_text(report)
+    tokens = "550 prompt (10 cached, ~350 estimated), 850 completion (500 reasoning, ~40 estimated)"
+    assert f"- tokens: {tokens}\n  - ~ estimated by our tokenizer (2 calls without usage" in text
+
+
 def test_percentiles_are_nearest_rank():
     values = [float(v) for v in range(20, 0, -1)]
     assert Percentiles.of(values) == Percentiles(p50=10.0, p95=19.0, p99=20.0)
@@ -511,6 +546,22 @@ def test_slack_blocks_stay_within_slack_limits(report: Report):
             assert len(block["fields"]) <= 10
             assert all(len(field["text"]) <= 2000 for field in block["fields"])
     assert f"{report.unpriced_calls} calls unpriced" in "\n".join(slack_texts(blocks))
+
+
+def test_estimates_are_marked_in_every_rendering():
+    estimated = a_report(estimated_calls=3, estimated_prompt_tokens=400, reasoning_tokens=50)
+    tokens = "2,600 prompt (130 cached, ~400 estimated)\n260 completion (50 reasoning)"
+    legend = "~ estimated by our tokenizer (3 calls without usage from the server)"
+
+    assert f"- tokens: {tokens.replace(chr(10), ', ')}\n  - {legend}" in report_text(estimated)
+    assert f"*Tokens*\n{tokens}\n{legend}" in slack_texts(slack_blocks(estimated))
+    fields = {f["name"]: f["value"] for f in discord_embed(estimated)["fields"]}
+    assert fields["Tokens"] == f"{tokens}\n{legend}"
+    exact = a_report()
+    assert "2,600 prompt (130 cached), 260 completion\n" in report_text(exact)
+    assert "~" not in report_text(exact)
+    assert "~" not in "\n".join(slack_texts(slack_blocks(exact)))
+    assert "~" not in str(discord_embed(exact))
 
 
 def test_slack_text_is_escaped():

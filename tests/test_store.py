@@ -80,6 +80,80 @@ async def test_upgrading_a_database_that_holds_data_keeps_it(database_url):
         await store.close()
 
 
+async def llm_call_columns(store: Store) -> set[str]:
+    async with store.engine.connect() as connection:
+        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("llm_calls"))
+    return {column["name"] for column in columns}
+
+
+async def test_the_token_source_migration_round_trip_keeps_the_calls(database_url):
+    """0007 adds where each call's tokens came from: calls stored before it read as the
+    server's, with no reasoning tokens; going back drops the columns and keeps the calls."""
+    insert = (
+        "INSERT INTO llm_calls (purpose, model, prompt_tokens, completion_tokens, "
+        "cached_tokens, total_ms, status, created_at, cache_hit) "
+        "VALUES ('reply', :model, 10, 5, 0, 12.5, 'ok', CURRENT_TIMESTAMP, false)"
+    )
+    read = text("SELECT model, token_source, reasoning_tokens FROM llm_calls ORDER BY id")
+    store = Store.connect(database_url)
+    try:
+        await migrate.upgrade(store.engine, "0006")
+        async with store.engine.begin() as connection:
+            await connection.execute(text(insert), {"model": "before"})
+        await migrate.upgrade(store.engine, "0007")
+        async with store.engine.begin() as connection:
+            await connection.execute(text(insert), {"model": "after"})  # the defaults apply
+            await connection.execute(
+                text(
+                    "UPDATE llm_calls SET token_source = 'estimate:o200k_base', "
+                    "reasoning_tokens = 3 WHERE model = 'after'"
+                )
+            )
+            rows = (await connection.execute(read)).all()
+        assert [tuple(row) for row in rows] == [
+            ("before", "server", 0),
+            ("after", "estimate:o200k_base", 3),
+        ]
+        await migrate.check(store.engine)
+
+        await migrate.downgrade(store.engine, "0006")
+        assert not {"token_source", "reasoning_tokens"} & await llm_call_columns(store)
+        async with store.engine.connect() as connection:
+            models = (await connection.execute(text("SELECT model FROM llm_calls"))).scalars()
+            assert sorted(models) == ["after", "before"]
+
+        await migrate.upgrade(store.engine)
+        assert {"token_source", "reasoning_tokens"} <= await llm_call_columns(store)
+        async with store.engine.connect() as connection:
+            rows = (await connection.execute(read)).all()
+        assert [tuple(row) for row in rows] == [("before", "server", 0), ("after", "server", 0)]
+    finally:
+        await store.close()
+
+
+async def test_a_call_record_is_stored_with_its_token_source_and_reasoning(db):
+    conversation_id = await db.conversation_id(REF)
+    calls = [
+        CallRecord(purpose="reply", model="m", total_ms=1.0, status="ok"),
+        CallRecord(
+            purpose="reply",
+            model="m",
+            total_ms=1.0,
+            status="ok",
+            completion_tokens=800,
+            reasoning_tokens=500,
+            token_source="estimate:cl100k_base",
+        ),
+    ]
+    await db.finish_turn(conversation_id, prompt_version_id=None, reply=None, calls=calls)
+
+    stored = await db.llm_calls(conversation_id)
+    assert [(c.token_source, c.reasoning_tokens) for c in stored] == [
+        ("server", 0),
+        ("estimate:cl100k_base", 500),
+    ]
+
+
 async def test_processes_starting_together_migrate_once(database_url):
     stores = [Store.connect(database_url) for _ in range(3)]
     try:

@@ -64,3 +64,16 @@ def test_falls_back_to_an_estimate_and_warns_once(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "estimated" in warnings[0].getMessage()
+
+
+def test_the_counter_names_its_tokenizer() -> None:
+    assert TokenCounter("gpt-4o-mini").tokenizer == "o200k_base"
+    assert TokenCounter("gpt-4").tokenizer == "cl100k_base"
+    assert TokenCounter("llama-3.1-8b-instruct").tokenizer == "o200k_base"  # the fair guess
+
+
+def test_the_four_chars_a_token_guess_is_named_chars(monkeypatch: pytest.MonkeyPatch) -> None:
+    url, _ = assistant.tokens._SOURCES["o200k_base"]
+    monkeypatch.setitem(assistant.tokens._SOURCES, "o200k_base", (url, "0" * 64))
+    counter = TokenCounter("gpt-4o-mini")
+    assert not counter.exact and counter.tokenizer == "chars"

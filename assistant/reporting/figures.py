@@ -3,7 +3,9 @@ the store once; `wording` and the surfaces decide how they read.
 
 Only production traffic counts: conversations of the eval platform are left out of everything
 but `Report.eval_cost_usd`. Unpriced calls (no price for their model) are never counted as $0:
-costs are sums of priced calls, and every rendering says how many calls were left out.
+costs are sums of priced calls, and every rendering says how many calls were left out. Tokens
+our tokenizer estimated (the server sent no usage) are counted apart, so every rendering can
+say how much of a total is a guess.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class Report:
     conversations: int  # with a message in the period
     messages: int  # user and assistant
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # reasoning tokens included
     cached_tokens: int
     cost_usd: float  # priced calls only: a lower bound when unpriced_calls > 0
     unpriced_calls: int
@@ -162,6 +164,10 @@ class Report:
     daily: list[DailyFigures]
     budget_usd: float | None
     budget_used: float | None  # spend on the UTC day of period.end / budget_usd
+    reasoning_tokens: int = 0  # a part of completion_tokens
+    estimated_calls: int = 0  # calls whose tokens our tokenizer counted (no usage was sent)
+    estimated_prompt_tokens: int = 0  # the parts of the token totals those calls make up
+    estimated_completion_tokens: int = 0
 
 
 @dataclass(kw_only=True)
@@ -173,6 +179,10 @@ class _Tally:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_calls: int = 0
+    estimated_prompt_tokens: int = 0
+    estimated_completion_tokens: int = 0
 
     def add(self, row: CallTotals) -> None:
         self.calls += row.calls
@@ -182,6 +192,10 @@ class _Tally:
         self.prompt_tokens += row.prompt_tokens
         self.completion_tokens += row.completion_tokens
         self.cached_tokens += row.cached_tokens
+        self.reasoning_tokens += row.reasoning_tokens
+        self.estimated_calls += row.estimated_calls
+        self.estimated_prompt_tokens += row.estimated_prompt_tokens
+        self.estimated_completion_tokens += row.estimated_completion_tokens
 
 
 def _tally(rows: Iterable[CallTotals]) -> _Tally:
@@ -237,6 +251,10 @@ async def build_report(
         daily=_daily(period, production, timings),
         budget_usd=daily_budget_usd or None,
         budget_used=await _budget_used(queries, period, daily_budget_usd),
+        reasoning_tokens=total.reasoning_tokens,
+        estimated_calls=total.estimated_calls,
+        estimated_prompt_tokens=total.estimated_prompt_tokens,
+        estimated_completion_tokens=total.estimated_completion_tokens,
     )
 
 

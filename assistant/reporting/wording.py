@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from assistant.reporting.figures import Percentiles, Period, Report, VersionFigures
+from assistant.turns import ESTIMATE_MARK
 
 _NOTE_LIMIT = 1000  # an unpriced note naming many models is cut to this
 METHOD = "latency: nearest-rank percentiles of replies the model answered"
@@ -30,6 +31,9 @@ def report_text(report: Report) -> str:
     lines += ["", "**Cost**", f"- {_cost(report)} in production, eval runs {_eval_cost(report)}"]
     lines += [f"  - {line}" for line in model_lines(report)]
     lines.append(f"- tokens: {_tokens(report, ', ')}")
+    legend = estimate_note(report)
+    if legend:
+        lines.append(f"  - {legend}")
     budget = _budget(report)
     if budget:
         lines.append(f"- budget: {budget}")
@@ -51,7 +55,7 @@ def summary_fields(report: Report) -> list[tuple[str, str]]:
         ("Model calls", _calls(report, "\n")),
         ("Cost", _cost(report)),
         ("Eval runs", _eval_cost(report)),
-        ("Tokens", _tokens(report, "\n")),
+        ("Tokens", _tokens_field(report)),
         ("First token", _latency(report.ttft_ms, "\n")),
         ("Reply time", _latency(report.total_ms, "\n")),
     ]
@@ -82,8 +86,42 @@ def _eval_cost(report: Report) -> str:
 
 
 def _tokens(report: Report, separator: str) -> str:
-    prompt = f"{report.prompt_tokens:,} prompt ({report.cached_tokens:,} cached)"
-    return f"{prompt}{separator}{report.completion_tokens:,} completion"
+    """ "12,345 prompt (800 cached, ~3,200 estimated)", "900 completion (500 reasoning)": each
+    total with the parts it holds; the part our tokenizer estimated is marked `~`."""
+    prompt = _with_parts(
+        f"{report.prompt_tokens:,} prompt",
+        f"{report.cached_tokens:,} cached",
+        _estimated_part(report.estimated_prompt_tokens),
+    )
+    completion = _with_parts(
+        f"{report.completion_tokens:,} completion",
+        f"{report.reasoning_tokens:,} reasoning" if report.reasoning_tokens else "",
+        _estimated_part(report.estimated_completion_tokens),
+    )
+    return f"{prompt}{separator}{completion}"
+
+
+def _tokens_field(report: Report) -> str:
+    legend = estimate_note(report)
+    tokens = _tokens(report, "\n")
+    return f"{tokens}\n{legend}" if legend else tokens
+
+
+def estimate_note(report: Report) -> str | None:
+    """The legend of `~`, shown when some calls' tokens are our estimate, not the server's."""
+    if not report.estimated_calls:
+        return None
+    calls = count(report.estimated_calls, "call")
+    return f"{ESTIMATE_MARK} estimated by our tokenizer ({calls} without usage from the server)"
+
+
+def _estimated_part(tokens: int) -> str:
+    return f"{ESTIMATE_MARK}{tokens:,} estimated" if tokens else ""
+
+
+def _with_parts(total: str, *parts: str) -> str:
+    shown = [part for part in parts if part]
+    return f"{total} ({', '.join(shown)})" if shown else total
 
 
 def _latency(figures: Percentiles, separator: str) -> str:

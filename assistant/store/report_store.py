@@ -14,6 +14,7 @@ from sqlalchemy.orm import Mapped
 from sqlalchemy.sql import Executable
 from sqlmodel import col
 
+from assistant.records import ESTIMATE_PREFIX
 from assistant.store.tables import (
     Conversation,
     EvalRun,
@@ -41,8 +42,12 @@ class CallTotals:
     unpriced: int  # no cost although the call was billed (it did not fail)
     cost_usd: float  # priced calls only
     prompt_tokens: int
-    completion_tokens: int
+    completion_tokens: int  # reasoning tokens included
     cached_tokens: int
+    reasoning_tokens: int
+    estimated_calls: int  # whose tokens our tokenizer counted: the server sent no usage
+    estimated_prompt_tokens: int  # the part of prompt_tokens those calls make up
+    estimated_completion_tokens: int
 
     @property
     def is_eval(self) -> bool:
@@ -89,6 +94,7 @@ class ReportQueries:
         """Every call in the period (eval ones too, told apart by `platform`), grouped."""
         day = self._utc_day(col(LlmCall.created_at))
         cost, status = col(LlmCall.cost_usd), col(LlmCall.status)
+        estimated = col(LlmCall.token_source).startswith(ESTIMATE_PREFIX, autoescape=True)
         # Group by the raw platform, not by an "is eval" test: a bound parameter in GROUP BY
         # is a different expression to Postgres than the same one in the SELECT list.
         statement = (
@@ -104,6 +110,10 @@ class ReportQueries:
                 func.sum(col(LlmCall.prompt_tokens)).label("prompt_tokens"),
                 func.sum(col(LlmCall.completion_tokens)).label("completion_tokens"),
                 func.sum(col(LlmCall.cached_tokens)).label("cached_tokens"),
+                func.sum(col(LlmCall.reasoning_tokens)).label("reasoning_tokens"),
+                _count_where(estimated).label("estimated_calls"),
+                _sum_where(estimated, col(LlmCall.prompt_tokens)).label("estimated_prompt"),
+                _sum_where(estimated, col(LlmCall.completion_tokens)).label("estimated_completion"),
             )
             .select_from(LlmCall)
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
@@ -262,6 +272,10 @@ def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
     return func.sum(case((condition, 1), else_=0))
 
 
+def _sum_where(condition: ColumnElement[bool], column: Mapped[int]) -> ColumnElement[Any]:
+    return func.sum(case((condition, column), else_=0))
+
+
 def _call_totals(row: AnyRow) -> CallTotals:
     return CallTotals(
         day=date.fromisoformat(str(row.day)),  # text on SQLite, a date on Postgres
@@ -275,4 +289,8 @@ def _call_totals(row: AnyRow) -> CallTotals:
         prompt_tokens=int(row.prompt_tokens),
         completion_tokens=int(row.completion_tokens),
         cached_tokens=int(row.cached_tokens),
+        reasoning_tokens=int(row.reasoning_tokens),
+        estimated_calls=int(row.estimated_calls),
+        estimated_prompt_tokens=int(row.estimated_prompt),
+        estimated_completion_tokens=int(row.estimated_completion),
     )

@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from assistant.records import SERVER_TOKENS
+
 LARGEST_ID = 2**31 - 1  # ids are INTEGER: 32 bits, signed, on Postgres
 
 
@@ -81,6 +83,17 @@ class LlmCall(SQLModel, table=True):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = Field(
+        default=0,
+        sa_column_kwargs={"server_default": "0"},
+        description="a part of completion_tokens, billed as output",
+    )
+    token_source: str = Field(
+        default=SERVER_TOKENS,
+        max_length=32,
+        sa_column_kwargs={"server_default": SERVER_TOKENS},
+        description="server | none | estimate:<tokenizer> (the server sent no usage)",
+    )
     cost_usd: float | None = Field(default=None, description="NULL when the model is unpriced")
     ttft_ms: float | None = None
     total_ms: float
