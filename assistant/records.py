@@ -45,6 +45,7 @@ class CallRecord:
     error_class: str | None = None
     cache_hit: bool = False
     contract_error: str | None = None
+    fallback_for: str | None = None  # the version's own model, when a fallback made this call
 
     @property
     def estimated(self) -> bool:

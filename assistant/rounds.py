@@ -162,22 +162,27 @@ class ModelRounds:
         set (cut off, contract broken), goes into the ledger however the call ends."""
         streamed: list[str] = []
         started = time.perf_counter()
+        stood_in = speaker.model if request.model != speaker.model else None
+
+        def account(record: CallRecord) -> None:
+            ledger.add(replace(record, fallback_for=stood_in))
+
         try:
             async with aclosing(self._model.stream(request)) as stream:
                 async for item in stream:
                     if isinstance(item, Completion):
                         check = _contract_check(speaker, item)
-                        ledger.add(self._completed(speaker, request, item, check))
+                        account(self._completed(speaker, request, item, check))
                         yield RoundEnd(completion=item, note=_cut_off_note(item), check=check)
                     else:
                         streamed.append(item)
                         yield TextDelta(text=item)
         except LlmError as exc:
-            ledger.add(accounting.failed_call(purpose="reply", model=request.model, error=exc))
+            account(accounting.failed_call(purpose="reply", model=request.model, error=exc))
             raise
         except (GeneratorExit, asyncio.CancelledError):
             elapsed_ms = (time.perf_counter() - started) * 1000
-            ledger.add(
+            account(
                 accounting.abandoned_call(
                     request=request,
                     text="".join(streamed),

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TypeVar
 
@@ -168,6 +168,7 @@ class Report:
     estimated_calls: int = 0  # calls whose tokens our tokenizer counted (no usage was sent)
     estimated_prompt_tokens: int = 0  # the parts of the token totals those calls make up
     estimated_completion_tokens: int = 0
+    fallback_answers: dict[str, int] = field(default_factory=dict)  # by the model that answered
 
 
 @dataclass(kw_only=True)
@@ -183,6 +184,7 @@ class _Tally:
     estimated_calls: int = 0
     estimated_prompt_tokens: int = 0
     estimated_completion_tokens: int = 0
+    fallback_answers: int = 0
 
     def add(self, row: CallTotals) -> None:
         self.calls += row.calls
@@ -196,6 +198,7 @@ class _Tally:
         self.estimated_calls += row.estimated_calls
         self.estimated_prompt_tokens += row.estimated_prompt_tokens
         self.estimated_completion_tokens += row.estimated_completion_tokens
+        self.fallback_answers += row.fallback_answers
 
 
 def _tally(rows: Iterable[CallTotals]) -> _Tally:
@@ -255,6 +258,7 @@ async def build_report(
         estimated_calls=total.estimated_calls,
         estimated_prompt_tokens=total.estimated_prompt_tokens,
         estimated_completion_tokens=total.estimated_completion_tokens,
+        fallback_answers={m: t.fallback_answers for m, t in by_model.items() if t.fallback_answers},
     )
 
 

@@ -73,7 +73,16 @@ def _traffic(report: Report, separator: str) -> str:
 
 def _calls(report: Report, separator: str) -> str:
     errors = f"{count(report.errors, 'error')} ({report.error_rate:.1%})"
-    return count(report.calls, "model call") + separator + errors
+    return count(report.calls, "model call") + separator + errors + _fallbacks(report, separator)
+
+
+def _fallbacks(report: Report, separator: str) -> str:
+    """How often a version's fallback model answered because its own could not."""
+    if not report.fallback_answers:
+        return ""
+    answered = sum(report.fallback_answers.values())
+    models = ", ".join(f"{m} {n:,}" for m, n in sorted(report.fallback_answers.items()))
+    return f"{separator}{count(answered, 'answer')} by fallback models ({models})"
 
 
 def _cost(report: Report) -> str:

@@ -48,6 +48,7 @@ class CallTotals:
     estimated_calls: int  # whose tokens our tokenizer counted: the server sent no usage
     estimated_prompt_tokens: int  # the part of prompt_tokens those calls make up
     estimated_completion_tokens: int
+    fallback_answers: int  # calls a fallback model answered for the version's own
 
     @property
     def is_eval(self) -> bool:
@@ -114,6 +115,9 @@ class ReportQueries:
                 _count_where(estimated).label("estimated_calls"),
                 _sum_where(estimated, col(LlmCall.prompt_tokens)).label("estimated_prompt"),
                 _sum_where(estimated, col(LlmCall.completion_tokens)).label("estimated_completion"),
+                _count_where(and_(col(LlmCall.fallback_for).is_not(None), status == "ok")).label(
+                    "fallback_answers"
+                ),
             )
             .select_from(LlmCall)
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
@@ -293,4 +297,5 @@ def _call_totals(row: AnyRow) -> CallTotals:
         estimated_calls=int(row.estimated_calls),
         estimated_prompt_tokens=int(row.estimated_prompt),
         estimated_completion_tokens=int(row.estimated_completion),
+        fallback_answers=int(row.fallback_answers),
     )

@@ -94,6 +94,11 @@ class LlmCall(SQLModel, table=True):
         sa_column_kwargs={"server_default": SERVER_TOKENS},
         description="server | none | estimate:<tokenizer> (the server sent no usage)",
     )
+    fallback_for: str | None = Field(
+        default=None,
+        max_length=128,
+        description="the prompt version's own model, when one of its fallbacks made this call",
+    )
     cost_usd: float | None = Field(default=None, description="NULL when the model is unpriced")
     ttft_ms: float | None = None
     total_ms: float

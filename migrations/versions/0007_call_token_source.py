@@ -1,12 +1,12 @@
-"""call token source and reasoning tokens
+"""call token source, reasoning tokens and fallbacks
 
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-28 09:00:00.000000
 
-Where each call's token counts came from ("server", "none", "estimate:<tokenizer>"), and the
-reasoning tokens inside its completion tokens. Calls stored before this revision read as
-"server" and 0: nothing recorded which of them were estimates.
+Where each call's token counts came from ("server", "none", "estimate:<tokenizer>"), the
+reasoning tokens inside its completion tokens, and which model a fallback stood in for. Calls
+stored before this revision read as "server" and 0: nothing recorded which were estimates.
 """
 
 from collections.abc import Sequence
@@ -34,9 +34,13 @@ def upgrade() -> None:
                 server_default="server",
             )
         )
+        batch_op.add_column(
+            sa.Column("fallback_for", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=True)
+        )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("llm_calls", schema=None) as batch_op:
+        batch_op.drop_column("fallback_for")
         batch_op.drop_column("token_source")
         batch_op.drop_column("reasoning_tokens")
