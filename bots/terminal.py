@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 
@@ -38,6 +40,40 @@ def describe(done: Completed) -> str:
     return f"{line} ({ESTIMATE_LEGEND})" if usage.estimated else line
 
 
+class HeldLogs(logging.Handler):
+    """Prints log lines on the console between answers: a retry's warning printed while an
+    answer streams would land in the middle of its text."""
+
+    def __init__(self, console: Console, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        self._console = console
+        self._held: list[str] = []
+        self._holding = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        if self._holding:
+            self._held.append(line)
+        else:
+            self._print(line)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold log lines while the body runs (an answer streams); print them after it."""
+        self._holding = True
+        try:
+            yield
+        finally:
+            self._holding = False
+            held, self._held = self._held, []
+            for line in held:
+                self._print(line)
+
+    def _print(self, line: str) -> None:
+        self._console.print(line, style="yellow", markup=False, highlight=False)
+
+
 class TerminalChat:
     """One conversation in a console; its turns run inline, one line at a time."""
 
@@ -50,6 +86,7 @@ class TerminalChat:
         console: Console,
         show_cost: bool = False,
         read_line: Callable[[], str] = lambda: input("you> "),
+        logs: HeldLogs | None = None,
     ) -> None:
         self._assistant = assistant
         self._ref = ref
@@ -59,6 +96,7 @@ class TerminalChat:
         self._read_line = read_line
         self._turns = TurnRunner(assistant, surface="terminal", interval=0)
         self._last: Completed | None = None
+        self._logs = logs  # the process's log handler, held while an answer prints
 
     async def run(self) -> None:
         previous = await self._assistant.history_length(self._ref)
@@ -94,7 +132,9 @@ class TerminalChat:
 
     async def _turn(self, text: str) -> None:
         inbound = Inbound(ref=self._ref, actor=self._actor, text=text)
-        last = await self._turns.answer(Turn(inbound=inbound, surface=ConsoleReply(self._console)))
+        with self._logs.held() if self._logs else contextlib.nullcontext():
+            turn = Turn(inbound=inbound, surface=ConsoleReply(self._console))
+            last = await self._turns.answer(turn)
         if isinstance(last, Completed):
             self._last = last
             if self._show_cost:
