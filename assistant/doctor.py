@@ -198,13 +198,14 @@ class Doctor:
 
     async def _context_size(self, model: str) -> int | None:
         """Where each server says it: vLLM in /v1/models, llama.cpp in /props, LiteLLM in
-        /model/info, Ollama in /api/show."""
+        /model/info, Ollama in /api/ps (its /api/show gives the length the model was trained
+        for, while the server runs with a smaller num_ctx and silently drops what is over)."""
         root = str(self.client.base_url).rstrip("/").removesuffix("/v1")
         probes: list[tuple[str, str, dict[str, Any] | None]] = [
             ("get", "/models", None),
             ("get", f"{root}/props", None),
             ("get", f"{root}/model/info", None),
-            ("post", f"{root}/api/show", {"model": model}),
+            ("get", f"{root}/api/ps", None),  # Ollama: the window it runs with, not /api/show's
         ]
         for method, path, body in probes:
             try:
@@ -298,9 +299,10 @@ def _context_in(answer: object, model: str) -> int | None:
     settings = answer.get("default_generation_settings") or {}  # llama.cpp's /props
     if isinstance(settings.get("n_ctx"), int):
         return int(settings["n_ctx"])
-    for key, value in (answer.get("model_info") or {}).items():  # Ollama's /api/show
-        if key.endswith(".context_length") and isinstance(value, int):
-            return value
+    for loaded in answer.get("models") or ():  # Ollama's /api/ps
+        if isinstance(loaded, dict) and model in (loaded.get("name"), loaded.get("model")):
+            size = loaded.get("context_length")
+            return size if isinstance(size, int) else None
     return None
 
 

@@ -109,6 +109,10 @@ class LlmUnavailable(LlmError):
     user_message = "The language model service is unavailable right now. Please try again."
 
 
+class LlmConnectionLost(LlmUnavailable):
+    """The connection failed or closed before any HTTP answer came back."""
+
+
 class LlmStreamBroken(LlmError):
     retryable = True
     user_message = "The answer was cut off by the language model service. Please try again."
@@ -257,16 +261,27 @@ class OpenAIChatModel:
         started = time.perf_counter()
         deadline = started + self._timeouts.total
         attempt = 0
+        whole = not self._streams(request)
         while True:
             attempt += 1
             emitted = False
             try:
-                async for item in self._attempt(request, started, deadline, attempt):
+                async for item in self._attempt(request, started, deadline, attempt, whole):
                     emitted = emitted or isinstance(item, str)
+                    if isinstance(item, Completion) and whole and self._streams(request):
+                        self._stop_streaming_tools(request)  # before the caller stops reading
                     yield item
                 return
             except LlmError as exc:
-                if not emitted and self._learn_unstreamed_tools(request, exc):
+                if not whole and not emitted and _worth_unstreamed(request, exc):
+                    log.warning(
+                        "model %s: the stream failed before it said anything (%s: %s); "
+                        "trying once unstreamed",
+                        request.model,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    whole = True
                     continue
                 delay = self._retry_delay(exc, attempt, emitted, deadline)
                 if delay is None:
@@ -281,32 +296,29 @@ class OpenAIChatModel:
             await asyncio.sleep(delay)
 
     def streams_tools(self, model: str) -> bool:
-        """Whether tool rounds for `model` are streamed (the table, and what the server said)."""
+        """Whether tool rounds for `model` are streamed (the table, and what the server did)."""
         return self._models.traits(model).stream_tools and model not in self._unstreamed_tools
 
     def _streams(self, request: ChatRequest) -> bool:
         return not request.tools or self.streams_tools(request.model)
 
-    def _learn_unstreamed_tools(self, request: ChatRequest, exc: LlmError) -> bool:
-        """Whether `exc` is a server saying it cannot stream tool calls (llama-cpp-python:
-        "Automatic streaming tool choice is not supported"); if so, this model's tool rounds
-        go unstreamed from now on."""
-        if not self._streams(request) or not _says_no_streamed_tools(str(exc)):
-            return False
+    def _stop_streaming_tools(self, request: ChatRequest) -> None:
+        """A tool round that failed streamed and answered unstreamed: llama-cpp-python cannot
+        stream a call the model chose itself ("Automatic streaming tool choice is not
+        supported", after the 200). This model's tool rounds go unstreamed from now on."""
+        if not request.tools:
+            return
         log.warning(
             "model %s: the server cannot stream tool calls; its tool rounds are sent unstreamed",
             request.model,
         )
         self._unstreamed_tools.add(request.model)
-        return True
 
     def _retry_delay(
         self, exc: LlmError, attempt: int, emitted: bool, deadline: float
     ) -> float | None:
         if emitted or attempt > self._max_retries:
             return None
-        if isinstance(exc, LlmEmptyStream):
-            return None if attempt > 1 else 0.0  # once: twice empty is a refusal, not a blip
         if not isinstance(exc, LlmRateLimited | LlmUnavailable):
             return None
         backoff = self._backoff_base * 2 ** (attempt - 1) * random.uniform(0.5, 1.0)  # noqa: S311
@@ -341,7 +353,7 @@ class OpenAIChatModel:
         )
 
     async def _attempt(
-        self, request: ChatRequest, started: float, deadline: float, attempt: int
+        self, request: ChatRequest, started: float, deadline: float, attempt: int, whole: bool
     ) -> AsyncGenerator[str | Completion, None]:
         assembly = _Assembly()
         ttft_ms: float | None = None
@@ -359,10 +371,10 @@ class OpenAIChatModel:
         body = self._wire_request(request)
         stream: AsyncStream[object] | None = None
         try:
-            if not self._streams(request):
+            if whole:
                 async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):
-                    whole = await self._post_whole(body)
-                text = assembly.add_whole(whole)
+                    completion = await self._post_whole(body)
+                text = assembly.add_whole(completion)
                 ttft_ms = elapsed_ms()
                 if text:
                     yield text
@@ -594,9 +606,18 @@ _REQUESTED = (
 )
 
 
-def _says_no_streamed_tools(detail: str) -> bool:
-    lowered = detail.lower()
-    return "stream" in lowered and "tool" in lowered and "not supported" in lowered
+def _worth_unstreamed(request: ChatRequest, exc: LlmError) -> bool:
+    """Whether a stream that failed before saying anything is worth one unstreamed try: its
+    body was empty or cut before the first event (llama-cpp-python's overflow: unstreamed,
+    the same request gets its real error), or a tool round was refused before it began (its
+    streamed tool choice)."""
+    if exc.ttft_ms is not None:
+        return False
+    if isinstance(exc, LlmStreamBroken):  # empty, or cut before its first event
+        return True
+    detail = str(exc).lower()
+    says_so = "stream" in detail and "tool" in detail and "not supported" in detail
+    return bool(request.tools) and (says_so or isinstance(exc, LlmConnectionLost))
 
 
 def _overflow(
@@ -618,6 +639,11 @@ def _overflow(
 
 def _number(value: object) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+# The transport's errors for a server that took the request, then hung up (its process died,
+# or it failed after sending 200): not the same as a server nobody could reach.
+_CLOSED_BY_SERVER = ("RemoteProtocolError", "ReadError")
 
 
 def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> LlmError:
@@ -644,8 +670,15 @@ def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> 
         return LlmStreamBroken(
             f"connection lost mid-answer: {exc}", ttft_ms=ttft_ms, total_ms=total_ms
         )
+    cause = type(exc.__cause__).__name__
+    if isinstance(exc, openai.APIConnectionError) and cause in _CLOSED_BY_SERVER:
+        return LlmStreamBroken(
+            f"the server closed the connection before answering ({exc.__cause__})",
+            ttft_ms=ttft_ms,
+            total_ms=total_ms,
+        )
     if isinstance(exc, openai.APIConnectionError):
-        return LlmUnavailable(
+        return LlmConnectionLost(
             f"cannot reach the model server: {exc}", ttft_ms=ttft_ms, total_ms=total_ms
         )
     # an error event inside a stream the server had answered 200 to

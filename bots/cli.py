@@ -23,14 +23,16 @@ from assistant.prompts.files import PromptFileError
 from assistant.reporting.chart import chart_png
 from assistant.reporting.figures import Period, build_report
 from assistant.reporting.wording import report_text
-from assistant.runtime import open_runtime
+from assistant.runtime import open_doctor, open_runtime
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
+from assistant.testing.personalities import PERSONALITIES
 from assistant.turns import Actor, ConversationRef
 from bots import services
 from bots.chat_actions import run_admin
+from bots.cli_doctor import examine
 from bots.cli_evals import eval_plan, run_plan
-from bots.terminal import TerminalChat
+from bots.terminal import HeldLogs, TerminalChat
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
@@ -84,7 +86,9 @@ def chat(
     if not fake and settings.openai_api_key is None and settings.openai_base_url is None:
         _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
         raise typer.Exit(2)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    console = Console(soft_wrap=True)
+    logs = HeldLogs(console)  # printed between answers, never into one
+    logging.basicConfig(level=logging.WARNING, handlers=[logs])
     user = getpass.getuser()
 
     async def main() -> None:
@@ -97,8 +101,9 @@ def chat(
                     platform="terminal", workspace="local", channel=user, thread=conversation
                 ),
                 actor=Actor(platform="terminal", user_id=user, display_name=user),
-                console=Console(soft_wrap=True),
+                console=console,
                 show_cost=show_cost,
+                logs=logs,
             ).run()
         finally:
             await runtime.close()
@@ -293,15 +298,68 @@ def db_upgrade() -> None:
     typer.echo("database is up to date")
 
 
+@app.command()
+def doctor(
+    fake: Annotated[
+        str | None,
+        typer.Option(
+            help=f"Examine the bundled fake server instead, behaving as one of: "
+            f"{', '.join(PERSONALITIES)}.",
+            callback=lambda like: like if like is None else _known_server(like),
+        ),
+    ] = None,
+) -> None:
+    """Probe the configured model server: what it supports, and what the assistant does about
+    each gap. Exits 1 on a blocker, 2 when the server cannot be reached."""
+    settings = _settings()
+    if fake is None and settings.openai_api_key is None and settings.openai_base_url is None:
+        _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
+        raise typer.Exit(2)
+
+    async def main() -> int:
+        server = (
+            await FakeLlm(like=fake, models=(settings.assistant_model,)).start() if fake else None
+        )
+        try:
+            checkup = open_doctor(settings, base_url=server.base_url if server else None)
+            return await examine(checkup, Console(soft_wrap=True), _ERR)
+        finally:
+            if server is not None:
+                await server.stop()
+
+    raise typer.Exit(_run(main))
+
+
+def _known_server(like: str) -> str:
+    if like not in PERSONALITIES:
+        names = ", ".join(PERSONALITIES)
+        raise typer.BadParameter(f"{like!r} is not a server the fake knows; choose one of: {names}")
+    return like
+
+
 @app.command("fake-llm")
 def fake_llm(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 to listen on.")] = 8808,
+    like: Annotated[
+        str,
+        typer.Option(
+            help=f"Behave as this server does: {', '.join(PERSONALITIES)}.",
+            callback=_known_server,
+        ),
+    ] = "openai",
+    context_tokens: Annotated[
+        int | None,
+        typer.Option(help="Context window in tokens (default: that server's usual one).", min=1),
+    ] = None,
 ) -> None:
     """Serve the fake OpenAI-compatible API (for demos and manual testing)."""
 
     async def main() -> None:
-        server = await FakeLlm().start(port=port)
-        typer.echo(f"fake OpenAI-compatible API on {server.base_url} (Ctrl-C to stop)")
+        server = await FakeLlm(like=like, context_tokens=context_tokens).start(port=port)
+        typer.echo(
+            f"fake OpenAI-compatible API on {server.base_url}, behaving as {like} "
+            f"({server.context_tokens}-token context; Ctrl-C to stop)"
+        )
         try:
             await asyncio.Event().wait()
         finally:

@@ -253,8 +253,8 @@ async def test_a_server_that_cannot_stream_tool_calls_gets_them_unstreamed(wire:
     assert first.usage is not None and first.usage.prompt_tokens == 420
 
 
-async def anext_completion(model: OpenAIChatModel) -> Completion:
-    async for item in model.stream(ASK):
+async def anext_completion(model: OpenAIChatModel, request: ChatRequest = ASK) -> Completion:
+    async for item in model.stream(request):
         if isinstance(item, Completion):
             return item
     raise AssertionError("no completion")
@@ -350,17 +350,44 @@ async def test_each_servers_overflow_is_recognised(
     assert len(wire.bodies) == 1  # never retried as it is
 
 
-async def test_an_empty_stream_is_tried_once_more_then_called_empty(wire: Wire):
-    wire.responses += [[], ["[DONE]"]]
+async def test_an_empty_stream_is_tried_unstreamed_which_gives_the_real_error(wire: Wire):
+    """llama-cpp-python streams nothing for a prompt past its context; unstreamed, the same
+    request gets a 400 that says so, with its numbers."""
+    overflow = {
+        "message": "This model's maximum context length is 2048 tokens. However, you requested "
+        "3000 tokens (3000 in the messages, None in the completion).",
+        "type": "invalid_request_error",
+        "code": "context_length_exceeded",
+    }
+    wire.responses += [[], (400, {"error": overflow})]
+    with pytest.raises(LlmContextOverflow) as raised:
+        await complete(client(wire), ChatRequest(model="m", messages=ASK.messages))
+    assert (raised.value.limit, raised.value.requested) == (2048, 3000)
+    assert [b["stream"] for b in wire.bodies] == [True, False]
+
+
+async def test_an_empty_stream_then_an_unstreamed_answer_is_answered_and_streaming_goes_on(
+    wire: Wire,
+):
+    whole = {
+        "model": "m",
+        "choices": [
+            {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "84"}}
+        ],
+    }
+    wire.responses += [["[DONE]"], whole, [chunk({"content": "85"}, "stop")]]
+    model = client(wire)
+    request = ChatRequest(model="m", messages=ASK.messages)
+    first = await anext_completion(model, request)
+    second = await complete(model, request)
+    assert (first.text, first.attempts, second.text) == ("84", 2, "85")
+    assert [b["stream"] for b in wire.bodies] == [True, False, True]  # a blip, not a trait
+
+
+async def test_an_empty_stream_twice_is_called_empty(wire: Wire):
+    wire.responses += [[], {"model": "m", "choices": []}]
     with pytest.raises(LlmEmptyStream):
-        await complete(client(wire))
-    assert len(wire.bodies) == 2
-
-
-async def test_an_empty_stream_then_an_answer_is_answered(wire: Wire):
-    wire.responses += [[], [chunk({"content": "84"}, "stop")]]
-    done = await complete(client(wire))
-    assert done.text == "84" and done.attempts == 2
+        await complete(client(wire), ChatRequest(model="m", messages=ASK.messages))
 
 
 async def test_reasoning_models_get_max_completion_tokens_and_no_temperature(wire: Wire):

@@ -1,25 +1,44 @@
 """A fake OpenAI-compatible server on loopback: scriptable per test, and an offline demo model.
 
 Tests queue what the next requests get (text, tool calls, errors, a hung or cut stream) and read
-back every request body; with nothing queued, a small deterministic "model" answers, which is what
-`assistant chat --fake` talks to.
+back every request body and its headers; with nothing queued, a small deterministic "model"
+answers, which is what `assistant chat --fake` talks to. `FakeLlm(like=...)` makes it behave as a
+particular real server does where servers differ (see `personalities.py`), so the engine can be
+tested against each of them without running any.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
+import math
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from assistant.testing.personalities import (
+    auto_tool_choice_refusal,
+    count_like,
+    effort_refusal,
+    is_reasoning_model,
+    litellm_model_info,
+    llamacpp_props,
+    model_card,
+    ollama_ps,
+    ollama_show,
+    overflow_error,
+    overflows,
+    personality,
+    reasoning_refusal,
+)
 from assistant.tokens import TokenCounter
 
 
@@ -104,10 +123,49 @@ def _trailing_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any
 
 
 class FakeLlm:
-    """The server. Use as `async with FakeLlm() as llm:` then point a client at `llm.base_url`."""
+    """The server. Use as `async with FakeLlm() as llm:` then point a client at `llm.base_url`.
 
-    def __init__(self, responder: Responder = demo_responder) -> None:
+    `like` picks which real server it behaves as (see `personalities.py`): "openai" (the
+    default), "vllm", "ollama", "litellm" or "llamacpp" (llama-cpp-python). The rest tune it:
+    `context_tokens` (None: the server's usual window), `models` (what `/v1/models` lists),
+    `slots` (requests served at once; None: as the server does, 0: unlimited),
+    `trained_context_tokens` (what Ollama's `/api/show` reports; None: 131072),
+    `auto_tool_choice` (False: vLLM started without --enable-auto-tool-choice),
+    `reasoning_tokens` (what an OpenAI reasoning model reports thinking), `object_arguments`
+    (send tool arguments as a JSON object, as some servers wrongly do) and `tool_call_index`
+    (False: leave `index` out of tool-call deltas, as Ollama did before 0.4.7).
+    """
+
+    def __init__(
+        self,
+        responder: Responder = demo_responder,
+        *,
+        like: str = "openai",
+        context_tokens: int | None = None,
+        models: tuple[str, ...] = ("fake",),
+        slots: int | None = None,
+        trained_context_tokens: int | None = None,
+        auto_tool_choice: bool = True,
+        reasoning_tokens: int = 64,
+        object_arguments: bool = False,
+        tool_call_index: bool = True,
+    ) -> None:
+        self.personality = personality(like)
+        if not auto_tool_choice and like != "vllm":
+            raise ValueError(
+                "auto_tool_choice=False is vLLM's --enable-auto-tool-choice; use like='vllm'"
+            )
         self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers, parallel to requests
+        self.context_tokens = context_tokens or self.personality.context_tokens
+        self.models = models
+        self.trained_context_tokens = trained_context_tokens or 131_072
+        self._slot_count = self.personality.slots if slots is None else slots
+        self._slots = _Slots(self._slot_count, interrupts=self.personality.interrupts_streams)
+        self._auto_tool_choice = auto_tool_choice
+        self._reasoning_tokens = reasoning_tokens
+        self._object_arguments = object_arguments
+        self._tool_call_index = tool_call_index
         self._queue: deque[Script] = deque()
         self._responder = responder
         self._closing = asyncio.Event()
@@ -128,6 +186,7 @@ class FakeLlm:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_fake/requests", self._recorded)
+        self._add_context_endpoint(app)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -146,107 +205,333 @@ class FakeLlm:
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
 
+    # ---------------------------------------------------------------- discovery endpoints
+
+    def _add_context_endpoint(self, app: web.Application) -> None:
+        """Each server's own way to say its context length (OpenAI has none)."""
+        endpoint = self.personality.context_endpoint
+        if endpoint == "props":
+            app.router.add_get("/props", self._props)
+        elif endpoint == "api_show":
+            app.router.add_post("/api/show", self._show)
+            app.router.add_get("/api/ps", self._ps)
+        elif endpoint == "model_info":
+            app.router.add_get("/model/info", self._model_info)
+            app.router.add_get("/v1/model/info", self._model_info)
+
     async def _models(self, _request: web.Request) -> web.Response:
-        return _json({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+        # llama-cpp-python's /v1/models waits for the model lock like a completion does
+        lock = self._slots.hold() if self.personality.interrupts_streams else _no_wait()
+        async with lock:
+            cards = [model_card(self.personality, m, self.context_tokens) for m in self.models]
+        return _json({"object": "list", "data": cards})
+
+    async def _props(self, _request: web.Request) -> web.Response:
+        slots = self._slot_count or 1
+        return _json(llamacpp_props(self.context_tokens, slots, self.models[0]))
+
+    async def _show(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        name = str(body.get("model") or body.get("name") or "")
+        if name not in self.models:
+            return _json({"error": f"model '{name}' not found"}, status=404)
+        return _json(ollama_show(name, self.trained_context_tokens))
+
+    async def _ps(self, _request: web.Request) -> web.Response:
+        return _json(ollama_ps(self.models, self.context_tokens))
+
+    async def _model_info(self, _request: web.Request) -> web.Response:
+        return _json(litellm_model_info(self.models, self.context_tokens))
 
     async def _recorded(self, _request: web.Request) -> web.Response:
         """Every request body received so far, for tests that run the server in another process."""
-        return _json({"requests": self.requests})
+        return _json({"requests": self.requests, "headers": self.headers})
+
+    # ---------------------------------------------------------------- chat completions
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        """Record the request, then answer as the server would: a scripted failure first, then
+        the server's own refusals (parameters, context), then the model's answer."""
         body = await request.json()
         self.requests.append(body)
-        script = self._queue.popleft() if self._queue else self._responder(body)
+        self.headers.append(dict(request.headers))
+        head = self._queue[0] if self._queue else None
+        if isinstance(head, Fail):  # a scripted failure comes before anything the server checks
+            self._queue.popleft()
+            return self._failure(request, head)
+        refusal = self._refusal(body)  # a refused request leaves the queued answer for the next
+        if refusal is not None:
+            return _json(refusal, status=400)
+        streamed = bool(body.get("stream"))
+        seen, overflow = self._fit(body)
+        if overflow is not None and not (streamed and self.personality.overflow == "llamacpp"):
+            return _json(overflow, status=400)
+        if overflow is not None:
+            return await self._stream(request, body, None)
+        script = self._queue.popleft() if self._queue else self._responder(seen)
         if isinstance(script, Fail):
-            message = script.message
-            if script.echo_key:
-                key = request.headers.get("Authorization", "").removeprefix("Bearer ")
-                message += f" (API key provided: {key})"
-            error = {"error": {"message": message, "type": "fake", "code": script.status}}
-            return _json(error, status=script.status, headers=script.headers)
-        if not body.get("stream"):
-            return _json(self._whole_completion(body, script))
-        return await self._stream(request, body, script)
+            return self._failure(request, script)
+        script = self._as_offered(body, script)
+        if not streamed:
+            async with self._slots.hold():
+                return _json(self._whole_completion(seen, script))
+        return await self._stream(request, seen, script)
+
+    def _failure(self, request: web.Request, script: Fail) -> web.Response:
+        message = script.message
+        if script.echo_key:
+            key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+            message += f" (API key provided: {key})"
+        error = {"error": {"message": message, "type": "fake", "code": script.status}}
+        return _json(error, status=script.status, headers=script.headers)
+
+    def _refusal(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The 400 a server sends for parameters it will not take, before any model runs."""
+        if self.personality.reasoning_models:
+            if is_reasoning_model(str(body.get("model", ""))):
+                return reasoning_refusal(body)
+            if "reasoning_effort" in body:
+                return effort_refusal()
+        if not self._auto_tool_choice and body.get("tools") and self._tool_choice(body) == "auto":
+            return auto_tool_choice_refusal()
+        return None
+
+    def _fit(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """What the model sees of the request, and the server's overflow error if it refuses it.
+        Ollama refuses nothing: it drops the oldest messages until the prompt fits."""
+        server = self.personality
+        output = body.get("max_completion_tokens") or body.get("max_tokens")
+        output = output if isinstance(output, int) else None
+        prompt, context = self.prompt_tokens(body), self.context_tokens
+        if not overflows(server.overflow, context=context, prompt=prompt, output=output):
+            return body, None
+        if server.overflow == "truncate":
+            return self._truncated(body), None
+        error = overflow_error(server.overflow, context=context, prompt=prompt, output=output)
+        return body, error
+
+    def _truncated(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Ollama's chatPrompt: skip messages from the front, keeping system ones, until it fits;
+        the newest message stays whatever its size."""
+        messages: list[dict[str, Any]] = body.get("messages", [])
+        kept = messages
+        for start in range(len(messages)):
+            system = [m for m in messages[:start] if m.get("role") == "system"]
+            kept = system + messages[start:]
+            if self.prompt_tokens({**body, "messages": kept}) <= self.context_tokens:
+                break
+        return {**body, "messages": kept}
+
+    def prompt_tokens(self, body: dict[str, Any]) -> int:
+        """The prompt's size as this server counts it (tiktoken for OpenAI, its own otherwise)."""
+        messages = body.get("messages", [])
+        tools = body.get("tools", [])
+        if self.personality.chars_per_token is None:
+            return TokenCounter(str(body.get("model", ""))).count_request(messages, tools)
+        return count_like(self.personality, _rendered(messages, tools), len(messages))
+
+    def _tool_choice(self, body: dict[str, Any]) -> str | dict[str, Any]:
+        """The tool_choice the server acts on: Ollama reads none, llama-cpp-python's default is
+        "none"."""
+        if not self.personality.reads_tool_choice:
+            return "auto"
+        choice = body.get("tool_choice")
+        return self.personality.missing_tool_choice if choice is None else choice
+
+    def _as_offered(self, body: dict[str, Any], script: Streamed) -> Streamed:
+        """A model told not to use tools (or never shown them) answers in words instead."""
+        if not isinstance(script, CallTools) or self._tool_choice(body) != "none":
+            return script
+        said = "; ".join(f"{name}({json.dumps(args)})" for name, args in script.calls)
+        return Reply(text=script.text or f"I would use {said}.")
+
+    # ---------------------------------------------------------------- streamed answers
 
     async def _stream(
-        self, request: web.Request, body: dict[str, Any], script: Streamed
+        self, request: web.Request, body: dict[str, Any], script: Streamed | None
     ) -> web.StreamResponse:
+        """Stream `script`; None (or a tool call llama-cpp-python cannot stream) sends the
+        headers and then drops the connection without a single event."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        ident = f"chatcmpl-fake{next(self._ids)}"
-        model = str(body.get("model", "fake"))
+        async with self._slots.hold():  # llama-cpp-python answers 200 first, then waits
+            if script is None or self._cannot_stream(body, script):
+                # the 200 and its headers go out (uvicorn sends them before the body fails),
+                # then the connection closes before a single event
+                assert request.transport is not None and response._payload_writer is not None
+                response._payload_writer.send_headers()
+                await asyncio.sleep(0)
+                request.transport.abort()
+                return response
+            ident = f"chatcmpl-fake{next(self._ids)}"
+            out = _Events(response, ident, str(body.get("model", "fake")), self._slots.wanted)
+            with contextlib.suppress(_Interrupted):  # its [DONE] is sent, the body ended
+                await self._events(request, out, body, script)
+        return response
 
-        async def send(payload: dict[str, Any] | str) -> None:
-            data = payload if isinstance(payload, str) else json.dumps(payload)
-            await response.write(f"data: {data}\n\n".encode())
+    def _cannot_stream(self, body: dict[str, Any], script: Streamed) -> bool:
+        """llama-cpp-python: "Automatic streaming tool choice is not supported"."""
+        chose = isinstance(script, CallTools) and self._tool_choice(body) == "auto"
+        return chose and not self.personality.streams_chosen_tools
 
-        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-
-        await send(chunk({"role": "assistant", "content": ""}))
-        text = script.text
-        delays = (script.first_delay, script.chunk_delay) if isinstance(script, Reply) else (0, 0)
-        size = script.chunk_chars if isinstance(script, Reply) else 16
-        for index, piece in enumerate(_pieces(text, size)):
-            await asyncio.sleep(delays[0] if index == 0 else delays[1])
-            await send(chunk({"content": piece}))
+    async def _events(
+        self, request: web.Request, out: _Events, body: dict[str, Any], script: Streamed
+    ) -> None:
+        await out.send(out.chunk(self._opening(script)))
+        if not self._tools_replace_text(script):
+            delays = (
+                (script.first_delay, script.chunk_delay) if isinstance(script, Reply) else (0, 0)
+            )
+            size = script.chunk_chars if isinstance(script, Reply) else 16
+            for index, piece in enumerate(_pieces(script.text, size)):
+                await asyncio.sleep(delays[0] if index == 0 else delays[1])
+                await out.send(out.chunk({"content": piece}))
         if isinstance(script, Hang):
             await self._wait_closing(3600)
-            return response
+            return
         if isinstance(script, Cut):
             assert request.transport is not None
             request.transport.abort()
-            return response
+            return
         finish = script.finish_reason if isinstance(script, Reply) else "stop"
         if isinstance(script, CallTools):
             finish = "tool_calls"
-            for index, (name, arguments) in enumerate(script.calls):
-                for delta in _tool_call_deltas(index, f"call_{ident}_{index}", name, arguments):
-                    await send(chunk({"tool_calls": [delta]}))
-        await send(chunk({}, finish))
-        if (body.get("stream_options") or {}).get("include_usage"):
-            await send({**chunk({}), "choices": [], "usage": self._usage(body, script)})
-        await send("[DONE]")
-        await response.write_eof()
-        return response
+            await self._send_tool_calls(out, script)
+        await out.send(out.chunk(self._closing_delta(script), finish))
+        await self._send_usage(out, body, script)
+        await out.done()
+
+    def _tools_replace_text(self, script: Streamed) -> bool:
+        """llama-cpp-python's tool path streams no text: content is null throughout."""
+        return isinstance(script, CallTools) and self.personality.legacy_function_call
+
+    def _opening(self, script: Streamed) -> dict[str, Any]:
+        if self.personality.name != "llamacpp":
+            return {"role": "assistant", "content": ""}
+        if isinstance(script, CallTools):
+            return {"role": "assistant", "content": None, "function_call": None, "tool_calls": None}
+        return {"role": "assistant"}
+
+    def _closing_delta(self, script: Streamed) -> dict[str, Any]:
+        if isinstance(script, CallTools) and self.personality.legacy_function_call:
+            return {"role": None, "content": None, "function_call": None, "tool_calls": None}
+        return {}
+
+    async def _send_tool_calls(self, out: _Events, script: CallTools) -> None:
+        for index, (name, arguments) in enumerate(script.calls):
+            call_id = self._call_id(out.ident, index, name)
+            for call in self._call_deltas(index, call_id, name, arguments):
+                await out.send(out.chunk(self._tool_delta(call)))
+
+    def _call_deltas(
+        self, index: int, call_id: str, name: str, arguments: dict[str, Any]
+    ) -> Iterator[dict[str, Any]]:
+        """One call as this server splits it over deltas."""
+        server = self.personality
+        function: dict[str, Any] = {"name": name}
+        whole = {"index": index, "id": call_id, "type": "function", "function": function}
+        if server.tool_call_stream == "whole" or self._object_arguments:
+            function["arguments"] = self._arguments(arguments)
+            yield self._indexed(whole)
+            return
+        if not server.name_on_every_delta:
+            if server.first_delta_has_arguments:
+                function["arguments"] = ""
+            yield self._indexed(whole)
+        for piece in _pieces(json.dumps(arguments), 7):
+            delta: dict[str, Any] = {"index": index}
+            if server.id_on_every_delta:
+                delta |= {"id": call_id, "type": "function"}
+            function = {"name": name} if server.name_on_every_delta else {}
+            delta["function"] = function | {"arguments": piece}
+            yield self._indexed(delta)
+
+    def _indexed(self, call: dict[str, Any]) -> dict[str, Any]:
+        if self._tool_call_index:
+            return call
+        return {key: value for key, value in call.items() if key != "index"}
+
+    def _tool_delta(self, call: dict[str, Any]) -> dict[str, Any]:
+        """The delta carrying one call piece: llama-cpp-python mirrors it as function_call and
+        nulls the rest; Ollama keeps `content: ""` beside it."""
+        if self.personality.legacy_function_call:
+            mirror = dict(call["function"])
+            return {"role": None, "content": None, "function_call": mirror, "tool_calls": [call]}
+        if self.personality.tool_call_stream == "whole":
+            return {"content": "", "tool_calls": [call]}
+        return {"tool_calls": [call]}
+
+    async def _send_usage(self, out: _Events, body: dict[str, Any], script: Streamed) -> None:
+        """Usage, where and whether this server streams it."""
+        asked = bool((body.get("stream_options") or {}).get("include_usage"))
+        where = self.personality.stream_usage
+        if not asked or where == "never":
+            return
+        choices: list[dict[str, Any]] = []
+        if where == "last_chunk_with_choices":
+            choices = [{"index": 0, "delta": {}}]
+        await out.send({**out.chunk({}), "choices": choices, "usage": self._usage(body, script)})
 
     async def _wait_closing(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._closing.wait(), timeout=seconds)
 
+    # ---------------------------------------------------------------- shared by both forms
+
+    def _call_id(self, ident: str, index: int, name: str) -> str:
+        digest = hashlib.sha256(f"{ident}/{index}".encode()).hexdigest()
+        return self.personality.tool_call_id.format(
+            cmpl=ident,
+            completion=ident.removeprefix("chat"),
+            index=index,
+            name=name,
+            hex8=digest[:8],
+            hex16=digest[:16],
+            hex24=digest[:24],
+        )
+
+    def _arguments(self, arguments: dict[str, Any]) -> str | dict[str, Any]:
+        return arguments if self._object_arguments else json.dumps(arguments)
+
     def _usage(self, body: dict[str, Any], script: Streamed) -> dict[str, Any]:
-        counter = TokenCounter(str(body.get("model", "")))
-        prompt = counter.count_request(body.get("messages", []), body.get("tools", []))
-        completion = counter.count(script.text)
-        if isinstance(script, CallTools):
-            completion += counter.count(json.dumps(script.calls))
-        cached = script.cached_tokens if isinstance(script, Reply) else 0
-        return {
+        server = self.personality
+        model = str(body.get("model", ""))
+        said = script.text + (json.dumps(script.calls) if isinstance(script, CallTools) else "")
+        prompt = self.prompt_tokens(body)
+        if server.chars_per_token is None:
+            counter = TokenCounter(model)
+            completion = counter.count(script.text)
+            if isinstance(script, CallTools):
+                completion += counter.count(json.dumps(script.calls))
+        else:
+            completion = math.ceil(len(said) / server.chars_per_token)
+        thinking = self._reasoning_tokens if server.reasoning_models else 0
+        thinking = thinking if is_reasoning_model(model) else 0
+        completion += thinking
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": min(cached, prompt)},
         }
+        if server.usage_details:
+            cached = script.cached_tokens if isinstance(script, Reply) else 0
+            usage["prompt_tokens_details"] = {"cached_tokens": min(cached, prompt)}
+        if thinking:
+            usage["completion_tokens_details"] = {
+                "reasoning_tokens": thinking,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            }
+        return usage
 
     def _whole_completion(self, body: dict[str, Any], script: Streamed) -> dict[str, Any]:
+        ident = f"chatcmpl-fake{next(self._ids)}"
         message: dict[str, Any] = {"role": "assistant", "content": script.text}
         if isinstance(script, CallTools):
-            message["tool_calls"] = [
-                {
-                    "id": f"call_{index}",
-                    "type": "function",
-                    "function": {"name": name, "arguments": json.dumps(arguments)},
-                }
-                for index, (name, arguments) in enumerate(script.calls)
-            ]
+            message |= self._whole_calls(ident, script)
         return {
-            "id": f"chatcmpl-fake{next(self._ids)}",
+            "id": ident,
             "object": "chat.completion",
             "created": int(time.time()),
             "model": str(body.get("model", "fake")),
@@ -260,24 +545,110 @@ class FakeLlm:
             "usage": self._usage(body, script),
         }
 
+    def _whole_calls(self, ident: str, script: CallTools) -> dict[str, Any]:
+        """An unstreamed answer's calls (and content, null beside them on most servers)."""
+        server = self.personality
+        calls = []
+        for index, (name, arguments) in enumerate(script.calls):
+            call_id = self._call_id(ident, index, name)
+            function = {"name": name, "arguments": self._arguments(arguments)}
+            call = {"id": call_id, "type": "function", "function": function}
+            calls.append({"index": index, **call} if server.name == "ollama" else call)
+        fields: dict[str, Any] = {"tool_calls": calls}
+        if server.content_null_with_tools and not script.text:
+            fields["content"] = None
+        if server.legacy_function_call and len(calls) == 1:
+            fields["function_call"] = calls[0]["function"]
+        return fields
+
+
+class _Interrupted(Exception):
+    """A request is waiting for the model: llama-cpp-python ends the running stream."""
+
+
+class _Events:
+    """One SSE response: builds chunks with the stream's id and checks, after each event, whether
+    another request wants the model (as llama-cpp-python's get_event_publisher does)."""
+
+    def __init__(
+        self, response: web.StreamResponse, ident: str, model: str, wanted: Callable[[], bool]
+    ) -> None:
+        self.response = response
+        self.ident = ident
+        self.model = model
+        self._wanted = wanted
+
+    def chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {
+            "id": self.ident,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        await self.response.write(f"data: {json.dumps(payload)}\n\n".encode())
+        if self._wanted():
+            await self.done()
+            raise _Interrupted
+
+    async def done(self) -> None:
+        await self.response.write(b"data: [DONE]\n\n")
+        await self.response.write_eof()
+
+
+class _Slots:
+    """How many requests the model serves at once (None: all). llama-cpp-python holds its one
+    model behind two locks (server/app.py get_llama_proxy): a request waits on the outer one
+    while the inner one is busy, which is how a running stream sees that it is wanted."""
+
+    def __init__(self, count: int | None, *, interrupts: bool) -> None:
+        self._waiting = asyncio.Lock()
+        self._running = asyncio.Semaphore(count) if count else None
+        self._interrupts = interrupts
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        if self._running is None:
+            yield
+            return
+        async with self._waiting:
+            await self._running.acquire()
+        try:
+            yield
+        finally:
+            self._running.release()
+
+    def wanted(self) -> bool:
+        return self._interrupts and self._waiting.locked()
+
+
+@contextlib.asynccontextmanager
+async def _no_wait() -> AsyncIterator[None]:
+    yield
+
+
+def _rendered(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+    """The text a chat template would make of the request, for a server's own count."""
+    parts = [json.dumps(tools)] if tools else []
+    for message in messages:
+        parts.append(str(message.get("role", "")))
+        content = message.get("content") or ""
+        if isinstance(content, list):  # content parts: their text is what is counted
+            content = " ".join(
+                str(part.get("text", "")) if isinstance(part, dict) else str(part)
+                for part in content
+            )
+        parts.append(str(content))
+        if message.get("tool_calls"):
+            parts.append(json.dumps(message["tool_calls"]))
+    return "\n".join(parts)
+
 
 def _pieces(text: str, size: int) -> Iterator[str]:
     for start in range(0, len(text), max(size, 1)):
         yield text[start : start + size]
-
-
-def _tool_call_deltas(
-    index: int, call_id: str, name: str, arguments: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """The way real servers send a call: id and name first, then the JSON arguments in pieces."""
-    yield {
-        "index": index,
-        "id": call_id,
-        "type": "function",
-        "function": {"name": name, "arguments": ""},
-    }
-    for piece in _pieces(json.dumps(arguments), 7):
-        yield {"index": index, "function": {"arguments": piece}}
 
 
 def _json(

@@ -1,0 +1,390 @@
+"""How real model servers differ on the wire, one `Personality` each, for the fake to imitate.
+
+Each fact names where it was read: a file in the server's own repository, or an issue. Where a
+server has changed over time, the entry says which version it follows. `FakeLlm(like=...)` reads
+these fields; the shapes are built in `fake_llm.py`, the wording of each server's errors here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ToolCallStream = Literal["pieces", "whole"]
+StreamUsage = Literal["own_chunk", "last_chunk_with_choices", "never"]
+Overflow = Literal["openai", "vllm", "litellm", "llamacpp", "truncate"]
+ContextEndpoint = Literal["none", "models_field", "props", "api_show", "model_info"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Personality:
+    """What one server does where servers disagree; `FakeLlm` consults nothing else."""
+
+    name: str
+    imitates: str  # the server and version these facts were read from
+
+    # Tool calls in a stream: in "pieces" (id and name, then the arguments a few characters at
+    # a time) or "whole" (each call complete in one chunk).
+    tool_call_stream: ToolCallStream = "pieces"
+    first_delta_has_arguments: bool = True  # OpenAI opens a call with `"arguments": ""`
+    id_on_every_delta: bool = False
+    name_on_every_delta: bool = False
+    legacy_function_call: bool = False  # also mirror the call as the old `function_call` field
+    content_null_with_tools: bool = False  # a tool-call answer's content is null, not ""
+    tool_call_id: str = "call_{cmpl}_{index}"  # cmpl, completion, index, name, hex8/16/24
+
+    # Usage in a stream: "own_chunk" (after the finish chunk, `choices: []`, only when asked by
+    # stream_options.include_usage), "last_chunk_with_choices" (likewise asked, but the chunk
+    # keeps a placeholder choice) or "never" (stream_options ignored). Unstreamed: always.
+    stream_usage: StreamUsage = "own_chunk"
+
+    # tool_choice: what a missing one means, whether it is read at all, and whether a streamed
+    # answer may choose a tool by itself.
+    missing_tool_choice: Literal["auto", "none"] = "auto"
+    reads_tool_choice: bool = True
+    streams_chosen_tools: bool = True
+
+    # The context window: its default size, how the server counts (None: tiktoken, as OpenAI
+    # does; else characters per token, a deterministic stand-in for the model's own tokenizer),
+    # what an overflow gets, and where the size can be asked for.
+    context_tokens: int = 8192
+    chars_per_token: float | None = None
+    template_tokens_per_message: int = 3
+    overflow: Overflow = "openai"
+    context_endpoint: ContextEndpoint = "none"
+
+    # Concurrency: None serves every request at once; 1 is one model behind one lock.
+    slots: int | None = None
+    interrupts_streams: bool = False  # a waiting request ends the running stream early
+
+    reasoning_models: bool = False  # o1/o3/o4/gpt-5 names refuse max_tokens and temperature
+    usage_details: bool = False  # usage carries prompt_tokens_details (cached tokens)
+
+
+PERSONALITIES: dict[str, Personality] = {
+    # OpenAI's API. Its streaming docs for include_usage (quoted in BerriAI/litellm#8450): "an
+    # additional chunk … before the data: [DONE] message … the choices field will always be an
+    # empty array". Errors are {"error": {message, type, param, code}}; the reasoning models'
+    # 400s ("unsupported_parameter", "unsupported_value") and the overflow's
+    # "context_length_exceeded" are as clients quote the live API verbatim (not read from
+    # OpenAI's own source, which is not public). No context-length endpoint exists.
+    "openai": Personality(
+        name="openai",
+        imitates="api.openai.com /v1/chat/completions",
+        content_null_with_tools=True,
+        context_tokens=128_000,
+        reasoning_models=True,
+        usage_details=True,
+    ),
+    # vLLM (vllm/entrypoints/openai/chat_completion/serving.py, tool parsers): a call opens with
+    # {"id": "chatcmpl-tool-…", "type", "index", "function": {"name"}} and no arguments key;
+    # usage only with stream_options.include_usage. Overflow is a 400 before any streaming,
+    # worded as vllm/entrypoints/openai/engine/serving.py (0.19) and renderers/params.py (0.2x)
+    # do, body {"error": {message, "type": "BadRequestError", "param": "input_tokens",
+    # "code": 400}} (engine/protocol.py ErrorInfo). `/v1/models` entries carry `max_model_len`.
+    "vllm": Personality(
+        name="vllm",
+        imitates="vLLM 0.19+ OpenAI-compatible server",
+        first_delta_has_arguments=False,
+        content_null_with_tools=True,
+        tool_call_id="chatcmpl-tool-{hex16}",  # entrypoints/chat_utils.py make_tool_call_id
+        chars_per_token=3.6,
+        overflow="vllm",
+        context_endpoint="models_field",
+    ),
+    # Ollama (openai/openai.go, middleware/openai.go at 2026-08, after #17485): each tool call
+    # arrives whole in one chunk with its `index` (added in v0.4.7, #7888; older versions sent
+    # none); the usage chunk has `choices: []` (v0.5.2, #6784) after its own finish chunk.
+    # `tool_choice` is not a field of its request (openai.go ChatCompletionRequest): ignored.
+    # Overflow is silent: server/prompt.go chatPrompt and routes.go truncateNativeChatMessages
+    # drop the oldest messages (keeping system messages and the newest one) until the prompt
+    # fits num_ctx. The default num_ctx is 4096 (envconfig "4k/32k/256k based on VRAM").
+    # `POST /api/show` reports the model's trained length, `GET /api/ps` the loaded one.
+    "ollama": Personality(
+        name="ollama",
+        imitates="Ollama /v1 compatibility layer, 2026-08",
+        tool_call_stream="whole",
+        tool_call_id="call_{hex8}",  # the shape, not read from source: unconfirmed
+        reads_tool_choice=False,
+        context_tokens=4096,
+        chars_per_token=2.7,
+        overflow="truncate",
+        context_endpoint="api_show",
+    ),
+    # LiteLLM proxy in front of an OpenAI-compatible upstream. Streamed tool calls repeat `id`
+    # and `type` on every delta (BerriAI/litellm#20480). With include_usage, usage rides a last
+    # chunk that keeps a placeholder choice {"index": 0, "delta": {}} (#8450, #28735, PR
+    # #28736 unmerged). Errors are the upstream's, prefixed by the exception class:
+    # {"error": {"message": "litellm.ContextWindowExceededError: ContextWindowExceededError:
+    # OpenAIException - …", "type": null, "param": null, "code": "400"}}.
+    # `GET /model/info` gives data[].model_info.max_input_tokens.
+    "litellm": Personality(
+        name="litellm",
+        imitates="LiteLLM proxy 1.6x-1.9x over an OpenAI upstream",
+        id_on_every_delta=True,
+        content_null_with_tools=True,
+        tool_call_id="call_{hex24}",
+        stream_usage="last_chunk_with_choices",
+        usage_details=True,
+        overflow="litellm",
+        context_endpoint="model_info",
+    ),
+    # llama-cpp-python 0.3.x server with chat_format="chatml-function-calling"
+    # (llama_cpp/llama_chat_format.py, llama_cpp/server/app.py, errors.py, settings.py):
+    # - a streamed forced call repeats name, id and the legacy function_call in every delta
+    #   (_convert_completion_to_chat_function); ids are "call__0_<name>_<completion id>";
+    # - no usage chunk: stream_options is not read (llama.py _create_completion);
+    # - tool_choice missing or "none" renders no tools: the model answers in text; "auto" with
+    #   stream=true raises "Automatic streaming tool choice is not supported" once the model
+    #   picks a function, after the 200 and the SSE headers went out, so the stream ends with
+    #   no event at all (get_event_publisher); unstreamed "auto" works;
+    # - `len(prompt) >= n_ctx` raises "Requested tokens (N) exceed context window of M":
+    #   unstreamed, errors.py turns it into a 400 context_length_exceeded; streamed, it is the
+    #   same empty stream; n_ctx defaults to 2048 (settings.py);
+    # - one model behind two locks (get_llama_proxy); with interrupt_requests (default True) a
+    #   running stream that sees another request waiting sends `data: [DONE]` and stops, with
+    #   no finish_reason. `/v1/models` takes the same lock.
+    # `/props` (default_generation_settings.n_ctx) is llama.cpp's own llama-server's, served
+    # here too for a doctor that asks; llama-cpp-python itself has none.
+    "llamacpp": Personality(
+        name="llamacpp",
+        imitates="llama-cpp-python 0.3.x server, chatml-function-calling",
+        id_on_every_delta=True,
+        name_on_every_delta=True,
+        legacy_function_call=True,
+        content_null_with_tools=True,
+        tool_call_id="call__{index}_{name}_{completion}",
+        stream_usage="never",
+        missing_tool_choice="none",
+        streams_chosen_tools=False,
+        context_tokens=2048,
+        chars_per_token=2.7,
+        template_tokens_per_message=5,
+        overflow="llamacpp",
+        context_endpoint="props",
+        slots=1,
+        interrupts_streams=True,
+    ),
+}
+
+
+def personality(like: str) -> Personality:
+    """The named personality, or a ValueError that lists the names there are."""
+    try:
+        return PERSONALITIES[like]
+    except KeyError:
+        names = ", ".join(PERSONALITIES)
+        raise ValueError(f"unknown server personality {like!r}; choose one of: {names}") from None
+
+
+_REASONING = re.compile(r"^(o1|o3|o4|gpt-5)")
+
+
+def is_reasoning_model(model: str) -> bool:
+    """OpenAI's reasoning models; gpt-5-chat is the chat variant and takes what chat models do."""
+    name = model.lower()
+    return bool(_REASONING.match(name)) and not name.startswith("gpt-5-chat")
+
+
+def reasoning_refusal(body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's 400 body for a parameter a reasoning model refuses, or None if it takes them."""
+    if "max_tokens" in body:
+        return _openai_error(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. "
+            "Use 'max_completion_tokens' instead.",
+            param="max_tokens",
+            code="unsupported_parameter",
+        )
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        return _openai_error(
+            f"Unsupported value: 'temperature' does not support {json.dumps(temperature)} "
+            "with this model. Only the default (1) value is supported.",
+            param="temperature",
+            code="unsupported_value",
+        )
+    return None
+
+
+def effort_refusal() -> dict[str, Any]:
+    """What a chat (not reasoning) model answers to `reasoning_effort`."""
+    return _openai_error(
+        "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
+        param="reasoning_effort",
+        code="unsupported_parameter",
+    )
+
+
+def auto_tool_choice_refusal() -> dict[str, Any]:
+    """vLLM started without --enable-auto-tool-choice, asked to choose tools by itself."""
+    return {
+        "error": {
+            "message": '"auto" tool choice requires --enable-auto-tool-choice and '
+            "--tool-call-parser to be set",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    }
+
+
+def overflow_error(
+    kind: Overflow, *, context: int, prompt: int, output: int | None
+) -> dict[str, Any]:
+    """The 400 body a server sends for a prompt of `prompt` tokens in a `context` window."""
+    if kind == "vllm":
+        return _vllm_overflow(context, prompt, output)
+    if kind == "llamacpp":  # llama_cpp/server/errors.py, max_tokens printed as Python would
+        return _openai_error(
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{prompt + (output or 0)} tokens ({prompt} in the messages, {output} in the "
+            "completion). Please reduce the length of the messages or completion.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    openai_message = (
+        f"This model's maximum context length is {context} tokens. However, your messages "
+        f"resulted in {prompt} tokens. Please reduce the length of the messages."
+    )
+    if kind == "litellm":
+        return {
+            "error": {
+                "message": "litellm.ContextWindowExceededError: ContextWindowExceededError: "
+                f"OpenAIException - {openai_message}",
+                "type": None,
+                "param": None,
+                "code": "400",
+            }
+        }
+    return _openai_error(openai_message, param="messages", code="context_length_exceeded")
+
+
+def _vllm_overflow(context: int, prompt: int, output: int | None) -> dict[str, Any]:
+    if output is None or prompt >= context:
+        message = (
+            f"This model's maximum context length is {context} tokens. However, your request "
+            f"has {prompt} input tokens. Please reduce the length of the input messages."
+        )
+    else:
+        message = (
+            f"This model's maximum context length is {context} tokens. However, you requested "
+            f"{output} output tokens and your prompt contains {prompt} input tokens, for a "
+            f"total of {prompt + output} tokens. Please reduce the length of the input prompt "
+            "or the number of requested output tokens."
+        )
+    message += f" (parameter=input_tokens, value={prompt})"
+    return {
+        "error": {
+            "message": message,
+            "type": "BadRequestError",
+            "param": "input_tokens",
+            "code": 400,
+        }
+    }
+
+
+def _openai_error(message: str, *, param: str | None, code: str) -> dict[str, Any]:
+    return {
+        "error": {
+            "message": message,
+            "type": "invalid_request_error",
+            "param": param,
+            "code": code,
+        }
+    }
+
+
+def count_like(server: Personality, text: str, messages: int) -> int:
+    """Tokens as a server with its own tokenizer would count `text` in `messages` messages:
+    deterministic, and more than tiktoken counts (about 1.6x o200k for llama-family
+    tokenizers), so a client's estimate and the server's figure disagree as they do."""
+    assert server.chars_per_token is not None
+    return math.ceil(len(text) / server.chars_per_token) + (
+        server.template_tokens_per_message * messages + 3
+    )
+
+
+def overflows(kind: Overflow, *, context: int, prompt: int, output: int | None) -> bool:
+    """Whether a server refuses (or, Ollama, truncates) a prompt: llama-cpp-python wants room
+    for one token (llama.py: `len(prompt_tokens) >= n_ctx`), vLLM for the output asked for."""
+    if kind == "llamacpp":
+        return prompt >= context
+    if kind == "vllm":
+        return prompt >= context or (output is not None and prompt + output > context)
+    return prompt > context
+
+
+def model_card(server: Personality, model: str, context: int) -> dict[str, Any]:
+    """One entry of `GET /v1/models` as the server writes it."""
+    card: dict[str, Any] = {"id": model, "object": "model"}
+    if server.name == "vllm":  # vllm/entrypoints/openai/models/protocol.py ModelCard
+        card |= {"created": 0, "owned_by": "vllm", "root": model, "parent": None}
+        card |= {"max_model_len": context, "permission": []}
+    elif server.name == "ollama":  # openai/openai.go Model
+        card |= {"created": 0, "owned_by": "library"}
+    elif server.name == "litellm":
+        card |= {"created": 1677610602, "owned_by": "openai"}
+    elif server.name == "llamacpp":  # llama_cpp/server/app.py get_models
+        card |= {"owned_by": "me", "permissions": []}
+    return card
+
+
+def llamacpp_props(context: int, slots: int, model: str) -> dict[str, Any]:
+    """llama-server's `GET /props` (tools/server): the loaded context per slot, the slots."""
+    return {
+        "default_generation_settings": {"n_ctx": context, "model": model, "params": {}},
+        "total_slots": slots,
+        "model_path": f"/models/{model}.gguf",
+        "chat_template": "",
+    }
+
+
+def ollama_show(model: str, trained_context: int) -> dict[str, Any]:
+    """Ollama's `POST /api/show` (docs/api.md): `model_info` holds the length the model was
+    trained for, not the num_ctx it runs with — that is in `GET /api/ps`."""
+    return {
+        "modelfile": f"FROM {model}\n",
+        "parameters": 'stop                           "<|eot_id|>"',
+        "template": "{{ .Prompt }}",
+        "details": {"format": "gguf", "family": "llama", "families": ["llama"]},
+        "model_info": {
+            "general.architecture": "llama",
+            "llama.context_length": trained_context,
+        },
+        "capabilities": ["completion", "tools"],
+    }
+
+
+def ollama_ps(models: tuple[str, ...], context: int) -> dict[str, Any]:
+    """Ollama's `GET /api/ps` (api/types.go ProcessModelResponse): the num_ctx in use."""
+    return {
+        "models": [
+            {"name": model, "model": model, "size": 0, "size_vram": 0, "context_length": context}
+            for model in models
+        ]
+    }
+
+
+def litellm_model_info(models: tuple[str, ...], context: int) -> dict[str, Any]:
+    """LiteLLM's `GET /model/info`: each deployment's limits from its model map."""
+    return {
+        "data": [
+            {
+                "model_name": model,
+                "litellm_params": {"model": f"openai/{model}"},
+                "model_info": {
+                    "key": model,
+                    "max_tokens": context,
+                    "max_input_tokens": context,
+                    "max_output_tokens": 4096,
+                    "mode": "chat",
+                    "litellm_provider": "openai",
+                    "supports_function_calling": True,
+                },
+            }
+            for model in models
+        ]
+    }
