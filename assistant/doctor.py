@@ -20,9 +20,7 @@ from assistant.llm import (
     ChatModel,
     ChatRequest,
     Completion,
-    LlmAuthFailed,
     LlmError,
-    LlmUnavailable,
     OpenAIChatModel,
 )
 from assistant.model_traits import ModelTable
@@ -39,7 +37,7 @@ _CALCULATOR = ToolDefinition(
         "required": ["expression"],
     },
 )
-_TOOL_QUESTION = "Use the calculator tool to work out 6 * 14."
+_TOOL_QUESTION = "Use the calculator tool to work out 6 * 14, please."
 _JSON_QUESTION = 'Reply with the JSON object {"answer": 84} and nothing else.'
 
 
@@ -74,11 +72,12 @@ class Doctor:
 
     async def examine(self) -> list[Finding]:
         served = await self._served()
-        findings = [_presence(self.models, served)]
-        if findings[0].level == "blocker":
-            return findings
         model = self.models[0]
-        findings += await self._streaming(model)
+        streaming = await self._streaming(model)
+        answered = streaming[0].level != "blocker"
+        findings = [_presence(self.models, served, answered=answered), *streaming]
+        if not answered:
+            return findings
         findings.append(await self._tools_streamed(model))
         findings.append(await self._tools_unstreamed(model))
         findings.append(await self._json(model))
@@ -112,9 +111,8 @@ class Doctor:
         )
         try:
             pieces, done = await _run(self.chat, request)
-        except LlmError as exc:
-            level: Level = "blocker" if isinstance(exc, LlmAuthFailed | LlmUnavailable) else "gap"
-            return [Finding(check="streamed answer", result=_error(exc), level=level)]
+        except LlmError as exc:  # no turn can be answered
+            return [Finding(check="streamed answer", result=_error(exc), level="blocker")]
         streamed = Finding(
             check="streamed answer",
             result=f"{len(pieces)} pieces, first after {done.ttft_ms or 0:.0f} ms",
@@ -133,7 +131,7 @@ class Doctor:
                 check="usage in streams",
                 result="not sent",
                 level="gap",
-                action="token counts are estimated with our tokenizer and marked ~ everywhere",
+                action="tokens are estimated with our tokenizer, marked ~",
             )
         return [streamed, usage]
 
@@ -149,7 +147,7 @@ class Doctor:
                 check=check,
                 result="refused by the server",
                 level="gap",
-                action="tool rounds are sent unstreamed (learnt on the first refusal)",
+                action="sends tool rounds unstreamed",
             )
         return _tool_finding(check, done)
 
@@ -167,7 +165,7 @@ class Doctor:
             messages=[ChatMessage(role="user", content=_JSON_QUESTION)],
             params={"response_format": {"type": "json_object"}, "max_tokens": 32},
         )
-        action = "versions with a response_schema get one repair call when a reply is not valid"
+        action = "a response_schema reply that is not valid gets one repair call"
         try:
             done = (await _run(self.chat, request))[1]
         except LlmError as exc:
@@ -187,13 +185,13 @@ class Doctor:
                 check="context length",
                 result="not reported",
                 level="gap",
-                action="memory.context_tokens is trusted; an overflow shrinks it for that model",
+                action="trusts memory.context_tokens; shrinks it on an overflow",
             )
         return Finding(
             check="context length",
             result=f"{size:,} tokens (the server's count)",
             level="ok",
-            action="keep memory.context_tokens below it: our tokenizer may count fewer",
+            action="keep memory.context_tokens below it",
         )
 
     async def _context_size(self, model: str) -> int | None:
@@ -251,23 +249,31 @@ def _tool_finding(check: str, done: Completion) -> Finding:
     return Finding(check=check, result=f"calculator({json.dumps(arguments)})", level="ok")
 
 
-def _presence(models: Sequence[str], served: list[str]) -> Finding:
+def _presence(models: Sequence[str], served: list[str], *, answered: bool) -> Finding:
+    """Whether the server lists the configured models. One not listed may still answer:
+    llama.cpp serves its one model whatever the request names."""
+    check = "models served"
     if not served:
         return Finding(
-            check="models served",
-            result="the server lists none",
-            level="gap",
-            action="the probes below show whether the configured model answers",
+            check=check, result="the server lists none", level="ok" if answered else "gap"
         )
     missing = [m for m in models if m not in served]
     shown = ", ".join(served[:5]) + (f" (+{len(served) - 5})" if len(served) > 5 else "")
     if not missing:
-        return Finding(check="models served", result=shown, level="ok")
+        return Finding(check=check, result=shown, level="ok")
+    result = f"{shown}; not listed: {', '.join(missing)}"
+    if answered and missing == [models[0]]:
+        return Finding(
+            check=check,
+            result=f"{result} (it answers anyway)",
+            level="gap",
+            action="the server answers with its own model whatever the name",
+        )
     return Finding(
-        check="models served",
-        result=f"{shown}; missing: {', '.join(missing)}",
-        level="blocker" if models[0] in missing else "gap",
-        action="set ASSISTANT_MODEL, or a prompt's model/fallback_models, to one it serves",
+        check=check,
+        result=result,
+        level="blocker" if models[0] in missing and not answered else "gap",
+        action="name a model it serves: a prompt's model or fallback_models, or ASSISTANT_MODEL",
     )
 
 
@@ -282,7 +288,7 @@ def _parameters(table: ModelTable, model: str) -> Finding:
         check="request parameters",
         result=", ".join(said),
         level="ok",
-        action="from assistant/data/models.yaml (MODELS_FILE extends it)",
+        action="assistant/data/models.yaml; MODELS_FILE adds to it",
     )
 
 

@@ -14,14 +14,14 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from assistant import accounting, contracts
 from assistant.accounting import Ledger
-from assistant.llm import ChatMessage, ChatModel, LlmContextOverflow, LlmEmptyStream, LlmError
+from assistant.llm import ChatMessage, ChatModel, LlmError
 from assistant.memory import ContextBuilder, MessageTooLong, clean_name
 from assistant.owed import OwedAnswers, new_worker_id
 from assistant.planning import TurnPlanner, TurnRefused, TurnSetup
@@ -286,7 +286,14 @@ class Assistant:
                 yield TextDelta(text=cached)
                 return
         answer: Answer | None = None
-        async with aclosing(self._fitted_answer(opened, messages, ledger)) as items:
+
+        def rebuild() -> Awaitable[list[ChatMessage]]:
+            return self._context.build(
+                setup.speaker, opened.history, message_tokens=opened.message_tokens, ledger=ledger
+            )
+
+        fitted = self._rounds.fitted_answer(setup.speaker, messages, ledger, rebuild)
+        async with aclosing(fitted) as items:
             async for item in items:
                 if isinstance(item, Answer):
                     answer = item
@@ -299,30 +306,6 @@ class Assistant:
             yield TextDelta(text=text)
         if cache_key is not None and not answer.used_tools and setup.prompt_version_id:
             await self._store.prompts.cache_reply(cache_key, setup.prompt_version_id, text)
-
-    async def _fitted_answer(
-        self, opened: Accepted, messages: list[ChatMessage], ledger: Ledger
-    ) -> AsyncGenerator[Event | Answer, None]:
-        """The model's answer; when its server refuses the context as too long (or, as
-        llama.cpp does, answers with nothing) before anything was shown, once more with the
-        context cut to what it holds. The user's own message is never cut: when it alone does
-        not fit, `MessageTooLong` says so and it is kept out of later turns."""
-        speaker = opened.setup.speaker
-        for retry in (False, True):
-            said = False
-            try:
-                async with aclosing(self._rounds.answer(speaker, messages, ledger)) as items:
-                    async for item in items:
-                        said = said or not isinstance(item, Answer)
-                        yield item
-                return
-            except (LlmContextOverflow, LlmEmptyStream) as refusal:
-                if said or retry:
-                    raise
-                self._context.shrink(speaker, messages, refusal)
-            messages = await self._context.build(
-                speaker, opened.history, message_tokens=opened.message_tokens, ledger=ledger
-            )
 
     async def _from_cache(self, setup: TurnSetup, key: str, ledger: Ledger) -> str | None:
         cached = await self._store.prompts.cached_reply(key, max_age=CACHE_TTL)

@@ -12,7 +12,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -369,34 +370,16 @@ class OpenAIChatModel:
             return max(min(limit, deadline - now), 0.0)
 
         body = self._wire_request(request)
-        stream: AsyncStream[object] | None = None
         try:
-            if whole:
-                async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):
-                    completion = await self._post_whole(body)
-                text = assembly.add_whole(completion)
-                ttft_ms = elapsed_ms()
-                if text:
-                    yield text
-            else:
-                async with asyncio.timeout(time_left()):
-                    stream = await self._open_stream(body)
-                chunks = aiter(stream)
-                while True:
-                    async with asyncio.timeout(time_left()):
-                        chunk = await anext(chunks, None)
-                    if chunk is None:
-                        break
-                    text = assembly.add(chunk)
-                    if ttft_ms is None and assembly.started:
+            async with aclosing(self._chunks(body, whole, time_left, deadline)) as chunks:
+                async for chunk in chunks:
+                    text = assembly.add_whole(chunk) if whole else assembly.add(chunk)
+                    if ttft_ms is None and (assembly.started or whole):
                         ttft_ms = elapsed_ms()
                     if text:
                         yield text
         except Exception as exc:  # the cause is dropped: it may quote the API key
             raise self._llm_error(exc, ttft_ms=ttft_ms, total_ms=elapsed_ms()) from None
-        finally:
-            if stream is not None:
-                await stream.close()
         if assembly.finish_reason is None:
             empty = not assembly.started
             error = LlmEmptyStream if empty else LlmStreamBroken
@@ -407,6 +390,31 @@ class OpenAIChatModel:
                 total_ms=elapsed_ms(),
             )
         yield assembly.completion(request.model, ttft_ms, elapsed_ms(), attempt)
+
+    async def _chunks(
+        self, body: dict[str, Any], whole: bool, time_left: Callable[[], float], deadline: float
+    ) -> AsyncGenerator[object, None]:
+        """The response as the JSON chunks it arrives in, each awaited within `time_left()`;
+        unstreamed, the one whole completion, within the call's deadline."""
+        if whole:
+            async with asyncio.timeout(max(deadline - time.perf_counter(), 0.0)):
+                completion = await self._post_whole(body)
+            yield completion
+            return
+        stream: AsyncStream[object] | None = None
+        try:
+            async with asyncio.timeout(time_left()):
+                stream = await self._open_stream(body)
+            chunks = aiter(stream)
+            while True:
+                async with asyncio.timeout(time_left()):
+                    chunk = await anext(chunks, None)
+                if chunk is None:
+                    return
+                yield chunk
+        finally:
+            if stream is not None:
+                await stream.close()
 
     def _wire_request(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, replace
 
@@ -84,6 +84,32 @@ class ModelRounds:
         self._context = context
         self._tool_timeout = tool_timeout
         self._max_rounds = max_rounds
+
+    async def fitted_answer(
+        self,
+        speaker: Speaker,
+        messages: list[ChatMessage],
+        ledger: Ledger,
+        rebuild: Callable[[], Awaitable[list[ChatMessage]]],
+    ) -> AsyncGenerator[Event | Answer, None]:
+        """`answer`; when the model's server refuses the context as too long (or, as llama.cpp
+        does, answers with nothing) before anything was shown, once more with the context
+        rebuilt to what it holds (`messages` is replaced in place, so the caller's contract
+        repair sees what was sent). The user's own message is never cut: when it alone does
+        not fit, `rebuild` raises `MessageTooLong`, and the message is kept out of later turns."""
+        for retry in (False, True):
+            said = False
+            try:
+                async with aclosing(self.answer(speaker, messages, ledger)) as items:
+                    async for item in items:
+                        said = said or not isinstance(item, Answer)
+                        yield item
+                return
+            except (LlmContextOverflow, LlmEmptyStream) as refusal:
+                if said or retry:
+                    raise
+                self._context.shrink(speaker, messages, refusal)
+            messages[:] = await rebuild()
 
     async def answer(
         self, speaker: Speaker, messages: list[ChatMessage], ledger: Ledger

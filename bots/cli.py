@@ -20,7 +20,6 @@ from assistant.config import ConfigError, Settings, load_settings
 from assistant.evals.feedback import candidate_cases, finetune_lines
 from assistant.evals.runner import EvalRunner
 from assistant.prompts.files import PromptFileError
-from assistant.reporting.chart import chart_png
 from assistant.reporting.figures import Period, build_report
 from assistant.reporting.wording import report_text
 from assistant.runtime import open_doctor, open_runtime
@@ -28,7 +27,6 @@ from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
 from assistant.testing.personalities import PERSONALITIES
 from assistant.turns import Actor, ConversationRef
-from bots import services
 from bots.chat_actions import run_admin
 from bots.cli_doctor import examine
 from bots.cli_evals import eval_plan, run_plan
@@ -122,6 +120,8 @@ def run(
     """Migrate, sync prompts and serve every configured chat platform until stopped."""
     settings = _settings()
     no_model = not fake and settings.openai_api_key is None and settings.openai_base_url is None
+    from bots import services  # the platforms and the scheduler: only `run` needs them
+
     problem = NO_MODEL if no_model else services.missing_configuration(settings)
     if problem:
         _ERR.print(problem, style="yellow", highlight=False, markup=False)
@@ -264,6 +264,8 @@ def report(
             daily_budget_usd=settings.daily_budget_usd,
         )
         if chart is not None:
+            from assistant.reporting.chart import chart_png  # matplotlib: ~1 s to import
+
             chart.write_bytes(chart_png(found))
         return report_text(found)
 
@@ -311,15 +313,16 @@ def doctor(
 ) -> None:
     """Probe the configured model server: what it supports, and what the assistant does about
     each gap. Exits 1 on a blocker, 2 when the server cannot be reached."""
+    logging.basicConfig(level=logging.ERROR)  # what the probes run into, the table says
     settings = _settings()
     if fake is None and settings.openai_api_key is None and settings.openai_base_url is None:
         _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
         raise typer.Exit(2)
 
     async def main() -> int:
-        server = (
-            await FakeLlm(like=fake, models=(settings.assistant_model,)).start() if fake else None
-        )
+        served = (settings.assistant_model,)  # and no other name, as most real servers do
+        fake_server = FakeLlm(like=fake, models=served, strict_models=True) if fake else None
+        server = await fake_server.start() if fake_server else None
         try:
             checkup = open_doctor(settings, base_url=server.base_url if server else None)
             return await examine(checkup, Console(soft_wrap=True), _ERR)

@@ -213,7 +213,15 @@ def test_doctor_with_a_model_the_server_does_not_serve_is_a_blocker(tmp_path: Pa
     env = dict(_env(tmp_path), ASSISTANT_MODEL="served-one")  # the fake serves only that
     result = cli("doctor", "--fake", "vllm", env=env, cwd=tmp_path)
     assert result.returncode == 1, result.stdout
-    assert "missing: gpt-4o-mini" in result.stdout and "blocker" in result.stdout
+    assert "not listed: gpt-4o-mini" in result.stdout and "blocker" in result.stdout
+    assert "The model `gpt-4o-mini` does not exist" in result.stdout
+
+
+def test_doctor_knows_llamacpp_answers_whatever_model_is_named(tmp_path: Path):
+    env = dict(_env(tmp_path), ASSISTANT_MODEL="served-one")
+    result = cli("doctor", "--fake", "llamacpp", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "not listed: gpt-4o-mini (it answers anyway)" in result.stdout
 
 
 def _env(tmp_path: Path) -> dict[str, str]:

@@ -25,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from assistant.testing.personalities import (
+    Personality,
     auto_tool_choice_refusal,
     count_like,
     effort_refusal,
@@ -38,6 +39,7 @@ from assistant.testing.personalities import (
     overflows,
     personality,
     reasoning_refusal,
+    unknown_model_refusal,
 )
 from assistant.tokens import TokenCounter
 
@@ -94,7 +96,8 @@ _ARITHMETIC = re.compile(r"[-+(]*\d[\d.\s]*(?:[-+*/^%][-+(\s]*\d[\d.\s)]*)+")
 
 
 def demo_responder(body: dict[str, Any]) -> Script:
-    """A tiny deterministic model: uses the calculator and clock when offered, else echoes."""
+    """A tiny deterministic model: uses the calculator and clock when offered, answers JSON
+    mode in JSON, else echoes."""
     messages = body.get("messages", [])
     offered = {t["function"]["name"] for t in body.get("tools", [])}
     last = messages[-1] if messages else {"role": "user", "content": ""}
@@ -105,6 +108,8 @@ def demo_responder(body: dict[str, Any]) -> Script:
     if last.get("role") == "tool":
         results = [str(m.get("content")) for m in _trailing_tool_results(messages)]
         return Reply(text="Here is what I found: " + "; ".join(results))
+    if (body.get("response_format") or {}).get("type") == "json_object":  # JSON mode
+        return Reply(text=json.dumps({"you_said": content}))
     expression = _ARITHMETIC.search(content)
     if expression and "calculator" in offered:
         return CallTools(calls=(("calculator", {"expression": expression.group().strip()}),))
@@ -149,6 +154,7 @@ class FakeLlm:
         reasoning_tokens: int = 64,
         object_arguments: bool = False,
         tool_call_index: bool = True,
+        strict_models: bool = False,  # refuse a model not in `models`, as most servers do
     ) -> None:
         self.personality = personality(like)
         if not auto_tool_choice and like != "vllm":
@@ -159,17 +165,20 @@ class FakeLlm:
         self.headers: list[dict[str, str]] = []  # each request's headers, parallel to requests
         self.context_tokens = context_tokens or self.personality.context_tokens
         self.models = models
+        self._strict_models = strict_models and not self.personality.answers_any_model
         self.trained_context_tokens = trained_context_tokens or 131_072
         self._slot_count = self.personality.slots if slots is None else slots
         self._slots = _Slots(self._slot_count, interrupts=self.personality.interrupts_streams)
         self._auto_tool_choice = auto_tool_choice
-        self._reasoning_tokens = reasoning_tokens
-        self._object_arguments = object_arguments
-        self._tool_call_index = tool_call_index
+        self._shapes = _Shapes(
+            self.personality,
+            reasoning_tokens=reasoning_tokens,
+            object_arguments=object_arguments,
+            tool_call_index=tool_call_index,
+        )
         self._queue: deque[Script] = deque()
         self._responder = responder
         self._closing = asyncio.Event()
-        self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
 
@@ -261,7 +270,8 @@ class FakeLlm:
             return self._failure(request, head)
         refusal = self._refusal(body)  # a refused request leaves the queued answer for the next
         if refusal is not None:
-            return _json(refusal, status=400)
+            code = refusal["error"].get("code")
+            return _json(refusal, status=code if isinstance(code, int) else 400)
         streamed = bool(body.get("stream"))
         seen, overflow = self._fit(body)
         if overflow is not None and not (streamed and self.personality.overflow == "llamacpp"):
@@ -286,7 +296,9 @@ class FakeLlm:
         return _json(error, status=script.status, headers=script.headers)
 
     def _refusal(self, body: dict[str, Any]) -> dict[str, Any] | None:
-        """The 400 a server sends for parameters it will not take, before any model runs."""
+        """The 4xx a server sends for what it will not take, before any model runs."""
+        if self._strict_models and body.get("model") not in self.models:
+            return unknown_model_refusal(str(body.get("model")))
         if self.personality.reasoning_models:
             if is_reasoning_model(str(body.get("model", ""))):
                 return reasoning_refusal(body)
@@ -363,7 +375,7 @@ class FakeLlm:
                 await asyncio.sleep(0)
                 request.transport.abort()
                 return response
-            ident = f"chatcmpl-fake{next(self._ids)}"
+            ident = self._shapes.completion_id()
             out = _Events(response, ident, str(body.get("model", "fake")), self._slots.wanted)
             with contextlib.suppress(_Interrupted):  # its [DONE] is sent, the body ended
                 await self._events(request, out, body, script)
@@ -377,8 +389,8 @@ class FakeLlm:
     async def _events(
         self, request: web.Request, out: _Events, body: dict[str, Any], script: Streamed
     ) -> None:
-        await out.send(out.chunk(self._opening(script)))
-        if not self._tools_replace_text(script):
+        await out.send(out.chunk(self._shapes.opening(script)))
+        if not self._shapes.tools_replace_text(script):
             delays = (
                 (script.first_delay, script.chunk_delay) if isinstance(script, Reply) else (0, 0)
             )
@@ -396,32 +408,73 @@ class FakeLlm:
         finish = script.finish_reason if isinstance(script, Reply) else "stop"
         if isinstance(script, CallTools):
             finish = "tool_calls"
-            await self._send_tool_calls(out, script)
-        await out.send(out.chunk(self._closing_delta(script), finish))
-        await self._send_usage(out, body, script)
+            for delta in self._shapes.tool_deltas(out.ident, script):
+                await out.send(out.chunk(delta))
+        await out.send(out.chunk(self._shapes.closing_delta(script), finish))
+        choices = self._shapes.usage_choices(body)  # usage, where and whether the server streams it
+        if choices is not None:
+            usage = self._usage(body, script)
+            await out.send({**out.chunk({}), "choices": choices, "usage": usage})
         await out.done()
 
-    def _tools_replace_text(self, script: Streamed) -> bool:
+    async def _wait_closing(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+
+    def _usage(self, body: dict[str, Any], script: Streamed) -> dict[str, Any]:
+        """The usage both forms report; one place, so a subclass can report other figures."""
+        return self._shapes.usage(body, script, self.prompt_tokens(body))
+
+    def _whole_completion(self, body: dict[str, Any], script: Streamed) -> dict[str, Any]:
+        return self._shapes.whole_completion(body, script, self._usage(body, script))
+
+
+class _Shapes:
+    """How one server shapes what it sends: the deltas of a stream, a tool call's pieces and id,
+    its arguments, usage and an unstreamed completion. `FakeLlm` decides what to answer; this
+    decides how it looks, from the personality and the options that bend it."""
+
+    def __init__(
+        self,
+        server: Personality,
+        *,
+        reasoning_tokens: int,
+        object_arguments: bool,
+        tool_call_index: bool,
+    ) -> None:
+        self.personality = server
+        self._reasoning_tokens = reasoning_tokens
+        self._object_arguments = object_arguments
+        self._tool_call_index = tool_call_index
+        self._ids = itertools.count(1)
+
+    def completion_id(self) -> str:
+        return f"chatcmpl-fake{next(self._ids)}"
+
+    # ---------------------------------------------------------------- streamed answers
+
+    def tools_replace_text(self, script: Streamed) -> bool:
         """llama-cpp-python's tool path streams no text: content is null throughout."""
         return isinstance(script, CallTools) and self.personality.legacy_function_call
 
-    def _opening(self, script: Streamed) -> dict[str, Any]:
+    def opening(self, script: Streamed) -> dict[str, Any]:
         if self.personality.name != "llamacpp":
             return {"role": "assistant", "content": ""}
         if isinstance(script, CallTools):
             return {"role": "assistant", "content": None, "function_call": None, "tool_calls": None}
         return {"role": "assistant"}
 
-    def _closing_delta(self, script: Streamed) -> dict[str, Any]:
+    def closing_delta(self, script: Streamed) -> dict[str, Any]:
         if isinstance(script, CallTools) and self.personality.legacy_function_call:
             return {"role": None, "content": None, "function_call": None, "tool_calls": None}
         return {}
 
-    async def _send_tool_calls(self, out: _Events, script: CallTools) -> None:
+    def tool_deltas(self, ident: str, script: CallTools) -> Iterator[dict[str, Any]]:
+        """Every delta that carries the calls of the stream `ident`, in order."""
         for index, (name, arguments) in enumerate(script.calls):
-            call_id = self._call_id(out.ident, index, name)
+            call_id = self.call_id(ident, index, name)
             for call in self._call_deltas(index, call_id, name, arguments):
-                await out.send(out.chunk(self._tool_delta(call)))
+                yield self._tool_delta(call)
 
     def _call_deltas(
         self, index: int, call_id: str, name: str, arguments: dict[str, Any]
@@ -431,7 +484,7 @@ class FakeLlm:
         function: dict[str, Any] = {"name": name}
         whole = {"index": index, "id": call_id, "type": "function", "function": function}
         if server.tool_call_stream == "whole" or self._object_arguments:
-            function["arguments"] = self._arguments(arguments)
+            function["arguments"] = self.arguments(arguments)
             yield self._indexed(whole)
             return
         if not server.name_on_every_delta:
@@ -461,24 +514,20 @@ class FakeLlm:
             return {"content": "", "tool_calls": [call]}
         return {"tool_calls": [call]}
 
-    async def _send_usage(self, out: _Events, body: dict[str, Any], script: Streamed) -> None:
-        """Usage, where and whether this server streams it."""
+    def usage_choices(self, body: dict[str, Any]) -> list[dict[str, Any]] | None:
+        """The choices a streamed usage chunk carries, or None where no usage is streamed:
+        only when asked for by stream_options.include_usage, and never by some servers."""
         asked = bool((body.get("stream_options") or {}).get("include_usage"))
         where = self.personality.stream_usage
         if not asked or where == "never":
-            return
-        choices: list[dict[str, Any]] = []
+            return None
         if where == "last_chunk_with_choices":
-            choices = [{"index": 0, "delta": {}}]
-        await out.send({**out.chunk({}), "choices": choices, "usage": self._usage(body, script)})
-
-    async def _wait_closing(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+            return [{"index": 0, "delta": {}}]
+        return []
 
     # ---------------------------------------------------------------- shared by both forms
 
-    def _call_id(self, ident: str, index: int, name: str) -> str:
+    def call_id(self, ident: str, index: int, name: str) -> str:
         digest = hashlib.sha256(f"{ident}/{index}".encode()).hexdigest()
         return self.personality.tool_call_id.format(
             cmpl=ident,
@@ -490,14 +539,14 @@ class FakeLlm:
             hex24=digest[:24],
         )
 
-    def _arguments(self, arguments: dict[str, Any]) -> str | dict[str, Any]:
+    def arguments(self, arguments: dict[str, Any]) -> str | dict[str, Any]:
         return arguments if self._object_arguments else json.dumps(arguments)
 
-    def _usage(self, body: dict[str, Any], script: Streamed) -> dict[str, Any]:
+    def usage(self, body: dict[str, Any], script: Streamed, prompt: int) -> dict[str, Any]:
+        """Usage for `script` answering a prompt of `prompt` tokens, as this server counts."""
         server = self.personality
         model = str(body.get("model", ""))
         said = script.text + (json.dumps(script.calls) if isinstance(script, CallTools) else "")
-        prompt = self.prompt_tokens(body)
         if server.chars_per_token is None:
             counter = TokenCounter(model)
             completion = counter.count(script.text)
@@ -525,8 +574,10 @@ class FakeLlm:
             }
         return usage
 
-    def _whole_completion(self, body: dict[str, Any], script: Streamed) -> dict[str, Any]:
-        ident = f"chatcmpl-fake{next(self._ids)}"
+    def whole_completion(
+        self, body: dict[str, Any], script: Streamed, usage: dict[str, Any]
+    ) -> dict[str, Any]:
+        ident = self.completion_id()
         message: dict[str, Any] = {"role": "assistant", "content": script.text}
         if isinstance(script, CallTools):
             message |= self._whole_calls(ident, script)
@@ -542,7 +593,7 @@ class FakeLlm:
                     "finish_reason": "tool_calls" if isinstance(script, CallTools) else "stop",
                 }
             ],
-            "usage": self._usage(body, script),
+            "usage": usage,
         }
 
     def _whole_calls(self, ident: str, script: CallTools) -> dict[str, Any]:
@@ -550,8 +601,8 @@ class FakeLlm:
         server = self.personality
         calls = []
         for index, (name, arguments) in enumerate(script.calls):
-            call_id = self._call_id(ident, index, name)
-            function = {"name": name, "arguments": self._arguments(arguments)}
+            call_id = self.call_id(ident, index, name)
+            function = {"name": name, "arguments": self.arguments(arguments)}
             call = {"id": call_id, "type": "function", "function": function}
             calls.append({"index": index, **call} if server.name == "ollama" else call)
         fields: dict[str, Any] = {"tool_calls": calls}

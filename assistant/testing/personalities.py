@@ -60,6 +60,10 @@ class Personality:
     slots: int | None = None
     interrupts_streams: bool = False  # a waiting request ends the running stream early
 
+    # llama.cpp serves its one model whatever the request names; the others answer 404 to a
+    # model they do not serve (vLLM: "The model `x` does not exist.", NotFoundError)
+    answers_any_model: bool = False
+
     reasoning_models: bool = False  # o1/o3/o4/gpt-5 names refuse max_tokens and temperature
     usage_details: bool = False  # usage carries prompt_tokens_details (cached tokens)
 
@@ -167,6 +171,7 @@ PERSONALITIES: dict[str, Personality] = {
         context_endpoint="props",
         slots=1,
         interrupts_streams=True,
+        answers_any_model=True,
     ),
 }
 
@@ -207,6 +212,18 @@ def reasoning_refusal(body: dict[str, Any]) -> dict[str, Any] | None:
             code="unsupported_value",
         )
     return None
+
+
+def unknown_model_refusal(model: str) -> dict[str, Any]:
+    """vLLM's 404 (entrypoints/openai serving: _check_model), the shape the others share."""
+    return {
+        "error": {
+            "message": f"The model `{model}` does not exist.",
+            "type": "NotFoundError",
+            "param": None,
+            "code": 404,
+        }
+    }
 
 
 def effort_refusal() -> dict[str, Any]:
