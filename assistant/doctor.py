@@ -61,6 +61,7 @@ class Doctor:
     unstreamed: OpenAIChatModel  # the same server, tool rounds never streamed
     models: Sequence[str]
     table: ModelTable
+    max_concurrency: int | None = None  # LLM_MAX_CONCURRENCY
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -82,6 +83,9 @@ class Doctor:
         findings.append(await self._tools_unstreamed(model))
         findings.append(await self._json(model))
         findings.append(await self._context(model))
+        slots = await self._slots()
+        if slots is not None:
+            findings.append(slots)
         findings.append(_parameters(self.table, model))
         return findings
 
@@ -194,11 +198,35 @@ class Doctor:
             action="keep memory.context_tokens below it",
         )
 
+    async def _slots(self) -> Finding | None:
+        """llama.cpp's server says how many requests it serves at once (`/props`); with one, a
+        second request ends the running one, so calls must queue on our side."""
+        try:
+            props = await self.client.get(f"{self._root}/props", cast_to=object)
+        except openai.APIError:
+            return None
+        slots = props.get("total_slots") if isinstance(props, dict) else None
+        if not isinstance(slots, int):
+            return None
+        check, result = "requests at once", f"{slots} (the server's slots)"
+        if self.max_concurrency is not None and self.max_concurrency <= slots:
+            return Finding(check=check, result=result, level="ok")
+        return Finding(
+            check=check,
+            result=result,
+            level="gap",
+            action=f"set LLM_MAX_CONCURRENCY={slots}: more at once cut each other off",
+        )
+
+    @property
+    def _root(self) -> str:
+        return str(self.client.base_url).rstrip("/").removesuffix("/v1")
+
     async def _context_size(self, model: str) -> int | None:
         """Where each server says it: vLLM in /v1/models, llama.cpp in /props, LiteLLM in
         /model/info, Ollama in /api/ps (its /api/show gives the length the model was trained
         for, while the server runs with a smaller num_ctx and silently drops what is over)."""
-        root = str(self.client.base_url).rstrip("/").removesuffix("/v1")
+        root = self._root
         probes: list[tuple[str, str, dict[str, Any] | None]] = [
             ("get", "/models", None),
             ("get", f"{root}/props", None),

@@ -161,6 +161,7 @@ def open_doctor(settings: Settings, *, base_url: str | None = None) -> Doctor:
         ),
         models=list(dict.fromkeys(named)),
         table=table,
+        max_concurrency=settings.llm_max_concurrency,
     )
 
 

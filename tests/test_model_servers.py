@@ -186,7 +186,17 @@ async def test_a_reasoning_model_gets_max_completion_tokens_and_its_reasoning_is
 @pytest.mark.parametrize(
     ("like", "says"),
     [
-        ("llamacpp", ["usage in streams", "not sent", "refused by the server", "2,048 tokens"]),
+        (
+            "llamacpp",
+            [
+                "usage in streams",
+                "not sent",
+                "refused by the server",
+                "2,048 tokens",
+                "1 (the server's slots)",
+                "set LLM_MAX_CONCURRENCY=1",
+            ],
+        ),
         ("openai", ["12 prompt", "calculator(", "not reported"]),
         ("vllm", ["8,192 tokens"]),
         ("ollama", ["4,096 tokens"]),
