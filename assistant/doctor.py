@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
@@ -89,21 +90,32 @@ class Doctor:
         findings.append(_parameters(self.table, model))
         return findings
 
+    @property
+    def where(self) -> str:
+        """The server's URL as it may be shown: without a user or password in it."""
+        parts = urlsplit(str(self.client.base_url))
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        return urlunsplit(parts._replace(netloc=netloc))
+
     async def _served(self) -> list[str]:
         try:
-            listing = await self.client.get("/models", cast_to=object)
+            listing = await self.client.get("/models", cast_to=object, options=_PROBE)
         except openai.APIConnectionError as exc:
-            raise ServerUnreachable(f"cannot reach {self.client.base_url} ({exc})") from None
+            raise ServerUnreachable(f"cannot reach {self.where} ({exc})") from None
         except openai.AuthenticationError:
             raise ServerUnreachable(
-                f"{self.client.base_url} refused the API key (check OPENAI_API_KEY)"
+                f"{self.where} refused the API key (check OPENAI_API_KEY)"
             ) from None
         except openai.APIStatusError as exc:
             if exc.status_code == 404:
                 return []  # some proxies do not list models; the probes below still tell
             raise ServerUnreachable(
-                f"{self.client.base_url} answered HTTP {exc.status_code} to GET /models"
+                f"{self.where} answered HTTP {exc.status_code} to GET /models"
             ) from None
+        except ValueError:  # not JSON: the chat probes below still tell
+            return []
         data = listing.get("data") if isinstance(listing, dict) else None
         return [str(m.get("id")) for m in data or () if isinstance(m, dict)]
 
@@ -146,7 +158,7 @@ class Doctor:
             done = (await _run(self.chat, request))[1]
         except LlmError as exc:
             return Finding(check=check, result=_error(exc), level="gap", action=_NO_TOOLS)
-        if not self.chat.streams_tools(model):
+        if not done.streamed:
             return Finding(
                 check=check,
                 result="refused by the server",
@@ -201,10 +213,7 @@ class Doctor:
     async def _slots(self) -> Finding | None:
         """llama.cpp's server says how many requests it serves at once (`/props`); with one, a
         second request ends the running one, so calls must queue on our side."""
-        try:
-            props = await self.client.get(f"{self._root}/props", cast_to=object)
-        except openai.APIError:
-            return None
+        props = await self._fetch(f"{self._root}/props")
         slots = props.get("total_slots") if isinstance(props, dict) else None
         if not isinstance(slots, int):
             return None
@@ -227,26 +236,23 @@ class Doctor:
         /model/info, Ollama in /api/ps (its /api/show gives the length the model was trained
         for, while the server runs with a smaller num_ctx and silently drops what is over)."""
         root = self._root
-        probes: list[tuple[str, str, dict[str, Any] | None]] = [
-            ("get", "/models", None),
-            ("get", f"{root}/props", None),
-            ("get", f"{root}/model/info", None),
-            ("get", f"{root}/api/ps", None),  # Ollama: the window it runs with, not /api/show's
-        ]
-        for method, path, body in probes:
-            try:
-                if method == "get":
-                    answer = await self.client.get(path, cast_to=object)
-                else:
-                    answer = await self.client.post(path, cast_to=object, body=body)
-            except openai.APIError:
-                continue
-            size = _context_in(answer, model)
+        for path in ("/models", f"{root}/props", f"{root}/model/info", f"{root}/api/ps"):
+            size = _context_in(await self._fetch(path), model)
             if size is not None:
                 return size
         return None
 
+    async def _fetch(self, path: str) -> object:
+        """GET one of a server's own endpoints; None when it has none (or says nonsense)."""
+        try:
+            return await self.client.get(path, cast_to=object, options=_PROBE)
+        except (openai.APIError, ValueError):  # no such endpoint, or not JSON
+            return None
 
+
+# Discovery probes wait this long at most: a server that hangs on a path it does not know must
+# not keep the doctor silent for the model call's whole timeout.
+_PROBE: openai.RequestOptions = {"timeout": 10.0}
 _NO_TOOLS = "tool-using versions answer without their tools on this server"
 
 

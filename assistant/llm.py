@@ -14,7 +14,7 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import openai
@@ -73,6 +73,7 @@ class Completion:
     ttft_ms: float | None
     total_ms: float
     attempts: int
+    streamed: bool = True  # False: the answer came whole (the server could not stream it)
 
 
 class LlmError(Exception):
@@ -131,8 +132,9 @@ class LlmRejected(LlmError):
 
 
 class LlmContextOverflow(LlmRejected):
-    """The request does not fit the model's context. `limit` and `requested` are the server's
-    own counts when its message gives them (its tokenizer is not ours)."""
+    """The request does not fit the model's context. `limit` (the context) and `prompt_tokens`
+    (the refused prompt) are the server's own counts when it gives them: its tokenizer is not
+    ours."""
 
     user_message = (
         "This conversation has grown too long for the language model. Older messages will be "
@@ -144,13 +146,13 @@ class LlmContextOverflow(LlmRejected):
         detail: str,
         *,
         limit: int | None = None,
-        requested: int | None = None,
+        prompt_tokens: int | None = None,
         ttft_ms: float | None = None,
         total_ms: float = 0.0,
     ) -> None:
         super().__init__(detail, ttft_ms=ttft_ms, total_ms=total_ms)
         self.limit = limit
-        self.requested = requested
+        self.prompt_tokens = prompt_tokens
 
 
 class LlmAuthFailed(LlmError):
@@ -165,9 +167,10 @@ class ChatModel(Protocol):
 
 async def complete(model: ChatModel, request: ChatRequest) -> Completion:
     """A call whose text nobody watches stream (a summary, a judge's verdict)."""
-    async for item in model.stream(request):
-        if isinstance(item, Completion):
-            return item
+    async with aclosing(model.stream(request)) as stream:  # its call slot is freed at once
+        async for item in stream:
+            if isinstance(item, Completion):
+                return item
     raise LlmError("the model stream ended without a completion")
 
 
@@ -207,6 +210,7 @@ class OpenAIChatModel:
         if not send_key:  # the SDK insists on a key; a local server must not be sent a fake one
             self._options["headers"] = {"Authorization": openai.Omit()}
         self._unstreamed_tools: set[str] = set()
+        self._tool_stream_failures: dict[str, int] = {}
 
     @classmethod
     def connect(
@@ -263,14 +267,15 @@ class OpenAIChatModel:
         deadline = started + self._timeouts.total
         attempt = 0
         whole = not self._streams(request)
+        refused: LlmError | None = None  # why this call went unstreamed
         while True:
             attempt += 1
             emitted = False
             try:
                 async for item in self._attempt(request, started, deadline, attempt, whole):
                     emitted = emitted or isinstance(item, str)
-                    if isinstance(item, Completion) and whole and self._streams(request):
-                        self._stop_streaming_tools(request)  # before the caller stops reading
+                    if isinstance(item, Completion) and refused is not None:
+                        self._streamed_tools_failed(request, refused)  # before reading stops
                     yield item
                 return
             except LlmError as exc:
@@ -282,7 +287,7 @@ class OpenAIChatModel:
                         type(exc).__name__,
                         exc,
                     )
-                    whole = True
+                    whole, refused = True, exc
                     continue
                 delay = self._retry_delay(exc, attempt, emitted, deadline)
                 if delay is None:
@@ -303,11 +308,16 @@ class OpenAIChatModel:
     def _streams(self, request: ChatRequest) -> bool:
         return not request.tools or self.streams_tools(request.model)
 
-    def _stop_streaming_tools(self, request: ChatRequest) -> None:
-        """A tool round that failed streamed and answered unstreamed: llama-cpp-python cannot
-        stream a call the model chose itself ("Automatic streaming tool choice is not
-        supported", after the 200). This model's tool rounds go unstreamed from now on."""
-        if not request.tools:
+    def _streamed_tools_failed(self, request: ChatRequest, refusal: LlmError) -> None:
+        """A tool round failed streamed and answered unstreamed. llama-cpp-python cannot
+        stream a call the model chose itself: it says "Automatic streaming tool choice is not
+        supported", or drops the stream after its 200. Said in words, or seen twice (once may
+        be a blip), that model's tool rounds go unstreamed from then on."""
+        if not request.tools or not self.streams_tools(request.model):
+            return
+        seen = self._tool_stream_failures.get(request.model, 0) + 1
+        self._tool_stream_failures[request.model] = seen
+        if seen < 2 and not _says_no_streamed_tools(refusal):
             return
         log.warning(
             "model %s: the server cannot stream tool calls; its tool rounds are sent unstreamed",
@@ -389,7 +399,8 @@ class OpenAIChatModel:
                 ttft_ms=ttft_ms,
                 total_ms=elapsed_ms(),
             )
-        yield assembly.completion(request.model, ttft_ms, elapsed_ms(), attempt)
+        done = assembly.completion(request.model, ttft_ms, elapsed_ms(), attempt)
+        yield replace(done, streamed=not whole)
 
     async def _chunks(
         self, body: dict[str, Any], whole: bool, time_left: Callable[[], float], deadline: float
@@ -483,8 +494,9 @@ class _Assembly:
             if not isinstance(choice, dict):
                 continue
             delta = choice.get("delta") or choice.get("message") or {}
-            if isinstance(delta.get("content"), str) and delta["content"]:
-                text += delta["content"]
+            content = _text_of(delta.get("content"))
+            if content:
+                text += content
                 self.started = True
             for call in delta.get("tool_calls") or ():
                 if isinstance(call, dict):
@@ -502,7 +514,8 @@ class _Assembly:
         return self.add(response)
 
     def _add_usage(self, usage: Any) -> None:
-        if not isinstance(usage, dict) or not usage.get("prompt_tokens"):
+        counted = ("prompt_tokens", "completion_tokens")
+        if not isinstance(usage, dict) or all(usage.get(k) is None for k in counted):
             return
         details = usage.get("prompt_tokens_details") or {}
         output_details = usage.get("completion_tokens_details") or {}
@@ -520,7 +533,7 @@ class _Assembly:
             slot["id"] = str(call["id"])
         function = call.get("function") or {}
         name = function.get("name") or ""
-        if name and not slot["name"].endswith(name):  # a repeated name is the same name
+        if name and name != slot["name"]:  # llama-cpp-python repeats the whole name each time
             slot["name"] += name
         arguments = function.get("arguments")
         if isinstance(arguments, dict):  # a whole object: the call's arguments, complete
@@ -529,14 +542,18 @@ class _Assembly:
             slot["arguments"] += arguments
 
     def _slot(self, call: dict[str, Any]) -> dict[str, str]:
-        """The call this delta continues: by `index` when given, else by `id`, else the last
-        one (a delta with neither starts the first)."""
+        """The call this delta continues: by `index` when given, else by `id`; with neither,
+        the last one, unless the delta names a function after that one's arguments began
+        (a server sending whole calls without either)."""
         key: object = call.get("index")
         if key is None:
             ident = call.get("id")
             last = self.calls[-1] if self.calls else None
-            if last is not None and (not ident or last["id"] in ("", ident)):
-                return last
+            named = bool((call.get("function") or {}).get("name"))
+            if last is not None:
+                continues = last["id"] == ident if ident else not (named and last["arguments"])
+                if continues:
+                    return last
             key = ("id", ident or len(self.calls))
         if key not in self._slots:
             self._slots[key] = {"id": "", "name": "", "arguments": ""}
@@ -562,6 +579,15 @@ class _Assembly:
             total_ms=total_ms,
             attempts=attempts,
         )
+
+
+def _text_of(content: object) -> str:
+    """A delta's text: a string, or a list of parts (`[{"type": "text", "text": …}]`)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(str(part.get("text") or "") for part in content if isinstance(part, dict))
+    return ""
 
 
 def _wire_message(message: ChatMessage) -> dict[str, Any]:
@@ -607,10 +633,19 @@ _OVERFLOW = re.compile(
     re.IGNORECASE,
 )
 _LIMIT = re.compile(r"(?:maximum context length is|n_ctx\W+|context size\W+)\s*(\d+)", re.I)
-# the prompt's own count first: OpenAI's "requested" adds the completion's max_tokens
-_REQUESTED = (
-    re.compile(r"(\d+) (?:tokens )?in the messages", re.I),
-    re.compile(r"(?:you requested|resulted in|n_prompt_tokens\W+)\s*(\d+)", re.I),
+# The server's count of the prompt alone, in the words of OpenAI ("your messages resulted in
+# N tokens", "(N in the messages, M in the completion)"), vLLM ("your request has N input
+# tokens", "your prompt contains N input tokens") and llama.cpp (n_prompt_tokens); the total
+# "you requested N tokens" last, as it may include the answer's max_tokens.
+_PROMPT_COUNT = tuple(
+    re.compile(pattern, re.I)
+    for pattern in (
+        r"(\d+) (?:tokens )?in the messages",
+        r"(\d+) input tokens",
+        r"messages resulted in (\d+)",
+        r"n_prompt_tokens\W+(\d+)",
+        r"you requested (\d+) tokens",
+    )
 )
 
 
@@ -623,9 +658,14 @@ def _worth_unstreamed(request: ChatRequest, exc: LlmError) -> bool:
         return False
     if isinstance(exc, LlmStreamBroken):  # empty, or cut before its first event
         return True
+    return bool(request.tools) and (
+        _says_no_streamed_tools(exc) or isinstance(exc, LlmConnectionLost)
+    )
+
+
+def _says_no_streamed_tools(exc: LlmError) -> bool:
     detail = str(exc).lower()
-    says_so = "stream" in detail and "tool" in detail and "not supported" in detail
-    return bool(request.tools) and (says_so or isinstance(exc, LlmConnectionLost))
+    return "stream" in detail and "tool" in detail and "not supported" in detail
 
 
 def _overflow(
@@ -638,10 +678,10 @@ def _overflow(
         return None
     found = _LIMIT.search(detail)
     limit = int(found.group(1)) if found else _number(fields.get("n_ctx"))
-    found = _REQUESTED[0].search(detail) or _REQUESTED[1].search(detail)
-    requested = int(found.group(1)) if found else _number(fields.get("n_prompt_tokens"))
+    found = next((m for m in (p.search(detail) for p in _PROMPT_COUNT) if m), None)
+    prompt = int(found.group(1)) if found else _number(fields.get("n_prompt_tokens"))
     return LlmContextOverflow(
-        detail, limit=limit, requested=requested, ttft_ms=ttft_ms, total_ms=total_ms
+        detail, limit=limit, prompt_tokens=prompt, ttft_ms=ttft_ms, total_ms=total_ms
     )
 
 

@@ -176,13 +176,27 @@ class ContextBuilder:
         return min(speaker.version.memory.context_tokens, self._held.get(speaker.model, 1 << 62))
 
     def shrink(self, speaker: Speaker, sent: Sequence[ChatMessage], refusal: LlmError) -> int:
-        """Learn from a refused request (`sent`) how much this model holds, in our tokens: the
-        server's own limit scaled by how its count compares with ours when it says both, else
-        half of what was sent. Later turns keep within it; returns the new budget."""
+        """Learn from a refused request (`sent`) how much this model holds, in our tokens, and
+        keep later turns within it; returns the new budget.
+
+        When the server gives its context and its count of the prompt, the room it leaves
+        beside the answer's `max_tokens` is scaled from its tokens to ours (its tokenizer is
+        not ours), with a tenth to spare; otherwise half of what was sent."""
         ours = self.request_tokens(speaker, sent)
         held = ours // 2
-        if isinstance(refusal, LlmContextOverflow) and refusal.limit and refusal.requested:
-            held = ours * refusal.limit // max(refusal.requested, refusal.limit + 1) * 9 // 10
+        if isinstance(refusal, LlmContextOverflow) and refusal.limit and refusal.prompt_tokens:
+            room = refusal.limit - (speaker.version.params.max_tokens or 0)
+            if room > 0:
+                held = ours * room // refusal.prompt_tokens * 9 // 10
+            else:
+                log.error(
+                    "%s asks for answers of up to %d tokens (params.max_tokens), but %s holds "
+                    "%d in all: lower max_tokens",
+                    speaker.version.label,
+                    speaker.version.params.max_tokens,
+                    speaker.model,
+                    refusal.limit,
+                )
         self._held[speaker.model] = min(held, self.budget(speaker))
         log.warning(
             "model %s refused %d tokens (by our count) as too long; sending at most %d from now on",

@@ -34,8 +34,12 @@ class ModelTraits(BaseModel):
     stream_tools: bool = True
 
     def matches(self, model: str) -> bool:
-        name = model.lower()
-        return any(fnmatch.fnmatchcase(name, pattern.lower()) for pattern in self.match)
+        """By the whole name, or by the name after a provider prefix (LiteLLM's and
+        OpenRouter's `openai/o3-mini`, `azure/gpt-5`)."""
+        names = {model.lower(), model.lower().rsplit("/", 1)[-1]}
+        return any(
+            fnmatch.fnmatchcase(name, pattern.lower()) for name in names for pattern in self.match
+        )
 
     def adapt(self, params: dict[str, Any]) -> dict[str, Any]:
         """`params` as this model takes them: renamed, or dropped when it would refuse them."""
@@ -95,7 +99,9 @@ def _parse(text: str, source: str) -> list[ModelTraits]:
     try:
         raw = yaml.safe_load(text) or []
     except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: not valid YAML ({exc})") from None
+        where = getattr(exc, "problem_mark", None)
+        line = f" on line {where.line + 1}" if where is not None else ""
+        raise ValueError(f"{source}: not valid YAML{line}") from None
     if not isinstance(raw, list):
         raise ValueError(f"{source}: expected a list of entries, each with `match: [patterns]`")
     families = []

@@ -53,6 +53,7 @@ class RoundEnd:
     completion: Completion
     note: str
     check: contracts.ContractCheck | None  # a final answer of a version with a schema
+    model: str  # the model asked (the version's own, or the fallback that answered)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,9 +107,11 @@ class ModelRounds:
                         yield item
                 return
             except (LlmContextOverflow, LlmEmptyStream) as refusal:
+                # learnt even when the turn cannot be tried again (a later round's tool
+                # results overflowed): the next turn's context and tool results keep within it
+                self._context.shrink(speaker, messages, refusal)
                 if said or retry:
                     raise
-                self._context.shrink(speaker, messages, refusal)
             messages[:] = await rebuild()
 
     async def answer(
@@ -172,6 +175,9 @@ class ModelRounds:
             except STAND_IN_FOR as exc:
                 if said or not models.fall_back():
                     raise
+                if isinstance(exc, LlmContextOverflow) and request.model == speaker.model:
+                    # this turn the fallback holds it; later turns fit the version's own model
+                    self._context.shrink(speaker, request.messages, exc)
                 log.warning(
                     "model %s failed (%s: %s); %s answers instead",
                     request.model,
@@ -199,7 +205,8 @@ class ModelRounds:
                     if isinstance(item, Completion):
                         check = _contract_check(speaker, item)
                         account(self._completed(speaker, request, item, check))
-                        yield RoundEnd(completion=item, note=_cut_off_note(item), check=check)
+                        note = _cut_off_note(item)
+                        yield RoundEnd(completion=item, note=note, check=check, model=request.model)
                     else:
                         streamed.append(item)
                         yield TextDelta(text=item)
@@ -277,7 +284,7 @@ class ModelRounds:
         if check.ok:
             return check.text
         repair = ChatRequest(
-            model=speaker.model,
+            model=final.model,  # the model that answered: a fallback, if the primary failed
             messages=[
                 *messages,
                 ChatMessage(role="assistant", content=final.completion.text),

@@ -33,7 +33,7 @@ async def examine(doctor: Doctor, console: Console, errors: Console) -> int:
 
 def findings_table(doctor: Doctor, findings: list[Finding]) -> Table:
     table = Table(
-        title=f"{doctor.client.base_url} — model {doctor.models[0]}",
+        title=f"{doctor.where} — model {doctor.models[0]}",
         title_justify="left",
         expand=False,
     )

@@ -18,7 +18,7 @@ from assistant.evals.suite import load_suite
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.model_traits import ModelTable
 from assistant.store import Store
-from assistant.testing import FakeLlm, Reply
+from assistant.testing import CallTools, FakeLlm, Reply
 from assistant.testing.fake_llm import Script, demo_responder
 from assistant.testing.personalities import PERSONALITIES
 from assistant.tools import ToolRegistry
@@ -239,3 +239,41 @@ def _env(tmp_path: Path) -> dict[str, str]:
     clean.update(DATABASE_URL=f"sqlite:///{tmp_path}/d.db", PROMPTS_DIR=str(REPO / "prompts"))
     clean["COLUMNS"] = "200"  # one table row a line, as a wide terminal shows it
     return clean
+
+
+async def test_an_overflow_from_tool_results_is_learnt_and_the_next_tool_turn_fits(
+    serve, prompts_dir, tools, store
+):
+    """A later round's overflow cannot be tried again (the tools ran), but the next turn's
+    tool results are cut to what the server holds."""
+
+    def lookup(query: str) -> str:
+        """Look something up."""
+        return "fact " * 4000
+
+    tools.register(lookup)
+    write_prompt(prompts_dir, tools=["lookup"])
+    served = await serve("openai", context_tokens=3000)
+    for _ in range(2):
+        served.server.script(CallTools(calls=(("lookup", {"query": "x"}),)), Reply(text="done"))
+    first = await ask(served.assistant, "look up x")
+    assert isinstance(first, Failed) and "too long" in first.user_message
+    second = await ask(served.assistant, "look up x")
+    assert isinstance(second, Completed) and second.text == "done"
+
+
+async def test_the_answers_max_tokens_is_kept_free_when_the_context_shrinks(serve, prompts_dir):
+    """vLLM counts the prompt and the answer's max_tokens against its window: shrinking the
+    prompt to the window alone would be refused again."""
+    write_prompt(
+        prompts_dir,
+        params={"max_tokens": 1500},
+        tools=[],
+        memory={"context_tokens": 6000, "summarize_over_tokens": 0},
+    )
+    served = await serve("vllm", context_tokens=4096)
+    for number in range(8):
+        before = len(served.server.requests)
+        done = await ask(served.assistant, f"question {number} " + "context words here " * 60)
+        assert isinstance(done, Completed), (number, done)
+        assert len(served.server.requests) - before <= 2  # refused at most once, then it fits

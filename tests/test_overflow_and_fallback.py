@@ -111,3 +111,46 @@ async def test_tool_choice_is_the_versions_on_the_first_round_then_auto(
     first, second = fake_llm.requests
     assert first["tool_choice"] == {"type": "function", "function": {"name": "calculator"}}
     assert second["tool_choice"] == "auto"
+
+
+async def test_a_fallback_that_answers_also_gets_the_contract_repair(
+    make_assistant, fake_llm, prompts_dir
+):
+    schema = {"type": "object", "required": ["answer"], "properties": {"answer": {}}}
+    write_prompt(prompts_dir, fallback_models=["gpt-4.1-mini"], response_schema=schema)
+    assistant = await make_assistant()
+    fake_llm.script(
+        *[Fail(status=503, message="overloaded")] * 3,
+        Reply(text="not json"),
+        Reply(text='{"answer": 84}'),
+    )
+    done = (await collect(assistant.respond(inbound("hello"))))[-1]
+    assert isinstance(done, Completed) and done.text == '{"answer": 84}'
+    assert [r["model"] for r in fake_llm.requests][-2:] == ["gpt-4.1-mini"] * 2
+
+
+async def test_an_overflow_a_fallback_answered_teaches_the_primary_its_window(
+    make_assistant, fake_llm, prompts_dir
+):
+    """This turn the fallback holds the long context; later turns fit the version's own
+    model instead of being refused by it first every time."""
+    write_prompt(prompts_dir, fallback_models=["gpt-4.1-mini"])
+    assistant = await make_assistant()
+    for number in range(4):
+        fake_llm.script(Reply(text=f"answer {number} " + "detail " * 150))
+        await collect(assistant.respond(inbound(f"question {number} " + "context " * 150)))
+    fake_llm.script(
+        Fail(status=400, message=OPENAI_OVERFLOW.format(limit=1000, asked=2000)),
+        Reply(text="The fallback held it."),
+        Reply(text="Back on the primary."),
+    )
+    done = (await collect(assistant.respond(inbound("and now?"))))[-1]
+    assert isinstance(done, Completed) and done.text == "The fallback held it."
+    refused, held = fake_llm.requests[-2:]
+    assert (refused["model"], held["model"]) == ("gpt-4o-mini", "gpt-4.1-mini")
+    before = len(fake_llm.requests)
+    done = (await collect(assistant.respond(inbound("next?"))))[-1]
+    assert isinstance(done, Completed) and done.text == "Back on the primary."
+    [fitted] = fake_llm.requests[before:]
+    assert fitted["model"] == "gpt-4o-mini"
+    assert len(fitted["messages"]) < len(refused["messages"])

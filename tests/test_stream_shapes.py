@@ -170,6 +170,74 @@ async def test_two_calls_without_index_are_told_apart_by_id(wire: Wire):
     assert [(c.id, c.name) for c in done.tool_calls] == [("a", "calculator"), ("b", "current_time")]
 
 
+async def test_two_whole_calls_without_index_or_id_stay_two_calls(wire: Wire):
+    wire.responses.append(
+        [
+            call({"name": "calculator", "arguments": ARGS}),
+            call({"name": "calculator", "arguments": '{"expression": "1+1"}'}),
+            *END,
+        ]
+    )
+    done = await complete(client(wire))
+    assert [json.loads(c.arguments) for c in done.tool_calls] == [EXPR, {"expression": "1+1"}]
+    assert len({c.id for c in done.tool_calls}) == 2
+
+
+async def test_a_name_streamed_in_pieces_is_joined_not_taken_for_a_repeat(wire: Wire):
+    wire.responses.append(
+        [
+            call({"name": "ad", "arguments": ""}, index=0, id="c"),
+            call({"name": "d", "arguments": "{}"}, index=0),
+            *END,
+        ]
+    )
+    done = await complete(client(wire))
+    assert [c.name for c in done.tool_calls] == ["add"]
+
+
+async def test_text_in_parts_and_usage_of_zero_prompt_tokens_are_kept(wire: Wire):
+    parts = [{"type": "text", "text": "8"}, {"type": "text", "text": "4"}]
+    usage = {"prompt_tokens": 0, "completion_tokens": 2}  # a server with a cached prompt
+    wire.responses.append([chunk({"content": parts}, "stop"), {"choices": [], "usage": usage}])
+    done = await complete(client(wire))
+    assert done.text == "84"
+    assert done.usage is not None and done.usage.completion_tokens == 2
+
+
+async def test_one_stream_dropped_before_a_tool_call_does_not_stop_streaming_tools(wire: Wire):
+    """A blip is retried unstreamed once; only a server that does it again (or says so) has
+    its tool rounds unstreamed for good."""
+    whole = {
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "calculator", "arguments": ARGS},
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    wire.responses += [[], whole, SHAPES["openai: name once, arguments in pieces"], [], whole]
+    wire.responses += [whole]
+    model = client(wire)
+    first = await anext_completion(model)
+    second = await anext_completion(model)
+    third = await anext_completion(model)
+    assert (first.streamed, second.streamed, third.streamed) == (False, True, False)
+    assert not model.streams_tools("m")  # twice: learnt
+    await complete(model)
+    assert [b["stream"] for b in wire.bodies] == [True, False, True, True, False, False]
+
+
 async def test_text_and_a_tool_call_in_one_response_are_both_kept(wire: Wire):
     wire.responses.append(
         [
@@ -346,7 +414,7 @@ async def test_each_servers_overflow_is_recognised(
     wire.responses.append((status, {"error": error}))
     with pytest.raises(LlmContextOverflow) as raised:
         await complete(client(wire))
-    assert (raised.value.limit, raised.value.requested) == (limit, requested)
+    assert (raised.value.limit, raised.value.prompt_tokens) == (limit, requested)
     assert len(wire.bodies) == 1  # never retried as it is
 
 
@@ -362,7 +430,7 @@ async def test_an_empty_stream_is_tried_unstreamed_which_gives_the_real_error(wi
     wire.responses += [[], (400, {"error": overflow})]
     with pytest.raises(LlmContextOverflow) as raised:
         await complete(client(wire), ChatRequest(model="m", messages=ASK.messages))
-    assert (raised.value.limit, raised.value.requested) == (2048, 3000)
+    assert (raised.value.limit, raised.value.prompt_tokens) == (2048, 3000)
     assert [b["stream"] for b in wire.bodies] == [True, False]
 
 
