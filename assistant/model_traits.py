@@ -13,10 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from assistant.file_errors import parse_yaml, read_text
+
 log = logging.getLogger(__name__)
+
+MAX_FILE_BYTES = 1_000_000  # a models file; the shipped one is a few hundred bytes
 
 SAMPLING_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 
@@ -73,14 +76,13 @@ class ModelTable:
     def load(cls, override: Path | None = None) -> ModelTable:
         """The bundled table, with an operator's entries checked first."""
         bundled = importlib.resources.files("assistant") / "data" / "models.yaml"
-        families = _parse(bundled.read_text(encoding="utf-8"), "assistant/data/models.yaml")
+        families = _parse(bundled.read_text(encoding="utf-8"), Path("assistant/data/models.yaml"))
         if override is not None:
             try:
-                text = override.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                raise ValueError(f"MODELS_FILE {override}: cannot read it ({reason})") from None
-            families = _parse(text, str(override)) + families
+                text = read_text(override, max_bytes=MAX_FILE_BYTES, error=ValueError)
+            except ValueError as exc:
+                raise ValueError(f"MODELS_FILE {exc}") from None
+            families = _parse(text, override) + families
         return cls(families)
 
     def without_streamed_tools(self) -> ModelTable:
@@ -95,13 +97,8 @@ class ModelTable:
         return self._default
 
 
-def _parse(text: str, source: str) -> list[ModelTraits]:
-    try:
-        raw = yaml.safe_load(text) or []
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" on line {where.line + 1}" if where is not None else ""
-        raise ValueError(f"{source}: not valid YAML{line}") from None
+def _parse(text: str, source: Path) -> list[ModelTraits]:
+    raw = parse_yaml(text, source, error=ValueError) or []
     if not isinstance(raw, list):
         raise ValueError(f"{source}: expected a list of entries, each with `match: [patterns]`")
     families = []

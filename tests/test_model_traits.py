@@ -41,7 +41,7 @@ def test_an_operators_entries_come_first(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("- match: [a\n  b: c: d\n", "not valid YAML on line 2"),
+        ("- match: [a\n  b: c: d\n", "not valid YAML (line 2"),
         ("match: [a]\n", "expected a list of entries"),
         ("- {match: [a], token_limit: max_length}\n", "entry 1, field 'token_limit'"),
         ("- {stream_tools: false}\n", "entry 1, field 'match': Field required"),
@@ -60,5 +60,5 @@ def test_a_bad_models_file_is_refused_in_one_line_naming_it(
 
 
 def test_a_models_file_that_cannot_be_read_names_the_setting(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"MODELS_FILE .*nowhere\.yaml: cannot read it"):
+    with pytest.raises(ValueError, match=r"MODELS_FILE .*nowhere\.yaml: cannot read the file"):
         ModelTable.load(tmp_path / "nowhere.yaml")

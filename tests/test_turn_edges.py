@@ -41,6 +41,7 @@ async def test_a_consumer_that_stops_early_still_gets_the_turn_recorded(
     conversation = await store.find_conversation(REF)
     [call] = await store.llm_calls(conversation.id)
     assert (call.status, call.error_class) == ("cancelled", "Abandoned")
+    assert call.token_source == "estimate:o200k_base"  # the usage would have come last
     assert call.prompt_tokens > 0 and call.cost_usd is not None and call.cost_usd > 0
     messages = await store.messages(conversation.id)
     assert [(m.role, m.status) for m in messages] == [("user", "ok"), ("assistant", "incomplete")]
