@@ -284,7 +284,8 @@ async def settle(adapter: SlackAdapter | DiscordAdapter, fake: FakeSlack | FakeD
     seen = -1
     while time.monotonic() < deadline:
         await adapter.idle()
-        if len(fake.calls) == seen:
+        awaiting = isinstance(fake, FakeDiscord) and fake.awaiting_answer()
+        if len(fake.calls) == seen and not awaiting:
             return
         seen = len(fake.calls)
         await asyncio.sleep(0.15)

@@ -235,6 +235,9 @@ def _truthy(value: str | None) -> bool:
     return (value or "").lower() in ("1", "true", "yes")
 
 
+ACK_SECONDS = 3.0  # how long Discord waits for an interaction's first response
+
+
 class FakeDiscord:
     def __init__(
         self,
@@ -266,6 +269,7 @@ class FakeDiscord:
         self.user_messages: dict[str, dict[str, Any]] = {}  # MESSAGE_CREATE payloads built here
         self.deleted_user_messages: set[str] = set()
         self.interaction_responses: list[dict[str, Any]] = []
+        self._interactions_sent: dict[str, float] = {}  # id -> when it was dispatched
         self.commands: dict[str | None, list[dict[str, Any]]] = {}
         self.typing: list[str] = []
         self.uploads: dict[str, bytes] = {}  # attachment id -> the bytes the bot uploaded
@@ -996,8 +1000,20 @@ class FakeDiscord:
         await self.dispatch("MESSAGE_DELETE", event)
 
     async def interact(self, payload: dict[str, Any]) -> dict[str, Any]:
+        self._interactions_sent[payload["id"]] = time.monotonic()
         await self.dispatch("INTERACTION_CREATE", payload)
         return payload
+
+    def awaiting_answer(self) -> bool:
+        """Whether an interaction still has no response within Discord's 3 s to answer one:
+        its handler runs on a task of its own, which no turn tracks (under load it can take
+        longer than a quiet spell of REST calls)."""
+        answered = {r["interaction_id"] for r in self.interaction_responses}
+        now = time.monotonic()
+        return any(
+            iid not in answered and now - sent < ACK_SECONDS
+            for iid, sent in self._interactions_sent.items()
+        )
 
     def _live_session(self, shard_id: int | None, data: dict[str, Any]) -> _Session:
         live = [s for s in self.sessions.values() if not s.invalid]
