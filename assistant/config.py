@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -93,6 +94,19 @@ class Settings(BaseSettings):
     @classmethod
     def _check_cron(cls, value: str) -> str:
         cron(value)  # raises ValueError quoting the line
+        return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _check_base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                "expected the server's URL, like http://localhost:11434/v1 or "
+                "https://api.openai.com/v1"
+            )
         return value
 
     @field_validator("database_url")

@@ -45,7 +45,13 @@ NO_MODEL = (
     "or set OPENAI_BASE_URL to a local OpenAI-compatible server (Ollama: "
     "http://localhost:11434/v1, vLLM, llama.cpp). To try it offline: assistant chat --fake"
 )
-_USER_ERRORS = (ConfigError, PromptFileError, PromptVersionConflict, ValueError)
+_USER_ERRORS = (
+    ConfigError,
+    PromptFileError,
+    PromptVersionConflict,
+    ValueError,
+    migrate.DatabaseUnreachable,
+)
 T = TypeVar("T")
 _ERR = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped
 
@@ -233,6 +239,15 @@ def export_finetune(
     """Write conversations whose answers users rated 👍 as chat fine-tuning JSONL."""
     settings = _settings()
 
+    if not output.parent.is_dir():
+        _ERR.print(
+            f"error: --output {output}: the folder {output.parent} does not exist",
+            style="bold red",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(2)
+
     async def write(store: Store) -> int:
         count = 0
         with output.open("w", encoding="utf-8") as sink:
@@ -358,7 +373,14 @@ def fake_llm(
     """Serve the fake OpenAI-compatible API (for demos and manual testing)."""
 
     async def main() -> None:
-        server = await FakeLlm(like=like, context_tokens=context_tokens).start(port=port)
+        fake = FakeLlm(like=like, context_tokens=context_tokens)
+        try:
+            server = await fake.start(port=port)
+        except OSError as exc:  # the port is taken, or not ours to use
+            await fake.stop()
+            raise ValueError(
+                f"--port {port}: cannot listen there ({exc.strerror or exc}); choose another"
+            ) from None
         typer.echo(
             f"fake OpenAI-compatible API on {server.base_url}, behaving as {like} "
             f"({server.context_tokens}-token context; Ctrl-C to stop)"

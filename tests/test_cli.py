@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,58 @@ def test_db_upgrade_creates_the_database(env, tmp_path):
     result = assistant("db", "upgrade", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "nested" / "dir" / "new.db").exists()
+
+
+POSTGRES = os.environ.get("ASSISTANT_TEST_POSTGRES_URL")
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], starts: str) -> str:
+    """What a mistake in a setting or an option gets: exit 2 and one line, no traceback."""
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(starts), line
+    return line
+
+
+@pytest.mark.skipif(POSTGRES is None, reason="set ASSISTANT_TEST_POSTGRES_URL")
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda url: url.rsplit("/", 1)[0] + "/no_such_database", 'database "no_such_database"'),
+        (lambda url: url.replace("postgres@", "no_such_role:secret@"), 'role "no_such_role"'),
+        (lambda url: url.replace(":5432", ":1"), "Connect call failed"),
+    ],
+    ids=["unknown database", "unknown role", "refused"],
+)
+def test_a_database_that_cannot_be_used_is_one_line_naming_the_setting(env, tmp_path, change, says):
+    assert POSTGRES is not None
+    env["DATABASE_URL"] = change(POSTGRES)
+    result = assistant("db", "upgrade", env=env, cwd=tmp_path)
+    line = one_line_error(result, "error: DATABASE_URL: cannot use the database (")
+    assert says in line and "secret" not in line
+
+
+def test_a_base_url_that_is_not_a_url_is_refused_at_start(env, tmp_path):
+    env["OPENAI_BASE_URL"] = "notaurl"
+    one_line_error(assistant("chat", env=env, cwd=tmp_path), "error: OPENAI_BASE_URL: expected")
+
+
+def test_fake_llm_on_a_port_in_use_says_so(env, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = assistant("fake-llm", "--port", str(port), env=env, cwd=tmp_path)
+    one_line_error(result, f"error: --port {port}: cannot listen there")
+
+
+def test_export_into_a_missing_folder_says_which(env, tmp_path):
+    result = assistant(
+        "export",
+        "finetune",
+        "--output",
+        str(tmp_path / "nowhere" / "x.jsonl"),
+        env=env,
+        cwd=tmp_path,
+    )
+    one_line_error(result, f"error: --output {tmp_path}/nowhere/x.jsonl: the folder")

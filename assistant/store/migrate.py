@@ -6,6 +6,7 @@ from importlib import resources
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -26,9 +27,31 @@ _MIGRATION_LOCK = 0x61737369  # "assi"
 _MIGRATION_WAIT_MS = 120_000
 
 
+class DatabaseUnreachable(Exception):
+    """The database named by DATABASE_URL cannot be used; the message says why in one line
+    (never the URL itself: it may hold a password)."""
+
+
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     """Apply migrations. Processes starting together take turns: on Postgres through an
-    advisory lock, on SQLite by taking the write lock before alembic looks at the schema."""
+    advisory lock, on SQLite by taking the write lock before alembic looks at the schema.
+    This is every command's first use of the database, so a database that cannot be reached
+    is reported here, as `DatabaseUnreachable`."""
+    try:
+        await _upgrade(engine, revision)
+    except (sa_exc.DBAPIError, OSError) as exc:
+        raise DatabaseUnreachable(f"DATABASE_URL: cannot use the database ({_why(exc)})") from None
+
+
+def _why(exc: Exception) -> str:
+    """The driver's own complaint, first line only (`database "x" does not exist`, `password
+    authentication failed for user "y"`, `Connect call failed`)."""
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
+    words = str(cause).strip().splitlines()
+    return words[0][:200] if words else type(cause).__name__
+
+
+async def _upgrade(engine: AsyncEngine, revision: str) -> None:
     async with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             await connection.execute(text(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})"))
