@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
-from assistant.admin.grammar import CommandContext
+from assistant.admin.grammar import USAGE, CommandContext
 from assistant.config import ConfigError, Settings, load_settings
 from assistant.evals.feedback import candidate_cases, finetune_lines
 from assistant.evals.runner import EvalRunner
@@ -51,6 +51,15 @@ _USER_ERRORS = (
     PromptVersionConflict,
     ValueError,
     migrate.DatabaseUnreachable,
+)
+PROMPTS_USAGE = (
+    "Usage: assistant prompts ACTION ...  (the admin grammar, from a shell)\n"
+    "  prompts sync                 store every version in PROMPTS_DIR (start-up does it too)\n"
+    + "\n".join(
+        "  prompts" + line.removeprefix("  prompt")
+        for line in USAGE.splitlines()
+        if line.startswith("  prompt ")
+    )
 )
 T = TypeVar("T")
 _ERR = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped
@@ -155,8 +164,11 @@ def run(
 )
 def prompts(ctx: typer.Context) -> None:
     """Prompt versions: sync | list | show | diff | use | rollback | ab | history (see `help`)."""
-    settings = _settings()
     words = list(ctx.args)
+    if words in ([], ["help"], ["--help"], ["-h"]):  # no database needed to say how to ask
+        typer.echo(PROMPTS_USAGE)
+        raise typer.Exit(0 if words else 2)
+    settings = _settings()
 
     async def main() -> int:
         runtime = await open_runtime(settings)

@@ -156,3 +156,35 @@ def test_export_into_a_missing_folder_says_which(env, tmp_path):
         cwd=tmp_path,
     )
     one_line_error(result, f"error: --output {tmp_path}/nowhere/x.jsonl: the folder")
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["chat"],
+        ["run"],
+        ["prompts"],
+        ["eval"],
+        ["eval", "run"],
+        ["eval", "from-feedback"],
+        ["export", "finetune"],
+        ["report"],
+        ["db", "upgrade"],
+        ["fake-llm"],
+        ["doctor"],
+    ],
+    ids=lambda words: " ".join(words) or "assistant",
+)
+def test_every_command_explains_itself_with_help_and_no_setup(env, tmp_path, command):
+    env["PROMPTS_DIR"] = str(tmp_path / "no-prompts-here")  # help needs no configuration
+    result = assistant(*command, "--help", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_prompts_help_lists_every_action_including_sync(env, tmp_path):
+    result = assistant("prompts", "help", env=env, cwd=tmp_path)
+    assert result.returncode == 0
+    actions = ["sync", "list", "show", "diff", "use", "rollback", "ab", "history"]
+    assert all(f"  prompts {action}" in result.stdout for action in actions)
