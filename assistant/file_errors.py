@@ -16,20 +16,28 @@ from pydantic import BaseModel, ValidationError
 
 
 def describe(path: Path, exc: ValidationError, model: type[BaseModel], *, under: str = "") -> str:
-    """`exc` from validating `model` (found at `under` in the file, if nested)."""
+    """`exc` from validating `model` (found at `under` in the file, if nested): every problem,
+    the first three spelt out (one fix at a time would take as many reloads)."""
     # A misspelt key shows up twice (unknown key, missing field): name the misspelling first.
     errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
-    first = errors[0]
-    field = ".".join([*([under] if under else []), *(str(part) for part in first["loc"])])
-    message = str(first["msg"]).removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        known = _fields_at(model, first["loc"][:-1])
-        close = difflib.get_close_matches(str(first["loc"][-1]), known, n=1)
+    said = "; ".join(_one(error, model, under) for error in errors[:_SPELT_OUT])
+    extra = f" (and {len(errors) - _SPELT_OUT} more)" if len(errors) > _SPELT_OUT else ""
+    return f"{path}: {said}{extra}"
+
+
+_SPELT_OUT = 3
+
+
+def _one(error: Any, model: type[BaseModel], under: str) -> str:
+    field = ".".join([*([under] if under else []), *(str(part) for part in error["loc"])])
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        known = _fields_at(model, error["loc"][:-1])
+        close = difflib.get_close_matches(str(error["loc"][-1]), known, n=1)
         message = "unknown field" + (f" (did you mean '{close[0]}'?)" if close else "")
     if not field and ": " in message:  # model-level checks name their field themselves
         field, message = message.split(": ", 1)
-    extra = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{path}: field '{field}': {message}{extra}"
+    return f"field '{field}': {message}"
 
 
 def _fields_at(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:

@@ -58,6 +58,9 @@ class DiscordSetupError(ConfigError):
     """Discord refused the bot's set-up; the message names what to change, in one line."""
 
 
+_DISCORD_API = discord.http.Route.BASE  # Discord's own, before any DISCORD_API_URL
+
+
 def point_at(api_url: str | None, gateway_url: str | None) -> None:
     """Talk to another Discord (DISCORD_API_URL, DISCORD_GATEWAY_URL): a proxy, or a test."""
     if api_url:
@@ -123,8 +126,12 @@ class DiscordAdapter:
                 "Portal (your application, Bot, Reset Token)"
             ) from None
         except (discord.HTTPException, aiohttp.ClientError) as exc:
+            where = discord.http.Route.BASE
+            # blame the setting only when it was set: otherwise it is this machine's network
+            blamed = "DISCORD_API_URL" if where != _DISCORD_API else "Discord"
             raise DiscordSetupError(
-                f"DISCORD_API_URL: could not log in to Discord ({type(exc).__name__}: {exc})"
+                f"{blamed}: could not log in at {where} ({type(exc).__name__}: {exc}); "
+                "check that this machine can reach it"
             ) from None
         if self.client.application_id is not None:
             log.info("Discord: invite the bot with %s", invite_url(self.client.application_id))

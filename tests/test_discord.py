@@ -14,7 +14,7 @@ import pytest
 from assistant.admin.commands import AdminCommands
 from assistant.admin.grammar import NO_WORKSPACE_HERE
 from assistant.testing import Fail, Hang, Reply
-from bots.discord_app import DiscordAdapter, DiscordSetupError
+from bots.discord_app import DiscordAdapter, DiscordSetupError, point_at
 from bots.discord_commands import UNREADABLE_COMMAND
 from bots.streaming import RESUMING
 from tests.conftest import DISCORD_ADMIN, settle_discord, write_prompt
@@ -516,6 +516,23 @@ async def test_a_wrong_token_is_one_clear_line(make_assistant, store):
         adapter = DiscordAdapter(assistant=assistant, commands=commands, token="wrong")
         try:
             with pytest.raises(DiscordSetupError, match="DISCORD_TOKEN: Discord refused the token"):
+                await adapter.start()
+        finally:
+            await adapter.close()
+            fake.restore()
+
+
+async def test_an_unreachable_api_is_blamed_on_the_setting_that_points_there(make_assistant, store):
+    async with FakeDiscord() as fake:
+        point_at("http://127.0.0.1:9/api/v10", None)  # DISCORD_API_URL, with nothing there
+        assistant = await make_assistant()
+        commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
+        adapter = DiscordAdapter(assistant=assistant, commands=commands, token="any-token")
+        try:
+            with pytest.raises(
+                DiscordSetupError,
+                match=r"^DISCORD_API_URL: could not log in at http://127\.0\.0\.1:9/api/v10 ",
+            ):
                 await adapter.start()
         finally:
             await adapter.close()

@@ -322,3 +322,40 @@ def test_a_named_tool_choice_and_fallbacks_load(tmp_path: Path) -> None:
     )
     version = load_prompt_file(path, known_tools=KNOWN_TOOLS).version
     assert version.tool_choice == "calculator" and version.fallback_models == ("gpt-4.1-mini",)
+
+
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("1.yml", "name it 1.yaml"),
+        ("draft.yaml", "name it VERSION.yaml"),
+        ("evals.yml", "evals.yaml"),
+    ],
+)
+def test_a_yaml_file_the_folder_would_skip_is_named_not_ignored(
+    tmp_path: Path, name: str, says: str
+) -> None:
+    write_prompt(tmp_path)
+    (tmp_path / "assistant" / name).write_text("name: assistant\n", encoding="utf-8")
+    with pytest.raises(PromptFileError) as refused:
+        load_prompts_dir(tmp_path, known_tools=KNOWN_TOOLS)
+    assert str(refused.value).startswith(str(tmp_path / "assistant" / name))
+    assert says in str(refused.value)
+
+
+def test_evals_and_other_files_beside_versions_are_left_alone(tmp_path: Path) -> None:
+    write_prompt(tmp_path)
+    (tmp_path / "assistant" / "evals.yaml").write_text("cases: []\n", encoding="utf-8")
+    (tmp_path / "assistant" / "README.md").write_text("notes\n", encoding="utf-8")
+    assert [f.version.label for f in load_prompts_dir(tmp_path, known_tools=KNOWN_TOOLS)] == [
+        "assistant@1"
+    ]
+
+
+def test_every_problem_in_a_file_is_named_not_only_the_first(tmp_path: Path) -> None:
+    message = refusal(
+        write_prompt(tmp_path, params={"temperature": 9}, memory={"context_tokens": 1}, cache=3)
+    )
+    for field in ("params.temperature", "memory.context_tokens", "cache"):
+        assert f"field '{field}'" in message, message
+    assert "more)" not in message

@@ -309,10 +309,24 @@ def load_prompts_dir(directory: Path, *, known_tools: Iterable[str] = ()) -> lis
     tools = list(known_tools)
     files = [
         load_prompt_file(path, known_tools=tools)
-        for path in sorted(directory.glob("*/*.yaml"))
-        if path.stem.isdigit()
+        for path in sorted(directory.glob("*/*.y*ml"))
+        if _is_version_file(path)
     ]
     return sorted(files, key=lambda f: (f.version.name, f.version.version))
+
+
+def _is_version_file(path: Path) -> bool:
+    """Whether `path` is a version (`3.yaml`), `evals.yaml`, or not YAML at all; a YAML file
+    named anything else would otherwise be skipped without a word."""
+    if path.suffix not in (".yaml", ".yml") or path.name == "evals.yaml":
+        return False
+    stem = path.stem if path.stem.isdigit() or path.stem == "evals" else "VERSION"
+    if path.suffix == ".yml" or stem == "VERSION":
+        raise PromptFileError(
+            f"{path}: not a name PROMPTS_DIR reads: name it {stem}.yaml (a version, like "
+            "1.yaml, or evals.yaml), or move it out of the folder"
+        )
+    return True
 
 
 class PromptCatalog:
