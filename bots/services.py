@@ -4,9 +4,11 @@ to stop, then a graceful stop that lets answers under way finish."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 from assistant.config import ConfigError, Settings
 from assistant.reporting.duties import Duties, DutySettings
@@ -16,6 +18,8 @@ from bots.discord_app import DiscordAdapter, point_at
 from bots.notifier import ChannelNotifier
 from bots.recovery import KeepAlive, TurnRecovery
 from bots.slack_app import SlackAdapter
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +60,14 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
     await runtime.assistant.owed.beat()  # alive before the first turn it accepts
     try:
         if settings.slack_bot_token:
-            running.append(await start_slack(settings, runtime))
+            slack = await _unless_stopped(start_slack(settings, runtime), stop)
+            if slack is None:
+                return
+            running.append(slack)
         if settings.discord_token:
-            discord = await start_discord(settings, runtime)
+            discord = await _unless_stopped(start_discord(settings, runtime), stop)
+            if discord is None:
+                return
             running.append(discord)
         recoveries = [TurnRecovery(runtime.assistant, adapter) for adapter in running]
         upkeep = KeepAlive(runtime.assistant, recoveries)
@@ -83,6 +92,22 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
         await runtime.assistant.owed.retire()
 
 
+async def _unless_stopped(starting: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
+    """`starting`'s result, or None once a signal asked to stop first: connecting to a
+    platform that does not answer must not keep the process from ending."""
+    task = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("stopped while connecting")
+    return None
+
+
 async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
     assert settings.slack_bot_token is not None
     app_token = settings.slack_app_token
@@ -99,12 +124,15 @@ async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
             await adapter.connect_socket_mode(app_token.get_secret_value())
         else:
             await adapter.serve_http(port=settings.slack_port)
-    except OSError as exc:
+    except OSError as exc:  # HTTP mode's port (Socket Mode says its own failures)
         await adapter.close()
         raise ConfigError(
             f"SLACK_PORT: cannot listen on port {settings.slack_port} ({exc.strerror}); "
             "is another process using it?"
         ) from None
+    except BaseException:  # refused, or stopped while connecting
+        await adapter.close()
+        raise
     return adapter
 
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
+import aiohttp
 from aiohttp import ClientSession, ClientTimeout, web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncRespond
@@ -31,6 +32,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from assistant.admin.commands import COMMAND_FAILED, AdminCommands
 from assistant.admin.grammar import CommandContext
+from assistant.config import ConfigError
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Failed, Ignored, Inbound
@@ -64,6 +66,10 @@ COMMAND_MEMORY = timedelta(minutes=15)  # past Slack's 5-minute window, with roo
 READ_SECONDS = 2.0  # reading an event (names) before it is stored and acked; Slack waits 3 s
 _HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # edits, deletions, joins: not asks
 _USER_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+class SlackSetupError(ConfigError):
+    """Slack cannot be served as configured; the message names the setting to fix."""
 
 
 class SlackAdapter:
@@ -139,10 +145,28 @@ class SlackAdapter:
         return bound
 
     async def connect_socket_mode(self, app_token: str) -> None:
+        """Connect, or raise SlackSetupError in one line. slack-sdk's own client retries a
+        failed connection forever, a traceback each time; so the first connection is asked
+        for once here, and only a working token and URL are handed to it."""
         self._share_connections()
+        await self._open_socket_url(app_token)
         self._socket = AsyncSocketModeHandler(self.app, app_token)
         await self._socket.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack connected in Socket Mode")
+
+    async def _open_socket_url(self, app_token: str) -> None:
+        try:
+            await self.client.apps_connections_open(app_token=app_token)
+        except SlackApiError as exc:
+            raise SlackSetupError(
+                f"SLACK_APP_TOKEN: Slack refused it ({exc.response.get('error')}); use an "
+                "app-level token (xapp-…) with the connections:write scope"
+            ) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise SlackSetupError(
+                f"SLACK_API_URL: cannot reach Slack at {self.client.base_url} "
+                f"({type(exc).__name__}: {exc}); check that this machine can reach it"
+            ) from None
 
     def _share_connections(self) -> None:
         """One connection pool for every Web API call; without it slack-sdk opens a session,

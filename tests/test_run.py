@@ -174,3 +174,52 @@ def test_run_on_a_port_in_use_names_the_setting(env, tmp_path):
     assert result.returncode == 2
     assert "SLACK_PORT: cannot listen on port" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_socket_mode_with_slack_unreachable_is_one_line_not_endless_retries(env, tmp_path):
+    env.update(
+        SLACK_BOT_TOKEN="xoxb-run-token",
+        SLACK_APP_TOKEN="xapp-run-token",
+        SLACK_API_URL=f"http://127.0.0.1:{free_port()}/api/",  # nothing listens there
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+    )
+    result = assistant("run", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert line.startswith("error: SLACK_API_URL: cannot reach Slack at http://127.0.0.1:")
+    assert "Traceback" not in result.stderr and "xapp-run-token" not in result.stderr
+
+
+async def test_sigterm_while_slack_does_not_answer_ends_the_process(env, tmp_path):
+    """A Slack that accepts the connection and never answers: the process is still
+    connecting when it is told to stop, and stops."""
+    held: list[asyncio.StreamWriter] = []  # connections taken, never answered
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    env.update(
+        SLACK_BOT_TOKEN="xoxb-run-token",
+        SLACK_APP_TOKEN="xapp-run-token",
+        SLACK_API_URL=f"http://127.0.0.1:{port}/api/",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+    )
+    process = await asyncio.create_subprocess_exec(
+        *ASSISTANT, "run", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        await asyncio.sleep(6)  # started, and waiting on Slack
+        assert process.returncode is None
+        process.send_signal(signal.SIGTERM)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
+    finally:
+        if process.returncode is None:
+            process.kill()
+        for writer in held:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    assert process.returncode == 0, stderr.decode()
+    assert "stopped while connecting" in stderr.decode()
