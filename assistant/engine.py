@@ -129,6 +129,10 @@ class Assistant:
             return 0
         return await self._store.count_messages(conversation.id)
 
+    async def threads_in(self, ref: ConversationRef) -> list[tuple[str, int]]:
+        """The conversations in `ref`'s channel, newest first, with their message counts."""
+        return await self._store.threads(ref.platform, ref.workspace, ref.channel)
+
     async def knows(self, ref: ConversationRef) -> bool:
         """Whether this conversation already exists: a thread the assistant is part of, where
         follow-ups need no new mention."""

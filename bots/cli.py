@@ -117,6 +117,7 @@ def chat(
                 console=console,
                 show_cost=show_cost,
                 logs=logs,
+                commands=runtime.commands,  # the person at this terminal runs the process
             ).run()
         finally:
             await runtime.close()

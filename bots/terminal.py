@@ -6,14 +6,24 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 
 from rich.console import Console
 
+from assistant.admin.commands import AdminCommands
+from assistant.admin.grammar import CommandContext
 from assistant.engine import Assistant
 from assistant.turns import ESTIMATE_MARK, Actor, Completed, ConversationRef, Inbound
+from bots.chat_actions import record_vote, run_admin
 from bots.turn_runner import Turn, TurnRunner
 
-HELP = "Commands: /cost (tokens, cost and latency of the last turn), /help, /quit"
+HELP = (
+    "Commands: /cost (tokens, cost and latency of the last turn), /good and /bad (rate the "
+    "last answer), /new [NAME] (another conversation), /list, /prompt … /report … /eval run … "
+    "(the admin commands), /help, /quit"
+)
+ADMIN_WORDS = ("prompt", "report", "eval")
 
 
 ESTIMATE_LEGEND = f"{ESTIMATE_MARK} estimated: the model server sent no usage"
@@ -87,6 +97,7 @@ class TerminalChat:
         show_cost: bool = False,
         read_line: Callable[[], str] = lambda: input("you> "),
         logs: HeldLogs | None = None,
+        commands: AdminCommands | None = None,
     ) -> None:
         self._assistant = assistant
         self._ref = ref
@@ -97,12 +108,10 @@ class TerminalChat:
         self._turns = TurnRunner(assistant, surface="terminal", interval=0)
         self._last: Completed | None = None
         self._logs = logs  # the process's log handler, held while an answer prints
+        self._commands = commands
 
     async def run(self) -> None:
-        previous = await self._assistant.history_length(self._ref)
-        where = f"conversation '{self._ref.thread}'"
-        opening = f"Resuming {where} ({previous} messages)." if previous else f"New {where}."
-        self._console.print(f"{opening} {HELP}", style="dim", highlight=False)
+        await self._greet()
         while True:
             try:
                 line = (await asyncio.to_thread(self._read_line)).strip()
@@ -116,19 +125,70 @@ class TerminalChat:
             if not await self._command(line):
                 await self._turn(line)
 
+    async def _greet(self) -> None:
+        previous = await self._assistant.history_length(self._ref)
+        where = f"conversation '{self._ref.thread}'"
+        opening = f"Resuming {where} ({previous} messages)." if previous else f"New {where}."
+        self._console.print(f"{opening} {HELP}", style="dim", highlight=False)
+
     async def _command(self, line: str) -> bool:
-        if line == "/help":
-            self._console.print(HELP, style="dim", highlight=False)
-        elif line == "/cost":
-            figures = describe(self._last) if self._last else "No turn yet in this session."
-            self._console.print(figures, style="cyan", highlight=False)
-        elif line.startswith("/"):
-            self._console.print(
-                f"Unknown command {line.split()[0]}. {HELP}", style="yellow", markup=False
-            )
-        else:
+        """Run `line` when it is a command (it starts with /); False when it is a message."""
+        if not line.startswith("/"):
             return False
+        word, _, rest = line[1:].partition(" ")
+        if word == "help":
+            self._say(HELP, "dim")
+        elif word == "cost":
+            self._say(describe(self._last) if self._last else "No turn yet in this session.")
+        elif word in ("good", "bad"):
+            await self._rate(1 if word == "good" else -1)
+        elif word == "new":
+            await self._open(rest.strip() or datetime.now(UTC).strftime("%Y-%m-%d-%H%M%S"))
+        elif word == "list":
+            await self._list()
+        elif word in ADMIN_WORDS:
+            await self._admin(line[1:])
+        else:
+            self._say(f"Unknown command /{word[:24]}. {HELP}", "yellow")
         return True
+
+    def _say(self, text: str, style: str = "cyan") -> None:
+        self._console.print(text, style=style, markup=False, highlight=False)
+
+    async def _rate(self, vote: int) -> None:
+        """A 👍/👎 on the last answer, stored as a button click on Slack or Discord is."""
+        if self._last is None:
+            self._say("No answer to rate yet in this session.", "yellow")
+            return
+        said = await record_vote(
+            self._assistant,
+            str(self._last.message_id),
+            self._actor,
+            vote=vote,
+            clicked_in=self._ref.thread,
+        )
+        self._say(said)
+
+    async def _open(self, name: str) -> None:
+        self._ref = replace(self._ref, thread=name[:128])
+        self._last = None
+        await self._greet()
+
+    async def _list(self) -> None:
+        threads = await self._assistant.threads_in(self._ref)
+        for thread, count in threads:
+            here = "  (this one)" if thread == self._ref.thread else ""
+            self._say(f"  {thread}: {count} messages{here}")
+        if not threads:
+            self._say("No conversations yet.")
+
+    async def _admin(self, text: str) -> None:
+        if self._commands is None:
+            self._say("Admin commands are not available here.", "yellow")
+            return
+        context = CommandContext(actor=self._actor, surface="cli", ref=self._ref)
+        result = await run_admin(self._commands, text, context)
+        self._say(result.text, "cyan" if result.ok else "yellow")
 
     async def _turn(self, text: str) -> None:
         inbound = Inbound(ref=self._ref, actor=self._actor, text=text)

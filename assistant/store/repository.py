@@ -233,6 +233,25 @@ class Store:
                 update(Message).where(_messages.id == message_id).values(status=status)
             )
 
+    async def threads(self, platform: str, workspace: str, channel: str) -> list[tuple[str, int]]:
+        """The conversations in one channel, newest first, with how many messages each holds
+        (the terminal's `/list`)."""
+        statement = (
+            sa_select(col(Conversation.thread), func.count(col(Message.id)))
+            .select_from(Conversation)
+            .outerjoin(Message, col(Message.conversation_id) == col(Conversation.id))
+            .where(
+                col(Conversation.platform) == platform,
+                col(Conversation.workspace) == workspace,
+                col(Conversation.channel) == channel,
+            )
+            .group_by(col(Conversation.id), col(Conversation.thread))
+            .order_by(col(Conversation.id).desc())
+        )
+        async with self.engine.connect() as connection:
+            rows = (await connection.execute(statement)).all()
+        return [(str(thread), int(count)) for thread, count in rows]
+
     async def count_messages(self, conversation_id: int) -> int:
         async with self._sessions() as session:
             result = await session.exec(
