@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -187,7 +187,7 @@ class OpenAIChatModel:
     Each request is sent in its model's own terms (`ModelTable`): a version's `max_tokens`
     becomes `max_completion_tokens` for a reasoning model, a temperature it would refuse is
     left out. A server that cannot stream tool calls gets its tool rounds unstreamed, from the
-    table or learnt from its first refusal."""
+    table or learnt when it says so (or fails that way twice)."""
 
     def __init__(
         self,
@@ -247,20 +247,12 @@ class OpenAIChatModel:
         await self._client.close()
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]:
-        async with self._slot():
+        """The call's text as it comes, then its Completion. With LLM_MAX_CONCURRENCY the call
+        first waits for a free slot (a single-slot server cuts the running request when
+        another arrives, so the queue is kept here); the wait is not counted in its timeouts."""
+        async with self._slots or contextlib.nullcontext():
             async for item in self._stream(request):
                 yield item
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """Waits for a free call slot (LLM_MAX_CONCURRENCY): a single-slot server cuts the
-        running request when another arrives, so the queue is kept here instead. The time
-        spent waiting is not counted against the call's timeouts."""
-        if self._slots is None:
-            yield
-            return
-        async with self._slots:
-            yield
 
     async def _stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]:
         started = time.perf_counter()
