@@ -73,18 +73,19 @@ class Doctor:
         await self.unstreamed.close()
 
     async def examine(self) -> list[Finding]:
-        served = await self._served()
+        listing = await self._listing()
         model = self.models[0]
         streaming = await self._streaming(model)
         answered = streaming[0].level != "blocker"
-        findings = [_presence(self.models, served, answered=answered), *streaming]
+        findings = [_presence(self.models, _served(listing), answered=answered), *streaming]
         if not answered:
             return findings
         findings.append(await self._tools_streamed(model))
         findings.append(await self._tools_unstreamed(model))
         findings.append(await self._json(model))
-        findings.append(await self._context(model))
-        slots = await self._slots()
+        props = await self._fetch(f"{self._root}/props")  # llama.cpp's: its window, its slots
+        findings.append(await self._context(model, listing, props))
+        slots = _slots(props, self.max_concurrency)
         if slots is not None:
             findings.append(slots)
         findings.append(_parameters(self.table, model))
@@ -99,7 +100,8 @@ class Doctor:
         netloc += f":{parts.port}" if parts.port else ""
         return urlunsplit(parts._replace(netloc=netloc))
 
-    async def _served(self) -> list[str]:
+    async def _listing(self) -> object:
+        """`GET /models` as the server answers it (None when it lists nothing)."""
         try:
             listing = await self.client.get("/models", cast_to=object, options=_PROBE)
         except openai.APIConnectionError as exc:
@@ -110,14 +112,13 @@ class Doctor:
             ) from None
         except openai.APIStatusError as exc:
             if exc.status_code == 404:
-                return []  # some proxies do not list models; the probes below still tell
+                return None  # some proxies do not list models; the probes below still tell
             raise ServerUnreachable(
                 f"{self.where} answered HTTP {exc.status_code} to GET /models"
             ) from None
         except ValueError:  # not JSON: the chat probes below still tell
-            return []
-        data = listing.get("data") if isinstance(listing, dict) else None
-        return [str(m.get("id")) for m in data or () if isinstance(m, dict)]
+            return None
+        return listing
 
     async def _streaming(self, model: str) -> list[Finding]:
         request = ChatRequest(
@@ -194,8 +195,8 @@ class Doctor:
             )
         return Finding(check="JSON output", result="valid JSON", level="ok")
 
-    async def _context(self, model: str) -> Finding:
-        size = await self._context_size(model)
+    async def _context(self, model: str, listing: object, props: object) -> Finding:
+        size = await self._context_size(model, listing, props)
         if size is None:
             return Finding(
                 check="context length",
@@ -210,33 +211,20 @@ class Doctor:
             action="keep memory.context_tokens below it",
         )
 
-    async def _slots(self) -> Finding | None:
-        """llama.cpp's server says how many requests it serves at once (`/props`); with one, a
-        second request ends the running one, so calls must queue on our side."""
-        props = await self._fetch(f"{self._root}/props")
-        slots = props.get("total_slots") if isinstance(props, dict) else None
-        if not isinstance(slots, int):
-            return None
-        check, result = "requests at once", f"{slots} (the server's slots)"
-        if self.max_concurrency is not None and self.max_concurrency <= slots:
-            return Finding(check=check, result=result, level="ok")
-        return Finding(
-            check=check,
-            result=result,
-            level="gap",
-            action=f"set LLM_MAX_CONCURRENCY={slots}: more at once cut each other off",
-        )
-
     @property
     def _root(self) -> str:
         return str(self.client.base_url).rstrip("/").removesuffix("/v1")
 
-    async def _context_size(self, model: str) -> int | None:
-        """Where each server says it: vLLM in /v1/models, llama.cpp in /props, LiteLLM in
-        /model/info, Ollama in /api/ps (its /api/show gives the length the model was trained
-        for, while the server runs with a smaller num_ctx and silently drops what is over)."""
-        root = self._root
-        for path in ("/models", f"{root}/props", f"{root}/model/info", f"{root}/api/ps"):
+    async def _context_size(self, model: str, listing: object, props: object) -> int | None:
+        """Where each server says it: vLLM in /v1/models, llama.cpp in /props (both already
+        read), LiteLLM in /model/info, Ollama in /api/ps (its /api/show gives the length the
+        model was trained for, while the server runs with a smaller num_ctx and silently drops
+        what is over)."""
+        for answer in (listing, props):
+            size = _context_in(answer, model)
+            if size is not None:
+                return size
+        for path in (f"{self._root}/model/info", f"{self._root}/api/ps"):
             size = _context_in(await self._fetch(path), model)
             if size is not None:
                 return size
@@ -254,6 +242,28 @@ class Doctor:
 # not keep the doctor silent for the model call's whole timeout.
 _PROBE: openai.RequestOptions = {"timeout": 10.0}
 _NO_TOOLS = "tool-using versions answer without their tools on this server"
+
+
+def _served(listing: object) -> list[str]:
+    data = listing.get("data") if isinstance(listing, dict) else None
+    return [str(m.get("id")) for m in data or () if isinstance(m, dict)]
+
+
+def _slots(props: object, max_concurrency: int | None) -> Finding | None:
+    """llama.cpp's server says how many requests it serves at once (`/props`); with one, a
+    second request ends the running one, so calls must queue on our side."""
+    slots = props.get("total_slots") if isinstance(props, dict) else None
+    if not isinstance(slots, int):
+        return None
+    check, result = "requests at once", f"{slots} (the server's slots)"
+    if max_concurrency is not None and max_concurrency <= slots:
+        return Finding(check=check, result=result, level="ok")
+    return Finding(
+        check=check,
+        result=result,
+        level="gap",
+        action=f"set LLM_MAX_CONCURRENCY={slots}: more at once cut each other off",
+    )
 
 
 def _tool_request(model: str) -> ChatRequest:
