@@ -318,15 +318,15 @@ def load_prompts_dir(directory: Path, *, known_tools: Iterable[str] = ()) -> lis
 def _is_version_file(path: Path) -> bool:
     """Whether `path` is a version (`3.yaml`), `evals.yaml`, or not YAML at all; a YAML file
     named anything else would otherwise be skipped without a word."""
+    if path.suffix == ".yaml" and path.stem.isdigit():
+        return True
     if path.suffix not in (".yaml", ".yml") or path.name == "evals.yaml":
         return False
-    stem = path.stem if path.stem.isdigit() or path.stem == "evals" else "VERSION"
-    if path.suffix == ".yml" or stem == "VERSION":
-        raise PromptFileError(
-            f"{path}: not a name PROMPTS_DIR reads: name it {stem}.yaml (a version, like "
-            "1.yaml, or evals.yaml), or move it out of the folder"
-        )
-    return True
+    named = path.stem if path.stem.isdigit() or path.stem == "evals" else "VERSION"
+    raise PromptFileError(
+        f"{path}: not a name PROMPTS_DIR reads: name it {named}.yaml (a version, like "
+        "1.yaml, or evals.yaml), or move it out of the folder"
+    )
 
 
 class PromptCatalog:
