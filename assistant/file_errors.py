@@ -102,6 +102,15 @@ def read_text(path: Path, *, max_bytes: int, error: type[ValueError]) -> str:
         raise error(f"{path}: cannot read the file (not UTF-8 text: {exc})") from None
 
 
+def read_setting_file(path: Path, setting: str, *, max_bytes: int = 1_000_000) -> str:
+    """The text of a file a setting names (PRICING_FILE, MODELS_FILE), or ValueError naming
+    the setting and the file; read by the same rules as a prompt file."""
+    try:
+        return read_text(path, max_bytes=max_bytes, error=ValueError)
+    except ValueError as exc:
+        raise ValueError(f"{setting} {exc}") from None
+
+
 def _check_regular(
     path: Path, info: os.stat_result, max_bytes: int, error: type[ValueError]
 ) -> None:

@@ -15,11 +15,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from assistant.file_errors import parse_yaml, read_text
+from assistant.file_errors import parse_yaml, read_setting_file
 
 log = logging.getLogger(__name__)
-
-MAX_FILE_BYTES = 1_000_000  # a models file; the shipped one is a few hundred bytes
 
 SAMPLING_PARAMS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
 
@@ -78,10 +76,7 @@ class ModelTable:
         bundled = importlib.resources.files("assistant") / "data" / "models.yaml"
         families = _parse(bundled.read_text(encoding="utf-8"), Path("assistant/data/models.yaml"))
         if override is not None:
-            try:
-                text = read_text(override, max_bytes=MAX_FILE_BYTES, error=ValueError)
-            except ValueError as exc:
-                raise ValueError(f"MODELS_FILE {exc}") from None
+            text = read_setting_file(override, "MODELS_FILE")
             families = _parse(text, override) + families
         return cls(families)
 

@@ -6,8 +6,9 @@ import importlib.resources
 import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from assistant.file_errors import parse_yaml, read_setting_file
 
 _SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
@@ -30,14 +31,9 @@ class PriceTable:
     def load(cls, override: Path | None = None) -> PriceTable:
         """The bundled table, with an operator's file merged over it."""
         bundled = importlib.resources.files("assistant") / "data" / "prices.yaml"
-        prices = _parse(bundled.read_text(encoding="utf-8"), "assistant/data/prices.yaml")
+        prices = _parse(bundled.read_text(encoding="utf-8"), Path("assistant/data/prices.yaml"))
         if override is not None:
-            try:
-                text = override.read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-                raise ValueError(f"PRICING_FILE {override}: cannot read it ({reason})") from None
-            prices.update(_parse(text, str(override)))
+            prices.update(_parse(read_setting_file(override, "PRICING_FILE"), override))
         return cls(prices)
 
     def price(self, model: str) -> ModelPrice | None:
@@ -57,11 +53,8 @@ class PriceTable:
         return micro / 1_000_000
 
 
-def _parse(text: str, source: str) -> dict[str, ModelPrice]:
-    try:
-        raw = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{source}: not valid YAML ({exc})") from None
+def _parse(text: str, source: Path) -> dict[str, ModelPrice]:
+    raw = parse_yaml(text, source, error=ValueError) or {}
     if not isinstance(raw, dict):
         raise ValueError(f"{source}: expected a mapping of model name to prices")
     prices = {}
