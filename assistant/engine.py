@@ -357,6 +357,8 @@ class Assistant:
             retryable=retryable,
             error_class=type(exc).__name__,
             partial_text=shown.text,
+            usage=accounting.turn_usage(ledger.calls),
+            contract_error=str(exc) if isinstance(exc, contracts.ContractViolation) else None,
         )
 
     async def _record_unfinished(

@@ -115,6 +115,8 @@ class Failed:
     retryable: bool
     error_class: str
     partial_text: str = ""
+    usage: TurnUsage | None = None  # what the turn spent before it failed, when it got that far
+    contract_error: str | None = None  # the reply broke the version's schema, even repaired
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -205,13 +205,14 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
         name: str,
         split: str,
         scope: ScopeKind | None = None,
+        force: bool = False,
     ) -> None:
         try:
             weights = parse_split(split.split())
         except UsageError as exc:
             await interaction.response.send_message(f"{exc}.", ephemeral=True)
             return
-        command = SplitPrompt(name=name, weights=weights, where=Where(scope=scope))
+        command = SplitPrompt(name=name, weights=weights, where=Where(scope=scope), force=force)
         await self._answer(interaction, command)
 
     @prompt.command(name="history", description="Who changed what, when")

@@ -179,20 +179,38 @@ async def test_tool_cases_need_no_model(prompts_dir, runner_for, fake_llm):
 ADMIN = Actor(platform="test", user_id="ADMIN1")
 
 
-async def gated_commands(make_assistant, store: Store, prompts_dir: Path) -> AdminCommands:
+async def gated_commands(
+    make_assistant, store: Store, prompts_dir: Path, threshold: float = 0.5
+) -> AdminCommands:
     write_prompt(prompts_dir, version=2, system="Version two.")
+    case = {"name": "c", "input": "hi", "expect": [{"contains": "hi"}]}
+    spec = {"threshold": threshold, "cases": [case]}
     assistant = await make_assistant()
     return AdminCommands(
         prompts=store.prompts,
         versions=assistant.versions,
         admins=["test:ADMIN1"],
         evals=store.evals,
-        suites={"assistant"},
+        suites={"assistant": suite_from(prompts_dir, spec)},
     )
 
 
-async def record_run(store: Store, version: int, pass_rate: float) -> EvalRun:
-    run = EvalRun(prompt_name="assistant", version=version, model="m", pass_rate=pass_rate)
+async def record_run(
+    store: Store,
+    version: int,
+    pass_rate: float,
+    *,
+    model: str = "m",
+    tools: tuple[int, int] = (0, 0),
+) -> EvalRun:
+    run = EvalRun(
+        prompt_name="assistant",
+        version=version,
+        model=model,
+        pass_rate=pass_rate,
+        tool_cases=tools[0],
+        tool_passed=tools[1],
+    )
     return await store.evals.save_run(run, [])
 
 
@@ -209,9 +227,47 @@ async def test_a_version_never_evaluated_is_refused_unless_forced(
     assert "assistant@1 has no eval run" in refused.text and "--force" in refused.text
 
     forced = await use(commands, "prompt use assistant 1 --force")
-    assert forced.ok and "never evaluated" in forced.text
+    assert forced.ok and "Forced past: assistant@1 has no eval run" in forced.text
     [audit] = await store.prompts.history("assistant")
     assert audit.forced
+
+
+async def test_a_run_on_the_fake_model_does_not_count_and_the_refusal_says_why(
+    make_assistant, store, prompts_dir
+):
+    commands = await gated_commands(make_assistant, store, prompts_dir)
+    rehearsal = await record_run(store, 1, 0.67, model="fake")
+    refused = await use(commands, "prompt use assistant 1")
+    assert not refused.ok
+    assert f"evaluated only on the fake model (67%, run #{rehearsal.id})" in refused.text
+    assert "against a real model" in refused.text
+
+
+async def test_a_version_below_its_suites_threshold_is_refused(make_assistant, store, prompts_dir):
+    commands = await gated_commands(make_assistant, store, prompts_dir, threshold=0.8)
+    await record_run(store, 1, 0.7)  # better than version 2, which never ran, but below 80%
+    refused = await use(commands, "prompt use assistant 1")
+    assert not refused.ok
+    assert "assistant@1 passed 70%, below its suite's threshold of 80%" in refused.text
+
+    await record_run(store, 1, 1.0, tools=(3, 2))
+    refused = await use(commands, "prompt use assistant 1")
+    assert not refused.ok and "failed 1 of its 3 tool cases" in refused.text
+
+
+async def test_an_ab_split_is_gated_like_use_and_forcing_it_is_audited(
+    make_assistant, store, prompts_dir
+):
+    commands = await gated_commands(make_assistant, store, prompts_dir)
+    await record_run(store, 2, 0.9)  # version 2 answers now; the split brings in version 1
+    refused = await use(commands, "prompt ab assistant 2=90 1=10")
+    assert not refused.ok and "assistant@1 has no eval run" in refused.text
+    assert await store.prompts.history("assistant") == []
+
+    forced = await use(commands, "prompt ab assistant 2=90 1=10 --force")
+    assert forced.ok and "Forced past" in forced.text
+    newest = (await store.prompts.history("assistant"))[0]
+    assert (newest.action, newest.forced) == ("ab", True)
 
 
 async def test_a_version_that_passes_less_is_refused_showing_both_figures(
@@ -237,7 +293,6 @@ async def test_a_prompt_without_a_suite_is_not_gated(make_assistant, store, prom
         versions=assistant.versions,
         admins=["test:ADMIN1"],
         evals=store.evals,
-        suites=set(),
     )
     done = await use(commands, "prompt use assistant 1")
     assert done.ok and "Not eval-gated" in done.text

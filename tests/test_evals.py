@@ -386,6 +386,12 @@ BAD_SUITES: list[tuple[str, Any, str, str]] = [
     ),
     ("an infinite weight", with_case(weight=float("inf")), "cases.0.weight", "finite number"),
     (
+        "a consistent case in a suite that asks each case once",
+        with_case(consistent=True),
+        "cases.0.consistent",
+        "add `consistency: {runs: 3}`",
+    ),
+    (
         "nesting deeper than 50 levels",
         with_case(expect=[{"json_schema": deep(60)}]),
         "cases",

@@ -18,8 +18,8 @@ from assistant.evals.suite import load_suite
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.model_traits import ModelTable
 from assistant.store import Store
-from assistant.testing import CallTools, FakeLlm, Reply
-from assistant.testing.fake_llm import Script, demo_responder
+from assistant.testing import CallTools, DemoModel, FakeLlm, Reply
+from assistant.testing.fake_llm import Script
 from assistant.testing.personalities import PERSONALITIES
 from assistant.tools import ToolRegistry
 from assistant.turns import Completed, Failed
@@ -161,7 +161,7 @@ async def test_a_single_slot_server_cuts_concurrent_calls_unless_they_queue(
 
 def slow_echo(body: dict[str, Any]) -> Script:
     """The demo model's echo, slow enough that two answers overlap."""
-    reply = demo_responder(body)
+    reply = DemoModel()(body)
     return replace(reply, chunk_chars=4, chunk_delay=0.02) if isinstance(reply, Reply) else reply
 
 

@@ -17,7 +17,6 @@ from assistant.prompts.files import (
 )
 from tests.conftest import BASE_PROMPT, write_prompt
 
-SHIPPED = Path(__file__).resolve().parent.parent / "prompts"
 KNOWN_TOOLS = ["current_time", "calculator"]
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
 
@@ -28,17 +27,6 @@ def refusal(path: Path) -> str:
     message = str(excinfo.value)
     assert str(path) in message
     return message
-
-
-def test_shipped_prompt_loads_and_renders() -> None:
-    files = load_prompts_dir(SHIPPED, known_tools=KNOWN_TOOLS)
-    prompt = PromptCatalog(files, default_prompt="assistant").latest("assistant").version
-    assert prompt.label == "assistant@1"
-    assert prompt.tools == ("current_time", "calculator")
-    system = prompt.render_system(now=NOW, platform="slack", user_name="Alice")
-    assert "talking with Alice on slack" in system
-    assert "Today is 2025-03-14" in system
-    assert "{{" not in system
 
 
 def test_missing_system(tmp_path: Path) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import difflib
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from assistant.admin.gate import EvalGate
 from assistant.admin.grammar import (
     CHANGES,
     USAGE,
@@ -35,12 +36,13 @@ from assistant.admin.grammar import (
     check_place,
     parse,
 )
+from assistant.evals.suite import EvalSuite
 from assistant.prompts.bindings import Binding, Scope, ScopeKind
 from assistant.prompts.versions import VersionResolver
 from assistant.store import PromptStore
 from assistant.store.eval_store import EvalStore
 from assistant.store.prompt_store import BindingChange
-from assistant.store.tables import EvalRun, PromptAudit
+from assistant.store.tables import PromptAudit
 from assistant.turns import ConversationRef
 
 # CommandContext is the grammar's: re-exported, as whoever runs commands needs it too
@@ -90,15 +92,14 @@ class AdminCommands:
         versions: VersionResolver,
         admins: Sequence[str],
         evals: EvalStore | None = None,
-        suites: Collection[str] = (),
+        suites: Mapping[str, EvalSuite] | None = None,
         reporter: Callable[[str], Awaitable[str]] | None = None,
         evaluator: Callable[[str | None, int | None], Awaitable[str]] | None = None,
     ) -> None:
         self._prompts = prompts
         self._versions = versions
         self._admins = frozenset(admins)
-        self._evals = evals
-        self._suites = frozenset(suites)  # prompts with an eval suite: their switches are gated
+        self._gate = EvalGate(evals=evals, suites=suites or {})
         self._reporter = reporter  # period ("24h") -> the report as text
         self._evaluator = evaluator  # (name, version) -> the runs' summary
 
@@ -239,38 +240,14 @@ class AdminCommands:
     async def _use(self, command: UsePrompt, context: CommandContext) -> str:
         await self._require(command.name, command.version)
         scope = self._scope(command.where, context)
-        figures = await self._gate(command, scope)
+        current = await self._current_version(command.name, scope)
+        figures = await self._gate.check(
+            command.name, [command.version], current, force=command.force
+        )
         after = Binding(prompt=command.name, version=command.version)
         change = await self._change(scope, after, context, action="use", forced=command.force)
         done = f"{after.describe()} now answers in {scope.describe()} (was {self._was(change)})."
         return f"{done}\n{figures}" if figures else done
-
-    async def _gate(self, command: UsePrompt, scope: Scope) -> str:
-        """Refuse a version whose latest eval pass rate is below the one it replaces, or that
-        was never evaluated; `--force` overrides (and is audited). Returns the figures."""
-        if self._evals is None or command.name not in self._suites:
-            return f"(Not eval-gated: {command.name} has no eval suite.)"
-        current = await self._current_version(command.name, scope)
-        target = await self._evals.latest_run(command.name, command.version)
-        before = None
-        if current is not None and current != command.version:
-            before = await self._evals.latest_run(command.name, current)
-        figures = f"Evals: {_run_figure(command.name, command.version, target)}"
-        if before is not None and current is not None:
-            figures += f"; now {_run_figure(command.name, current, before)}"
-        if command.force:
-            return figures + " (forced)"
-        if target is None:
-            raise CommandError(
-                f"{command.name}@{command.version} has no eval run. Run `eval run "
-                f"{command.name} {command.version}` first, or add --force. {figures}."
-            )
-        if before is not None and target.pass_rate < before.pass_rate:
-            raise CommandError(
-                f"{command.name}@{command.version} passes fewer evals than the version it "
-                f"would replace. {figures}. Add --force to switch anyway."
-            )
-        return figures
 
     async def _current_version(self, name: str, scope: Scope) -> int | None:
         """The version of `name` answering in `scope` now, as a turn there would resolve it
@@ -296,13 +273,16 @@ class AdminCommands:
         for version, _ in command.weights:
             await self._require(command.name, version)
         scope = self._scope(command.where, context)
+        current = await self._current_version(command.name, scope)
+        incoming = [v for v, weight in command.weights if weight > 0 and v != current]
+        figures = await self._gate.check(command.name, incoming, current, force=command.force)
         after = Binding(prompt=command.name, split=command.weights)
-        change = await self._change(scope, after, context, action="ab")
+        change = await self._change(scope, after, context, action="ab", forced=command.force)
         total = sum(w for _, w in command.weights)
         shares = ", ".join(f"version {v}: {100 * w / total:.0f}%" for v, w in command.weights)
         return (
             f"{scope.describe()} now splits {command.name} ({shares}); each conversation keeps "
-            f"the version it gets (was {self._was(change)})."
+            f"the version it gets (was {self._was(change)}).\n{figures}"
         )
 
     async def _rollback(self, command: RollbackPrompt, context: CommandContext) -> str:
@@ -365,12 +345,6 @@ def _failed(what: str, command: Command | None) -> CommandResult:
     error_id = secrets.token_hex(3)
     log.exception("admin command failed (error %s): %s", error_id, what)
     return CommandResult(ok=False, text=command_failed(error_id, command))
-
-
-def _run_figure(name: str, version: int, run: EvalRun | None) -> str:
-    if run is None:
-        return f"{name}@{version} never evaluated"
-    return f"{name}@{version} passed {run.pass_rate:.0%} (run #{run.id}, {run.model})"
 
 
 def _audit_line(row: PromptAudit) -> str:

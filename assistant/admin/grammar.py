@@ -23,7 +23,7 @@ Usage:
   prompt diff NAME V1 V2
   prompt use NAME VERSION [--scope global|workspace|channel] [--target PLACE] [--force]
   prompt rollback NAME [--scope global|workspace|channel] [--target PLACE]
-  prompt ab NAME V1=WEIGHT V2=WEIGHT [...] [--scope ...] [--target PLACE]
+  prompt ab NAME V1=WEIGHT V2=WEIGHT [...] [--scope ...] [--target PLACE] [--force]
   prompt history NAME
   eval run [NAME [VERSION]]
   report [24h|7d|30d]
@@ -100,6 +100,7 @@ class SplitPrompt:
     name: str
     weights: tuple[tuple[int, int], ...]  # (version, weight), as `parse_split` makes them
     where: Where
+    force: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -346,10 +347,11 @@ def _parse_rollback(positional: list[str], options: dict[str, str]) -> Command:
 def _parse_ab(positional: list[str], options: dict[str, str]) -> Command:
     if len(positional) < 3:
         raise UsageError("'prompt ab' needs a name and at least two VERSION=WEIGHT pairs")
-    if "force" in options:
-        raise UsageError("'prompt ab' takes no --force")
     return SplitPrompt(
-        name=positional[0], weights=parse_split(positional[1:]), where=_where(options)
+        name=positional[0],
+        weights=parse_split(positional[1:]),
+        where=_where(options),
+        force="force" in options,
     )
 
 

@@ -48,6 +48,7 @@ class Observed:
     cost_usd: float | None  # None: the model has no price
     latency_ms: float
     failed: str | None = None  # the user-facing failure message when the turn failed
+    contract_error: str | None = None  # the answer broke the version's schema, even repaired
 
 
 @dataclass(frozen=True, kw_only=True)

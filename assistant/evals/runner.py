@@ -174,7 +174,7 @@ class EvalRunner:
 
         case_jobs = [one("case", c, a) for c in suite.cases for a in range(1, runs + 1)]
         check_jobs = [one("self_check", c, 1) for c in checks]
-        case_results = await asyncio.gather(*case_jobs)
+        case_results = _held_to_agreement(suite, await asyncio.gather(*case_jobs))
         check_results = await asyncio.gather(*check_jobs)
         tool_results = []
         for tool_case in suite.tool_cases:
@@ -209,7 +209,7 @@ class EvalRunner:
             case=case.name,
             attempt=attempt,
             passed=evals.case_passed(outcomes),
-            failures="\n".join(o.reason for o in outcomes if not o.passed),
+            failures="\n".join(dict.fromkeys(o.reason for o in outcomes if not o.passed)),
             answer=observed.text,
             cost_usd=observed.cost_usd,
             latency_ms=observed.latency_ms,
@@ -248,12 +248,14 @@ class EvalRunner:
                         latency_ms=event.total_ms,
                     )
                 elif isinstance(event, Failed):
+                    broke = event.contract_error is not None
                     return Observed(
-                        text="".join(text),
+                        text="".join(text) or event.partial_text,
                         tool_calls=tuple(calls),
-                        cost_usd=None,
+                        cost_usd=event.usage.cost_usd if event.usage else None,
                         latency_ms=0.0,
-                        failed=event.user_message,
+                        failed=None if broke else event.user_message,
+                        contract_error=event.contract_error,
                     )
         raise RuntimeError("the turn ended without an answer")
 
@@ -326,10 +328,11 @@ class EvalRunner:
         tools: list[EvalResult],
     ) -> EvalRun:
         by_name = {case.name: case for case in suite.cases}
-        first = [r for r in cases if r.attempt == 1]
         answers: dict[str, list[str]] = {}
+        verdicts: dict[str, bool] = {}  # a case passes when every attempt of it passes
         for result in cases:
             answers.setdefault(result.case, []).append(result.answer)
+            verdicts[result.case] = verdicts.get(result.case, True) and result.passed
         failed = len([r for r in [*cases, *checks] if r.failures.startswith(evals.FAILED_TURN)])
         consistency = None
         if suite.consistency_runs > 1 and answers:
@@ -339,9 +342,9 @@ class EvalRunner:
             version=prompt.version.version,
             model=FAKE_MODEL if self._fake else prompt.version.model or self._judge_model,
             trigger=trigger,
-            cases=len(first),
-            passed=sum(r.passed for r in first),
-            pass_rate=_pass_rate(first, by_name, tools),
+            cases=len(verdicts),
+            passed=sum(verdicts.values()),
+            pass_rate=_pass_rate(verdicts, by_name, tools),
             threshold=suite.threshold,
             consistency=consistency,
             self_check_rate=sum(r.passed for r in checks) / len(checks) if checks else None,
@@ -351,12 +354,26 @@ class EvalRunner:
         )
 
 
+def _held_to_agreement(suite: evals.EvalSuite, results: list[EvalResult]) -> list[EvalResult]:
+    """Fail every attempt of a `consistent` case whose answers differ: no single answer is
+    wrong, the disagreement is."""
+    answers: dict[str, list[str]] = {}
+    for result in results:
+        answers.setdefault(result.case, []).append(result.answer)
+    for case in suite.cases:
+        why = evals.disagreement(case, answers.get(case.name, []))
+        for result in (r for r in results if why is not None and r.case == case.name):
+            result.passed = False
+            result.failures = "\n".join(filter(None, [result.failures, why]))
+    return results
+
+
 def _pass_rate(
-    first: list[EvalResult], by_name: dict[str, evals.EvalCase], tools: list[EvalResult]
+    verdicts: dict[str, bool], by_name: dict[str, evals.EvalCase], tools: list[EvalResult]
 ) -> float:
     """Weighted over the cases; a suite of tool cases alone is rated by them."""
-    if first:
-        return evals.weighted_pass_rate([(by_name[r.case], r.passed) for r in first])
+    if verdicts:
+        return evals.weighted_pass_rate([(by_name[n], ok) for n, ok in verdicts.items()])
     return sum(r.passed for r in tools) / len(tools) if tools else 0.0
 
 

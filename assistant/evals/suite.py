@@ -51,6 +51,7 @@ class EvalCase:
     turns: tuple[tuple[str, str], ...]  # (role, text); the last is ("user", question)
     weight: float
     expect: tuple[Assertion, ...]
+    consistent: bool = False  # every run must give the same answer, as a quote must
 
     def __post_init__(self) -> None:
         if not self.turns or self.turns[-1][0] != "user":
@@ -105,6 +106,7 @@ class _Case(BaseModel):
     conversation: tuple[_Turn, ...] | None = None
     weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)  # .inf would make rates NaN
     expect: tuple[dict[str, Any], ...] = ()
+    consistent: bool = False
 
 
 class _Consistency(BaseModel):
@@ -174,6 +176,12 @@ def _suite(raw: dict[str, Any], source: _Source, *, prompt: str) -> EvalSuite:
         raise EvalFileError(describe(path, exc, _Suite)) from None
     cases = tuple(_case(source, f"cases.{i}", case) for i, case in enumerate(spec.cases))
     _check_unique(source, spec.cases)
+    for i, case in enumerate(spec.cases):
+        if case.consistent and spec.consistency is None:
+            raise source.error(
+                f"cases.{i}.consistent",
+                "needs answers to compare: add `consistency: {runs: 3}` at the top of the suite",
+            )
     return EvalSuite(
         prompt=prompt,
         path=path,
@@ -209,7 +217,11 @@ def _case(source: _Source, field: str, spec: _Case) -> EvalCase:
         read_assertion(source, f"{field}.expect.{j}", item) for j, item in enumerate(spec.expect)
     )
     return EvalCase(
-        name=spec.name, turns=_turns(source, field, spec), weight=spec.weight, expect=expect
+        name=spec.name,
+        turns=_turns(source, field, spec),
+        weight=spec.weight,
+        expect=expect,
+        consistent=spec.consistent,
     )
 
 
@@ -280,6 +292,10 @@ async def check(case: EvalCase, observed: Observed, *, judge: Judge | None) -> l
     if observed.failed is not None:
         reason = f"{FAILED_TURN}: {observed.failed}"
         return [Outcome(assertion=a, passed=False, reason=reason) for a in case.expect]
+    if observed.contract_error is not None:  # the prompt's failure, not an outage: it counts
+        reason = "the answer broke the output contract, even after one repair: "
+        reason += observed.contract_error
+        return [Outcome(assertion=a, passed=False, reason=reason) for a in case.expect]
     context = CheckContext(question=case.question, judge=judge)
     return [await assertion.check(observed, context) for assertion in case.expect]
 
@@ -298,6 +314,14 @@ def weighted_pass_rate(results: Sequence[tuple[EvalCase, bool]]) -> float:
     if total == 0:
         return 0.0
     return sum(case.weight for case, passed in results if passed) / total
+
+
+def disagreement(case: EvalCase, answers: Sequence[str]) -> str | None:
+    """Why a case that must answer the same every time fails: None when it did (or need not)."""
+    distinct = {normalized(answer) for answer in answers}
+    if not case.consistent or len(distinct) <= 1:
+        return None
+    return f"asked {len(answers)} times, it gave {len(distinct)} different answers"
 
 
 def agreement(answers: Sequence[str]) -> float:

@@ -1,5 +1,7 @@
 """Test and demo doubles that are real servers: the fake OpenAI-compatible API."""
 
-from assistant.testing.fake_llm import CallTools, Cut, Fail, FakeLlm, Hang, Reply, demo_responder
+from assistant.testing.demo_model import DemoModel
+from assistant.testing.fake_llm import FakeLlm
+from assistant.testing.scripts import CallTools, Cut, Fail, Hang, Reply
 
-__all__ = ["CallTools", "Cut", "Fail", "FakeLlm", "Hang", "Reply", "demo_responder"]
+__all__ = ["CallTools", "Cut", "DemoModel", "Fail", "FakeLlm", "Hang", "Reply"]

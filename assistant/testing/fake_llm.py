@@ -15,15 +15,14 @@ import hashlib
 import itertools
 import json
 import math
-import re
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from assistant.testing.demo_model import DemoModel
 from assistant.testing.personalities import (
     Personality,
     auto_tool_choice_refusal,
@@ -41,90 +40,10 @@ from assistant.testing.personalities import (
     reasoning_refusal,
     unknown_model_refusal,
 )
+from assistant.testing.scripts import CallTools, Cut, Fail, Hang, Reply, Responder, Script, Streamed
 from assistant.tokens import TokenCounter
 
-
-@dataclass(frozen=True, kw_only=True)
-class Reply:
-    """Stream `text` in pieces of `chunk_chars`, waiting `first_delay` then `chunk_delay` each."""
-
-    text: str
-    chunk_chars: int = 16
-    first_delay: float = 0.0
-    chunk_delay: float = 0.0
-    cached_tokens: int = 0
-    finish_reason: str = "stop"  # "length" or "content_filter" for a reply stopped early
-
-
-@dataclass(frozen=True, kw_only=True)
-class CallTools:
-    """Ask for tool calls, each `(name, arguments)`, in one response (so they run in parallel)."""
-
-    calls: tuple[tuple[str, dict[str, Any]], ...]
-    text: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Fail:
-    """Answer with an HTTP error, e.g. 429 with `{"retry-after-ms": "20"}`."""
-
-    status: int
-    message: str = "scripted failure"
-    headers: dict[str, str] = field(default_factory=dict)
-    echo_key: bool = False  # quote the caller's API key back, as careless servers do
-
-
-@dataclass(frozen=True, kw_only=True)
-class Hang:
-    """Send `text` then go silent (the stream stays open) until the client gives up."""
-
-    text: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Cut:
-    """Send `text` then drop the connection mid-body, as a crashing proxy would."""
-
-    text: str = ""
-
-
-Streamed = Reply | CallTools | Hang | Cut
-Script = Streamed | Fail
-Responder = Callable[[dict[str, Any]], Script]
-
-_ARITHMETIC = re.compile(r"[-+(]*\d[\d.\s]*(?:[-+*/^%][-+(\s]*\d[\d.\s)]*)+")
-
-
-def demo_responder(body: dict[str, Any]) -> Script:
-    """A tiny deterministic model: uses the calculator and clock when offered, answers JSON
-    mode in JSON, else echoes."""
-    messages = body.get("messages", [])
-    offered = {t["function"]["name"] for t in body.get("tools", [])}
-    last = messages[-1] if messages else {"role": "user", "content": ""}
-    content = str(last.get("content") or "")
-    system = str(messages[0].get("content") or "") if messages else ""
-    if "summary" in system.lower() and "conversation" in system.lower():
-        return Reply(text=f"Summary: {content[:300]}")
-    if last.get("role") == "tool":
-        results = [str(m.get("content")) for m in _trailing_tool_results(messages)]
-        return Reply(text="Here is what I found: " + "; ".join(results))
-    if (body.get("response_format") or {}).get("type") == "json_object":  # JSON mode
-        return Reply(text=json.dumps({"you_said": content}))
-    expression = _ARITHMETIC.search(content)
-    if expression and "calculator" in offered:
-        return CallTools(calls=(("calculator", {"expression": expression.group().strip()}),))
-    if "time" in content.lower() and "current_time" in offered:
-        return CallTools(calls=(("current_time", {"timezone": "UTC"}),))
-    return Reply(text=f"(fake model) You said: {content}")
-
-
-def _trailing_tool_results(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    results: list[dict[str, Any]] = []
-    for message in reversed(messages):
-        if message.get("role") != "tool":
-            break
-        results.insert(0, message)
-    return results
+__all__ = ["CallTools", "Cut", "Fail", "FakeLlm", "Hang", "Reply", "Script"]
 
 
 class FakeLlm:
@@ -143,7 +62,7 @@ class FakeLlm:
 
     def __init__(
         self,
-        responder: Responder = demo_responder,
+        responder: Responder | None = None,
         *,
         like: str = "openai",
         context_tokens: int | None = None,
@@ -177,7 +96,7 @@ class FakeLlm:
             tool_call_index=tool_call_index,
         )
         self._queue: deque[Script] = deque()
-        self._responder = responder
+        self._responder = responder or DemoModel()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
