@@ -65,6 +65,7 @@ class EngineConfig:
     tool_timeout: float = 15.0
     max_tool_rounds: int = 5
     heartbeat_seconds: float = 10.0  # how often a serving process says it is alive
+    only_model: str | None = None  # every version asks this model, fallbacks none (`--fake`)
 
 
 @dataclass(kw_only=True)
@@ -102,7 +103,9 @@ class Assistant:
         self._prices = prices
         self._config = config
         self.versions = VersionResolver(catalog, store.prompts)
-        self._planner = TurnPlanner(store, self.versions, default_model=config.default_model)
+        self._planner = TurnPlanner(
+            store, self.versions, default_model=config.default_model, only_model=config.only_model
+        )
         self._context = ContextBuilder(
             store=store, model=model, tools=tools, prices=prices, clock=clock
         )

@@ -143,6 +143,7 @@ class Speaker:
     version: PromptVersion
     actor: Actor
     model: str
+    fallbacks: tuple[str, ...]  # the version's, in order; none when one model answers all
     counter: TokenCounter
 
 

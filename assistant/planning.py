@@ -47,10 +47,18 @@ class TurnSetup:
 class TurnPlanner:
     """Plans turns; remembers the stored ids of versions and one tokenizer per model."""
 
-    def __init__(self, store: Store, versions: VersionResolver, *, default_model: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        versions: VersionResolver,
+        *,
+        default_model: str,
+        only_model: str | None = None,
+    ) -> None:
         self._store = store
         self.versions = versions
         self._default_model = default_model
+        self._only_model = only_model
         self._prompt_rows: dict[str, int] = {}
         self._counters: dict[str, TokenCounter] = {}
 
@@ -69,13 +77,13 @@ class TurnPlanner:
             assert row.id is not None
             self._prompt_rows[prompt.version.label] = row.id
             # load the tokenizer now: loading it takes ~0.5 s, which the first turn must not
-            self._counter(prompt.version.model or self._default_model)
+            self._counter(self._model_of(prompt))
 
     async def plan(self, inbound: Inbound) -> TurnSetup:
         """Where `inbound` belongs and which version answers it."""
         conversation_id = await self._store.conversation_id(inbound.ref)
         prompt = await self._prompt_for(inbound, conversation_id)
-        model = prompt.version.model or self._default_model
+        model = self._model_of(prompt)
         return TurnSetup(
             inbound=inbound,
             prompt=prompt,
@@ -85,9 +93,13 @@ class TurnPlanner:
                 version=prompt.version,
                 actor=inbound.actor,
                 model=model,
+                fallbacks=() if self._only_model else prompt.version.fallback_models,
                 counter=self._counter(model),
             ),
         )
+
+    def _model_of(self, prompt: PromptFile) -> str:
+        return self._only_model or prompt.version.model or self._default_model
 
     async def _prompt_for(self, inbound: Inbound, conversation_id: int) -> PromptFile:
         if inbound.pinned_version is None:

@@ -307,7 +307,7 @@ class Models:
     """The models a turn may ask, in order: the version's own, then its fallbacks."""
 
     def __init__(self, speaker: Speaker) -> None:
-        self._names = (speaker.model, *speaker.version.fallback_models)
+        self._names = (speaker.model, *speaker.fallbacks)
         self._at = 0
 
     @property

@@ -19,6 +19,7 @@ from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.reporting.figures import Period, build_report
 from assistant.reporting.wording import report_text
 from assistant.store import Store, migrate
+from assistant.store.eval_store import FAKE_MODEL
 from assistant.tools import ToolRegistry
 
 
@@ -66,8 +67,17 @@ class ChatDuties:
         return "\n".join(lines) or "No prompt has an eval suite yet."
 
 
-async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Runtime:
-    """Migrate, load and sync prompts, connect the model; `base_url` overrides OPENAI_BASE_URL."""
+async def open_runtime(
+    settings: Settings, *, base_url: str | None = None, fake: bool = False
+) -> Runtime:
+    """Migrate, load and sync prompts, connect the model; `base_url` overrides OPENAI_BASE_URL.
+
+    Args:
+        fake: `base_url` is the bundled fake model (`--fake`). Every version then asks for the
+            model "fake", whatever it names, so its calls, cached replies and eval runs are
+            recorded as the fake's and no report, cache or eval gate takes them for a real
+            model's.
+    """
     tools = builtin_registry()
     catalog, suites = load_prompts(settings, tools)
     prices = PriceTable.load(settings.pricing_file)
@@ -86,6 +96,7 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
                 tool_timeout=settings.tool_timeout,
                 max_tool_rounds=settings.max_tool_rounds,
                 heartbeat_seconds=settings.worker_heartbeat_seconds,
+                only_model=FAKE_MODEL if fake else None,
             ),
         )
         await assistant.sync_prompts()
@@ -97,9 +108,10 @@ async def open_runtime(settings: Settings, *, base_url: str | None = None) -> Ru
         store=store,
         model=model,
         tools=tools,
-        judge_model=settings.assistant_model,
+        judge_model=FAKE_MODEL if fake else settings.assistant_model,
         concurrency=settings.eval_concurrency,
         tool_timeout=settings.tool_timeout,
+        fake=fake,
     )
     duties = ChatDuties(
         store=store, assistant=assistant, runner=runner, suites=suites, settings=settings

@@ -3,27 +3,24 @@ ASSISTANT_TEST_POSTGRES_URL is set), and their renderings within each platform's
 
 from __future__ import annotations
 
-import io
 from collections.abc import AsyncIterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from matplotlib.image import imread
 from sqlalchemy import text
 from sqlmodel import SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from assistant.reporting.chart import chart_png
 from assistant.reporting.figures import (
-    DailyFigures,
+    BucketFigures,
     Percentiles,
     Period,
     Report,
     VersionFigures,
     build_report,
 )
-from assistant.reporting.wording import report_text
+from assistant.reporting.wording import report_text, summary_fields
 from assistant.store import Store, migrate
 from assistant.store.tables import (
     Conversation,
@@ -46,7 +43,6 @@ from bots.slack_notices import slack_blocks
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 WEEK = Period.last("7d", now=NOW)  # 2025-03-03 12:00 to 2025-03-10 12:00
 START = WEEK.start
-PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture
@@ -108,6 +104,7 @@ class Seed:
         )
 
     async def call(self, at: datetime, **fields: Any) -> None:
+        """One model call; by default a priced-nothing reply of gpt-4o-mini in no conversation."""
         row: dict[str, Any] = {
             "purpose": "reply",
             "model": "gpt-4o-mini",
@@ -280,6 +277,7 @@ async def test_figures_per_prompt_version(db: Store):
     assert v1 == VersionFigures(
         label="assistant@1",
         calls=3,
+        errors=0,
         cost_usd=pytest.approx(0.25),
         unpriced_calls=2,
         messages=1,
@@ -291,6 +289,7 @@ async def test_figures_per_prompt_version(db: Store):
         consistency_change=None,
     )
     assert (v2.label, v2.calls, v2.unpriced_calls, v2.messages) == ("assistant@2", 22, 0, 2)
+    assert (v2.errors, v2.error_rate) == (1, pytest.approx(1 / 22))
     assert v2.cost_usd == pytest.approx(0.187)
     assert (v2.thumbs_up, v2.thumbs_down) == (2, 1)
     assert v2.eval_pass_rate == 0.92
@@ -302,29 +301,54 @@ async def test_figures_per_prompt_version(db: Store):
     assert report.budget_usd is None and report.budget_used is None
 
 
-async def test_daily_figures_split_at_utc_midnight(db: Store):
+async def test_a_week_is_cut_into_utc_days(db: Store):
     await seed_week(db)
 
     report = await build_report(db, WEEK)
 
-    assert [d.day for d in report.daily] == [date(2025, 3, 3) + timedelta(n) for n in range(8)]
-    first, second = report.daily[0], report.daily[1]
-    # 2025-03-03 12:00-23:00: replies 1..12 (two unpriced), total 100..1200 ms.
-    assert first == DailyFigures(
-        day=date(2025, 3, 3),
+    days = [datetime(2025, 3, 3, tzinfo=UTC) + timedelta(days=n) for n in range(8)]
+    assert [b.start for b in report.buckets] == days
+    first, second = report.buckets[0], report.buckets[1]
+    # 2025-03-03 12:00-23:00: replies 1..12 (two unpriced v1), total 100..1200 ms.
+    assert first == BucketFigures(
+        start=days[0],
         cost_usd=pytest.approx(0.10),
-        ttft_p50_ms=60.0,
-        total_p50_ms=600.0,
-        total_p95_ms=1200.0,
-        total_p99_ms=1200.0,
+        cost_by_version={"assistant@1": 0.0, "assistant@2": pytest.approx(0.10)},
+        calls=12,
+        errors=0,
+        ttft_ms=Percentiles(p50=60.0, p95=120.0, p99=120.0),
+        total_ms=Percentiles(p50=600.0, p95=1200.0, p99=1200.0),
     )
     # 2025-03-04 00:00-07:00: replies 13..20, total 1300..2000 ms.
-    assert second.cost_usd == pytest.approx(0.08)
-    assert (second.total_p50_ms, second.total_p95_ms) == (1600.0, 2000.0)
-    assert report.daily[3].cost_usd == pytest.approx(0.007)
-    assert report.daily[3].total_p50_ms is None  # no answered reply that day
-    assert report.daily[7].cost_usd == pytest.approx(0.253)
-    assert sum(d.cost_usd for d in report.daily) == pytest.approx(report.cost_usd)
+    assert second.cost_usd == pytest.approx(0.08) and second.calls == 8
+    assert (second.total_ms.p50, second.total_ms.p95) == (1600.0, 2000.0)
+    assert report.buckets[3].cost_usd == pytest.approx(0.007)
+    assert (report.buckets[3].calls, report.buckets[3].errors) == (4, 1)
+    assert report.buckets[3].total_ms == Percentiles()  # no answered reply that day
+    today = report.buckets[7]
+    assert today.cost_by_version == pytest.approx({"assistant@1": 0.25, "unversioned": 0.003})
+    assert sum(b.cost_usd for b in report.buckets) == pytest.approx(report.cost_usd)
+    assert sum(b.calls for b in report.buckets) == report.calls
+
+
+async def test_a_day_is_cut_into_utc_hours(db: Store):
+    await seed_week(db)
+    day = Period(start=START, end=START + timedelta(hours=24))
+
+    report = await build_report(db, day)
+
+    hours = [START + timedelta(hours=n) for n in range(24)]
+    assert [b.start for b in report.buckets] == hours
+    # One reply an hour for the first 20 hours (the first two v1's, unpriced); eval calls at
+    # hour 2 and the call just before the start count for nothing.
+    assert [b.calls for b in report.buckets] == [1] * 20 + [0] * 4
+    assert [b.cost_usd for b in report.buckets[:3]] == [0.0, 0.0, pytest.approx(0.01)]
+    assert report.buckets[5].total_ms == Percentiles(p50=600.0, p95=600.0, p99=600.0)
+    assert report.buckets[20].total_ms == Percentiles()
+    # A period not on the hour touches one hour more: each partly.
+    odd = await build_report(db, Period(start=START + timedelta(minutes=30), end=day.end))
+    assert [b.start for b in odd.buckets] == hours
+    assert odd.buckets[0].calls == 0 and odd.buckets[1].calls == 1
 
 
 async def test_the_period_boundaries(db: Store):
@@ -346,9 +370,59 @@ async def test_an_empty_period(db: Store):
     assert (report.calls, report.errors, report.error_rate, report.cost_usd) == (0, 0, 0.0, 0.0)
     assert report.total_ms == Percentiles() and report.by_version == []
     assert report.cost_by_model == {} and report.unpriced_models == ()
-    assert len(report.daily) == 8 and report.budget_used == 0.0
+    assert len(report.buckets) == 8 and report.budget_used == 0.0
+    assert all(b.calls == 0 and b.cost_by_version == {} for b in report.buckets)
     assert "no replies" in report_text(report)
-    assert chart_png(report).startswith(PNG)
+
+
+async def test_fake_model_and_eval_traffic_are_left_out_and_said_so(db: Store):
+    seed = Seed(db)
+    v1 = await seed.version("assistant", 1)
+    at = START + timedelta(hours=3)
+    # `assistant chat --fake`: a conversation only the fake model answered, with a vote.
+    terminal = await seed.conversation("terminal", "default")
+    await seed.message(terminal, "user", at)
+    fake_answer = await seed.message(terminal, "assistant", at, v1)
+    fake = {"model": "fake", "prompt_version_id": v1, "cost_usd": 0.0, "ttft_ms": 1.0}
+    await seed.call(at, conversation_id=terminal, **fake, total_ms=90_000.0)
+    await seed.vote(fake_answer, "terminal:me", 1, version=v1, at=at)
+    # A Slack thread that reached the real model and, on another run, the fake one: it is
+    # production traffic, but the fake's call in it is not.
+    slack = await seed.conversation("slack", "T1")
+    await seed.message(slack, "user", at)
+    real_answer = await seed.message(slack, "assistant", at, v1)
+    await seed.call(at, conversation_id=slack, prompt_version_id=v1, cost_usd=0.02, ttft_ms=5.0)
+    await seed.call(at, conversation_id=slack, **fake, total_ms=80_000.0)
+    await seed.vote(real_answer, "slack:U1", -1, version=v1, at=at)
+    # An eval turn (against the fake model, as `assistant eval run --fake` makes them).
+    evals = await seed.conversation("eval", "case-1")
+    await seed.call(at, conversation_id=evals, **fake)
+    # A newer eval run against the fake model says nothing about v1's quality.
+    await seed.eval_run(("assistant", 1), 0.8, finished=START)
+    await seed.add(
+        EvalRun(prompt_name="assistant", version=1, model="fake", pass_rate=0.1, finished_at=at)
+    )
+
+    report = await build_report(db, WEEK, daily_budget_usd=1.0)
+
+    assert (report.calls, report.cost_usd) == (1, pytest.approx(0.02))
+    assert (report.conversations, report.messages) == (1, 2)
+    assert (report.fake_calls, report.fake_conversations, report.eval_calls) == (2, 1, 1)
+    assert report.total_ms == Percentiles(p50=1.0, p95=1.0, p99=1.0)  # no fake latency
+    assert report.cost_by_model == pytest.approx({"gpt-4o-mini": 0.02})
+    [version_1] = report.by_version
+    assert (version_1.calls, version_1.messages) == (1, 1)
+    assert (version_1.thumbs_up, version_1.thumbs_down) == (0, 1)
+    assert version_1.eval_pass_rate == 0.8
+    assert sum(b.calls for b in report.buckets) == 1
+    text = report_text(report)
+    assert (
+        "Production traffic only; left out:\n- 1 eval-run call ($0.00)\n"
+        "- 2 calls answered by the bundled fake model\n"
+        "- 1 conversation only the fake model answered\n"
+    ) in text
+    fields = dict(summary_fields(report))
+    assert fields["Fake model"] == "2 calls left out (--fake)"
 
 
 async def test_estimated_and_reasoning_tokens_are_counted_apart(db: Store):
@@ -413,7 +487,11 @@ def test_periods():
         Period.last("7d", now=NOW.replace(tzinfo=None))
     with pytest.raises(ValueError, match="before it starts"):
         Period(start=NOW, end=NOW - timedelta(seconds=1))
-    assert Period(start=NOW, end=NOW).days() == []
+    assert Period(start=NOW, end=NOW).buckets() == []
+    assert day.bucket == timedelta(hours=1) and len(day.buckets()) == 24
+    assert WEEK.bucket == timedelta(days=1) and len(WEEK.buckets()) == 8
+    a_day_and_a_minute = Period(start=NOW - timedelta(hours=24, minutes=1), end=NOW)
+    assert a_day_and_a_minute.bucket == timedelta(days=1)
 
 
 # ---- renderings
@@ -423,6 +501,7 @@ def version(label: str = "assistant@2", **fields: Any) -> VersionFigures:
     figures: dict[str, Any] = {
         "label": label,
         "calls": 22,
+        "errors": 0,
         "cost_usd": 0.187,
         "unpriced_calls": 0,
         "messages": 2,
@@ -436,14 +515,17 @@ def version(label: str = "assistant@2", **fields: Any) -> VersionFigures:
     return VersionFigures(**{**figures, **fields})
 
 
-def day(n: int, cost: float = 0.1, p50: float | None = 600.0) -> DailyFigures:
-    return DailyFigures(
-        day=date(2025, 3, 3) + timedelta(n),
+def bucket(n: int, cost: float = 0.1, p50: float | None = 600.0) -> BucketFigures:
+    """Day n of WEEK: `cost` all on assistant@2."""
+    latency = Percentiles() if p50 is None else Percentiles(p50=p50, p95=p50 * 2, p99=p50 * 3)
+    return BucketFigures(
+        start=datetime(2025, 3, 3, tzinfo=UTC) + timedelta(days=n),
         cost_usd=cost,
-        ttft_p50_ms=None if p50 is None else p50 / 10,
-        total_p50_ms=p50,
-        total_p95_ms=None if p50 is None else p50 * 2,
-        total_p99_ms=None if p50 is None else p50 * 3,
+        cost_by_version={"assistant@2": cost},
+        calls=3,
+        errors=0,
+        ttft_ms=Percentiles(p50=None if p50 is None else p50 / 10),
+        total_ms=latency,
     )
 
 
@@ -467,7 +549,7 @@ def a_report(**fields: Any) -> Report:
         "calls": 26,
         "errors": 1,
         "error_rate": 1 / 26,
-        "daily": [day(n) for n in range(8)],
+        "buckets": [bucket(n) for n in range(8)],
         "budget_usd": 1.0,
         "budget_used": 0.253,
     }
@@ -482,7 +564,7 @@ def huge_report() -> Report:
         unpriced_models=models,
         cost_by_model={model: 0.5 for model in models},
         by_version=[version(f"prompt-{n}-" + "y" * 300 + f"@{n}") for n in range(80)],
-        daily=[day(n) for n in range(31)],
+        buckets=[bucket(n) for n in range(31)],
     )
 
 
@@ -503,6 +585,7 @@ def test_the_text_report_holds_the_key_figures():
     text = report_text(a_report())
 
     assert "7 days to 2025-03-10 12:00 UTC" in text
+    assert "Production traffic only\n" in text  # nothing was left out
     assert UNPRICED in text
     assert "$0.4400 (lower bound)" in text and "eval runs $1.50" in text
     assert "gpt-4o: $0.2500" in text
@@ -515,6 +598,8 @@ def test_the_text_report_holds_the_key_figures():
     assert max(len(line) for line in text.splitlines()) <= 100
     quiet = report_text(a_report(unpriced_calls=0, budget_usd=None, budget_used=None))
     assert "unpriced" not in quiet and "budget" not in quiet
+    failing = report_text(a_report(by_version=[version(errors=2)]))
+    assert "assistant@2: 22 calls (2 errors, 9.1%), $0.1870" in failing
 
 
 def test_no_change_reads_as_plus_minus_zero():
@@ -600,34 +685,3 @@ def test_the_discord_embed_stays_within_discord_limits(report: Report):
 def test_the_huge_discord_embed_says_what_it_left_out():
     embed = discord_embed(huge_report())
     assert embed["fields"][-1]["name"].endswith("more versions")
-
-
-def read_png(data: bytes) -> Any:
-    assert data.startswith(PNG)
-    return imread(io.BytesIO(data), format="png")
-
-
-@pytest.mark.parametrize(
-    "daily",
-    [
-        [],
-        [day(0)],
-        [day(0, cost=0.0, p50=None)],
-        [day(n, p50=None if n == 3 else 600.0 + n) for n in range(8)],
-        [day(n) for n in range(31)],
-    ],
-    ids=["empty", "one day", "one quiet day", "week with a gap", "month"],
-)
-def test_the_chart_is_a_png(daily: list[DailyFigures]):
-    image = read_png(chart_png(a_report(daily=daily)))
-    assert image.shape[:2] == (600, 800)
-
-
-async def test_the_chart_of_a_seeded_week_and_an_empty_period(db: Store):
-    await seed_week(db)
-    week = await build_report(db, WEEK)
-    empty = await build_report(db, Period(start=NOW, end=NOW))
-
-    assert len(week.daily) == 8 and empty.daily == []
-    for report in (week, empty):
-        read_png(chart_png(report))

@@ -1,89 +1,124 @@
-"""A report's chart: daily cost over daily reply latency, drawn as a PNG (matplotlib, loaded
-only by whoever draws one)."""
+"""A report's chart drawn as a PNG (matplotlib, loaded only by whoever draws one): a thin
+drawing of `chart_figures`, which decides every number, series, limit and label on it."""
 
 from __future__ import annotations
 
 import io
 import math
-from collections.abc import Callable, Sequence
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import StrMethodFormatter
 
-from assistant.reporting.figures import DailyFigures, Report
-from assistant.reporting.wording import count
+from assistant.reporting.chart_figures import OTHER_VERSIONS, ChartFigures, Panel, chart_figures
+from assistant.reporting.figures import Report
+
+_COLORS = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#EECA3B", "#72B7B2", "#9D755D")
+_OTHER_COLOR = "#BAB0AC"
+_RATE_COLORS = {"error rate": "#D93F3F", "eval pass rate": "#2EA043"}
+_WIDTH, _PANEL_HEIGHT, _DPI = 8.0, 2.9, 100
 
 
 def chart_png(report: Report) -> bytes:
-    """Two panels, daily cost (bars) over daily reply latency (p50/p95/p99 lines), as PNG.
-
-    Built on a Figure of its own with the Agg canvas: no pyplot, no global state.
-    """
-    figure = Figure(figsize=(8, 6), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    cost_axes = figure.add_subplot(2, 1, 1)
-    latency_axes = figure.add_subplot(2, 1, 2, sharex=cost_axes)
-    figure.suptitle(f"Assistant report, {report.period.describe()}")
-    _draw_cost(cost_axes, report)
-    _draw_latency(latency_axes, report.daily)
-    _label_days(latency_axes, report.daily)
-    cost_axes.tick_params(labelbottom=False)
+    """The chart of `report`, as PNG bytes."""
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
+    draw(chart_figures(report)).savefig(buffer, format="png")
     return buffer.getvalue()
 
 
-def _draw_cost(axes: Axes, report: Report) -> None:
-    title = "Daily cost (USD)"
-    if report.unpriced_calls:
-        title += f", lower bound: {count(report.unpriced_calls, 'call')} unpriced"
-    axes.set_title(title, fontsize=10)
-    axes.yaxis.set_major_formatter(StrMethodFormatter("${x:,.2f}"))
-    if not report.daily:
-        _no_data(axes)
-        return
-    positions = range(len(report.daily))
-    axes.bar(positions, [day.cost_usd for day in report.daily], color="#4C78A8")
-    if any(day.cost_usd for day in report.daily):
-        axes.set_ylim(bottom=0)
+def draw(chart: ChartFigures) -> Figure:
+    """The chart on a Figure of its own with the Agg canvas: no pyplot, no global state."""
+    panels = 1 if chart.empty else 2 + (chart.quality is not None)
+    size = (_WIDTH, max(panels * _PANEL_HEIGHT, 4.0))
+    figure = Figure(figsize=size, dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(chart.title)
+    figure.supxlabel(chart.footnote, fontsize=8, wrap=True)
+    if chart.empty:
+        _draw_empty(figure.add_subplot(), chart.empty)
+        return figure
+    cost = figure.add_subplot(panels, 1, 1)
+    latency = figure.add_subplot(panels, 1, 2, sharex=cost)
+    _draw_stacked(cost, chart.cost)
+    _draw_lines(latency, chart.latency)
+    _label_time(latency, chart)
+    cost.tick_params(labelbottom=False)
+    if chart.quality is not None:
+        _draw_grouped(figure.add_subplot(panels, 1, 3), chart.quality)
+    return figure
 
 
-def _draw_latency(axes: Axes, daily: Sequence[DailyFigures]) -> None:
-    axes.set_title("Daily reply latency (ms)", fontsize=10)
-    if all(day.total_p50_ms is None for day in daily):
-        _no_data(axes)
+def _draw_empty(axes: Axes, text: str) -> None:
+    axes.set_axis_off()
+    axes.text(0.5, 0.5, text, ha="center", va="center", fontsize=13, transform=axes.transAxes)
+
+
+def _draw_stacked(axes: Axes, panel: Panel) -> None:
+    if not _value_axis(axes, panel):
         return
-    positions = list(range(len(daily)))
-    lines: list[tuple[str, Callable[[DailyFigures], float | None]]] = [
-        ("p50", lambda day: day.total_p50_ms),
-        ("p95", lambda day: day.total_p95_ms),
-        ("p99", lambda day: day.total_p99_ms),
-    ]
-    for name, figure in lines:
-        values = [_nan_if_none(figure(day)) for day in daily]
-        axes.plot(positions, values, marker="o", label=name)
-    if any(day.total_p99_ms for day in daily):
-        axes.set_ylim(bottom=0)
+    bottoms: list[float] = []
+    for index, series in enumerate(panel.series):
+        values = [value or 0.0 for value in series.values]
+        bottoms = bottoms or [0.0] * len(values)
+        color = _OTHER_COLOR if series.name == OTHER_VERSIONS else _COLORS[index % len(_COLORS)]
+        axes.bar(range(len(values)), values, bottom=bottoms, color=color, label=series.name)
+        bottoms = [low + value for low, value in zip(bottoms, values, strict=True)]
+    _legend(axes)
+
+
+def _draw_lines(axes: Axes, panel: Panel) -> None:
+    if not _value_axis(axes, panel):
+        return
+    for series in panel.series:
+        values = [math.nan if value is None else value for value in series.values]
+        axes.plot(range(len(values)), values, marker="o", markersize=3, label=series.name)
+    _legend(axes)
+
+
+def _draw_grouped(axes: Axes, panel: Panel) -> None:
+    if not _value_axis(axes, panel):
+        return
+    width = 0.8 / len(panel.series)
+    for index, series in enumerate(panel.series):
+        positions = [
+            n + (index - (len(panel.series) - 1) / 2) * width for n in range(len(series.values))
+        ]
+        values = [value or 0.0 for value in series.values]
+        color = _RATE_COLORS.get(series.name)
+        bars = axes.bar(positions, values, width=width, color=color, label=series.name)
+        axes.bar_label(bars, labels=list(series.labels), fontsize=7)
+    crowded = len(panel.categories) > 4
+    axes.set_xticks(
+        range(len(panel.categories)),
+        panel.categories,
+        fontsize=7,
+        rotation=15 if crowded else 0,
+        ha="right" if crowded else "center",
+    )
+    _legend(axes)
+    if panel.note:
+        axes.set_xlabel(panel.note, fontsize=7)
+
+
+def _legend(axes: Axes) -> None:
+    """Beside the plot, never over a bar or a line."""
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+
+
+def _value_axis(axes: Axes, panel: Panel) -> bool:
+    """The panel's title and value axis; False (and the panel's note) when nothing is plotted."""
+    axes.set_title(panel.title, fontsize=10)
+    if panel.axis is None:
+        note = panel.note or "no data"
+        axes.text(0.5, 0.5, note, ha="center", va="center", transform=axes.transAxes)
+        axes.set_yticks([])
+        return False
+    axes.set_ylim(0, panel.axis.top)
+    axes.set_yticks(panel.axis.ticks, panel.axis.labels, fontsize=8)
     axes.grid(axis="y", alpha=0.3)
-    axes.legend(loc="lower right", ncols=3, fontsize=8)
+    return True
 
 
-def _label_days(axes: Axes, daily: Sequence[DailyFigures]) -> None:
-    if not daily:
-        axes.set_xticks([])
-        return
-    step = math.ceil(len(daily) / 12)  # about a dozen labels, however long the period
-    ticks = list(range(0, len(daily), step))
-    axes.set_xticks(ticks, [f"{daily[i].day:%b %d}" for i in ticks])
-    axes.set_xlim(-0.6, len(daily) - 0.4)
-
-
-def _no_data(axes: Axes) -> None:
-    axes.text(0.5, 0.5, "no data", ha="center", va="center", transform=axes.transAxes)
-    axes.set_yticks([])
-
-
-def _nan_if_none(value: float | None) -> float:
-    return math.nan if value is None else value
+def _label_time(axes: Axes, chart: ChartFigures) -> None:
+    axes.set_xticks(chart.x_ticks, chart.x_labels, fontsize=8)
+    axes.set_xlim(-0.6, len(chart.buckets) - 0.4)

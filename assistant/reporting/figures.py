@@ -1,8 +1,10 @@
 """What the assistant cost, how fast and how good it was over a period: the figures, read from
 the store once; `wording` and the surfaces decide how they read.
 
-Only production traffic counts: conversations of the eval platform are left out of everything
-but `Report.eval_cost_usd`. Unpriced calls (no price for their model) are never counted as $0:
+Only production traffic counts. Eval turns (conversations of the eval platform) and the calls
+the bundled fake model answered (`assistant chat --fake`, `assistant run --fake`: recorded under
+the model name "fake") are left out of every figure but the ones that say what was left out
+(`eval_*`, `fake_*`). Unpriced calls (no price for their model) are never counted as $0:
 costs are sums of priced calls, and every rendering says how many calls were left out. Tokens
 our tokenizer estimated (the server sent no usage) are counted apart, so every rendering can
 say how much of a total is a guess.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from assistant.store import Store
@@ -23,6 +25,7 @@ from assistant.store.report_store import (
     MessageCounts,
     ReplyTiming,
     ReportQueries,
+    Traffic,
     Votes,
 )
 
@@ -30,6 +33,7 @@ K = TypeVar("K", bound=Hashable)
 
 _SPEC = re.compile(r"(\d+)([hd])")
 _LONGEST = timedelta(days=366)
+HOUR, DAY = timedelta(hours=1), timedelta(days=1)
 _UNITS = (
     ("day", timedelta(days=1)),
     ("hour", timedelta(hours=1)),
@@ -80,12 +84,27 @@ class Period:
                 return f"{count} {unit}{'' if count == 1 else 's'} to {end}"
         return f"{self.start:%Y-%m-%d %H:%M} to {end}"
 
-    def days(self) -> list[date]:
-        """The UTC days the period touches, partly or wholly."""
-        if self.end <= self.start:
-            return []
-        first, last = self.start.date(), (self.end - timedelta(microseconds=1)).date()
-        return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+    @property
+    def bucket(self) -> timedelta:
+        """How finely the period is cut for a chart: hours for a day or less (one daily bar
+        would hide the whole day), days for longer."""
+        return HOUR if self.end - self.start <= DAY else DAY
+
+    def buckets(self) -> list[datetime]:
+        """The start of every UTC hour or day (see `bucket`) the period touches, partly or
+        wholly."""
+        size = self.bucket
+        starts, moment = [], bucket_start(self.start, size)
+        while moment < self.end:
+            starts.append(moment)
+            moment += size
+        return starts
+
+
+def bucket_start(moment: datetime, size: timedelta) -> datetime:
+    """The UTC hour or day (`size`) `moment` falls in."""
+    hour = moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    return hour.replace(hour=0) if size == DAY else hour
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +139,7 @@ class VersionFigures:
 
     label: str  # "name@version", or "unversioned"
     calls: int
+    errors: int
     cost_usd: float  # priced calls only
     unpriced_calls: int
     messages: int  # assistant replies
@@ -130,15 +150,24 @@ class VersionFigures:
     consistency: float | None
     consistency_change: float | None
 
+    @property
+    def error_rate(self) -> float | None:
+        """Errors / calls; None for a version that made no call in the period."""
+        return self.errors / self.calls if self.calls else None
+
 
 @dataclass(frozen=True, kw_only=True)
-class DailyFigures:
-    day: date
-    cost_usd: float
-    ttft_p50_ms: float | None
-    total_p50_ms: float | None
-    total_p95_ms: float | None
-    total_p99_ms: float | None
+class BucketFigures:
+    """One UTC hour or day of the period (`Period.bucket`): production spend per prompt
+    version, calls, and the latency of the replies the model answered."""
+
+    start: datetime
+    cost_usd: float  # priced calls only
+    cost_by_version: dict[str, float]  # version label -> priced cost, versions that made a call
+    calls: int
+    errors: int
+    ttft_ms: Percentiles
+    total_ms: Percentiles
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -161,7 +190,7 @@ class Report:
     calls: int
     errors: int
     error_rate: float  # errors / calls, 0 when there were no calls
-    daily: list[DailyFigures]
+    buckets: list[BucketFigures]  # every hour or day of the period, quiet ones too
     budget_usd: float | None
     budget_used: float | None  # spend on the UTC day of period.end / budget_usd
     reasoning_tokens: int = 0  # a part of completion_tokens
@@ -169,6 +198,9 @@ class Report:
     estimated_prompt_tokens: int = 0  # the parts of the token totals those calls make up
     estimated_completion_tokens: int = 0
     fallback_answers: dict[str, int] = field(default_factory=dict)  # by the model that answered
+    eval_calls: int = 0  # left out: eval turns' calls
+    fake_calls: int = 0  # left out: calls the bundled fake model answered outside evals
+    fake_conversations: int = 0  # left out: conversations only the fake model answered
 
 
 @dataclass(kw_only=True)
@@ -225,13 +257,16 @@ async def build_report(
             None or 0 means no budget.
     """
     queries = ReportQueries(store.engine)
-    rows = await queries.call_totals(period.start, period.end)
-    production = [row for row in rows if not row.is_eval]
+    kinds = _by_traffic(await queries.call_totals(period.start, period.end))
+    production = kinds["production"]
     timings = await queries.reply_timings(period.start, period.end)
     traffic = await queries.message_counts(period.start, period.end)
     votes = await queries.votes(period.start, period.end)
-    total, evals = _tally(production), _tally(row for row in rows if row.is_eval)
+    total, evals = _tally(production), _tally(kinds["eval"])
     by_model = _tally_by(production, lambda row: row.model)
+    ids = {row.prompt_version_id for row in production} | set(traffic.replies_by_version)
+    ids |= set(votes)
+    named = await queries.version_labels({i for i in ids if i is not None})
     return Report(
         period=period,
         conversations=traffic.conversations,
@@ -245,13 +280,13 @@ async def build_report(
         eval_cost_usd=evals.cost_usd,
         eval_unpriced_calls=evals.unpriced,
         cost_by_model=_cost_by_model(by_model),
-        by_version=await _by_version(queries, period, production, traffic, votes),
+        by_version=await _by_version(queries, period, production, traffic, votes, named),
         ttft_ms=Percentiles.of(t.ttft_ms for t in timings if t.ttft_ms is not None),
         total_ms=Percentiles.of(t.total_ms for t in timings),
         calls=total.calls,
         errors=total.errors,
         error_rate=total.errors / total.calls if total.calls else 0.0,
-        daily=_daily(period, production, timings),
+        buckets=_buckets(period, production, timings, named),
         budget_usd=daily_budget_usd or None,
         budget_used=await _budget_used(queries, period, daily_budget_usd),
         reasoning_tokens=total.reasoning_tokens,
@@ -259,7 +294,22 @@ async def build_report(
         estimated_prompt_tokens=total.estimated_prompt_tokens,
         estimated_completion_tokens=total.estimated_completion_tokens,
         fallback_answers={m: t.fallback_answers for m, t in by_model.items() if t.fallback_answers},
+        eval_calls=evals.calls,
+        fake_calls=_tally(kinds["fake"]).calls,
+        fake_conversations=await queries.fake_conversations(period.start, period.end),
     )
+
+
+def _by_traffic(rows: Iterable[CallTotals]) -> dict[Traffic, list[CallTotals]]:
+    kinds: dict[Traffic, list[CallTotals]] = {"production": [], "eval": [], "fake": []}
+    for row in rows:
+        kinds[row.traffic].append(row)
+    return kinds
+
+
+def _label(version_id: int | None, named: dict[int, tuple[str, int]]) -> str:
+    found = named.get(version_id) if version_id is not None else None
+    return f"{found[0]}@{found[1]}" if found else UNVERSIONED
 
 
 def _cost_by_model(by_model: dict[str, _Tally]) -> dict[str, float]:
@@ -283,31 +333,28 @@ async def _by_version(
     rows: Sequence[CallTotals],
     traffic: MessageCounts,
     votes: dict[int | None, Votes],
+    named: dict[int, tuple[str, int]],
 ) -> list[VersionFigures]:
     """Every version that made a call, gave a reply or got a vote in the period; by name and
     version, the unversioned last."""
     tallies = _tally_by(rows, lambda row: row.prompt_version_id)
     ids = set(tallies) | set(traffic.replies_by_version) | set(votes)
-    labels = await queries.version_labels({i for i in ids if i is not None})
-    history = await queries.eval_history(set(labels.values()), before=period.end)
+    history = await queries.eval_history(set(named.values()), before=period.end)
 
     def sort_key(version_id: int | None) -> tuple[bool, str, int]:
-        name, number = labels.get(version_id, ("", 0)) if version_id is not None else ("", 0)
+        name, number = named.get(version_id, ("", 0)) if version_id is not None else ("", 0)
         return version_id is None, name, number
 
-    figures = []
-    for version_id in sorted(ids, key=sort_key):
-        named = labels.get(version_id) if version_id is not None else None
-        figures.append(
-            _version_figures(
-                f"{named[0]}@{named[1]}" if named else UNVERSIONED,
-                tallies.get(version_id, _Tally()),
-                replies=traffic.replies_by_version.get(version_id, 0),
-                votes=votes.get(version_id, Votes(up=0, down=0)),
-                runs=history.get(named, []) if named else [],
-            )
+    return [
+        _version_figures(
+            _label(version_id, named),
+            tallies.get(version_id, _Tally()),
+            replies=traffic.replies_by_version.get(version_id, 0),
+            votes=votes.get(version_id, Votes(up=0, down=0)),
+            runs=history.get(named[version_id], []) if version_id in named else [],
         )
-    return figures
+        for version_id in sorted(ids, key=sort_key)
+    ]
 
 
 def _version_figures(
@@ -319,6 +366,7 @@ def _version_figures(
     return VersionFigures(
         label=label,
         calls=tally.calls,
+        errors=tally.errors,
         cost_usd=tally.cost_usd,
         unpriced_calls=tally.unpriced,
         messages=replies,
@@ -342,27 +390,40 @@ def _change(
     return None if now is None or before is None else now - before
 
 
-def _daily(
-    period: Period, rows: Sequence[CallTotals], timings: Sequence[ReplyTiming]
-) -> list[DailyFigures]:
-    """Every day of the period, quiet ones too: a gap in a chart should look like one."""
-    cost = _tally_by(rows, lambda row: row.day)
-    by_day: dict[date, list[ReplyTiming]] = {}
+def _buckets(
+    period: Period,
+    rows: Sequence[CallTotals],
+    timings: Sequence[ReplyTiming],
+    named: dict[int, tuple[str, int]],
+) -> list[BucketFigures]:
+    """Every hour or day of the period, quiet ones too: a gap in a chart should look like one."""
+    size = period.bucket
+    calls: dict[datetime, list[CallTotals]] = {}
+    for row in rows:
+        calls.setdefault(bucket_start(row.hour, size), []).append(row)
+    replies: dict[datetime, list[ReplyTiming]] = {}
     for timing in timings:
-        by_day.setdefault(timing.created_at.astimezone(UTC).date(), []).append(timing)
-    days = []
-    for day in period.days():
-        found = by_day.get(day, [])
-        ttft = Percentiles.of(t.ttft_ms for t in found if t.ttft_ms is not None)
-        total = Percentiles.of(t.total_ms for t in found)
-        days.append(
-            DailyFigures(
-                day=day,
-                cost_usd=cost[day].cost_usd if day in cost else 0.0,
-                ttft_p50_ms=ttft.p50,
-                total_p50_ms=total.p50,
-                total_p95_ms=total.p95,
-                total_p99_ms=total.p99,
-            )
-        )
-    return days
+        replies.setdefault(bucket_start(timing.created_at, size), []).append(timing)
+    return [
+        _bucket(start, calls.get(start, []), replies.get(start, []), named)
+        for start in period.buckets()
+    ]
+
+
+def _bucket(
+    start: datetime,
+    rows: Sequence[CallTotals],
+    timings: Sequence[ReplyTiming],
+    named: dict[int, tuple[str, int]],
+) -> BucketFigures:
+    total = _tally(rows)
+    versions = _tally_by(rows, lambda row: _label(row.prompt_version_id, named))
+    return BucketFigures(
+        start=start,
+        cost_usd=total.cost_usd,
+        cost_by_version={label: tally.cost_usd for label, tally in versions.items()},
+        calls=total.calls,
+        errors=total.errors,
+        ttft_ms=Percentiles.of(t.ttft_ms for t in timings if t.ttft_ms is not None),
+        total_ms=Percentiles.of(t.total_ms for t in timings),
+    )

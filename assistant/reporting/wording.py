@@ -21,9 +21,32 @@ def unpriced_note(report: Report) -> str | None:
     return clip(note, _NOTE_LIMIT)
 
 
+def left_out_note(report: Report) -> str:
+    """What the figures do not count, in one line, so nobody reads test or eval traffic as
+    production."""
+    parts = left_out(report)
+    return "Production traffic only" + (f"; left out: {', '.join(parts)}" if parts else "")
+
+
+def left_out(report: Report) -> list[str]:
+    """Each kind of traffic the figures leave out, when there was some."""
+    parts = []
+    if report.eval_calls:
+        parts.append(f"{count(report.eval_calls, 'eval-run call')} ({_eval_cost(report)})")
+    if report.fake_calls:
+        parts.append(f"{count(report.fake_calls, 'call')} answered by the bundled fake model")
+    if report.fake_conversations:
+        conversations = count(report.fake_conversations, "conversation")
+        parts.append(f"{conversations} only the fake model answered")
+    return parts
+
+
 def report_text(report: Report) -> str:
     """Markdown for the terminal and chat commands: short lines in a few sections."""
     lines = [f"**Assistant report, {report.period.describe()}**"]
+    parts = left_out(report)
+    lines.append("Production traffic only" + ("; left out:" if parts else ""))
+    lines += [f"- {part}" for part in parts]
     note = unpriced_note(report)
     if note:
         lines.append(f"⚠️ {note}")
@@ -55,6 +78,7 @@ def summary_fields(report: Report) -> list[tuple[str, str]]:
         ("Model calls", _calls(report, "\n")),
         ("Cost", _cost(report)),
         ("Eval runs", _eval_cost(report)),
+        *([("Fake model", _fake(report))] if report.fake_calls else []),
         ("Tokens", _tokens_field(report)),
         ("First token", _latency(report.ttft_ms, "\n")),
         ("Reply time", _latency(report.total_ms, "\n")),
@@ -83,6 +107,10 @@ def _fallbacks(report: Report, separator: str) -> str:
     answered = sum(report.fallback_answers.values())
     models = ", ".join(f"{m} {n:,}" for m, n in sorted(report.fallback_answers.items()))
     return f"{separator}{count(answered, 'answer')} by fallback models ({models})"
+
+
+def _fake(report: Report) -> str:
+    return f"{count(report.fake_calls, 'call')} left out (--fake)"
 
 
 def _cost(report: Report) -> str:
@@ -155,8 +183,11 @@ def version_traffic(version: VersionFigures) -> str:
     cost = usd(version.cost_usd)
     if version.unpriced_calls:
         cost += f" + {version.unpriced_calls} unpriced"
+    calls = count(version.calls, "call")
+    if version.errors:
+        calls += f" ({count(version.errors, 'error')}, {version.errors / version.calls:.1%})"
     return (
-        f"{count(version.calls, 'call')}, {cost}, {count(version.messages, 'reply')}, "
+        f"{calls}, {cost}, {count(version.messages, 'reply')}, "
         f"👍 {version.thumbs_up} 👎 {version.thumbs_down}"
     )
 
@@ -209,6 +240,3 @@ def fit_lines(heading: str, lines: Sequence[str], limit: int) -> str:
             return f"{text}\n… and {len(lines) - index:,} more"
         text = f"{text}\n{line}"
     return clip(text, limit)
-
-
-# ---- the chart

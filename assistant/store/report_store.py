@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Row, and_, case, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Row, Select, and_, case, func, literal_column, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped
 from sqlalchemy.sql import Executable
 from sqlmodel import col
 
 from assistant.records import ESTIMATE_PREFIX
+from assistant.store.eval_store import FAKE_MODEL
 from assistant.store.tables import (
     Conversation,
     EvalRun,
@@ -27,13 +28,14 @@ from assistant.store.tables import (
 EVAL_PLATFORM = "eval"  # the eval runner's conversations: not production traffic
 _EVAL_RUNS_PER_VERSION = 2  # the latest, and the one before it to compare with
 AnyRow = Row[*tuple[Any, ...]]
+Traffic = Literal["production", "eval", "fake"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class CallTotals:
-    """The calls of one UTC day, model, prompt version and platform."""
+    """The calls of one UTC hour, model, prompt version and platform."""
 
-    day: date
+    hour: datetime  # the start of the hour, UTC
     model: str
     prompt_version_id: int | None
     platform: str | None  # None: a call made outside any conversation
@@ -51,8 +53,12 @@ class CallTotals:
     fallback_answers: int  # calls a fallback model answered for the version's own
 
     @property
-    def is_eval(self) -> bool:
-        return self.platform == EVAL_PLATFORM
+    def traffic(self) -> Traffic:
+        """Eval turns are eval traffic whichever model answered them; any other call the
+        bundled fake model answered (`--fake`) is fake traffic; the rest is production."""
+        if self.platform == EVAL_PLATFORM:
+            return "eval"
+        return "fake" if self.model == FAKE_MODEL else "production"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,21 +92,27 @@ class EvalPoint:
 
 
 class ReportQueries:
-    """Read-only aggregates over [start, end) of production traffic (eval calls apart)."""
+    """Read-only aggregates over [start, end) of production traffic: eval turns and the calls
+    the bundled fake model answered are left out, or told apart where they are returned.
+
+    A conversation counts as fake traffic when every model call it made in the period was the
+    fake's (`assistant chat --fake`); one that also reached a real model counts as production.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
     async def call_totals(self, start: datetime, end: datetime) -> list[CallTotals]:
-        """Every call in the period (eval ones too, told apart by `platform`), grouped."""
-        day = self._utc_day(col(LlmCall.created_at))
+        """Every call in the period (eval and fake ones too: see `CallTotals.traffic`), grouped
+        by UTC hour, so a report can fold them into hours or days."""
+        hour = self._utc_hour(col(LlmCall.created_at))
         cost, status = col(LlmCall.cost_usd), col(LlmCall.status)
         estimated = col(LlmCall.token_source).startswith(ESTIMATE_PREFIX, autoescape=True)
         # Group by the raw platform, not by an "is eval" test: a bound parameter in GROUP BY
         # is a different expression to Postgres than the same one in the SELECT list.
         statement = (
             select(
-                day.label("day"),
+                hour.label("hour"),
                 col(LlmCall.model),
                 col(LlmCall.prompt_version_id),
                 col(Conversation.platform),
@@ -123,7 +135,7 @@ class ReportQueries:
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
             .where(_within(col(LlmCall.created_at), start, end))
             .group_by(
-                day, col(LlmCall.model), col(LlmCall.prompt_version_id), col(Conversation.platform)
+                hour, col(LlmCall.model), col(LlmCall.prompt_version_id), col(Conversation.platform)
             )
         )
         return [_call_totals(row) for row in await self._rows(statement)]
@@ -163,6 +175,7 @@ class ReportQueries:
             _within(col(Message.created_at), start, end),
             col(Message.role).in_(("user", "assistant")),
             col(Conversation.platform) != EVAL_PLATFORM,
+            col(Conversation.id).not_in(_fake_conversations(start, end)),
         )
         joined = (
             select()
@@ -193,6 +206,7 @@ class ReportQueries:
             .where(
                 _within(col(Feedback.updated_at), start, end),
                 col(Conversation.platform) != EVAL_PLATFORM,
+                col(Conversation.id).not_in(_fake_conversations(start, end)),
             )
             .group_by(col(Feedback.prompt_version_id))
         )
@@ -209,10 +223,17 @@ class ReportQueries:
         ).where(col(PromptVersionRow.id).in_(sorted(ids)))
         return {row[0]: (row[1], row[2]) for row in await self._rows(statement)}
 
+    async def fake_conversations(self, start: datetime, end: datetime) -> int:
+        """How many conversations only the bundled fake model answered in the period."""
+        statement = select(func.count()).select_from(_fake_conversations(start, end).subquery())
+        [row] = await self._rows(statement)
+        return int(row[0])
+
     async def eval_history(
         self, versions: Collection[tuple[str, int]], *, before: datetime
     ) -> dict[tuple[str, int], list[EvalPoint]]:
-        """The newest two runs of each version finished before `before`, newest first."""
+        """The newest two runs of each version finished before `before`, newest first; runs
+        against the bundled fake model say nothing about a version's quality and are skipped."""
         if not versions:
             return {}
         recency = (
@@ -234,6 +255,7 @@ class ReportQueries:
             .where(
                 col(EvalRun.finished_at) < before,
                 col(EvalRun.prompt_name).in_(sorted({name for name, _ in versions})),
+                col(EvalRun.model) != FAKE_MODEL,
             )
             .subquery()
         )
@@ -249,13 +271,14 @@ class ReportQueries:
                 history.setdefault((row.prompt_name, row.version), []).append(point)
         return history
 
-    def _utc_day(self, column: Mapped[datetime]) -> ColumnElement[Any]:
-        """The UTC calendar day of a timestamp. SQLite stores UTC text; Postgres's timestamptz
-        would otherwise be cut at the session's time zone. No bound parameters: the
-        expression also appears in GROUP BY."""
+    def _utc_hour(self, column: Mapped[datetime]) -> ColumnElement[Any]:
+        """The UTC hour of a timestamp as text, "2025-03-10 09". SQLite stores UTC text;
+        Postgres's timestamptz would otherwise be cut at the session's time zone. No bound
+        parameters: the expression also appears in GROUP BY."""
         if self._engine.dialect.name == "postgresql":
-            return func.date(func.timezone(literal_column("'UTC'"), column))
-        return func.date(column)
+            utc = func.timezone(literal_column("'UTC'"), column)
+            return func.to_char(utc, literal_column("'YYYY-MM-DD HH24'"))
+        return func.strftime(literal_column("'%Y-%m-%d %H'"), column)
 
     async def _rows(self, statement: Executable) -> Sequence[AnyRow]:
         async with self._engine.connect() as connection:
@@ -267,9 +290,28 @@ def _within(column: Mapped[datetime], start: datetime, end: datetime) -> ColumnE
 
 
 def _production_call() -> ColumnElement[bool]:
-    """A call in a conversation that is not an eval's, or in none."""
+    """A call the bundled fake model did not answer, in a conversation that is not an eval's
+    (or in none)."""
     platform = col(Conversation.platform)
-    return or_(platform.is_(None), platform != EVAL_PLATFORM)
+    return and_(
+        or_(platform.is_(None), platform != EVAL_PLATFORM), col(LlmCall.model) != FAKE_MODEL
+    )
+
+
+def _fake_conversations(start: datetime, end: datetime) -> Select[int | None]:
+    """The conversations, evals' aside, whose every model call in [start, end) the fake model
+    answered."""
+    real_calls = _count_where(col(LlmCall.model) != FAKE_MODEL)
+    return (
+        select(col(LlmCall.conversation_id))
+        .join(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
+        .where(
+            _within(col(LlmCall.created_at), start, end),
+            col(Conversation.platform) != EVAL_PLATFORM,
+        )
+        .group_by(col(LlmCall.conversation_id))
+        .having(real_calls == 0)
+    )
 
 
 def _count_where(condition: ColumnElement[bool]) -> ColumnElement[Any]:
@@ -282,7 +324,7 @@ def _sum_where(condition: ColumnElement[bool], column: Mapped[int]) -> ColumnEle
 
 def _call_totals(row: AnyRow) -> CallTotals:
     return CallTotals(
-        day=date.fromisoformat(str(row.day)),  # text on SQLite, a date on Postgres
+        hour=datetime.strptime(row.hour, "%Y-%m-%d %H").replace(tzinfo=UTC),
         model=row.model,
         prompt_version_id=row.prompt_version_id,
         platform=row.platform,
