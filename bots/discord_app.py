@@ -32,22 +32,23 @@ from bots.discord_commands import AssistantCommands, GuardedTree
 from bots.discord_notices import discord_embed
 from bots.discord_reply import (
     ALLOWED_MENTIONS,
+    ANSWER_PERMISSIONS,
     MESSAGE_LIMIT,
+    REPORT_PERMISSIONS,
     ChannelGate,
     DiscordReply,
     close_cut_answer,
+    permission_advice,
+    permission_names,
 )
 from bots.render import split_message
 from bots.turn_runner import Turn, TurnRunner
 
 log = logging.getLogger(__name__)
 
-PERMISSIONS = discord.Permissions(
-    view_channel=True,
-    send_messages=True,
-    send_messages_in_threads=True,
-    read_message_history=True,
-)
+# The invite asks for exactly what the code uses (tests/test_permissions.py checks it against
+# what the fake Discord required of every REST call); its integer is quoted in README.md
+PERMISSIONS = ANSWER_PERMISSIONS | REPORT_PERMISSIONS
 SCOPES = ("bot", "applications.commands")
 SHUTDOWN_GRACE_SECONDS = 30.0
 READY_TIMEOUT_SECONDS = 60.0
@@ -206,16 +207,12 @@ class DiscordAdapter:
         me = guild.me
         if me is None:
             return
-        missing = [
-            name
-            for name, wanted in PERMISSIONS
-            if wanted and not getattr(me.guild_permissions, name)
-        ]
+        missing = discord.Permissions(PERMISSIONS.value & ~me.guild_permissions.value)
         if missing:
             log.warning(
                 "Discord: in server %r the bot lacks %s; re-invite it with the invite URL above",
                 guild.name,
-                ", ".join(missing),
+                ", ".join(permission_names(missing)),
             )
 
     # ---- messages
@@ -325,21 +322,55 @@ class DiscordAdapter:
     # ---- notices (reports and alerts)
 
     async def post_notice(self, channel_id: int, notice: Notice) -> None:
-        """A report as an embed with its chart attached; an alert as a message."""
-        channel = self.client.get_channel(channel_id) or await self.client.fetch_channel(channel_id)
-        if not isinstance(channel, discord.abc.Messageable):
-            raise ValueError(f"Discord channel {channel_id} takes no messages")
-        if notice.report is None:
-            for piece in split_message(notice.text, MESSAGE_LIMIT):
-                await channel.send(piece, allowed_mentions=ALLOWED_MENTIONS)
-            return
-        embed = discord.Embed.from_dict(discord_embed(notice.report))
-        if notice.image_png is None:
-            await channel.send(embed=embed, allowed_mentions=ALLOWED_MENTIONS)
-            return
+        """A report as an embed with its chart attached; an alert as a message. A permission
+        the bot lacks there is one line naming it, not a traceback: only the operator can
+        grant it."""
+        channel: object = self.client.get_channel(channel_id)
+        try:
+            if channel is None:
+                channel = await self.client.fetch_channel(channel_id)
+            if not isinstance(channel, discord.abc.Messageable):
+                raise ValueError(f"Discord channel {channel_id} takes no messages")
+            await _send_notice(channel, notice)
+        except discord.Forbidden as exc:
+            log.error(
+                "Discord: %r was not posted in channel %s (%s); %s",
+                notice.title,
+                channel_id,
+                exc.text or exc.status,
+                permission_advice(channel, _notice_permissions(notice)),
+            )
+
+
+async def _send_notice(channel: discord.abc.Messageable, notice: Notice) -> None:
+    if notice.report is None:
+        for piece in split_message(notice.text, MESSAGE_LIMIT):
+            await channel.send(piece, allowed_mentions=ALLOWED_MENTIONS)
+        return
+    embed = discord.Embed.from_dict(discord_embed(notice.report))
+    if notice.image_png is None:
+        sent = await channel.send(embed=embed, allowed_mentions=ALLOWED_MENTIONS)
+    else:
         embed.set_image(url=f"attachment://{notice.image_name}")
         image = discord.File(io.BytesIO(notice.image_png), filename=notice.image_name)
-        await channel.send(embed=embed, file=image, allowed_mentions=ALLOWED_MENTIONS)
+        sent = await channel.send(embed=embed, file=image, allowed_mentions=ALLOWED_MENTIONS)
+    if not sent.embeds:  # Discord drops an embed it does not refuse outright
+        log.error(
+            "Discord: the figures of %r were dropped in channel %s; %s",
+            notice.title,
+            sent.channel.id,
+            permission_advice(channel, discord.Permissions(embed_links=True)),
+        )
+
+
+def _notice_permissions(notice: Notice) -> discord.Permissions:
+    """What posting `notice` takes: writing (in a channel or a thread: `needed_in` keeps the
+    one that applies), plus Embed Links for a report's figures and Attach Files for its chart."""
+    needed = discord.Permissions(view_channel=True, send_messages=True)
+    needed.send_messages_in_threads = True
+    needed.embed_links = notice.report is not None
+    needed.attach_files = notice.report is not None and notice.image_png is not None
+    return needed
 
 
 def _place(place: str) -> tuple[int, int]:

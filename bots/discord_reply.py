@@ -22,6 +22,21 @@ log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 2000
 TYPING_EVERY_SECONDS = 8.0  # Discord shows "typing" for 10 s after each trigger
 ALLOWED_MENTIONS = discord.AllowedMentions(everyone=False, roles=False, users=False)
+# What an answer takes in a server: seeing the channel, typing and writing there (in a thread,
+# Send Messages in Threads stands for Send Messages), and Read Message History, without which
+# Discord refuses a reply to the question (every part of an answer replies to it)
+ANSWER_PERMISSIONS = discord.Permissions(
+    view_channel=True,
+    send_messages=True,
+    send_messages_in_threads=True,
+    read_message_history=True,
+)
+# What a report takes besides: its figures are an embed, its chart an attached file
+REPORT_PERMISSIONS = discord.Permissions(embed_links=True, attach_files=True)
+_NAMES = {  # where Discord's settings name a permission otherwise than discord.py does
+    "read_messages": "View Channels",  # discord.py's name for view_channel
+    "send_messages_in_threads": "Send Messages in Threads",
+}
 
 
 class ChannelGate:
@@ -102,10 +117,10 @@ class DiscordReply(ChatToolNotes):
             await self._render(split_message(text, MESSAGE_LIMIT), gated=False, view=view)
         except discord.Forbidden as exc:
             log.error(
-                "Discord: no permission to answer in channel %s (%s); grant the bot View "
-                "Channel, Send Messages, Send Messages in Threads and Read Message History",
+                "Discord: no permission to answer in channel %s (%s); %s",
                 self._channel_id,
                 exc.text or exc.status,
+                permission_advice(self._channel, ANSWER_PERMISSIONS),
             )
         except Exception:
             log.exception("Discord refused the final answer; posting it as new messages")
@@ -201,3 +216,45 @@ async def close_cut_answer(channel: discord.PartialMessageable, message_id: int,
         )
     except discord.HTTPException as exc:
         log.warning("could not mark the cut answer %s (%s)", message_id, exc.text or exc.status)
+
+
+def permission_names(permissions: discord.Permissions) -> list[str]:
+    """The permissions set, named as Discord's settings name them ("Attach Files")."""
+    return [_NAMES.get(name, name.replace("_", " ").title()) for name, on in permissions if on]
+
+
+def needed_in(channel: object, needed: discord.Permissions) -> discord.Permissions:
+    """`needed` as it applies in `channel`: in a thread, Send Messages in Threads instead of
+    Send Messages; elsewhere only Send Messages."""
+    in_thread = isinstance(channel, discord.Thread)
+    applies = discord.Permissions(needed.value)
+    applies.send_messages = needed.send_messages and not in_thread
+    applies.send_messages_in_threads = needed.send_messages_in_threads and in_thread
+    return applies
+
+
+def lacking(channel: object, needed: discord.Permissions) -> discord.Permissions | None:
+    """What of `needed` the bot lacks in `channel`, from the server as the client has it
+    (roles and the channel's overwrites); None where it cannot tell (a DM, an uncached
+    channel)."""
+    if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return None
+    me = channel.guild.me
+    if me is None:
+        return None
+    applies = needed_in(channel, needed)
+    return discord.Permissions(applies.value & ~channel.permissions_for(me).value)
+
+
+def permission_advice(channel: object, needed: discord.Permissions) -> str:
+    """What the operator grants, in one clause: the permissions the bot lacks in `channel`
+    when the client can tell, else all that `needed` asks for there."""
+    missing = lacking(channel, needed)
+    names = permission_names(missing if missing else needed_in(channel, needed))
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]
+    state = "lacks" if missing else "needs"
+    return (
+        f"the bot {state} {listed} there; grant {'them' if len(names) > 1 else 'it'} to its "
+        "role (Server Settings, Roles) or in the channel, or re-invite it with the invite URL "
+        "the log shows at start"
+    )

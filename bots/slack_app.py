@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -54,6 +54,8 @@ from bots.slack_reply import (
     SlackReply,
     close_cut_answer,
     cut_answers,
+    missing_scope,
+    scope_advice,
     slack_error,
 )
 from bots.turn_runner import Turn, TurnRunner
@@ -100,8 +102,10 @@ class SlackAdapter:
         self.app = AsyncApp(
             client=self.client,
             signing_secret=signing_secret,
-            # Socket Mode needs no signature: the connection itself is authenticated
-            request_verification_enabled=bool(signing_secret),
+            # HTTP: the endpoint (bots/slack_http.py) checks every signature on the raw bytes
+            # before Bolt sees a request; Bolt's own check would log a failing request's whole
+            # body (message text) at INFO. Socket Mode needs none: the connection is the proof.
+            request_verification_enabled=False,
             # the listener stores the message before Slack hears back (`_on_message`)
             process_before_response=True,
         )
@@ -134,12 +138,15 @@ class SlackAdapter:
         return endpoint.web_app(EVENTS_PATH)
 
     async def serve_http(self, *, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104
-        """Take Slack's events over HTTP; returns the port (useful when `port` is 0)."""
+        """Take Slack's events over HTTP; returns the port (useful when `port` is 0). The port
+        is taken first (a local problem, said without waiting on the network), then the bot
+        token is checked: a wrong one stops the start in one line (SlackSetupError)."""
         app = self.web_app()
         self._share_connections()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, host, port).start()
+        await self.check_bot_token()
         bound = int(self._runner.addresses[0][1])
         log.info("Slack events accepted on http://%s:%d%s", host, bound, EVENTS_PATH)
         return bound
@@ -150,6 +157,7 @@ class SlackAdapter:
         for once here, and only a working token and URL are handed to it."""
         self._share_connections()
         await self._open_socket_url(app_token)
+        await self.check_bot_token()
         self._socket = AsyncSocketModeHandler(self.app, app_token)
         await self._socket.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack connected in Socket Mode")
@@ -163,10 +171,27 @@ class SlackAdapter:
                 "app-level token (xapp-…) with the connections:write scope"
             ) from None
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._unreachable(exc) from None
+
+    async def check_bot_token(self) -> None:
+        """Ask Slack once (auth.test) whether SLACK_BOT_TOKEN works: otherwise every event
+        would fail later, each with a traceback, and nobody would be answered."""
+        try:
+            response = await self.client.auth_test()
+        except SlackApiError as exc:
             raise SlackSetupError(
-                f"SLACK_API_URL: cannot reach Slack at {self.client.base_url} "
-                f"({type(exc).__name__}: {exc}); check that this machine can reach it"
+                f"SLACK_BOT_TOKEN: Slack refused it ({exc.response.get('error')}); copy the "
+                "Bot User OAuth Token (xoxb-…) again from the app's OAuth & Permissions page"
             ) from None
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise self._unreachable(exc) from None
+        self._bot_user = str(response.get("user_id") or "")
+
+    def _unreachable(self, exc: BaseException) -> SlackSetupError:
+        return SlackSetupError(
+            f"SLACK_API_URL: cannot reach Slack at {self.client.base_url} "
+            f"({type(exc).__name__}: {exc}); check that this machine can reach it"
+        )
 
     def _share_connections(self) -> None:
         """One connection pool for every Web API call; without it slack-sdk opens a session,
@@ -313,20 +338,30 @@ class SlackAdapter:
     # ---- notices (reports and alerts)
 
     async def post_notice(self, channel: str, notice: Notice) -> None:
-        """A report as blocks with its chart as a file; an alert as a message."""
+        """A report as blocks with its chart as a file; an alert as a message. A scope the app
+        lacks is one line naming it (see `_unless_refused`); without files:write the report
+        still comes, without its chart."""
         blocks = slack_blocks(notice.report) if notice.report is not None else None
-        await self.client.chat_postMessage(
-            channel=channel,
-            text=notice.title if blocks else to_mrkdwn(notice.text),
-            blocks=blocks,
-            unfurl_links=False,
-        )
-        if notice.image_png is not None:
-            await self.client.files_upload_v2(
+        posted = await _unless_refused(
+            f"{notice.title!r}",
+            channel,
+            self.client.chat_postMessage(
                 channel=channel,
-                file=notice.image_png,
-                filename=notice.image_name,
-                title=notice.title,
+                text=notice.title if blocks else to_mrkdwn(notice.text),
+                blocks=blocks,
+                unfurl_links=False,
+            ),
+        )
+        if posted and notice.image_png is not None:
+            await _unless_refused(
+                f"the chart of {notice.title!r}",
+                channel,
+                self.client.files_upload_v2(
+                    channel=channel,
+                    file=notice.image_png,
+                    filename=notice.image_name,
+                    title=notice.title,
+                ),
             )
 
     # ---- admin commands and feedback
@@ -374,6 +409,31 @@ class SlackAdapter:
             clicked_in=action_channel(body),
         )
         await respond(text=text, response_type="ephemeral", replace_original=False)
+
+
+async def _unless_refused(what: str, channel: str, call: Awaitable[Any]) -> bool:
+    """Make one call of a notice; a refusal only the operator can fix (a scope the app lacks,
+    a channel it was not invited to) is one line saying what to do, not a traceback, and
+    False. Anything else is raised, for the scheduler to log."""
+    try:
+        await call
+    except SlackApiError as exc:
+        advice = _operator_advice(exc)
+        if advice is None:
+            raise
+        log.error("Slack: %s was not posted in %s: %s", what, channel, advice)
+        return False
+    return True
+
+
+def _operator_advice(exc: SlackApiError) -> str | None:
+    """What the operator must do about a refusal, or None when it is not theirs to fix."""
+    scope = missing_scope(exc)
+    if scope is not None:
+        return scope_advice(scope)
+    if exc.response.get("error") == "not_in_channel":
+        return "the app is not in that channel; invite it there (/invite @assistant)"
+    return None
 
 
 def _context(command: Mapping[str, Any]) -> CommandContext:

@@ -86,9 +86,7 @@ class SlackEndpoint:
     async def handle(self, request: web.Request) -> web.Response:
         """Headers, then size, then signature, then shape: each refusal costs as little as
         possible, and nothing reads a body whose signature has not been checked."""
-        stamp = request.headers.get(TIMESTAMP_HEADER)
-        signature = request.headers.get(SIGNATURE_HEADER)
-        problem = header_problem(stamp, signature, now=self._clock())
+        stamp, signature, problem = signature_headers(request, now=self._clock())
         if problem is not None or stamp is None or signature is None:  # None: for mypy
             return self._refuse(401, "an unsigned Slack request", problem or "no signature")
         try:
@@ -106,6 +104,21 @@ class SlackEndpoint:
     def _refuse(self, status: int, kind: str, detail: str) -> web.Response:
         self._warnings.warn(kind, detail)
         return web.Response(status=status, text=f"Refused: {detail}.")
+
+
+def signature_headers(
+    request: web.Request, *, now: float
+) -> tuple[str | None, str | None, str | None]:
+    """The timestamp and signature headers, and why they cannot be right (or None). Each must
+    come once: Slack sends one of each, and Bolt would read the last of repeated headers where
+    this check reads the first, so what was checked would not be what runs."""
+    stamps = request.headers.getall(TIMESTAMP_HEADER, [])
+    signatures = request.headers.getall(SIGNATURE_HEADER, [])
+    if len(stamps) > 1 or len(signatures) > 1:
+        return None, None, f"{TIMESTAMP_HEADER} or {SIGNATURE_HEADER} given more than once"
+    stamp = stamps[0] if stamps else None
+    signature = signatures[0] if signatures else None
+    return stamp, signature, header_problem(stamp, signature, now=now)
 
 
 def header_problem(timestamp: str | None, signature: str | None, *, now: float) -> str | None:

@@ -84,6 +84,7 @@ class SlackReply(ChatToolNotes):
         self._messages: list[str] = []  # ts of the posted-and-edited messages, in order
         # (while streaming: those holding what did not fit in the streamed message)
         self._shown: list[str] = []  # what each of them shows
+        self._refusal: str | None = None  # a scope Slack said is missing: what to do about it
 
     async def begin(self) -> None:
         if self._place.thread_ts is not None:
@@ -97,10 +98,14 @@ class SlackReply(ChatToolNotes):
                 self._stream_ts = str(response["ts"])
                 return
             except Exception as exc:
+                if self._refused_for_good(exc):
+                    return
                 log.info("Slack did not start a stream (%s); posting instead", slack_error(exc))
         await self._post(THINKING)
 
     async def progress(self, text: str) -> None:
+        if self._refusal is not None:  # nothing can show until the operator adds the scope
+            return
         if self._stream_ts is None:
             await self._render(text, final=False)
             return
@@ -123,15 +128,32 @@ class SlackReply(ChatToolNotes):
         return self._messages[0] if self._messages else None
 
     async def _finish(self, text: str, blocks: Blocks) -> None:
+        """Show the final text; a missing scope is one line saying which, not a flood."""
         try:
-            if self._stream_ts is not None and not text.startswith(self._streamed):
-                await self._abandon_stream()  # the final text is not what was streamed
-            if self._stream_ts is not None and await self._stop_stream(text, blocks):
-                return
-            await self._render(text, final=True, blocks=blocks)
-        except Exception:
-            log.exception("Slack refused the final answer; posting it as new messages")
-            await self._post_anew(text)
+            if self._refusal is None:
+                await self._show_final(text, blocks)
+        except Exception as exc:
+            if not self._refused_for_good(exc):
+                log.exception("Slack refused the final answer; posting it as new messages")
+                await self._post_anew(text)
+        if self._refusal is not None:
+            where = self._place.channel
+            log.error("Slack: an answer in %s was not shown: %s", where, self._refusal)
+
+    async def _show_final(self, text: str, blocks: Blocks) -> None:
+        if self._stream_ts is not None and not text.startswith(self._streamed):
+            await self._abandon_stream()  # the final text is not what was streamed
+        if self._stream_ts is not None and await self._stop_stream(text, blocks):
+            return
+        await self._render(text, final=True, blocks=blocks)
+
+    def _refused_for_good(self, exc: BaseException) -> bool:
+        """Whether Slack refused for want of a scope: no call for this answer can succeed until
+        the operator adds it, so none is tried again, and `_finish` says so once."""
+        scope = missing_scope(exc)
+        if scope is not None and self._refusal is None:
+            self._refusal = scope_advice(scope)
+        return scope is not None
 
     async def _append(self, text: str) -> None:
         """Add what is new to the streamed message, up to what one message holds."""
@@ -203,7 +225,7 @@ class SlackReply(ChatToolNotes):
         for index, piece in enumerate(pieces):
             extra = blocks if final and index == len(pieces) - 1 and blocks else None
             if index >= len(self._messages):
-                if not await self._post(piece, extra) and final:
+                if not await self._post(piece, extra) and final and self._refusal is None:
                     raise RuntimeError("Slack refused to post part of the final answer")
             elif self._shown[index] != piece or extra:
                 await self._edit(index, piece, extra, final=final)
@@ -214,7 +236,8 @@ class SlackReply(ChatToolNotes):
         try:
             ts = await self._send(text, blocks)
         except Exception as exc:
-            log.warning("Slack refused a message (%s)", slack_error(exc))
+            if not self._refused_for_good(exc):
+                log.warning("Slack refused a message (%s)", slack_error(exc))
             return False
         self._messages.append(ts)
         self._shown.append(text)
@@ -322,10 +345,29 @@ def _fit(addition: str, room: int) -> str:
 
 def slack_error(exc: BaseException) -> str:
     """Slack's short error code ("ratelimited", "channel_not_found"), or the exception's name
-    for a network failure; for a log line."""
+    for a network failure; for a log line. A missing scope says which one to add."""
     if not isinstance(exc, SlackApiError):
         return type(exc).__name__
     data = getattr(exc.response, "data", None)
     if isinstance(data, dict) and data.get("error"):
-        return str(data["error"])
+        needed = missing_scope(exc)
+        return f"missing_scope: {scope_advice(needed)}" if needed else str(data["error"])
     return f"HTTP {getattr(exc.response, 'status_code', '?')}"
+
+
+def missing_scope(exc: BaseException) -> str | None:
+    """The scope Slack said a call needs, when it refused the call for want of it."""
+    if not isinstance(exc, SlackApiError):
+        return None
+    data = getattr(exc.response, "data", None)
+    if not isinstance(data, dict) or data.get("error") != "missing_scope":
+        return None
+    return str(data.get("needed") or "") or "a scope Slack did not name"
+
+
+def scope_advice(scope: str) -> str:
+    """What the operator does about a missing scope, in one clause."""
+    return (
+        f"the Slack app lacks the {scope} scope; add it under OAuth & Permissions (manifest.yaml "
+        "lists every scope the assistant uses) and reinstall the app"
+    )

@@ -22,7 +22,6 @@ from tests.fakes.discord_api import (
     BOT_PERMISSIONS,
     BOT_ROLE_ID,
     CHANNEL_ID,
-    EVERYONE_PERMISSIONS,
     GUILD_ID,
     OWNER_ID,
     THREAD_ID,
@@ -541,8 +540,7 @@ async def test_an_unreachable_api_is_blamed_on_the_setting_that_points_there(mak
 
 async def test_a_missing_permission_is_named_to_the_operator(make_assistant, store, caplog):
     without_send = BOT_PERMISSIONS & ~discord.Permissions(send_messages=True).value
-    everyone = EVERYONE_PERMISSIONS & ~discord.Permissions(send_messages=True).value
-    async with FakeDiscord(bot_permissions=without_send, everyone_permissions=everyone):
+    async with FakeDiscord(bot_permissions=without_send):  # invited without Send Messages
         assistant = await make_assistant()
         commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
         adapter = DiscordAdapter(
@@ -553,7 +551,7 @@ async def test_a_missing_permission_is_named_to_the_operator(make_assistant, sto
         finally:
             await adapter.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any("lacks send_messages" in w for w in warnings)
+    assert any("the bot lacks Send Messages;" in w for w in warnings)
 
 
 async def test_report_and_eval_run_reach_the_admin_grammar(bot, discord_fake):

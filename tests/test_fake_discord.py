@@ -5,6 +5,7 @@ fails on a missing privileged intent as it would on Discord."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 import warnings
 from collections.abc import AsyncIterator
@@ -339,3 +340,35 @@ async def test_intents_decide_what_the_client_gets_and_replies_to_deleted_messag
         gone = client.seen[1].to_reference(fail_if_not_exists=False)
         sent = await client.seen[1].channel.send("still here", reference=gone)
         assert sent.reference is None  # sent as a plain message
+
+
+async def test_permissions_come_from_the_invite_and_each_route_needs_its_own() -> None:
+    """As Discord answers a bot invited without some permissions: 403 Missing Permissions
+    (50013), Missing Access (50001) without View Channel; an embed without Embed Links is
+    dropped, or refused when it is all the message holds."""
+    invited = discord.Permissions(view_channel=True, send_messages=True)
+    async with FakeDiscord(bot_permissions=invited.value) as fake:
+        client = Bot()
+        async with running(client):
+            channel = client.get_channel(int(CHANNEL_ID))
+            assert isinstance(channel, discord.TextChannel)
+            sent = await channel.send("plain text is fine")
+            with pytest.raises(discord.Forbidden) as no_history:
+                await sent.reply("a reply needs Read Message History")
+            with pytest.raises(discord.Forbidden) as no_files:
+                await channel.send(file=discord.File(io.BytesIO(b"png"), filename="a.png"))
+            with pytest.raises(discord.Forbidden) as embed_only:
+                await channel.send(embed=discord.Embed(title="figures"))
+            with_text = await channel.send("text", embed=discord.Embed(title="figures"))
+            thread = client.get_channel(int(THREAD_ID))
+            assert isinstance(thread, discord.Thread)
+            with pytest.raises(discord.Forbidden):
+                await thread.send("a thread needs Send Messages in Threads")
+
+            fake.bot_permissions = 0  # taken away: not even View Channel
+            with pytest.raises(discord.Forbidden) as no_access:
+                await client.fetch_channel(int(CHANNEL_ID))
+    assert no_history.value.code == no_files.value.code == embed_only.value.code == 50013
+    assert no_access.value.code == 50001
+    assert with_text.embeds == [] and fake.messages[str(with_text.id)].content == "text"
+    assert {"read_message_history", "attach_files", "embed_links"} <= fake.required

@@ -21,6 +21,7 @@ from urllib.parse import urlencode
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from multidict import CIMultiDict
 
 from assistant.store.tables import LARGEST_ID
 from assistant.testing import Reply
@@ -435,3 +436,52 @@ def test_an_answer_id_is_one_the_store_can_hold():
     assert answer_id(str(LARGEST_ID)) == LARGEST_ID
     assert answer_id(str(LARGEST_ID + 1)) is None
     assert answer_id("0") is None and answer_id("007") == 7
+
+
+# ---- message text never reaches the log (README: "message text is never logged")
+
+SECRET_TEXT = "the vault code is 7391-SECRET-NOT-FOR-LOGS"
+
+
+def refused_request(how: str) -> tuple[bytes, CIMultiDict[str]]:
+    """A mention carrying SECRET_TEXT, signed `how`; each is refused with a 401."""
+    body = json.dumps(event_callback(mention(SECRET_TEXT))).encode()
+    good = signed_headers(body)
+    headers = CIMultiDict({"Content-Type": JSON})
+    if how == "wrong secret":
+        headers.update(signed_headers(body, secret="not-the-secret"))
+    elif how == "stale":
+        headers.update(signed_headers(body, timestamp=int(time.time()) - 301))
+    else:  # the right signature, then a wrong one: Bolt would read the last, this check the first
+        wrong = signed_headers(body, secret="not-the-secret")["X-Slack-Signature"]
+        headers.update(good)
+        headers.add("X-Slack-Signature", wrong)
+    return body, headers
+
+
+@pytest.mark.parametrize("how", ["wrong secret", "stale", "a second signature"])
+async def test_a_refused_request_leaves_its_text_out_of_the_log(slack_bot, slack, caplog, how):
+    """Bolt's own signature check logs a failing request's whole body at INFO; every level
+    is captured here, DEBUG too (`assistant run` shows INFO and up)."""
+    caplog.set_level(logging.DEBUG)
+    body, headers = refused_request(how)
+    status, _ = await slack.post(slack_bot.url, body, headers)  # type: ignore[arg-type]
+    await slack_bot.adapter.idle()
+
+    assert status == 401
+    assert caplog.records  # the refusal itself is logged, quietly
+    assert not [r for r in caplog.records if SECRET_TEXT in r.getMessage()]
+    assert SECRET_TEXT not in caplog.text
+
+
+async def test_an_answered_message_leaves_its_text_out_of_the_log(
+    slack_bot, slack, fake_llm, caplog
+):
+    caplog.set_level(logging.INFO)  # what `assistant run` shows
+    fake_llm.script(Reply(text="Noted."))
+    body = json.dumps(event_callback(mention(SECRET_TEXT)))
+    assert await slack.post_signed(slack_bot.url, body, content_type=JSON) == 200
+    await slack_bot.settle(slack)
+
+    assert [m.text for m in slack.thread(CHANNEL, TS)] == ["Noted."]
+    assert SECRET_TEXT not in caplog.text

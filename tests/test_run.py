@@ -143,7 +143,7 @@ async def test_run_serves_discord_and_logs_the_invite_url(env, tmp_path, fake_ll
             _, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
     log = stderr.decode()
     assert process.returncode == 0, log
-    assert "scope=bot+applications.commands&permissions=274877975552" in log
+    assert "scope=bot+applications.commands&permissions=274878024704" in log
     assert DISCORD_TOKEN not in log and "sk-run-test-key" not in log
 
 

@@ -4,6 +4,8 @@ real AsyncWebClient answering to a loopback Web API, the real engine and databas
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,10 +19,12 @@ from assistant.store import Store
 from assistant.store.tables import utcnow
 from assistant.testing import CallTools, Cut, Fail, Hang, Reply
 from assistant.turns import ConversationRef
-from bots.slack_app import SlackAdapter, SlackNames
+from bots.slack_app import SlackAdapter, SlackNames, SlackSetupError
 from bots.streaming import EMPTY_ANSWER, RESUMING
 from tests.conftest import SlackBot, write_prompt
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, TEAM, FakeSlack, Fault
+from tests.test_cli import REPO
+from tests.test_cli import assistant as run_assistant
 
 CHANNEL = "C0GENERAL"
 DM = "D0ALICE"
@@ -545,6 +549,62 @@ async def test_http_mode_refuses_to_start_without_a_signing_secret(make_assistan
         await adapter.serve_http(port=0, host="127.0.0.1")
 
 
+REVOKED = "xoxb-revoked-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize("mode", ["http", "socket"])
+async def test_a_bot_token_slack_refuses_stops_the_start_in_one_line(
+    make_assistant, store, slack, mode
+):
+    slack.refuse_token(REVOKED)
+    adapter = await slack_adapter(
+        make_assistant,
+        store,
+        slack,
+        bot_token=REVOKED,
+        signing_secret=SIGNING_SECRET if mode == "http" else None,
+    )
+    starting = (
+        adapter.serve_http(port=0, host="127.0.0.1")
+        if mode == "http"
+        else adapter.connect_socket_mode("xapp-1-test")
+    )
+    try:
+        with pytest.raises(SlackSetupError) as refused:
+            await starting
+    finally:
+        await adapter.close()
+    said = str(refused.value)
+    assert said.startswith("SLACK_BOT_TOKEN: Slack refused it (invalid_auth); copy the Bot User")
+    assert REVOKED not in said and "\n" not in said
+    assert len(slack.calls_to("auth.test")) == 1  # asked once, not retried
+
+
+async def test_run_with_a_refused_bot_token_exits_with_one_line(slack, tmp_path):
+    """As an operator meets it: `assistant run` in HTTP mode, a token Slack refuses."""
+    slack.refuse_token(REVOKED)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_"))}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path}/run.db",
+        PROMPTS_DIR=str(REPO / "prompts"),
+        SLACK_BOT_TOKEN=REVOKED,
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        SLACK_PORT=str(free_port()),
+    )
+    result = await asyncio.to_thread(run_assistant, "run", "--fake", env=env, cwd=tmp_path)
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: SLACK_BOT_TOKEN: Slack refused it (invalid_auth);")
+    assert "Traceback" not in result.stderr and REVOKED not in result.stderr + result.stdout
+
+
 async def slack_adapter(
     make_assistant: Callable[..., Any], store: Store, slack: FakeSlack, **options: Any
 ) -> SlackAdapter:
@@ -553,7 +613,6 @@ async def slack_adapter(
     return SlackAdapter(
         assistant=assistant,
         commands=AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[]),
-        bot_token="xoxb-test-token",
         api_url=slack.api_url,
-        **options,
+        **{"bot_token": "xoxb-test-token", **options},
     )

@@ -19,6 +19,15 @@ GUILD_MESSAGES / DIRECT_MESSAGES intents (events not sent), the 3 s deadline for
 interaction response (10062 Unknown interaction), a second initial response (40060), webhook
 follow-ups only with the application id and a known token, editing another user's message
 (50005), unknown channels (10003) and messages (10008), empty messages (50006).
+
+And the bot's permissions in the server: they are those of its own role, which Discord makes
+from the invite's permissions integer (default: the code's `PERMISSIONS`, so the invite itself
+is under test), plus @everyone's (default: none, a server that locks @everyone down). Each
+REST route in a server channel needs its permissions, as Discord's reference gives them; a
+missing one is answered 403 `Missing Permissions` (50013), or `Missing Access` (50001) without
+View Channel. An embed without Embed Links is dropped from a message that holds anything
+else, and refused (50013) when it is all the message holds. `required` records every
+permission the bot's calls needed.
 """
 
 from __future__ import annotations
@@ -48,6 +57,8 @@ with warnings.catch_warnings():  # discord.py imports audioop, deprecated since 
     import discord.gateway
     import discord.http
 
+from bots.discord_app import PERMISSIONS as INVITE_PERMISSIONS
+
 BOT_ID = "1300000000000000001"
 APP_ID = "1300000000000000500"  # deliberately not BOT_ID: webhooks need the application id
 GUILD_ID = "1300000000000000100"
@@ -71,6 +82,7 @@ DIRECT_MESSAGES = 1 << 12
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
 
+# what a server's @everyone role commonly grants (Discord's default for a new server, in part)
 EVERYONE_PERMISSIONS = discord.Permissions(
     view_channel=True,
     send_messages=True,
@@ -82,10 +94,9 @@ EVERYONE_PERMISSIONS = discord.Permissions(
     use_application_commands=True,
     create_public_threads=True,
 ).value
-BOT_PERMISSIONS = (
-    EVERYONE_PERMISSIONS
-    | discord.Permissions(manage_messages=True, manage_threads=True, mention_everyone=True).value
-)
+BOT_PERMISSIONS = INVITE_PERMISSIONS.value  # the bot's role: what its invite asks for
+THREAD_TYPES = (10, 11, 12)
+DM_TYPES = (1, 3)
 ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024
 
 _ERRORS: dict[int, tuple[int, str]] = {
@@ -251,7 +262,7 @@ class FakeDiscord:
         heartbeat_interval_ms: int = 45000,
         interaction_deadline: float | None = 3.0,
         bot_permissions: int = BOT_PERMISSIONS,
-        everyone_permissions: int = EVERYONE_PERMISSIONS,
+        everyone_permissions: int = 0,
     ) -> None:
         self.message_content_intent = message_content_intent
         self.members_intent = members_intent
@@ -261,8 +272,9 @@ class FakeDiscord:
         self.transport_compression = transport_compression
         self.heartbeat_interval_ms = heartbeat_interval_ms
         self.interaction_deadline = interaction_deadline
-        self.bot_permissions = bot_permissions
+        self.bot_permissions = bot_permissions  # the bot's role, made from the invite
         self.everyone_permissions = everyone_permissions
+        self.required: set[str] = set()  # every permission the bot's REST calls needed
 
         self.calls: list[Call] = []
         self.messages: dict[str, FakeMessage] = {}
@@ -686,6 +698,41 @@ class FakeDiscord:
             "integration_types_config": {"0": {}},
         }
 
+    @property
+    def bot_guild_permissions(self) -> int:
+        """What the bot may do in the server: its role's permissions and @everyone's."""
+        return self.bot_permissions | self.everyone_permissions
+
+    def _writing(self, channel_id: str) -> str:
+        """Writing in a thread takes Send Messages in Threads instead of Send Messages."""
+        in_thread = (self.channel(channel_id) or {}).get("type") in THREAD_TYPES
+        return "send_messages_in_threads" if in_thread else "send_messages"
+
+    def _refused(self, channel_id: str, *needed: str) -> web.Response | None:
+        """Discord's answer when the bot lacks one of `needed` in a server channel: 403
+        Missing Access (50001) without View Channel, else Missing Permissions (50013); None
+        when it may (DMs take no permissions). Recorded in `required` either way."""
+        channel = self.channel(channel_id)
+        if channel is None or channel["type"] in DM_TYPES:
+            return None
+        self.required.update(needed)
+        granted = discord.Permissions(self.bot_guild_permissions)
+        if granted.administrator:
+            return None
+        if "view_channel" in needed and not granted.view_channel:
+            return _error(403, 50001, "Missing Access")
+        if all(getattr(granted, name) for name in needed):
+            return None
+        return _error(403, 50013, "Missing Permissions")
+
+    def _embeds_refused(self, channel_id: str, body: dict[str, Any], files: list[Any]) -> bool:
+        """Without Embed Links Discord drops embeds from a message; True when the embeds
+        were all it held, which Discord refuses (403) instead."""
+        if not body.get("embeds") or self._refused(channel_id, "embed_links") is None:
+            return False
+        body["embeds"] = []
+        return not _has_content(body, files)
+
     def _shard_of(self, guild_id: str, count: int) -> int:
         return (int(guild_id) >> 22) % max(count, 1)
 
@@ -846,7 +893,7 @@ class FakeDiscord:
             "entitlements": [],
             "entitlement_sku_ids": [],
             "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
-            "app_permissions": str(self.bot_permissions),
+            "app_permissions": str(self.bot_guild_permissions),
             "channel_id": channel_id,
         }
         if guild:
@@ -1396,12 +1443,18 @@ class FakeDiscord:
 
     def _get_channel(self, req: _Req) -> web.Response:
         channel = self.channel(req.params["channel"])
-        return _json(channel) if channel else _error(404, 10003, "Unknown Channel")
+        if channel is None:
+            return _error(404, 10003, "Unknown Channel")
+        return self._refused(channel["id"], "view_channel") or _json(channel)
 
     def _typing(self, req: _Req) -> web.Response:
-        if self.channel(req.params["channel"]) is None:
+        channel_id = req.params["channel"]
+        if self.channel(channel_id) is None:
             return _error(404, 10003, "Unknown Channel")
-        self.typing.append(req.params["channel"])
+        refused = self._refused(channel_id, "view_channel", self._writing(channel_id))
+        if refused is not None:
+            return refused
+        self.typing.append(channel_id)
         return _empty()
 
     def _new_message(
@@ -1453,6 +1506,11 @@ class FakeDiscord:
         body = req.body if isinstance(req.body, dict) else {}
         if not _has_content(body, req.files):
             return _error(400, 50006, "Cannot send an empty message")
+        refused = self._refused(channel_id, *self._message_needs(channel_id, body, req.files))
+        if refused is not None:
+            return refused
+        if self._embeds_refused(channel_id, body, req.files):
+            return _error(403, 50013, "Missing Permissions")
         reference = body.get("message_reference")
         if reference is not None:  # discord.py sends ints; Discord answers with strings
             reference = {
@@ -1469,11 +1527,24 @@ class FakeDiscord:
         message = self._new_message(channel_id, body, req.files, message_reference=reference)
         return _json(self.message_payload(message))
 
+    def _message_needs(
+        self, channel_id: str, body: dict[str, Any], files: list[dict[str, Any]]
+    ) -> list[str]:
+        """Create Message: View Channel and writing; Read Message History for a reply
+        (message_reference); Attach Files for files."""
+        needed = ["view_channel", self._writing(channel_id)]
+        if body.get("message_reference"):
+            needed.append("read_message_history")
+        if files:
+            needed.append("attach_files")
+        return needed
+
     def _get_message(self, req: _Req) -> web.Response:
         found = self.find_message(req.params["message"])
         if found is None or found["channel_id"] != req.params["channel"]:
             return _error(404, 10008, "Unknown Message")
-        return _json(found)
+        refused = self._refused(req.params["channel"], "view_channel", "read_message_history")
+        return refused or _json(found)
 
     def _edit(
         self, message: FakeMessage, body: dict[str, Any], files: list[dict[str, Any]]
@@ -1503,12 +1574,24 @@ class FakeDiscord:
         if message is None or message.deleted or message.channel_id != channel_id:
             return _error(404, 10008, "Unknown Message")
         body = req.body if isinstance(req.body, dict) else {}
+        needed = ["view_channel", *(["attach_files"] if req.files else [])]
+        refused = self._refused(channel_id, *needed)
+        if refused is not None:
+            return refused
+        if self._embeds_refused(channel_id, body, req.files) and not message.content:
+            return _error(403, 50013, "Missing Permissions")
         self._edit(message, body, req.files)
         return _json(self.message_payload(message))
 
     def _delete_message(self, req: _Req) -> web.Response:
+        """The bot's own message takes only View Channel; someone else's, Manage Messages too."""
         message_id = req.params["message"]
-        if message_id in self.user_messages:
+        others = message_id in self.user_messages
+        needed = ["view_channel", *(["manage_messages"] if others else [])]
+        refused = self._refused(req.params["channel"], *needed)
+        if refused is not None:
+            return refused
+        if others:
             del self.user_messages[message_id]
             self.deleted_user_messages.add(message_id)
             return _empty()
@@ -1521,6 +1604,11 @@ class FakeDiscord:
     def _react(self, req: _Req) -> web.Response:
         if self.find_message(req.params["message"]) is None:
             return _error(404, 10008, "Unknown Message")
+        needed = ["view_channel", "read_message_history"]
+        needed += ["add_reactions"] if req.method == "PUT" else []
+        refused = self._refused(req.params["channel"], *needed)
+        if refused is not None:
+            return refused
         op = "add" if req.method == "PUT" else "remove"
         emoji = req.params["emoji"]
         self.reactions.append((op, req.params["channel"], req.params["message"], emoji))
@@ -1529,6 +1617,9 @@ class FakeDiscord:
     def _thread(self, req: _Req) -> web.Response:
         if req.params["channel"] != CHANNEL_ID:
             return _error(400, 50024, "Cannot execute action on this channel type")
+        refused = self._refused(CHANNEL_ID, "view_channel", "create_public_threads")
+        if refused is not None:
+            return refused
         body = req.body if isinstance(req.body, dict) else {}
         thread_id = req.params.get("message") or self.snowflake()  # Discord reuses the id
         if thread_id in self.threads or thread_id == THREAD_ID:

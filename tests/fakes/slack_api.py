@@ -4,6 +4,11 @@ signed events, slash commands and button clicks to the real Bolt endpoint.
 It keeps messages as Slack would show them (posted, edited, streamed, deleted), records every
 call, and can be told to fail a method the way Slack does (an error, or a 429 with
 Retry-After).
+
+It checks tokens and scopes as Slack does: a bot token is granted the scopes `manifest.yaml`
+asks for unless told otherwise (so the manifest itself is under test), each method needs the
+scope Slack's reference gives it, and a call without it is answered `missing_scope` with the
+scope `needed`. A token it was told to refuse, or one that is no Slack token, is `invalid_auth`.
 """
 
 from __future__ import annotations
@@ -16,17 +21,64 @@ import itertools
 import json
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
+import yaml
 from aiohttp import web
 
 SIGNING_SECRET = "test-signing-secret"
 TEAM = "T0TEAM"
 BOT_USER = "U0BOT"
+MANIFEST = Path(__file__).resolve().parents[2] / "manifest.yaml"
+
+# The bot-token scope of each Web API method the fake serves, as Slack's method reference
+# (docs.slack.dev/reference/methods/<method>, "Scopes: Bot token") gives it; None: no scope.
+METHOD_SCOPES: dict[str, str | None] = {
+    "auth.test": None,
+    "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
+    "chat.delete": "chat:write",
+    "chat.startStream": "chat:write",
+    "chat.appendStream": "chat:write",
+    "chat.stopStream": "chat:write",
+    "users.info": "users:read",
+    "files.getUploadURLExternal": "files:write",
+    "files.completeUploadExternal": "files:write",
+    "conversations.replies": "*:history",  # the one for the kind of conversation, below
+    "conversations.history": "*:history",
+}
+# conversations.* need the history scope of the conversation's kind, told by its id here
+# (a mpim's id starts with G too; the fake knows no private C channels)
+HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
+# methods only an app-level token (xapp-) may call, and its scope
+APP_TOKEN_SCOPES = {"apps.connections.open": "connections:write"}
+# the scope a subscription to each bot event needs (docs.slack.dev/reference/events/<event>)
+EVENT_SCOPES = {
+    "app_mention": "app_mentions:read",
+    "message.channels": "channels:history",
+    "message.groups": "groups:history",
+    "message.im": "im:history",
+    "message.mpim": "mpim:history",
+}
+
+
+def manifest_scopes(path: Path = MANIFEST) -> frozenset[str]:
+    """The bot scopes `manifest.yaml` asks for: what an installed app's token is granted."""
+    manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return frozenset(manifest["oauth_config"]["scopes"]["bot"])
+
+
+def needed_scope(method: str, params: dict[str, Any]) -> str | None:
+    """The scope a bot token needs for this call, as Slack decides it."""
+    scope = METHOD_SCOPES.get(method)
+    if scope != "*:history":
+        return scope
+    return HISTORY_SCOPES.get(str(params.get("channel") or "C")[:1], "channels:history")
 
 
 @dataclass
@@ -82,7 +134,13 @@ def signed_headers(
 
 
 class FakeSlack:
-    def __init__(self, *, names: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *, names: dict[str, str] | None = None, scopes: Iterable[str] | None = None
+    ) -> None:
+        """`scopes`: what every bot token is granted (default: the manifest's)."""
+        self.default_scopes = frozenset(scopes) if scopes is not None else manifest_scopes()
+        self.granted: dict[str, frozenset[str]] = {}  # tokens given their own scopes
+        self.refused_tokens: set[str] = set()  # revoked, or never valid: invalid_auth
         self.calls: list[Call] = []
         self.messages: dict[str, SlackMessage] = {}
         self.responses: list[dict[str, Any]] = []  # what was posted to response_urls
@@ -135,6 +193,14 @@ class FakeSlack:
     def fail(self, method: str, fault: Fault, *, times: int = 1) -> None:
         self._faults[method].extend([fault] * times)
 
+    def grant(self, token: str, scopes: Iterable[str]) -> None:
+        """Install the app with these scopes for this token (an app whose manifest differs)."""
+        self.granted[token] = frozenset(scopes)
+
+    def refuse_token(self, token: str) -> None:
+        """Slack answers this token `invalid_auth` (revoked, or from another workspace)."""
+        self.refused_tokens.add(token)
+
     def slow_down(self, method: str, seconds: float) -> None:
         """Answer every call of `method` only after `seconds` (a busy Slack)."""
         self._delays[method] = seconds
@@ -161,6 +227,9 @@ class FakeSlack:
         self.calls.append(Call(method, params, time.time()))
         if method in self._delays:
             await asyncio.sleep(self._delays[method])
+        refused = self._refusal(method, _token(request, params), params)
+        if refused is not None:
+            return refused
         if self._faults[method]:
             fault = self._faults[method].popleft()
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
@@ -174,6 +243,32 @@ class FakeSlack:
         async with self._changed:
             self._changed.notify_all()
         return web.json_response(result)
+
+    def _refusal(
+        self, method: str, token: str | None, params: dict[str, Any]
+    ) -> web.Response | None:
+        """Slack's answer to a token that may not make this call (HTTP 200, ok false), or None."""
+        if not token:
+            return web.json_response({"ok": False, "error": "not_authed"})
+        if token in self.refused_tokens or not token.startswith(("xoxb-", "xapp-")):
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        if token.startswith("xapp-") != (method in APP_TOKEN_SCOPES):
+            return web.json_response({"ok": False, "error": "not_allowed_token_type"})
+        granted = self._scopes_of(token)
+        needed = APP_TOKEN_SCOPES.get(method) or needed_scope(method, params)
+        if needed is None or needed in granted:
+            return None
+        provided = ",".join(sorted(granted))
+        body = {"ok": False, "error": "missing_scope", "needed": needed, "provided": provided}
+        headers = {"x-oauth-scopes": provided, "x-accepted-oauth-scopes": needed}
+        return web.json_response(body, headers=headers)
+
+    def _scopes_of(self, token: str) -> frozenset[str]:
+        if token in self.granted:
+            return self.granted[token]
+        if token.startswith("xapp-"):
+            return frozenset({"connections:write"})  # an app-level token's one scope
+        return self.default_scopes
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
         """Wait (20 s at most) until `predicate` holds, checking after every Web API call."""
@@ -456,6 +551,15 @@ async def _params(request: web.Request) -> dict[str, Any]:
     elif request.method == "POST":
         params.update(await request.post())
     return params
+
+
+def _token(request: web.Request, params: dict[str, Any]) -> str | None:
+    """The token as slack-sdk sends it (a Bearer header), or as a `token` argument."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header.removeprefix("Bearer ").strip()
+    token = params.get("token")
+    return str(token) if token else None
 
 
 def _blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
