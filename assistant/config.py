@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import URL
 
 from assistant.reporting.schedule import cron
 from assistant.store.database import async_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/assistant.db"
+DEFAULT_PROMPTS_DIR = Path("./prompts")
+SHIPPED_PROMPTS_NOTE = (
+    "prompts: the examples shipped with the package (set PROMPTS_DIR to use your own)"
+)
 
 
 class ConfigError(Exception):
@@ -44,7 +51,7 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     assistant_model: str = "gpt-4o-mini"
-    prompts_dir: Path = Path("./prompts")
+    prompts_dir: Path = DEFAULT_PROMPTS_DIR
     default_prompt: str = "assistant"
     admin_users: Annotated[tuple[str, ...], NoDecode] = ()
 
@@ -127,3 +134,62 @@ def load_settings(**overrides: object) -> Settings:
             message = str(error["msg"]).removeprefix("Value error, ")
             lines.append(f"{name}: {message}")
         raise ConfigError("; ".join(lines)) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PromptsFolder:
+    """The prompt folder a process reads, found once at start: a relative PROMPTS_DIR means
+    the current folder's, and the operator is told when the package's examples stand in."""
+
+    path: Path  # absolute
+    shipped: bool  # the package's examples: PROMPTS_DIR unset and no ./prompts here
+
+
+def shipped_prompts() -> Path | None:
+    """The example prompts this installation carries: inside the package when installed from a
+    wheel (the top-level prompts/ folder ships as assistant/example_prompts), the checkout's own
+    prompts/ folder when it runs from one (an editable install: setuptools' editable finder
+    cannot map a data folder that has no __init__.py)."""
+    package = Path(__file__).resolve().parent
+    if (package / "example_prompts").is_dir():
+        return package / "example_prompts"
+    checkout = package.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "prompts").is_dir():
+        return checkout / "prompts"
+    return None
+
+
+def find_prompts(settings: Settings) -> PromptsFolder:
+    """The folder PROMPTS_DIR names, as an absolute path; the shipped examples when the setting
+    is unset and the current folder has no `prompts`. ConfigError when there is no such folder,
+    naming the absolute path it looked at."""
+    chosen = settings.prompts_dir.expanduser()
+    path = Path(os.path.abspath(chosen))
+    if "prompts_dir" not in settings.model_fields_set and not os.path.lexists(path):
+        examples = shipped_prompts()
+        if examples is not None:
+            return PromptsFolder(path=examples, shipped=True)
+    if not path.is_dir():
+        raise ConfigError(f"PROMPTS_DIR: {_prompts_problem(chosen, path)}")
+    return PromptsFolder(path=path, shipped=False)
+
+
+def _prompts_problem(chosen: Path, path: Path) -> str:
+    """Why `path` cannot be read as the prompt folder, saying where a relative one was sought."""
+    problem = "not a folder" if path.exists() else "no such folder"
+    if chosen.is_absolute():
+        return f"{problem}: {path}"
+    return f"{problem}: {path} ('{chosen}' is relative to the current folder, {Path.cwd()})"
+
+
+def database_location(url: str) -> str:
+    """Where DATABASE_URL points, as it may be shown at start: a SQLite file as an absolute
+    path (a relative one lives in the current folder), a server without user, password or
+    query (which may hold a password too)."""
+    parsed = async_database_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        return database if database.startswith("file:") else os.path.abspath(database)
+    shown = URL.create(backend, host=parsed.host, port=parsed.port, database=parsed.database)
+    return shown.render_as_string(hide_password=True)

@@ -142,7 +142,11 @@ def check_reply(text: str, schema: dict[str, Any]) -> ContractCheck:
     try:
         value = json.loads(body)
     except json.JSONDecodeError as exc:
-        return ContractCheck(ok=False, text=body, error=f"not valid JSON: {exc.msg} at {exc.pos}")
+        if exc.pos == 0:  # not JSON at all: what it is says more than the parser can
+            opening = body[:32] + ("…" if len(body) > 32 else "")
+            return ContractCheck(ok=False, text=body, error=f"not JSON: {opening!r}")
+        why = f"not valid JSON ({exc.msg} at character {exc.pos})"
+        return ContractCheck(ok=False, text=body, error=why)
     except RecursionError:
         return ContractCheck(ok=False, text=body, error="JSON nested too deeply to read")
     try:

@@ -5,20 +5,28 @@ from __future__ import annotations
 import asyncio
 import getpass
 import logging
+import os
 import shlex
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markdown import Markdown
 
 from assistant.admin.grammar import USAGE, CommandContext
-from assistant.config import ConfigError, Settings, load_settings
+from assistant.config import (
+    SHIPPED_PROMPTS_NOTE,
+    ConfigError,
+    Settings,
+    database_location,
+    find_prompts,
+    load_settings,
+)
 from assistant.evals.feedback import candidate_cases, finetune_lines
-from assistant.evals.runner import EvalRunner
 from assistant.prompts.files import PromptFileError
 from assistant.reporting.figures import Period, build_report
 from assistant.reporting.wording import report_text
@@ -63,6 +71,9 @@ PROMPTS_USAGE = (
 )
 T = TypeVar("T")
 _ERR = Console(stderr=True, soft_wrap=True)  # one message, one line: never wrapped
+# Output to a pipe or a file is laid out this wide: rich assumes 80 columns there, and would
+# wrap or cut tables. Nothing is padded to it (tables take their content's width).
+_UNBOUNDED = 100_000
 
 
 def _run(main: Callable[[], Awaitable[T]]) -> T:
@@ -80,8 +91,40 @@ def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        _ERR.print(f"error: {exc}", style="bold red", highlight=False, markup=False)
-        raise typer.Exit(2) from None
+        _refuse(exc)
+
+
+def _refuse(exc: ConfigError) -> NoReturn:
+    """A setting that stops the command: one red line, exit code 2."""
+    _ERR.print(f"error: {exc}", style="bold red", highlight=False, markup=False)
+    raise typer.Exit(2) from None
+
+
+def _with_prompts(settings: Settings) -> Settings:
+    """`settings` with PROMPTS_DIR made absolute (the folder the command reads whatever it
+    does next), saying so when the package's examples stand in for a missing ./prompts."""
+    try:
+        found = find_prompts(settings)
+    except ConfigError as exc:
+        _refuse(exc)
+    if found.shipped:
+        _ERR.print(SHIPPED_PROMPTS_NOTE, highlight=False, markup=False)
+    return settings.model_copy(update={"prompts_dir": found.path})
+
+
+def _announce_database(settings: Settings) -> None:
+    """One line at start naming the database: the default is a file in the current folder,
+    easy to lose track of when the command is run from elsewhere."""
+    where = database_location(settings.database_url)
+    _ERR.print(f"database: {where}", highlight=False, markup=False)
+
+
+def _output() -> Console:
+    """The console for a command's results: a terminal's own width (or COLUMNS, when set),
+    unbounded for a pipe or a file (whatever reads it gets whole lines)."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        return Console(soft_wrap=True)
+    return Console(soft_wrap=True, width=_UNBOUNDED)
 
 
 @app.command()
@@ -99,6 +142,8 @@ def chat(
     if not fake and settings.openai_api_key is None and settings.openai_base_url is None:
         _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
         raise typer.Exit(2)
+    settings = _with_prompts(settings)
+    _announce_database(settings)
     console = Console(soft_wrap=True)
     logs = HeldLogs(console)  # printed between answers, never into one
     logging.basicConfig(level=logging.WARNING, handlers=[logs])
@@ -106,7 +151,9 @@ def chat(
 
     async def main() -> None:
         fake_llm = await FakeLlm().start() if fake else None
-        runtime = await open_runtime(settings, base_url=fake_llm.base_url if fake_llm else None)
+        runtime = await open_runtime(
+            settings, base_url=fake_llm.base_url if fake_llm else None, fake=fake
+        )
         try:
             await TerminalChat(
                 runtime.assistant,
@@ -142,13 +189,17 @@ def run(
     if problem:
         _ERR.print(problem, style="yellow", highlight=False, markup=False)
         raise typer.Exit(2)
+    settings = _with_prompts(settings)
+    _announce_database(settings)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
 
     async def main() -> None:
         fake_llm = await FakeLlm().start() if fake else None
-        runtime = await open_runtime(settings, base_url=fake_llm.base_url if fake_llm else None)
+        runtime = await open_runtime(
+            settings, base_url=fake_llm.base_url if fake_llm else None, fake=fake
+        )
         try:
             await services.serve(settings, runtime)
         finally:
@@ -169,7 +220,7 @@ def prompts(ctx: typer.Context) -> None:
     if words in ([], ["help"], ["--help"], ["-h"]):  # no database needed to say how to ask
         typer.echo(PROMPTS_USAGE)
         raise typer.Exit(0 if words else 2)
-    settings = _settings()
+    settings = _with_prompts(_settings())
 
     async def main() -> int:
         runtime = await open_runtime(settings)
@@ -204,23 +255,17 @@ def eval_run(
     if not fake and settings.openai_api_key is None and settings.openai_base_url is None:
         _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
         raise typer.Exit(2)
-    console = Console(soft_wrap=True)
+    settings = _with_prompts(settings)
+    console = _output()
 
     async def main() -> int:
         fake_llm = await FakeLlm().start() if fake else None
-        runtime = await open_runtime(settings, base_url=fake_llm.base_url if fake_llm else None)
+        runtime = await open_runtime(
+            settings, base_url=fake_llm.base_url if fake_llm else None, fake=fake
+        )
         try:
-            runner = EvalRunner(
-                assistant=runtime.assistant,
-                store=runtime.store,
-                model=runtime.model,
-                tools=runtime.tools,
-                judge_model=settings.assistant_model,
-                concurrency=settings.eval_concurrency,
-                fake=fake,
-            )
             plan = eval_plan(runtime, name, version, compare)
-            outcomes = await run_plan(runner, runtime, plan, console)
+            outcomes = await run_plan(runtime.runner, runtime, plan, console)
         finally:
             await runtime.close()
             if fake_llm is not None:
@@ -281,6 +326,10 @@ def report(
     chart: Annotated[
         Path | None, typer.Option(help="Also write the chart (PNG) to this file.")
     ] = None,
+    fake: Annotated[
+        bool,
+        typer.Option(help="Report on the traffic of the bundled fake model (chat --fake)."),
+    ] = False,
 ) -> None:
     """Print what the assistant cost, how fast and how good it was over a period."""
     settings = _settings()
@@ -290,6 +339,7 @@ def report(
             store,
             Period.last(period, now=datetime.now(UTC)),
             daily_budget_usd=settings.daily_budget_usd,
+            fake=fake,
         )
         if chart is not None:
             from assistant.reporting.chart import chart_png  # matplotlib: ~1 s to import
@@ -300,7 +350,11 @@ def report(
     async def main() -> str:
         return await _with_store(settings, build)
 
-    Console(soft_wrap=True).print(Markdown(_run(main)))
+    text = _run(main)
+    if sys.stdout.isatty():
+        Console(soft_wrap=True).print(Markdown(text))
+    else:  # the Markdown itself: rendered, it is laid out (and padded) to a width
+        typer.echo(text)
 
 
 async def _with_store(settings: Settings, work: Callable[[Store], Awaitable[T]]) -> T:
@@ -346,6 +400,7 @@ def doctor(
     if fake is None and settings.openai_api_key is None and settings.openai_base_url is None:
         _ERR.print(NO_MODEL, style="yellow", highlight=False, markup=False)
         raise typer.Exit(2)
+    settings = _with_prompts(settings)
 
     async def main() -> int:
         served = (settings.assistant_model,)  # and no other name, as most real servers do
@@ -353,7 +408,7 @@ def doctor(
         server = await fake_server.start() if fake_server else None
         try:
             checkup = open_doctor(settings, base_url=server.base_url if server else None)
-            return await examine(checkup, Console(soft_wrap=True), _ERR)
+            return await examine(checkup, _output(), _ERR)
         finally:
             if server is not None:
                 await server.stop()

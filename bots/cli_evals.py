@@ -78,19 +78,30 @@ async def _run_one(
 
 
 def result_table(outcome: RunOutcome) -> Table:
+    """One row per case: a case asked several times (consistency) shows how many of its
+    attempts passed, each distinct reason once, the cost of them all and the slowest."""
     run = outcome.run
     table = Table(title=f"{run.prompt_name}@{run.version} on {run.model} (run #{run.id})")
     for column in ("kind", "case", "", "why not", "cost", "latency"):
         table.add_column(column)
+    attempts: dict[tuple[str, str], list[EvalResult]] = {}
     for result in outcome.results:
-        table.add_row(*_row(result))
+        attempts.setdefault((result.kind, result.case), []).append(result)
+    for (kind, case), results in attempts.items():
+        table.add_row(kind, escape(case), *_figures(results))
     return table
 
 
-def _row(result: EvalResult) -> tuple[str, ...]:
-    case = result.case if result.attempt == 1 else f"{result.case} #{result.attempt}"
-    cost = f"${result.cost_usd:.5f}" if result.cost_usd is not None else "-"
-    latency = f"{result.latency_ms:.0f} ms" if result.latency_ms else "-"
-    mark = "[green]pass[/]" if result.passed else "[red]FAIL[/]"
-    why = escape(result.failures.replace("\n", "; "))
-    return result.kind, escape(case), mark, why, cost, latency
+def _figures(results: list[EvalResult]) -> tuple[str, ...]:
+    passed = sum(r.passed for r in results)
+    if len(results) == 1:
+        mark = "[green]pass[/]" if passed else "[red]FAIL[/]"
+    else:
+        colour = "green" if passed == len(results) else "red"
+        mark = f"[{colour}]{passed}/{len(results)}[/]"
+    reasons = sorted({line for r in results for line in r.failures.splitlines() if line})
+    costs = [r.cost_usd for r in results]
+    cost = f"${sum(c for c in costs if c is not None):.5f}" if None not in costs else "-"
+    slowest = max((r.latency_ms or 0.0) for r in results)
+    latency = f"{slowest:.0f} ms" if slowest else "-"
+    return mark, escape("; ".join(reasons)), cost, latency

@@ -60,11 +60,14 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
     await runtime.assistant.owed.beat()  # alive before the first turn it accepts
     try:
         if settings.slack_bot_token:
+            mode = "Socket Mode" if settings.slack_app_token else f"HTTP on {settings.slack_port}"
+            log.info("Slack: connecting (%s)", mode)
             slack = await _unless_stopped(start_slack(settings, runtime), stop)
             if slack is None:
                 return
             running.append(slack)
         if settings.discord_token:
+            log.info("Discord: connecting")
             discord = await _unless_stopped(start_discord(settings, runtime), stop)
             if discord is None:
                 return

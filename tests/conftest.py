@@ -18,6 +18,7 @@ import yaml
 from assistant.admin.commands import AdminCommands
 from assistant.builtin_tools import builtin_registry
 from assistant.engine import Assistant, EngineConfig
+from assistant.evals.runner import EvalRunner
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptCatalog, load_prompts_dir
@@ -110,6 +111,15 @@ async def store(sqlite_url: str) -> AsyncIterator[Store]:
 
 
 @pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Store]:
+    """A migrated store on each database the store tests run on (SQLite, and Postgres)."""
+    store = Store.connect(database_url)
+    await migrate.upgrade(store.engine)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
 def prompts_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "prompts"
     write_prompt(directory)
@@ -141,6 +151,25 @@ def make_assistant(
 
     async def build(**config: Any) -> Assistant:
         return await build_assistant(store, model, prompts_dir, tools, **config)
+
+    return build
+
+
+@pytest.fixture
+def runner_for(
+    make_assistant: Callable[..., Any], store: Store, model: OpenAIChatModel, tools: ToolRegistry
+) -> Callable[..., Any]:
+    """Builds an eval runner over the shared engine fixtures (after a test wrote its files)."""
+
+    async def build() -> EvalRunner:
+        return EvalRunner(
+            assistant=await make_assistant(),
+            store=store,
+            model=model,
+            tools=tools,
+            judge_model="gpt-4o-mini",
+            concurrency=3,
+        )
 
     return build
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,7 +27,7 @@ from assistant.reporting.chart_figures import (
 from assistant.reporting.figures import Percentiles, Period, build_report
 from assistant.reporting.wording import report_text
 from assistant.runtime import open_runtime
-from assistant.store import Store, migrate
+from assistant.store import Store
 from assistant.testing import FakeLlm
 from assistant.turns import Completed
 from tests.conftest import collect, inbound
@@ -36,14 +35,6 @@ from tests.test_reports import NOW, START, WEEK, a_report, bucket, seed_week, ve
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DAY = Period(start=START, end=START + timedelta(hours=24))
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Store]:
-    store = Store.connect(database_url)
-    await migrate.upgrade(store.engine)
-    yield store
-    await store.close()
 
 
 def values(chart_panel: Any) -> dict[str, tuple[float | None, ...]]:
@@ -276,6 +267,9 @@ async def test_fake_mode_asks_for_the_fake_model_and_its_calls_are_left_out(
             report = await build_report(
                 runtime.store, Period(start=now - timedelta(hours=1), end=now)
             )
+            studied = await build_report(
+                runtime.store, Period(start=now - timedelta(hours=1), end=now), fake=True
+            )
         finally:
             await runtime.close()
 
@@ -287,5 +281,11 @@ async def test_fake_mode_asks_for_the_fake_model_and_its_calls_are_left_out(
     assert fake.requests[0]["model"] == "fake"
     assert (report.calls, report.fake_calls, report.fake_conversations) == (0, 1, 1)
     assert (report.conversations, report.messages, report.total_ms) == (0, 0, Percentiles())
-    assert "left out:\n- 1 call answered by the bundled fake model\n" in report_text(report)
+    assert "left out:\n- 1 call answered by the bundled fake model" in report_text(report)
     assert chart_figures(report).empty is not None
+
+    # `assistant report --fake`: the same traffic, studied instead of left out
+    assert (studied.calls, studied.conversations, studied.messages) == (1, 1, 2)
+    assert studied.cost_usd == call.cost_usd and studied.fake_calls == 0
+    assert report_text(studied).splitlines()[1].startswith("The bundled fake model's traffic")
+    assert chart_figures(studied).empty is None

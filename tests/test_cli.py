@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from assistant.config import SHIPPED_PROMPTS_NOTE
 from tests.conftest import write_prompt
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def test_fake_chat_answers_uses_tools_and_shows_cost(env, tmp_path):
     assert "[calculator" in out and "42" in out
     *_, cost_line, _ = out.splitlines()  # /cost answers; then the prompt that met end of input
     assert cost_line.startswith("you> ")
-    assert "prompt" in cost_line and "$" in cost_line and "assistant@3 on gpt-4o-mini" in cost_line
+    assert "prompt" in cost_line and "$" in cost_line and "assistant@3 on fake" in cost_line
     assert "Traceback" not in result.stderr
 
 
@@ -86,6 +87,41 @@ def test_a_malformed_prompt_file_names_the_file_and_field(env, tmp_path):
     assert result.returncode == 2
     assert str(path) in result.stderr and "params.temperature" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_prompts_dir_names_the_folder_it_looked_for(env, tmp_path):
+    env["PROMPTS_DIR"] = "my-prompts"  # relative: to the folder the command runs in
+    result = assistant("chat", "--fake", env=env, cwd=tmp_path)
+    line = one_line_error(result, "error: PROMPTS_DIR: no such folder: ")
+    assert line.endswith(
+        f"{tmp_path}/my-prompts ('my-prompts' is relative to the current folder, {tmp_path})"
+    )
+
+
+def test_chat_from_any_folder_says_which_prompts_and_database_it_uses(env, tmp_path):
+    """The installed command (this checkout, installed editable) in a folder with no prompts/
+    and no settings: the checkout's prompts answer, the database is ./data of this folder."""
+    del env["PROMPTS_DIR"], env["DATABASE_URL"]
+    result = assistant("chat", "--fake", env=env, cwd=tmp_path, stdin="hello there\n")
+    assert result.returncode == 0, result.stderr
+    assert "You said: hello there" in result.stdout
+    database = tmp_path / "data" / "assistant.db"
+    assert result.stderr.splitlines()[:2] == [SHIPPED_PROMPTS_NOTE, f"database: {database}"]
+    assert database.stat().st_size > 0
+    synced = assistant("prompts", "sync", env=env, cwd=tmp_path)
+    assert f"prompt versions in {REPO / 'prompts'} are in the store" in synced.stdout
+
+
+def test_piped_output_is_neither_wrapped_nor_cut(env, tmp_path):
+    name = "a-prompt-name-that-takes-most-of-a-line-of-eighty-columns"
+    write_prompt(tmp_path / "prompts", name=name)
+    env["PROMPTS_DIR"] = str(tmp_path / "prompts")
+    assistant("chat", "--fake", env=env, cwd=tmp_path, stdin="hello\n")
+    result = assistant("report", "--fake", env=env, cwd=tmp_path)  # stdout is a pipe
+    assert result.returncode == 0, result.stderr
+    [line] = [line for line in result.stdout.splitlines() if name in line]
+    assert line.startswith(f"- {name}@1: 1 call, ") and len(line) > 80  # whole, on one line
+    assert all(line == line.rstrip() for line in result.stdout.splitlines())
 
 
 def test_a_malformed_setting_is_named(env, tmp_path):

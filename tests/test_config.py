@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from assistant.config import ConfigError, Settings, load_settings
+from assistant.config import (
+    ConfigError,
+    Settings,
+    database_location,
+    find_prompts,
+    load_settings,
+    shipped_prompts,
+)
 from assistant.store.database import async_database_url
 
 
@@ -118,3 +125,70 @@ def test_postgres_urls_use_asyncpg_and_keep_their_parts(scheme: str) -> None:
 def test_unsupported_database_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError, match="expected sqlite:///"):
         async_database_url(url)
+
+
+def test_prompts_dir_unset_and_no_prompts_here_means_the_shipped_examples(tmp_path: Path) -> None:
+    found = find_prompts(load_settings())
+    assert found.shipped
+    assert found.path == shipped_prompts()
+    assert sorted(found.path.glob("*/*.yaml"))
+
+
+def test_prompts_here_are_read_when_prompts_dir_is_unset(tmp_path: Path) -> None:
+    (tmp_path / "prompts").mkdir()
+    found = find_prompts(load_settings())
+    assert (found.path, found.shipped) == (tmp_path / "prompts", False)
+
+
+def test_a_relative_prompts_dir_is_made_absolute_from_the_current_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    (tmp_path / "mine").mkdir()
+    monkeypatch.setenv("PROMPTS_DIR", "mine")
+    found = find_prompts(load_settings())
+    assert (found.path, found.shipped) == (tmp_path / "mine", False)
+
+
+def test_a_missing_relative_prompts_dir_names_the_absolute_folder_and_the_current_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMPTS_DIR", "prompts")  # set: never replaced by the examples
+    with pytest.raises(ConfigError) as excinfo:
+        find_prompts(load_settings())
+    assert str(excinfo.value) == (
+        f"PROMPTS_DIR: no such folder: {tmp_path}/prompts "
+        f"('prompts' is relative to the current folder, {tmp_path})"
+    )
+
+
+def test_a_missing_absolute_prompts_dir_is_named(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PROMPTS_DIR", str(tmp_path / "gone"))
+    with pytest.raises(ConfigError, match=r"^PROMPTS_DIR: no such folder: /\S+/gone$"):
+        find_prompts(load_settings())
+
+
+def test_a_prompts_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "prompts").write_text("not a folder", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"^PROMPTS_DIR: not a folder: .*relative to the current"):
+        find_prompts(load_settings())
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("sqlite:///./data/assistant.db", "{here}/data/assistant.db"),
+        ("sqlite:///x.db", "{here}/x.db"),
+        ("sqlite:////srv/assistant.db", "/srv/assistant.db"),
+        (
+            "postgresql://bot:s3cret@db.internal:5433/assistant",
+            "postgresql://db.internal:5433/assistant",
+        ),
+        ("postgres://bot:s3cret@db/assistant?password=s3cret", "postgresql://db/assistant"),
+    ],
+)
+def test_the_database_is_shown_as_a_path_or_without_credentials(
+    tmp_path: Path, url: str, shown: str
+) -> None:
+    assert database_location(url) == shown.format(here=tmp_path)

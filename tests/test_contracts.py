@@ -29,7 +29,8 @@ def test_a_fenced_reply_is_unwrapped_and_checked():
     assert check.ok and json.loads(check.text) == {"category": "network", "urgent": True}
     bad = check_reply('{"category": "plumbing", "urgent": true}', SCHEMA)
     assert not bad.ok and bad.error.startswith("at category:")
-    assert check_reply("Sure! Here it is", SCHEMA).error.startswith("not valid JSON")
+    assert check_reply("Sure! Here it is", SCHEMA).error == "not JSON: 'Sure! Here it is'"
+    assert check_reply('{"category": }', SCHEMA).error.startswith("not valid JSON (Expecting")
 
 
 def test_an_invalid_schema_is_refused_when_the_file_loads(tmp_path):

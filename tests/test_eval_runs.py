@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +14,11 @@ import pytest
 import yaml
 
 from assistant.admin.commands import AdminCommands, CommandContext
-from assistant.evals.runner import JUDGE_INSTRUCTIONS, EvalRunner
+from assistant.evals.runner import JUDGE_INSTRUCTIONS
 from assistant.evals.suite import EvalSuite, load_suite
-from assistant.llm import OpenAIChatModel
 from assistant.store import Store
 from assistant.store.tables import EvalRun
 from assistant.testing import CallTools, Fail, FakeLlm, Reply
-from assistant.tools import ToolRegistry
 from assistant.turns import Actor
 from tests.conftest import REF, write_prompt
 from tests.test_cli import assistant as cli
@@ -61,23 +59,6 @@ def suite_from(prompts_dir: Path, spec: dict[str, Any]) -> EvalSuite:
     return load_suite(
         write_suite(prompts_dir, spec), prompt="assistant", known_tools=["calculator"]
     )
-
-
-@pytest.fixture
-def runner_for(
-    make_assistant: Callable[..., Any], store: Store, model: OpenAIChatModel, tools: ToolRegistry
-) -> Callable[..., Any]:
-    async def build() -> EvalRunner:
-        return EvalRunner(
-            assistant=await make_assistant(),
-            store=store,
-            model=model,
-            tools=tools,
-            judge_model="gpt-4o-mini",
-            concurrency=3,
-        )
-
-    return build
 
 
 SUITE = {

@@ -1,4 +1,5 @@
-"""The package as an operator installs it: what `assistant run` needs ships inside the wheel."""
+"""The package as an operator installs it: what `assistant run` needs ships inside the wheel,
+and the installed command runs from any folder."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+
+import pytest
+
+from assistant.config import SHIPPED_PROMPTS_NOTE, Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +45,8 @@ def package_folders() -> set[str]:
     migrations = REPO / "migrations"
     found |= {"assistant.migrations", "assistant.migrations.versions"}
     assert (migrations / "versions").is_dir()
+    assert (REPO / "prompts").is_dir()
+    found.add("assistant.example_prompts")  # its subfolders are data: each prompt's files
     return found
 
 
@@ -47,19 +54,47 @@ def test_every_folder_of_the_code_is_listed_for_the_wheel():
     assert listed_packages() == package_folders()
 
 
-def test_the_installed_package_migrates_a_database_outside_the_repository(tmp_path):
-    source, built, site = tmp_path / "source", tmp_path / "dist", tmp_path / "site"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheel built from a copy of the sources, installed with --target into a folder of its
+    own (built once: it takes a while)."""
+    work = tmp_path_factory.mktemp("wheel")
+    source, built, site = work / "source", work / "dist", work / "site"
     # built from a copy: setuptools writes build/ beside the sources, and suites run in parallel
     shutil.copytree(REPO, source, ignore=not_shipped)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, "wheel", "--no-deps", "-w", str(built), str(source)], check=True)
     [wheel] = built.glob("*.whl")
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)], check=True)
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(site),  # the installed copy, not the repository
-        "DATABASE_URL": f"sqlite:///{tmp_path}/operator.db",
-    }
+    return site
+
+
+def installed_env(site: Path, **settings: str) -> dict[str, str]:
+    """The environment of an operator's shell: the installed copy, not the repository, and
+    none of this machine's settings unless given."""
+    names = {name.upper() for name in Settings.model_fields}
+    clean = {k: v for k, v in os.environ.items() if k not in names}
+    return {**clean, "PYTHONPATH": str(site), **settings}
+
+
+def installed(
+    site: Path, *args: str, cwd: Path, stdin: str = "", **settings: str
+) -> subprocess.CompletedProcess[str]:
+    """`assistant ARGS` as the installed package runs it (`python -m bots` is that command)."""
+    return subprocess.run(
+        [sys.executable, "-m", "bots", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=installed_env(site, **settings),
+        cwd=cwd,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_the_installed_package_migrates_a_database_outside_the_repository(site, tmp_path):
+    env = installed_env(site, DATABASE_URL=f"sqlite:///{tmp_path}/operator.db")
     where = subprocess.run(
         [sys.executable, "-c", SHIPPED_PARTS],
         capture_output=True,
@@ -70,14 +105,36 @@ def test_the_installed_package_migrates_a_database_outside_the_repository(tmp_pa
     )
     migrations, prices = where.stdout.split()
     assert migrations.startswith(str(site)) and float(prices) > 0
-    upgraded = subprocess.run(
-        [sys.executable, "-m", "bots", "db", "upgrade"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        check=False,
+    upgraded = installed(
+        site, "db", "upgrade", cwd=tmp_path, DATABASE_URL=f"sqlite:///{tmp_path}/operator.db"
     )
     assert upgraded.returncode == 0, upgraded.stderr
     assert "database is up to date" in upgraded.stdout
     assert (tmp_path / "operator.db").stat().st_size > 0
+
+
+def test_the_installed_package_chats_from_an_empty_folder(site, tmp_path):
+    """No PROMPTS_DIR, no ./prompts, no DATABASE_URL: the shipped examples answer, and the
+    database is the default file in this folder, both said at start."""
+    shipped = site / "assistant" / "example_prompts"
+    assert sorted(shipped.glob("*/*.yaml")), "the wheel carries no example prompts"
+    result = installed(site, "chat", "--fake", cwd=tmp_path, stdin="hello there\n")
+    assert result.returncode == 0, result.stderr
+    assert "You said: hello there" in result.stdout
+    database = tmp_path / "data" / "assistant.db"
+    assert result.stderr.splitlines()[:2] == [SHIPPED_PROMPTS_NOTE, f"database: {database}"]
+    assert database.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # nothing else written here
+    synced = installed(site, "prompts", "sync", cwd=tmp_path)
+    assert synced.returncode == 0, synced.stderr
+    assert f"prompt versions in {shipped}" in synced.stdout  # read from inside the package
+
+
+def test_the_installed_package_runs_the_shipped_evals_from_an_empty_folder(site, tmp_path):
+    if not (site / "assistant" / "example_prompts" / "assistant" / "evals.yaml").is_file():
+        pytest.skip("prompts/assistant/evals.yaml does not exist (yet): no suite to run")
+    result = installed(site, "eval", "run", "assistant", "--fake", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.splitlines()[0] == SHIPPED_PROMPTS_NOTE
+    assert "assistant@" in result.stdout
+    assert (tmp_path / "data" / "assistant.db").stat().st_size > 0

@@ -79,6 +79,7 @@ async def test_run_serves_slack_and_stops_gracefully(env, tmp_path, fake_llm):
         await slack.stop()
     log = stderr.decode()
     assert process.returncode == 0, log
+    assert f"database: {tmp_path}/run.db" in log.splitlines()  # said at start, one line
     assert "stopping" in log
     for secret in ("xoxb-run-token", SIGNING_SECRET, "sk-run-test-key"):
         assert secret not in log
@@ -210,10 +211,12 @@ async def test_sigterm_while_slack_does_not_answer_ends_the_process(env, tmp_pat
         *ASSISTANT, "run", env=env, cwd=tmp_path, stderr=asyncio.subprocess.PIPE
     )
     try:
-        await asyncio.sleep(6)  # started, and waiting on Slack
+        started = await _until_logged(process, "Slack: connecting (Socket Mode)")
+        await asyncio.sleep(1)  # waiting on Slack
         assert process.returncode is None
         process.send_signal(signal.SIGTERM)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
+        _, rest = await asyncio.wait_for(process.communicate(), timeout=10)
+        stderr = started + rest
     finally:
         if process.returncode is None:
             process.kill()
@@ -223,3 +226,15 @@ async def test_sigterm_while_slack_does_not_answer_ends_the_process(env, tmp_pat
         await silent.wait_closed()
     assert process.returncode == 0, stderr.decode()
     assert "stopped while connecting" in stderr.decode()
+
+
+async def _until_logged(process: asyncio.subprocess.Process, wanted: str) -> bytes:
+    """What the process wrote to stderr up to the line holding `wanted`: a loaded machine
+    takes seconds just to import, so a fixed wait may signal a process not yet serving."""
+    assert process.stderr is not None
+    said = b""
+    while wanted.encode() not in said:
+        line = await asyncio.wait_for(process.stderr.readline(), timeout=60)
+        assert line, said.decode()  # it ended first
+        said += line
+    return said

@@ -21,14 +21,6 @@ from assistant.store.tables import JobRun
 NOW = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Store]:
-    store = Store.connect(database_url)
-    await migrate.upgrade(store.engine)
-    yield store
-    await store.close()
-
-
 async def test_a_job_missed_while_down_runs_once_at_start_and_a_new_one_waits(db):
     ran: list[str] = []
 

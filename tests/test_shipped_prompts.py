@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from assistant.evals.runner import EvalRunner
 from assistant.evals.suite import EvalSuite, load_suites
 from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.store import Store
@@ -33,18 +32,9 @@ def suites(tools: ToolRegistry) -> dict[str, EvalSuite]:
 
 
 async def run_suite(
-    make_assistant, store: Store, model, tools, suite: EvalSuite, version: int
+    runner_for, store: Store, suite: EvalSuite, version: int
 ) -> tuple[EvalRun, dict[str, list[EvalResult]]]:
-    runner = EvalRunner(
-        assistant=await make_assistant(),
-        store=store,
-        model=model,
-        tools=tools,
-        judge_model="gpt-4o-mini",
-        concurrency=3,
-        fake=True,
-    )
-    run = await runner.run(suite, version)
+    run = await (await runner_for()).run(suite, version)
     assert run.id is not None
     by_case: dict[str, list[EvalResult]] = {}
     for result in await store.evals.results(run.id):
@@ -74,38 +64,38 @@ def test_every_shipped_version_loads_renders_and_has_a_suite(tools: ToolRegistry
 
 
 async def test_the_assistant_suite_shows_examples_then_pinned_sampling_winning(
-    make_assistant, store, model, tools, suites
+    runner_for, store, suites
 ):
     suite = suites["assistant"]
-    first, cases = await run_suite(make_assistant, store, model, tools, suite, 1)
+    first, cases = await run_suite(runner_for, store, suite, 1)
     assert first.pass_rate < suite.threshold  # no examples: it cannot answer the team's questions
     assert passed(cases["arithmetic-uses-the-calculator"]) == [True] * 3
     assert "does not contain 'ADMIN_USERS'" in cases["who-may-switch"][0].failures
     assert (first.tool_cases, first.tool_passed) == (4, 4)
 
-    second, cases = await run_suite(make_assistant, store, model, tools, suite, 2)
+    second, cases = await run_suite(runner_for, store, suite, 2)
     assert second.pass_rate > first.pass_rate  # the examples taught it
     switching = passed(cases["how-to-switch-versions"])
     assert True in switching and False in switching  # unseeded: asked again, answered otherwise
     assert second.consistency is not None and second.consistency < 1
     assert second.pass_rate < suite.threshold  # a case passes only when every attempt does
 
-    third, _ = await run_suite(make_assistant, store, model, tools, suite, 3)
+    third, _ = await run_suite(runner_for, store, suite, 3)
     assert (third.pass_rate, third.consistency, third.self_check_rate) == (1.0, 1.0, 1.0)
 
 
 async def test_the_triage_suite_catches_broken_json_and_a_label_that_changes(
-    make_assistant, store, model, tools, suites
+    runner_for, store, suites
 ):
     suite = suites["triage"]
-    first, cases = await run_suite(make_assistant, store, model, tools, suite, 1)
+    first, cases = await run_suite(runner_for, store, suite, 1)
     assert passed(cases["vpn"]) == [True] * 3  # near one of its two examples
     site_down = cases["site-down"][0]
-    assert "broke the output contract, even after one repair" in site_down.failures
+    assert "broke the output contract, even repaired: not JSON" in site_down.failures
     assert first.failed_turns == 0  # a broken contract is the prompt's failure, not an outage
     label = cases["same-request-same-label"]
     assert all("gave 2 different answers" in r.failures for r in label)
     assert len({r.answer for r in label}) == 2 and first.cost_usd is not None
 
-    second, _ = await run_suite(make_assistant, store, model, tools, suite, 2)
+    second, _ = await run_suite(runner_for, store, suite, 2)
     assert (second.pass_rate, second.consistency) == (1.0, 1.0)

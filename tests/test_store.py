@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -29,14 +28,6 @@ TABLES = {
     "response_cache",
     "feedback",
 }
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Store]:
-    store = Store.connect(database_url)
-    await migrate.upgrade(store.engine)
-    yield store
-    await store.close()
 
 
 async def table_names(store: Store) -> set[str]:

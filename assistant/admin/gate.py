@@ -35,26 +35,35 @@ class EvalGate:
         problems: list[str] = []
         for version in incoming:
             run = await self.evals.latest_run(name, version)
-            figures.append(_figure(name, version, run))
             if run is None:
                 problems.append(await self._unevaluated(name, version))
                 continue
+            figures.append(_figure(name, version, run))
             problems += _shortfalls(name, version, run, suite.threshold)
             if now is not None and current != version and run.pass_rate < now.pass_rate:
                 problems.append(
                     f"{name}@{version} passes fewer cases ({run.pass_rate:.0%}) than "
                     f"{name}@{current}, which answers here now ({now.pass_rate:.0%})"
                 )
-        if current is not None and current not in incoming:
+        if now is not None and current not in incoming:
             figures.append("now " + _figure(name, current, now))
-        shown = f"Evals: {'; '.join(figures)}; threshold {suite.threshold:.0%}."
+        shown = f"Evals: {'; '.join(figures)}; threshold {suite.threshold:.0%}." if figures else ""
         if not problems:
             return shown
+        overridden = "; ".join(problems)
         if force:
-            return f"{shown}\nForced past: {'; '.join(problems)}."
+            return "\n".join(filter(None, [shown, f"Forced past: {overridden}."]))
         raise CommandError(
-            f"Not switched: {'; '.join(problems)}. {shown}\n"
-            "Add --force to switch anyway (the change is recorded as forced)."
+            "\n".join(
+                filter(
+                    None,
+                    [
+                        f"Not switched: {overridden}.",
+                        shown,
+                        "Add --force to switch anyway (the change is recorded as forced).",
+                    ],
+                )
+            )
         )
 
     async def _unevaluated(self, name: str, version: int) -> str:
@@ -83,7 +92,5 @@ def _shortfalls(name: str, version: int, run: EvalRun, threshold: float) -> list
     return found
 
 
-def _figure(name: str, version: int, run: EvalRun | None) -> str:
-    if run is None:
-        return f"{name}@{version} not evaluated on a real model"
+def _figure(name: str, version: int | None, run: EvalRun) -> str:
     return f"{name}@{version} passed {run.pass_rate:.0%} (run #{run.id}, {run.model})"

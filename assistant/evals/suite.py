@@ -293,8 +293,7 @@ async def check(case: EvalCase, observed: Observed, *, judge: Judge | None) -> l
         reason = f"{FAILED_TURN}: {observed.failed}"
         return [Outcome(assertion=a, passed=False, reason=reason) for a in case.expect]
     if observed.contract_error is not None:  # the prompt's failure, not an outage: it counts
-        reason = "the answer broke the output contract, even after one repair: "
-        reason += observed.contract_error
+        reason = f"broke the output contract, even repaired: {observed.contract_error}"
         return [Outcome(assertion=a, passed=False, reason=reason) for a in case.expect]
     context = CheckContext(question=case.question, judge=judge)
     return [await assertion.check(observed, context) for assertion in case.expect]

@@ -201,6 +201,8 @@ class Report:
     eval_calls: int = 0  # left out: eval turns' calls
     fake_calls: int = 0  # left out: calls the bundled fake model answered outside evals
     fake_conversations: int = 0  # left out: conversations only the fake model answered
+    production_calls: int = 0  # left out when the report is the fake model's (`fake`)
+    fake: bool = False  # the figures are the bundled fake model's traffic, not production's
 
 
 @dataclass(kw_only=True)
@@ -248,17 +250,19 @@ def _tally_by(rows: Iterable[CallTotals], key: Callable[[CallTotals], K]) -> dic
 
 
 async def build_report(
-    store: Store, period: Period, *, daily_budget_usd: float | None = None
+    store: Store, period: Period, *, daily_budget_usd: float | None = None, fake: bool = False
 ) -> Report:
     """Read the period's figures from `store`.
 
     Args:
         daily_budget_usd: compared with the production spend of the UTC day of `period.end`;
             None or 0 means no budget.
+        fake: report on the bundled fake model's traffic instead of production's (to try the
+            report offline); production is then what is left out, and no budget applies.
     """
-    queries = ReportQueries(store.engine)
+    queries = ReportQueries(store.engine, fake=fake)
     kinds = _by_traffic(await queries.call_totals(period.start, period.end))
-    production = kinds["production"]
+    production = kinds["fake" if fake else "production"]
     timings = await queries.reply_timings(period.start, period.end)
     traffic = await queries.message_counts(period.start, period.end)
     votes = await queries.votes(period.start, period.end)
@@ -287,16 +291,20 @@ async def build_report(
         errors=total.errors,
         error_rate=total.errors / total.calls if total.calls else 0.0,
         buckets=_buckets(period, production, timings, named),
-        budget_usd=daily_budget_usd or None,
-        budget_used=await _budget_used(queries, period, daily_budget_usd),
+        budget_usd=None if fake else daily_budget_usd or None,
+        budget_used=None if fake else await _budget_used(queries, period, daily_budget_usd),
         reasoning_tokens=total.reasoning_tokens,
         estimated_calls=total.estimated_calls,
         estimated_prompt_tokens=total.estimated_prompt_tokens,
         estimated_completion_tokens=total.estimated_completion_tokens,
         fallback_answers={m: t.fallback_answers for m, t in by_model.items() if t.fallback_answers},
         eval_calls=evals.calls,
-        fake_calls=_tally(kinds["fake"]).calls,
-        fake_conversations=await queries.fake_conversations(period.start, period.end),
+        fake_calls=0 if fake else _tally(kinds["fake"]).calls,
+        fake_conversations=0
+        if fake
+        else await queries.fake_conversations(period.start, period.end),
+        production_calls=_tally(kinds["production"]).calls if fake else 0,
+        fake=fake,
     )
 
 

@@ -25,12 +25,20 @@ def left_out_note(report: Report) -> str:
     """What the figures do not count, in one line, so nobody reads test or eval traffic as
     production."""
     parts = left_out(report)
-    return "Production traffic only" + (f"; left out: {', '.join(parts)}" if parts else "")
+    return studied(report) + (f"; left out: {', '.join(parts)}" if parts else "")
+
+
+def studied(report: Report) -> str:
+    if report.fake:
+        return "The bundled fake model's traffic only (--fake), not production"
+    return "Production traffic only"
 
 
 def left_out(report: Report) -> list[str]:
     """Each kind of traffic the figures leave out, when there was some."""
     parts = []
+    if report.production_calls:
+        parts.append(f"{count(report.production_calls, 'production call')}")
     if report.eval_calls:
         parts.append(f"{count(report.eval_calls, 'eval-run call')} ({_eval_cost(report)})")
     if report.fake_calls:
@@ -45,13 +53,14 @@ def report_text(report: Report) -> str:
     """Markdown for the terminal and chat commands: short lines in a few sections."""
     lines = [f"**Assistant report, {report.period.describe()}**"]
     parts = left_out(report)
-    lines.append("Production traffic only" + ("; left out:" if parts else ""))
+    lines.append(studied(report) + ("; left out:" if parts else ""))
     lines += [f"- {part}" for part in parts]
     note = unpriced_note(report)
     if note:
         lines.append(f"⚠️ {note}")
     lines += ["", "**Traffic**", f"- {_traffic(report, ', ')}", f"- {_calls(report, ', ')}"]
-    lines += ["", "**Cost**", f"- {_cost(report)} in production, eval runs {_eval_cost(report)}"]
+    where = "answered by the fake model" if report.fake else "in production"
+    lines += ["", "**Cost**", f"- {_cost(report)} {where}, eval runs {_eval_cost(report)}"]
     lines += [f"  - {line}" for line in model_lines(report)]
     lines.append(f"- tokens: {_tokens(report, ', ')}")
     legend = estimate_note(report)

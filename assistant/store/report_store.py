@@ -93,14 +93,17 @@ class EvalPoint:
 
 class ReportQueries:
     """Read-only aggregates over [start, end) of production traffic: eval turns and the calls
-    the bundled fake model answered are left out, or told apart where they are returned.
+    the bundled fake model answered are left out, or told apart where they are returned. With
+    `fake`, the other way round: the fake model's traffic is studied (`assistant report
+    --fake`, for trying the report offline) and production is left out.
 
     A conversation counts as fake traffic when every model call it made in the period was the
     fake's (`assistant chat --fake`); one that also reached a real model counts as production.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, fake: bool = False) -> None:
         self._engine = engine
+        self._fake = fake
 
     async def call_totals(self, start: datetime, end: datetime) -> list[CallTotals]:
         """Every call in the period (eval and fake ones too: see `CallTotals.traffic`), grouped
@@ -146,7 +149,7 @@ class ReportQueries:
             select(func.sum(col(LlmCall.cost_usd)))
             .select_from(LlmCall)
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
-            .where(_within(col(LlmCall.created_at), start, end), _production_call())
+            .where(_within(col(LlmCall.created_at), start, end), _studied_call(self._fake))
         )
         [row] = await self._rows(statement)
         return float(row[0] or 0.0)
@@ -159,7 +162,7 @@ class ReportQueries:
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
             .where(
                 _within(col(LlmCall.created_at), start, end),
-                _production_call(),
+                _studied_call(self._fake),
                 col(LlmCall.purpose) == "reply",
                 col(LlmCall.status) == "ok",
                 col(LlmCall.cache_hit).is_(False),
@@ -175,7 +178,7 @@ class ReportQueries:
             _within(col(Message.created_at), start, end),
             col(Message.role).in_(("user", "assistant")),
             col(Conversation.platform) != EVAL_PLATFORM,
-            col(Conversation.id).not_in(_fake_conversations(start, end)),
+            self._studied_conversation(start, end),
         )
         joined = (
             select()
@@ -206,7 +209,7 @@ class ReportQueries:
             .where(
                 _within(col(Feedback.updated_at), start, end),
                 col(Conversation.platform) != EVAL_PLATFORM,
-                col(Conversation.id).not_in(_fake_conversations(start, end)),
+                self._studied_conversation(start, end),
             )
             .group_by(col(Feedback.prompt_version_id))
         )
@@ -255,7 +258,9 @@ class ReportQueries:
             .where(
                 col(EvalRun.finished_at) < before,
                 col(EvalRun.prompt_name).in_(sorted({name for name, _ in versions})),
-                col(EvalRun.model) != FAKE_MODEL,
+                (col(EvalRun.model) == FAKE_MODEL)
+                if self._fake
+                else (col(EvalRun.model) != FAKE_MODEL),
             )
             .subquery()
         )
@@ -270,6 +275,10 @@ class ReportQueries:
                 point = EvalPoint(pass_rate=row.pass_rate, consistency=row.consistency)
                 history.setdefault((row.prompt_name, row.version), []).append(point)
         return history
+
+    def _studied_conversation(self, start: datetime, end: datetime) -> ColumnElement[bool]:
+        fake = _fake_conversations(start, end)
+        return col(Conversation.id).in_(fake) if self._fake else col(Conversation.id).not_in(fake)
 
     def _utc_hour(self, column: Mapped[datetime]) -> ColumnElement[Any]:
         """The UTC hour of a timestamp as text, "2025-03-10 09". SQLite stores UTC text;
@@ -289,13 +298,13 @@ def _within(column: Mapped[datetime], start: datetime, end: datetime) -> ColumnE
     return and_(column >= start, column < end)
 
 
-def _production_call() -> ColumnElement[bool]:
-    """A call the bundled fake model did not answer, in a conversation that is not an eval's
-    (or in none)."""
+def _studied_call(fake: bool) -> ColumnElement[bool]:
+    """A call in a conversation that is not an eval's (or in none) that the bundled fake model
+    did not answer (or, `fake`, did)."""
     platform = col(Conversation.platform)
-    return and_(
-        or_(platform.is_(None), platform != EVAL_PLATFORM), col(LlmCall.model) != FAKE_MODEL
-    )
+    model = col(LlmCall.model)
+    answered = (model == FAKE_MODEL) if fake else (model != FAKE_MODEL)
+    return and_(or_(platform.is_(None), platform != EVAL_PLATFORM), answered)
 
 
 def _fake_conversations(start: datetime, end: datetime) -> Select[int | None]:

@@ -34,7 +34,8 @@ _STOP = frozenset(
     that what whats how can could would should will do does did i we you me us please there
     here just some any all""".split()  # noqa: SIM905 (a list of words reads best as text)
 )
-_ECHOES = ("(fake model) You said: {}", "(fake model) I heard: {}")
+ECHO_MARK = "(fake model)"
+_ECHOES = (f"{ECHO_MARK} You said: {{}}", f"{ECHO_MARK} I heard: {{}}")
 
 
 class DemoModel:
@@ -90,12 +91,14 @@ def _words(text: str) -> set[str]:
 
 
 def _earlier_pairs(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
-    """Each earlier user turn with the assistant turn answering it (examples, then history)."""
+    """Each earlier user turn with the assistant turn answering it (examples, then history),
+    but for its own echoes: they carry nothing to learn, and repeating one would answer an old
+    question instead of the new one."""
     pairs = []
     for asked, answered in itertools.pairwise(messages[:-1]):
         if asked.get("role") == "user" and answered.get("role") == "assistant":
             text = answered.get("content")
-            if isinstance(text, str) and text:
+            if isinstance(text, str) and text and not text.startswith(ECHO_MARK):
                 pairs.append((str(asked.get("content") or ""), text))
     return pairs
 
