@@ -32,6 +32,7 @@ class Runtime:
     tools: ToolRegistry
     suites: dict[str, EvalSuite]
     runner: EvalRunner  # one for the process: its concurrency bound holds across runs
+    fake: bool = False  # answered by the bundled fake model: reports are of its traffic
 
     async def close(self) -> None:
         await self.model.close()
@@ -47,11 +48,13 @@ class ChatDuties:
     runner: EvalRunner
     suites: dict[str, EvalSuite]
     settings: Settings
+    fake: bool = False
 
     async def report(self, spec: str) -> str:
         period = Period.last(spec, now=datetime.now(UTC))
         budget = self.settings.daily_budget_usd
-        return report_text(await build_report(self.store, period, daily_budget_usd=budget))
+        found = await build_report(self.store, period, daily_budget_usd=budget, fake=self.fake)
+        return report_text(found)
 
     async def evaluate(self, name: str | None, version: int | None) -> str:
         if name is not None and name not in self.suites:
@@ -114,7 +117,7 @@ async def open_runtime(
         fake=fake,
     )
     duties = ChatDuties(
-        store=store, assistant=assistant, runner=runner, suites=suites, settings=settings
+        store=store, assistant=assistant, runner=runner, suites=suites, settings=settings, fake=fake
     )
     return Runtime(
         store=store,
@@ -124,6 +127,7 @@ async def open_runtime(
         tools=tools,
         suites=suites,
         runner=runner,
+        fake=fake,
     )
 
 

@@ -112,6 +112,18 @@ def _with_prompts(settings: Settings) -> Settings:
     return settings.model_copy(update={"prompts_dir": found.path})
 
 
+def _require_folder(option: str, path: Path) -> None:
+    """Refuse, before any work, a file to write into a folder that does not exist."""
+    if not path.parent.is_dir():
+        _ERR.print(
+            f"error: {option} {path}: the folder {path.parent} does not exist",
+            style="bold red",
+            highlight=False,
+            markup=False,
+        )
+        raise typer.Exit(2)
+
+
 def _announce_database(settings: Settings) -> None:
     """One line at start naming the database: the default is a file in the current folder,
     easy to lose track of when the command is run from elsewhere."""
@@ -297,14 +309,7 @@ def export_finetune(
     """Write conversations whose answers users rated 👍 as chat fine-tuning JSONL."""
     settings = _settings()
 
-    if not output.parent.is_dir():
-        _ERR.print(
-            f"error: --output {output}: the folder {output.parent} does not exist",
-            style="bold red",
-            highlight=False,
-            markup=False,
-        )
-        raise typer.Exit(2)
+    _require_folder("--output", output)
 
     async def write(store: Store) -> int:
         count = 0
@@ -333,6 +338,8 @@ def report(
 ) -> None:
     """Print what the assistant cost, how fast and how good it was over a period."""
     settings = _settings()
+    if chart is not None:
+        _require_folder("--chart", chart)
 
     async def build(store: Store) -> str:
         found = await build_report(

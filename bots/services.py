@@ -175,6 +175,7 @@ def schedule_duties(
             eval_cron=settings.eval_cron,
             report_cron=settings.report_cron,
             daily_budget_usd=settings.daily_budget_usd,
+            fake=runtime.fake,
         ),
     )
     return Scheduler(engine=runtime.store.engine, jobs=duties.jobs())

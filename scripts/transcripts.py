@@ -2,10 +2,11 @@
 
 A transcript is a fenced block right after a `<!-- transcript -->` comment whose first line is
 `$ COMMAND`. The command runs in a scratch folder (its own database; `prompts` is this
-repository's) with no model, Slack or Discord settings, as the user `ana`, 100 columns wide.
-For `chat`, the block's `you> ` lines are what is typed. Commands of one file share the scratch
-folder in order, so a file can tell a story (an eval run, then the gate using it); a
-`<!-- transcript setup: COMMAND -->` comment runs a command without showing it. A
+repository's) with none of the caller's settings (only PATH, HOME and the locale pass), as the
+user `ana`, 100 columns wide. For `chat`, the block's `you> ` lines are what is typed.
+Commands of one file share the scratch folder in order, so a file can tell a story (an eval
+run, then the gate using it); a `<!-- transcript setup: COMMAND -->` comment runs a command
+without showing it. A
 `<!-- transcript server: like=llamacpp -->` comment starts a fake model server for the next
 transcript, reached where the command says 127.0.0.1:8808.
 
@@ -38,7 +39,7 @@ _BLOCK = re.compile(
     re.DOTALL | re.MULTILINE,
 )
 _MARK = re.compile(r"<!-- transcript(?: (?P<kind>setup|server): (?P<value>.*?))? -->")
-_SETTINGS = ("OPENAI_", "SLACK_", "DISCORD_", "DATABASE_URL", "PROMPTS_DIR", "ASSISTANT_")
+_KEPT = frozenset({"PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "SYSTEMROOT"})
 _VOLATILE = (
     (re.compile(r"\d[\d,.]* ?ms\b"), "N ms"),
     (re.compile(r"\d{4}-\d{2}-\d{2}"), "DATE"),
@@ -103,7 +104,7 @@ async def produce(transcript: Transcript, scratch: Path) -> str:
 
 async def _run(command: str, scratch: Path, *, typed: list[str]) -> str:
     words = shlex.split(command)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTINGS)}
+    env = {k: v for k, v in os.environ.items() if k in _KEPT}  # no setting of the caller's
     env.update(COLUMNS="100", USER="ana", LOGNAME="ana", TZ="UTC")
     while "=" in words[0]:
         name, _, value = words.pop(0).partition("=")
@@ -120,7 +121,12 @@ async def _run(command: str, scratch: Path, *, typed: list[str]) -> str:
         stderr=asyncio.subprocess.STDOUT,
     )
     stdin = "".join(f"{line}\n" for line in typed).encode()
-    printed, _ = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+    try:
+        printed, _ = await asyncio.wait_for(process.communicate(stdin), timeout=120)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise SystemExit(f"no answer in 120 s: {command}") from None
     return _as_seen(printed.decode(), typed).replace(str(scratch), SHOWN_HOME)
 
 

@@ -15,6 +15,7 @@ import pytest
 from matplotlib.axes import Axes
 from matplotlib.image import imread
 
+from assistant.admin.grammar import CommandContext
 from assistant.config import load_settings
 from assistant.reporting.chart import chart_png, draw
 from assistant.reporting.chart_figures import (
@@ -29,11 +30,12 @@ from assistant.reporting.wording import report_text
 from assistant.runtime import open_runtime
 from assistant.store import Store
 from assistant.testing import FakeLlm
-from assistant.turns import Completed
+from assistant.turns import Actor, Completed
 from tests.conftest import collect, inbound
 from tests.test_reports import NOW, START, WEEK, a_report, bucket, seed_week, version
 
 PNG = b"\x89PNG\r\n\x1a\n"
+ME = Actor(platform="terminal", user_id="ana")
 DAY = Period(start=START, end=START + timedelta(hours=24))
 
 
@@ -270,6 +272,9 @@ async def test_fake_mode_asks_for_the_fake_model_and_its_calls_are_left_out(
             studied = await build_report(
                 runtime.store, Period(start=now - timedelta(hours=1), end=now), fake=True
             )
+            asked = await runtime.commands.run(
+                "report 24h", CommandContext(actor=ME, surface="cli")
+            )
         finally:
             await runtime.close()
 
@@ -289,3 +294,4 @@ async def test_fake_mode_asks_for_the_fake_model_and_its_calls_are_left_out(
     assert studied.cost_usd == call.cost_usd and studied.fake_calls == 0
     assert report_text(studied).splitlines()[1].startswith("The bundled fake model's traffic")
     assert chart_figures(studied).empty is None
+    assert "The bundled fake model's traffic only" in asked.text  # `/report` in `chat --fake`

@@ -194,6 +194,12 @@ def test_export_into_a_missing_folder_says_which(env, tmp_path):
     one_line_error(result, f"error: --output {tmp_path}/nowhere/x.jsonl: the folder")
 
 
+def test_a_report_chart_into_a_missing_folder_says_which(env, tmp_path):
+    chart = tmp_path / "nowhere" / "report.png"
+    result = assistant("report", "--chart", str(chart), env=env, cwd=tmp_path)
+    one_line_error(result, f"error: --chart {chart}: the folder {chart.parent} does not exist")
+
+
 @pytest.mark.parametrize(
     "command",
     [

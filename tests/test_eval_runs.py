@@ -251,6 +251,26 @@ async def test_an_ab_split_is_gated_like_use_and_forcing_it_is_audited(
     assert (newest.action, newest.forced) == ("ab", True)
 
 
+async def test_force_is_audited_only_when_it_overrode_the_gate(make_assistant, store, prompts_dir):
+    commands = await gated_commands(make_assistant, store, prompts_dir)
+    await record_run(store, 1, 0.9)
+    passing = await use(commands, "prompt use assistant 1 --force")  # nothing to override
+    assert passing.ok and "Forced past" not in passing.text
+    [audit] = await store.prompts.history("assistant")
+    assert not audit.forced
+
+
+async def test_a_tied_split_is_compared_with_its_newest_version(make_assistant, store, prompts_dir):
+    write_prompt(prompts_dir, version=3, system="Version three.")
+    commands = await gated_commands(make_assistant, store, prompts_dir)
+    await record_run(store, 1, 0.4)
+    await record_run(store, 3, 1.0)
+    assert (await use(commands, "prompt ab assistant 1=50 3=50 --force")).ok
+    await record_run(store, 2, 0.6)  # better than version 1, worse than version 3
+    refused = await use(commands, "prompt use assistant 2")
+    assert not refused.ok and "than assistant@3, which answers here now (100%)" in refused.text
+
+
 async def test_a_version_that_passes_less_is_refused_showing_both_figures(
     make_assistant, store, prompts_dir
 ):

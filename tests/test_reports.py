@@ -394,9 +394,11 @@ async def test_fake_model_and_eval_traffic_are_left_out_and_said_so(db: Store):
     await seed.call(at, conversation_id=slack, prompt_version_id=v1, cost_usd=0.02, ttft_ms=5.0)
     await seed.call(at, conversation_id=slack, **fake, total_ms=80_000.0)
     await seed.vote(real_answer, "slack:U1", -1, version=v1, at=at)
-    # An eval turn (against the fake model, as `assistant eval run --fake` makes them).
+    # An eval turn against the fake model (`assistant eval run --fake`), and one against a real
+    # model: only the real one is this report's eval spend.
     evals = await seed.conversation("eval", "case-1")
     await seed.call(at, conversation_id=evals, **fake)
+    await seed.call(at, conversation_id=evals, prompt_version_id=v1, cost_usd=0.01)
     # A newer eval run against the fake model says nothing about v1's quality.
     await seed.eval_run(("assistant", 1), 0.8, finished=START)
     await seed.add(
@@ -407,7 +409,7 @@ async def test_fake_model_and_eval_traffic_are_left_out_and_said_so(db: Store):
 
     assert (report.calls, report.cost_usd) == (1, pytest.approx(0.02))
     assert (report.conversations, report.messages) == (1, 2)
-    assert (report.fake_calls, report.fake_conversations, report.eval_calls) == (2, 1, 1)
+    assert (report.fake_calls, report.fake_conversations, report.eval_calls) == (3, 1, 1)
     assert report.total_ms == Percentiles(p50=1.0, p95=1.0, p99=1.0)  # no fake latency
     assert report.cost_by_model == pytest.approx({"gpt-4o-mini": 0.02})
     [version_1] = report.by_version
@@ -417,12 +419,19 @@ async def test_fake_model_and_eval_traffic_are_left_out_and_said_so(db: Store):
     assert sum(b.calls for b in report.buckets) == 1
     text = report_text(report)
     assert (
-        "Production traffic only; left out:\n- 1 eval-run call ($0.00)\n"
-        "- 2 calls answered by the bundled fake model\n"
+        "Production traffic only; left out:\n- 1 eval-run call ($0.0100)\n"
+        "- 3 calls answered by the bundled fake model\n"
         "- 1 conversation only the fake model answered\n"
     ) in text
     fields = dict(summary_fields(report))
-    assert fields["Fake model"] == "2 calls left out (--fake)"
+    assert fields["Fake model"] == "3 calls left out (--fake)"
+
+    studied = await build_report(db, WEEK, daily_budget_usd=1.0, fake=True)  # `report --fake`
+    assert (studied.calls, studied.conversations, studied.messages) == (2, 1, 2)
+    assert (studied.eval_calls, studied.production_calls, studied.fake_calls) == (1, 1, 0)
+    assert studied.budget_used is None  # a budget is production's
+    [fake_version] = studied.by_version
+    assert fake_version.eval_pass_rate == 0.1  # the fake's own run, not the real one
 
 
 async def test_estimated_and_reasoning_tokens_are_counted_apart(db: Store):

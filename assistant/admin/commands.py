@@ -241,18 +241,18 @@ class AdminCommands:
         await self._require(command.name, command.version)
         scope = self._scope(command.where, context)
         current = await self._current_version(command.name, scope)
-        figures = await self._gate.check(
+        verdict = await self._gate.check(
             command.name, [command.version], current, force=command.force
         )
         after = Binding(prompt=command.name, version=command.version)
-        change = await self._change(scope, after, context, action="use", forced=command.force)
+        change = await self._change(scope, after, context, action="use", forced=verdict.overridden)
         done = f"{after.describe()} now answers in {scope.describe()} (was {self._was(change)})."
-        return f"{done}\n{figures}" if figures else done
+        return f"{done}\n{verdict.figures}" if verdict.figures else done
 
     async def _current_version(self, name: str, scope: Scope) -> int | None:
         """The version of `name` answering in `scope` now, as a turn there would resolve it
-        (the most specific binding; for a split, the version most conversations get); None
-        when another prompt answers there."""
+        (the most specific binding; for a split, the version most conversations get, the newest
+        of equals); None when another prompt answers there."""
         place = ConversationRef(
             platform=scope.platform, workspace=scope.workspace, channel=scope.channel
         )
@@ -263,7 +263,7 @@ class AdminCommands:
                 return None
             if binding.version is not None:
                 return binding.version
-            return max(binding.split, key=lambda pair: pair[1])[0]
+            return max(binding.split, key=lambda pair: (pair[1], pair[0]))[0]
         if name != self._versions.catalog.default_name:
             return None
         versions = await self._known_versions(name)
@@ -275,14 +275,14 @@ class AdminCommands:
         scope = self._scope(command.where, context)
         current = await self._current_version(command.name, scope)
         incoming = [v for v, weight in command.weights if weight > 0 and v != current]
-        figures = await self._gate.check(command.name, incoming, current, force=command.force)
+        verdict = await self._gate.check(command.name, incoming, current, force=command.force)
         after = Binding(prompt=command.name, split=command.weights)
-        change = await self._change(scope, after, context, action="ab", forced=command.force)
+        change = await self._change(scope, after, context, action="ab", forced=verdict.overridden)
         total = sum(w for _, w in command.weights)
         shares = ", ".join(f"version {v}: {100 * w / total:.0f}%" for v, w in command.weights)
         return (
             f"{scope.describe()} now splits {command.name} ({shares}); each conversation keeps "
-            f"the version it gets (was {self._was(change)}).\n{figures}"
+            f"the version it gets (was {self._was(change)}).\n{verdict.figures}"
         )
 
     async def _rollback(self, command: RollbackPrompt, context: CommandContext) -> str:

@@ -18,18 +18,27 @@ from assistant.store.tables import EvalRun
 
 
 @dataclass(frozen=True, kw_only=True)
+class Verdict:
+    """What the gate lets through: the figures to show, and whether `--force` overrode a
+    refusal (only then is the change audited as forced)."""
+
+    figures: str
+    overridden: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class EvalGate:
     evals: EvalStore | None
     suites: Mapping[str, EvalSuite]
 
     async def check(
         self, name: str, incoming: Sequence[int], current: int | None, *, force: bool
-    ) -> str:
+    ) -> Verdict:
         """The figures to show with the change; raises CommandError naming every reason a
         version is unfit, unless `force`."""
         suite = self.suites.get(name)
         if self.evals is None or suite is None:
-            return f"(Not eval-gated: {name} has no eval suite.)"
+            return Verdict(figures=f"(Not eval-gated: {name} has no eval suite.)")
         now = await self.evals.latest_run(name, current) if current is not None else None
         figures: list[str] = []
         problems: list[str] = []
@@ -49,10 +58,11 @@ class EvalGate:
             figures.append("now " + _figure(name, current, now))
         shown = f"Evals: {'; '.join(figures)}; threshold {suite.threshold:.0%}." if figures else ""
         if not problems:
-            return shown
+            return Verdict(figures=shown)
         overridden = "; ".join(problems)
         if force:
-            return "\n".join(filter(None, [shown, f"Forced past: {overridden}."]))
+            forced = "\n".join(filter(None, [shown, f"Forced past: {overridden}."]))
+            return Verdict(figures=forced, overridden=True)
         raise CommandError(
             "\n".join(
                 filter(

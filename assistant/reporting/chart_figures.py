@@ -82,7 +82,7 @@ def chart_figures(report: Report) -> ChartFigures:
     ticks, labels = time_labels(buckets, hourly=unit == "hour")
     return ChartFigures(
         title=f"Assistant report, {report.period.describe()}",
-        empty=None if report.calls else f"No production traffic in {report.period.describe()}",
+        empty=None if report.calls else f"No {_traffic(report)} in {report.period.describe()}",
         bucket=unit,
         buckets=buckets,
         x_ticks=ticks,
@@ -260,3 +260,7 @@ def time_labels(
         labels.append(f"{start:%H:%M}" + (f"\n{start:%b %d}" if start.date() != day else ""))
         day = start.date()
     return ticks, tuple(labels)
+
+
+def _traffic(report: Report) -> str:
+    return "traffic of the fake model" if report.fake else "production traffic"

@@ -41,6 +41,7 @@ class DutySettings:
     report_cron: str
     daily_budget_usd: float | None
     alert_cron: str = "*/5 * * * *"
+    fake: bool = False  # `run --fake`: the reports are of the fake model's traffic
 
 
 class Duties:
@@ -92,7 +93,10 @@ class Duties:
     async def post_report(self, spec: str = "24h") -> None:
         period = Period.last(spec, now=self._clock())
         report = await build_report(
-            self._store, period, daily_budget_usd=self._settings.daily_budget_usd
+            self._store,
+            period,
+            daily_budget_usd=self._settings.daily_budget_usd,
+            fake=self._settings.fake,
         )
         notice = Notice(
             title=f"Assistant report, {period.describe()}",

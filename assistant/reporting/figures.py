@@ -199,7 +199,7 @@ class Report:
     estimated_completion_tokens: int = 0
     fallback_answers: dict[str, int] = field(default_factory=dict)  # by the model that answered
     eval_calls: int = 0  # left out: eval turns' calls
-    fake_calls: int = 0  # left out: calls the bundled fake model answered outside evals
+    fake_calls: int = 0  # left out: calls the bundled fake model answered (its eval runs too)
     fake_conversations: int = 0  # left out: conversations only the fake model answered
     production_calls: int = 0  # left out when the report is the fake model's (`fake`)
     fake: bool = False  # the figures are the bundled fake model's traffic, not production's
@@ -266,7 +266,7 @@ async def build_report(
     timings = await queries.reply_timings(period.start, period.end)
     traffic = await queries.message_counts(period.start, period.end)
     votes = await queries.votes(period.start, period.end)
-    total, evals = _tally(production), _tally(kinds["eval"])
+    total, evals = _tally(production), _tally(kinds["fake_eval" if fake else "eval"])
     by_model = _tally_by(production, lambda row: row.model)
     ids = {row.prompt_version_id for row in production} | set(traffic.replies_by_version)
     ids |= set(votes)
@@ -299,7 +299,7 @@ async def build_report(
         estimated_completion_tokens=total.estimated_completion_tokens,
         fallback_answers={m: t.fallback_answers for m, t in by_model.items() if t.fallback_answers},
         eval_calls=evals.calls,
-        fake_calls=0 if fake else _tally(kinds["fake"]).calls,
+        fake_calls=0 if fake else _tally([*kinds["fake"], *kinds["fake_eval"]]).calls,
         fake_conversations=0
         if fake
         else await queries.fake_conversations(period.start, period.end),
@@ -309,7 +309,12 @@ async def build_report(
 
 
 def _by_traffic(rows: Iterable[CallTotals]) -> dict[Traffic, list[CallTotals]]:
-    kinds: dict[Traffic, list[CallTotals]] = {"production": [], "eval": [], "fake": []}
+    kinds: dict[Traffic, list[CallTotals]] = {
+        "production": [],
+        "eval": [],
+        "fake": [],
+        "fake_eval": [],
+    }
     for row in rows:
         kinds[row.traffic].append(row)
     return kinds

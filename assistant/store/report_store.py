@@ -28,7 +28,7 @@ from assistant.store.tables import (
 EVAL_PLATFORM = "eval"  # the eval runner's conversations: not production traffic
 _EVAL_RUNS_PER_VERSION = 2  # the latest, and the one before it to compare with
 AnyRow = Row[*tuple[Any, ...]]
-Traffic = Literal["production", "eval", "fake"]
+Traffic = Literal["production", "eval", "fake", "fake_eval"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -54,11 +54,13 @@ class CallTotals:
 
     @property
     def traffic(self) -> Traffic:
-        """Eval turns are eval traffic whichever model answered them; any other call the
-        bundled fake model answered (`--fake`) is fake traffic; the rest is production."""
+        """Eval turns are eval traffic, the fake model's (`eval run --fake`) apart from real
+        models'; any other call the bundled fake model answered (`--fake`) is fake traffic;
+        the rest is production."""
+        fake = self.model == FAKE_MODEL
         if self.platform == EVAL_PLATFORM:
-            return "eval"
-        return "fake" if self.model == FAKE_MODEL else "production"
+            return "fake_eval" if fake else "eval"
+        return "fake" if fake else "production"
 
 
 @dataclass(frozen=True, kw_only=True)
