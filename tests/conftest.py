@@ -133,10 +133,13 @@ def tools() -> ToolRegistry:
 
 @pytest.fixture
 async def model(fake_llm: FakeLlm) -> AsyncIterator[OpenAIChatModel]:
+    # Wide enough for a loaded machine, where a process's first call also pays the client's
+    # lazy imports (a 1 s first-token limit failed healthy streams there). The hung-stream
+    # tests wait the idle limit out.
     chat_model = OpenAIChatModel.connect(
         api_key="sk-test-not-a-real-key",
         base_url=fake_llm.base_url,
-        timeouts=Timeouts(first_token=2.0, idle=0.5, total=10.0),
+        timeouts=Timeouts(first_token=10.0, idle=2.0, total=30.0),
         max_retries=2,
     )
     yield chat_model

@@ -196,7 +196,7 @@ async def test_hung_stream_fails_after_the_idle_timeout(make_assistant, fake_llm
     assert [(m.role, m.status) for m in messages] == [("user", "ok"), ("assistant", "incomplete")]
     conversation = await store.find_conversation(REF)
     [call] = await store.llm_calls(conversation.id)
-    assert call.error_class == "LlmTimeout" and call.total_ms >= 500
+    assert call.error_class == "LlmTimeout" and call.total_ms >= 2000  # the idle limit
 
 
 async def test_stream_cut_midway_fails_with_the_message_stored(make_assistant, fake_llm, store):

@@ -26,7 +26,9 @@ SECRET = "sk-test-very-secret-0123456789"
 
 
 def connect(base_url: str, **timeouts: float) -> OpenAIChatModel:
-    limits = {"first_token": 1.0, "idle": 0.3, "total": 5.0, **timeouts}
+    # wide enough for a loaded machine (a first call also pays lazy imports); the timeout
+    # tests pass their own
+    limits = {"first_token": 10.0, "idle": 5.0, "total": 30.0, **timeouts}
     return OpenAIChatModel.connect(
         api_key=SECRET, base_url=base_url, timeouts=Timeouts(**limits), max_retries=2
     )

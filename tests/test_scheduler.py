@@ -4,7 +4,8 @@ one runs the jobs, and another takes over when it goes."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
@@ -58,6 +59,33 @@ async def test_a_job_missed_while_down_runs_once_at_start_and_a_new_one_waits(db
     assert ran == ["report"]  # nothing was missed since
 
 
+async def test_stop_returns_once_a_job_under_way_has_ended(db):
+    """The caller closes the database right after `stop`: a job still running then would hold
+    a connection past the engine's disposal (and the lock, once released, would let a second
+    process start the same job while this one still runs it)."""
+    started, finished = asyncio.Event(), []
+
+    async def report() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:  # a job's own cleanup still reaches the database
+            async with AsyncSession(db.engine) as session:
+                finished.append(await session.get(JobRun, "report"))
+
+    jobs = [ScheduledJob(name="report", trigger=IntervalTrigger(seconds=0.05), run=report)]
+    scheduler = Scheduler(engine=db.engine, jobs=jobs)
+    await scheduler.start()
+    await scheduler.caught_up()  # the job's baseline is recorded
+    await asyncio.wait_for(started.wait(), 30)
+    await scheduler.stop()
+
+    assert len(finished) == 1
+    async with AsyncSession(db.engine) as session:
+        row = await session.get(JobRun, "report")
+    assert row is not None and row.status == "baseline"  # cut short: not recorded as run
+
+
 def test_a_malformed_schedule_is_refused_with_the_line():
     with pytest.raises(ValueError, match="not a cron schedule"):
         cron("every morning")
@@ -94,26 +122,35 @@ async def two_processes(database_url: str) -> AsyncIterator[tuple[list[Scheduler
             await store.close()
 
 
+async def eventually(condition: Callable[[], bool], *, within: float = 30.0) -> None:
+    """Until `condition` holds. `within` only bounds a hang: on a loaded machine the job ticks
+    and lock retries (0.1 s apart) come late, but each step below does come."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {within} s")
+        await asyncio.sleep(0.02)
+
+
 @pytest.mark.postgres
 async def test_two_processes_on_postgres_run_a_job_once_and_the_other_takes_over(
     database_url,
 ):
     async with two_processes(database_url) as (schedulers, runs):
-        await asyncio.sleep(0.8)
-        assert [s.leader for s in schedulers] == [True, False]
-        assert runs[0] > 0 and runs[1] == 0
+        assert [s.leader for s in schedulers] == [True, False]  # decided in start()
+        await eventually(lambda: runs[0] > 0)
+        assert runs[1] == 0 and not schedulers[1].leader
 
-        await schedulers[0].stop()  # the leader goes, and unlocks
+        await schedulers[0].stop()  # the leader goes, its job ended, and unlocks
         before = runs[0]
-        await asyncio.sleep(0.8)
-        assert schedulers[1].leader and runs[1] > 0
+        await eventually(lambda: runs[1] > 0)
+        assert schedulers[1].leader
         assert runs[0] == before
 
 
 @pytest.mark.postgres
 async def test_a_leader_that_loses_its_session_steps_down(database_url):
     async with two_processes(database_url) as (schedulers, runs):
-        await asyncio.sleep(0.3)
         assert [s.leader for s in schedulers] == [True, False]
         engine = create_async_engine(database_url.replace("postgresql://", "postgresql+asyncpg://"))
         # the leader's session is killed; only in this test's database (suites run side by side)
@@ -127,8 +164,7 @@ async def test_a_leader_that_loses_its_session_steps_down(database_url):
             )
             await admin.commit()
         await engine.dispose()
-        await asyncio.sleep(0.8)
-        assert [s.leader for s in schedulers] == [False, True]
-        before = runs[0]
-        await asyncio.sleep(0.5)
-        assert runs[0] == before and runs[1] > 0
+        await eventually(lambda: [s.leader for s in schedulers] == [False, True])
+        before = runs[0]  # the old leader's jobs ended when it stepped down
+        await eventually(lambda: runs[1] > 0)
+        assert runs[0] == before

@@ -73,7 +73,7 @@ async def served_by(
         model = OpenAIChatModel.connect(
             api_key="sk-test-not-a-real-key",
             base_url=server.base_url,
-            timeouts=Timeouts(first_token=2.0, idle=0.5, total=10.0),
+            timeouts=Timeouts(first_token=10.0, idle=2.0, total=30.0),
             max_retries=0,
         )
         try:

@@ -125,6 +125,7 @@ class Scheduler:
         self._aps: AsyncIOScheduler | None = None
         self._waiting: asyncio.Task[None] | None = None  # standing by, or leading and watching
         self._catching_up: asyncio.Task[None] | None = None
+        self._running: set[asyncio.Task[None]] = set()  # the catch-up and each job under way
         self.leader = False
 
     async def start(self) -> None:
@@ -137,13 +138,13 @@ class Scheduler:
         self._waiting = asyncio.create_task(self._watch())
 
     async def stop(self) -> None:
-        for task in (self._waiting, self._catching_up):
-            if task is not None:
-                task.cancel()
-                with suppress(asyncio.CancelledError):
-                    await task
-        self._waiting = self._catching_up = None
-        self._step_down()
+        """Stop standing by or leading. Returns once no job of this scheduler runs any more,
+        so the caller may close the database, and before the lock goes to another process."""
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.cancel()
+            await asyncio.gather(waiting, return_exceptions=True)
+        await self._step_down()
         await self._lock.release()
 
     async def _watch(self) -> None:
@@ -153,22 +154,35 @@ class Scheduler:
             await asyncio.sleep(self._standby_retry)
             if self.leader and not await self._lock.still_held():
                 log.warning("the scheduler lock was lost; standing by")
-                self._step_down()
+                await self._step_down()
             elif not self.leader and await self._lock.acquire():
                 await self._lead()
 
-    def _step_down(self) -> None:
+    async def _step_down(self) -> None:
+        """Start no job any more, and end the ones under way: a run cut short is not recorded,
+        so whoever leads next catches it up.
+
+        APScheduler's shutdown alone is not enough: on asyncio it takes effect on the loop's
+        next turn, and it only asks the running jobs to stop, without waiting for them; a job
+        then still holds a database connection when its caller closes the engine."""
         aps, self._aps = self._aps, None
-        if aps is not None:
-            aps.shutdown(wait=False)
         self.leader = False
+        if aps is not None:
+            aps.pause()  # at once: no job starts from here on
+        while self._running:  # a job submitted just before the pause is ended too
+            running = list(self._running)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        if aps is not None:
+            aps.shutdown(wait=False)  # after the jobs ended: its own cancel would cut their cleanup
 
     async def _lead(self) -> None:
         self.leader = True
         self._aps = AsyncIOScheduler(timezone=UTC)
         for job in self._jobs:
             self._aps.add_job(
-                self.run_job,
+                self._fire,
                 job.trigger,
                 args=[job],
                 id=job.name,
@@ -178,12 +192,31 @@ class Scheduler:
             )
         self._aps.start()
         self._catching_up = asyncio.create_task(self._catch_up())
+        self._track(self._catching_up)
         log.info("scheduled jobs: %s", ", ".join(job.name for job in self._jobs))
 
+    def _track(self, task: asyncio.Task[None]) -> None:
+        """Count `task` among the runs under way until it ends (`_step_down` waits for them)."""
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _fire(self, job: ScheduledJob) -> None:
+        """What APScheduler runs at a job's time: the job, on a task `_step_down` can end."""
+        if not self.leader:  # handed over just before stepping down, started after
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._track(task)
+        try:
+            await self.run_job(job)
+        except asyncio.CancelledError:  # stepping down; APScheduler would log it as a failure
+            log.info("scheduled job %s was stopped before it finished", job.name)
+
     async def caught_up(self) -> None:
-        """Wait until the missed runs found at start have run."""
+        """Wait until the missed runs found at start have run (or were stopped); a waiter
+        cancelled does not stop them."""
         if self._catching_up is not None:
-            await asyncio.shield(self._catching_up)
+            await asyncio.wait([self._catching_up])
 
     async def _catch_up(self) -> None:
         """Run once each job that should have run while no process was leading."""
