@@ -113,7 +113,8 @@ async def test_changes_are_audited_and_rollback_restores_the_previous_binding(
         "channel",
     )
     assert first.before is None and '"version": 1' in (first.after or "")
-    assert latest.forced and '"version": 1' in (latest.before or "")
+    assert '"version": 1' in (latest.before or "")
+    assert not latest.forced  # no suite, so no gate: --force overrode nothing
 
     result = await run(commands, "prompt rollback assistant")
     assert result.ok and "assistant@1 answers again" in result.text
@@ -123,7 +124,7 @@ async def test_changes_are_audited_and_rollback_restores_the_previous_binding(
     nothing = await run(commands, "prompt rollback assistant")
     assert not nothing.ok and "Nothing to roll back" in nothing.text
     history = await run(commands, "prompt history assistant")
-    assert history.text.count("(rolled back)") == 2 and "forced" in history.text
+    assert history.text.count("(rolled back)") == 2 and "forced" not in history.text
 
 
 async def test_a_90_10_split_is_fair_and_sticky(two_versions, make_assistant, fake_llm, store):
