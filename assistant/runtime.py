@@ -94,13 +94,7 @@ async def open_runtime(
             catalog=catalog,
             tools=tools,
             prices=prices,
-            config=EngineConfig(
-                default_model=settings.assistant_model,
-                tool_timeout=settings.tool_timeout,
-                max_tool_rounds=settings.max_tool_rounds,
-                heartbeat_seconds=settings.worker_heartbeat_seconds,
-                only_model=FAKE_MODEL if fake else None,
-            ),
+            config=engine_config(settings, fake=fake),
         )
         await assistant.sync_prompts()
     except BaseException:
@@ -128,6 +122,16 @@ async def open_runtime(
         suites=suites,
         runner=runner,
         fake=fake,
+    )
+
+
+def engine_config(settings: Settings, *, fake: bool) -> EngineConfig:
+    return EngineConfig(
+        default_model=settings.assistant_model,
+        tool_timeout=settings.tool_timeout,
+        max_tool_rounds=settings.max_tool_rounds,
+        heartbeat_seconds=settings.worker_heartbeat_seconds,
+        only_model=FAKE_MODEL if fake else None,  # the fake answers every version as itself
     )
 
 

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-import aiohttp
 from aiohttp import ClientSession, ClientTimeout, web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncRespond
@@ -32,7 +31,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from assistant.admin.commands import COMMAND_FAILED, AdminCommands
 from assistant.admin.grammar import CommandContext
-from assistant.config import ConfigError
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Failed, Ignored, Inbound
@@ -58,6 +56,7 @@ from bots.slack_reply import (
     scope_advice,
     slack_error,
 )
+from bots.slack_setup import check_app_token, check_bot_token
 from bots.turn_runner import Turn, TurnRunner
 
 log = logging.getLogger(__name__)
@@ -68,10 +67,6 @@ COMMAND_MEMORY = timedelta(minutes=15)  # past Slack's 5-minute window, with roo
 READ_SECONDS = 2.0  # reading an event (names) before it is stored and acked; Slack waits 3 s
 _HANDLED_SUBTYPES = {None, "file_share", "thread_broadcast"}  # edits, deletions, joins: not asks
 _USER_MENTION = re.compile(r"<@([A-Z0-9]+)(?:\|[^>]*)?>")
-
-
-class SlackSetupError(ConfigError):
-    """Slack cannot be served as configured; the message names the setting to fix."""
 
 
 class SlackAdapter:
@@ -156,42 +151,15 @@ class SlackAdapter:
         failed connection forever, a traceback each time; so the first connection is asked
         for once here, and only a working token and URL are handed to it."""
         self._share_connections()
-        await self._open_socket_url(app_token)
+        await check_app_token(self.client, app_token)
         await self.check_bot_token()
         self._socket = AsyncSocketModeHandler(self.app, app_token)
         await self._socket.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack connected in Socket Mode")
 
-    async def _open_socket_url(self, app_token: str) -> None:
-        try:
-            await self.client.apps_connections_open(app_token=app_token)
-        except SlackApiError as exc:
-            raise SlackSetupError(
-                f"SLACK_APP_TOKEN: Slack refused it ({exc.response.get('error')}); use an "
-                "app-level token (xapp-…) with the connections:write scope"
-            ) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._unreachable(exc) from None
-
     async def check_bot_token(self) -> None:
-        """Ask Slack once (auth.test) whether SLACK_BOT_TOKEN works: otherwise every event
-        would fail later, each with a traceback, and nobody would be answered."""
-        try:
-            response = await self.client.auth_test()
-        except SlackApiError as exc:
-            raise SlackSetupError(
-                f"SLACK_BOT_TOKEN: Slack refused it ({exc.response.get('error')}); copy the "
-                "Bot User OAuth Token (xoxb-…) again from the app's OAuth & Permissions page"
-            ) from None
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise self._unreachable(exc) from None
-        self._bot_user = str(response.get("user_id") or "")
-
-    def _unreachable(self, exc: BaseException) -> SlackSetupError:
-        return SlackSetupError(
-            f"SLACK_API_URL: cannot reach Slack at {self.client.base_url} "
-            f"({type(exc).__name__}: {exc}); check that this machine can reach it"
-        )
+        """Raise SlackSetupError in one line unless SLACK_BOT_TOKEN works."""
+        self._bot_user = await check_bot_token(self.client)
 
     def _share_connections(self) -> None:
         """One connection pool for every Web API call; without it slack-sdk opens a session,

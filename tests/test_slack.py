@@ -19,7 +19,8 @@ from assistant.store import Store
 from assistant.store.tables import utcnow
 from assistant.testing import CallTools, Cut, Fail, Hang, Reply
 from assistant.turns import ConversationRef
-from bots.slack_app import SlackAdapter, SlackNames, SlackSetupError
+from bots.slack_app import SlackAdapter, SlackNames
+from bots.slack_setup import SlackSetupError
 from bots.streaming import EMPTY_ANSWER, RESUMING
 from tests.conftest import SlackBot, write_prompt
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, TEAM, FakeSlack, Fault

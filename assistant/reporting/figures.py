@@ -262,13 +262,13 @@ async def build_report(
     """
     queries = ReportQueries(store.engine, fake=fake)
     kinds = _by_traffic(await queries.call_totals(period.start, period.end))
-    production = kinds["fake" if fake else "production"]
+    studied = kinds["fake" if fake else "production"]  # the traffic these figures describe
     timings = await queries.reply_timings(period.start, period.end)
     traffic = await queries.message_counts(period.start, period.end)
     votes = await queries.votes(period.start, period.end)
-    total, evals = _tally(production), _tally(kinds["fake_eval" if fake else "eval"])
-    by_model = _tally_by(production, lambda row: row.model)
-    ids = {row.prompt_version_id for row in production} | set(traffic.replies_by_version)
+    total, evals = _tally(studied), _tally(kinds["fake_eval" if fake else "eval"])
+    by_model = _tally_by(studied, lambda row: row.model)
+    ids = {row.prompt_version_id for row in studied} | set(traffic.replies_by_version)
     ids |= set(votes)
     named = await queries.version_labels({i for i in ids if i is not None})
     return Report(
@@ -284,13 +284,13 @@ async def build_report(
         eval_cost_usd=evals.cost_usd,
         eval_unpriced_calls=evals.unpriced,
         cost_by_model=_cost_by_model(by_model),
-        by_version=await _by_version(queries, period, production, traffic, votes, named),
+        by_version=await _by_version(queries, period, studied, traffic, votes, named),
         ttft_ms=Percentiles.of(t.ttft_ms for t in timings if t.ttft_ms is not None),
         total_ms=Percentiles.of(t.total_ms for t in timings),
         calls=total.calls,
         errors=total.errors,
         error_rate=total.errors / total.calls if total.calls else 0.0,
-        buckets=_buckets(period, production, timings, named),
+        buckets=_buckets(period, studied, timings, named),
         budget_usd=None if fake else daily_budget_usd or None,
         budget_used=None if fake else await _budget_used(queries, period, daily_budget_usd),
         reasoning_tokens=total.reasoning_tokens,
