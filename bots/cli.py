@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import logging
 import os
 import shlex
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, NoReturn, TypeVar
@@ -30,7 +31,7 @@ from assistant.evals.feedback import candidate_cases, finetune_lines
 from assistant.prompts.files import PromptFileError
 from assistant.reporting.figures import Period, build_report
 from assistant.reporting.wording import report_text
-from assistant.runtime import open_doctor, open_runtime
+from assistant.runtime import Runtime, open_doctor, open_runtime
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
 from assistant.testing.personalities import PERSONALITIES
@@ -124,6 +125,21 @@ def _require_folder(option: str, path: Path) -> None:
         raise typer.Exit(2)
 
 
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings, *, fake: bool = False) -> AsyncIterator[Runtime]:
+    """The runtime, answered by the bundled fake model when `fake`; on the way out the runtime
+    is closed, then the fake (also when opening the runtime failed)."""
+    async with contextlib.AsyncExitStack() as stack:
+        base_url = None
+        if fake:
+            fake_llm = await FakeLlm().start()
+            stack.push_async_callback(fake_llm.stop)
+            base_url = fake_llm.base_url
+        runtime = await open_runtime(settings, base_url=base_url, fake=fake)
+        stack.push_async_callback(runtime.close)
+        yield runtime
+
+
 def _announce_database(settings: Settings) -> None:
     """One line at start naming the database: the default is a file in the current folder,
     easy to lose track of when the command is run from elsewhere."""
@@ -162,11 +178,7 @@ def chat(
     user = getpass.getuser()
 
     async def main() -> None:
-        fake_llm = await FakeLlm().start() if fake else None
-        runtime = await open_runtime(
-            settings, base_url=fake_llm.base_url if fake_llm else None, fake=fake
-        )
-        try:
+        async with _opened(settings, fake=fake) as runtime:
             await TerminalChat(
                 runtime.assistant,
                 ref=ConversationRef(
@@ -178,10 +190,6 @@ def chat(
                 logs=logs,
                 commands=runtime.commands,  # the person at this terminal runs the process
             ).run()
-        finally:
-            await runtime.close()
-            if fake_llm is not None:
-                await fake_llm.stop()
 
     _run(main)
 
@@ -208,16 +216,8 @@ def run(
     )
 
     async def main() -> None:
-        fake_llm = await FakeLlm().start() if fake else None
-        runtime = await open_runtime(
-            settings, base_url=fake_llm.base_url if fake_llm else None, fake=fake
-        )
-        try:
+        async with _opened(settings, fake=fake) as runtime:
             await services.serve(settings, runtime)
-        finally:
-            await runtime.close()
-            if fake_llm is not None:
-                await fake_llm.stop()
 
     _run(main)
 
@@ -235,8 +235,7 @@ def prompts(ctx: typer.Context) -> None:
     settings = _with_prompts(_settings())
 
     async def main() -> int:
-        runtime = await open_runtime(settings)
-        try:
+        async with _opened(settings) as runtime:
             if words == ["sync"]:
                 count = len(runtime.assistant.versions.catalog.files)
                 typer.echo(f"{count} prompt versions in {settings.prompts_dir} are in the store")
@@ -247,8 +246,6 @@ def prompts(ctx: typer.Context) -> None:
             result = await run_admin(runtime.commands, shlex.join(["prompt", *words]), context)
             typer.echo(result.text, err=not result.ok)
             return 0 if result.ok else 1
-        finally:
-            await runtime.close()
 
     raise typer.Exit(_run(main))
 
@@ -271,17 +268,9 @@ def eval_run(
     console = _output()
 
     async def main() -> int:
-        fake_llm = await FakeLlm().start() if fake else None
-        runtime = await open_runtime(
-            settings, base_url=fake_llm.base_url if fake_llm else None, fake=fake
-        )
-        try:
+        async with _opened(settings, fake=fake) as runtime:
             plan = eval_plan(runtime, name, version, compare)
             outcomes = await run_plan(runtime.runner, runtime, plan, console)
-        finally:
-            await runtime.close()
-            if fake_llm is not None:
-                await fake_llm.stop()
         return 1 if any(o.regressed or o.below_threshold for o in outcomes) else 0
 
     raise typer.Exit(_run(main))

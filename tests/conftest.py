@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 import uuid
@@ -102,21 +103,28 @@ async def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> Async
         await _drop_postgres_database(name)
 
 
+@contextlib.asynccontextmanager
+async def migrated(url: str) -> AsyncIterator[Store]:
+    """A store on `url` with every migration applied, closed on the way out."""
+    store = Store.connect(url)
+    try:
+        await migrate.upgrade(store.engine)
+        yield store
+    finally:
+        await store.close()
+
+
 @pytest.fixture
 async def store(sqlite_url: str) -> AsyncIterator[Store]:
-    store = Store.connect(sqlite_url)
-    await migrate.upgrade(store.engine)
-    yield store
-    await store.close()
+    async with migrated(sqlite_url) as opened:
+        yield opened
 
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Store]:
     """A migrated store on each database the store tests run on (SQLite, and Postgres)."""
-    store = Store.connect(database_url)
-    await migrate.upgrade(store.engine)
-    yield store
-    await store.close()
+    async with migrated(database_url) as opened:
+        yield opened
 
 
 @pytest.fixture

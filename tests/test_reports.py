@@ -21,7 +21,7 @@ from assistant.reporting.figures import (
     build_report,
 )
 from assistant.reporting.wording import report_text, summary_fields
-from assistant.store import Store, migrate
+from assistant.store import Store
 from assistant.store.tables import (
     Conversation,
     EvalRun,
@@ -39,6 +39,7 @@ from bots.discord_notices import (
     discord_embed_size,
 )
 from bots.slack_notices import slack_blocks
+from tests.conftest import migrated
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=UTC)
 WEEK = Period.last("7d", now=NOW)  # 2025-03-03 12:00 to 2025-03-10 12:00
@@ -47,12 +48,11 @@ START = WEEK.start
 
 @pytest.fixture
 async def db(database_url: str) -> AsyncIterator[Store]:
-    store = Store.connect(database_url)
-    await migrate.upgrade(store.engine)
-    if store.engine.dialect.name == "postgresql":
-        await _far_from_utc(store)
-    yield store
-    await store.close()
+    """conftest's `db`, with Postgres sessions far from UTC (hours must still be UTC's)."""
+    async with migrated(database_url) as store:
+        if store.engine.dialect.name == "postgresql":
+            await _far_from_utc(store)
+        yield store
 
 
 async def _far_from_utc(store: Store) -> None:

@@ -16,6 +16,8 @@ from assistant.evals.suite import EvalSuite
 from assistant.store.eval_store import EvalStore
 from assistant.store.tables import EvalRun
 
+FORCE_HINT = "Add --force to switch anyway (the change is recorded as forced)."
+
 
 @dataclass(frozen=True, kw_only=True)
 class Verdict:
@@ -48,7 +50,7 @@ class EvalGate:
                 problems.append(await self._unevaluated(name, version))
                 continue
             figures.append(_figure(name, version, run))
-            problems += _shortfalls(name, version, run, suite.threshold)
+            problems += _shortfalls(name, version, run, suite)
             if now is not None and current != version and run.pass_rate < now.pass_rate:
                 problems.append(
                     f"{name}@{version} passes fewer cases ({run.pass_rate:.0%}) than "
@@ -63,18 +65,8 @@ class EvalGate:
         if force:
             forced = "\n".join(filter(None, [shown, f"Forced past: {overridden}."]))
             return Verdict(figures=forced, overridden=True)
-        raise CommandError(
-            "\n".join(
-                filter(
-                    None,
-                    [
-                        f"Not switched: {overridden}.",
-                        shown,
-                        "Add --force to switch anyway (the change is recorded as forced).",
-                    ],
-                )
-            )
-        )
+        refusal = [f"Not switched: {overridden}.", shown, FORCE_HINT]
+        raise CommandError("\n".join(line for line in refusal if line))
 
     async def _unevaluated(self, name: str, version: int) -> str:
         assert self.evals is not None
@@ -89,12 +81,12 @@ class EvalGate:
         )
 
 
-def _shortfalls(name: str, version: int, run: EvalRun, threshold: float) -> list[str]:
+def _shortfalls(name: str, version: int, run: EvalRun, suite: EvalSuite) -> list[str]:
     found = []
-    if run.pass_rate < threshold:
+    if not suite.passes(run.pass_rate):
         found.append(
             f"{name}@{version} passed {run.pass_rate:.0%}, below its suite's threshold of "
-            f"{threshold:.0%}"
+            f"{suite.threshold:.0%}"
         )
     if run.tool_passed < run.tool_cases:
         failed = run.tool_cases - run.tool_passed

@@ -328,10 +328,9 @@ class EvalRunner:
         tools: list[EvalResult],
     ) -> EvalRun:
         by_name = {case.name: case for case in suite.cases}
-        answers: dict[str, list[str]] = {}
+        answers = _answers_by_case(cases)
         verdicts: dict[str, bool] = {}  # a case passes when every attempt of it passes
         for result in cases:
-            answers.setdefault(result.case, []).append(result.answer)
             verdicts[result.case] = verdicts.get(result.case, True) and result.passed
         failed = len([r for r in [*cases, *checks] if r.failures.startswith(evals.FAILED_TURN)])
         consistency = None
@@ -357,15 +356,20 @@ class EvalRunner:
 def _held_to_agreement(suite: evals.EvalSuite, results: list[EvalResult]) -> list[EvalResult]:
     """Fail every attempt of a `consistent` case whose answers differ: no single answer is
     wrong, the disagreement is."""
+    answers = _answers_by_case(results)
+    why = {case.name: evals.disagreement(case, answers.get(case.name, [])) for case in suite.cases}
+    for result in results:
+        if why[result.case] is not None:
+            result.passed = False
+            result.failures = "\n".join(filter(None, [result.failures, why[result.case]]))
+    return results
+
+
+def _answers_by_case(results: list[EvalResult]) -> dict[str, list[str]]:
     answers: dict[str, list[str]] = {}
     for result in results:
         answers.setdefault(result.case, []).append(result.answer)
-    for case in suite.cases:
-        why = evals.disagreement(case, answers.get(case.name, []))
-        for result in (r for r in results if why is not None and r.case == case.name):
-            result.passed = False
-            result.failures = "\n".join(filter(None, [result.failures, why]))
-    return results
+    return answers
 
 
 def _pass_rate(

@@ -268,6 +268,7 @@ async def build_report(
     votes = await queries.votes(period.start, period.end)
     total, evals = _tally(studied), _tally(kinds["fake_eval" if fake else "eval"])
     by_model = _tally_by(studied, lambda row: row.model)
+    # every version that made a call, gave a reply or got a vote in the period
     ids = {row.prompt_version_id for row in studied} | set(traffic.replies_by_version)
     ids |= set(votes)
     named = await queries.version_labels({i for i in ids if i is not None})
@@ -284,7 +285,7 @@ async def build_report(
         eval_cost_usd=evals.cost_usd,
         eval_unpriced_calls=evals.unpriced,
         cost_by_model=_cost_by_model(by_model),
-        by_version=await _by_version(queries, period, studied, traffic, votes, named),
+        by_version=await _by_version(queries, period, studied, traffic, votes, ids, named),
         ttft_ms=Percentiles.of(t.ttft_ms for t in timings if t.ttft_ms is not None),
         total_ms=Percentiles.of(t.total_ms for t in timings),
         calls=total.calls,
@@ -346,12 +347,11 @@ async def _by_version(
     rows: Sequence[CallTotals],
     traffic: MessageCounts,
     votes: dict[int | None, Votes],
+    ids: set[int | None],
     named: dict[int, tuple[str, int]],
 ) -> list[VersionFigures]:
-    """Every version that made a call, gave a reply or got a vote in the period; by name and
-    version, the unversioned last."""
+    """The figures of each version in `ids`; by name and version, the unversioned last."""
     tallies = _tally_by(rows, lambda row: row.prompt_version_id)
-    ids = set(tallies) | set(traffic.replies_by_version) | set(votes)
     history = await queries.eval_history(set(named.values()), before=period.end)
 
     def sort_key(version_id: int | None) -> tuple[bool, str, int]:

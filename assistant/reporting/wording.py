@@ -38,7 +38,7 @@ def left_out(report: Report) -> list[str]:
     """Each kind of traffic the figures leave out, when there was some."""
     parts = []
     if report.production_calls:
-        parts.append(f"{count(report.production_calls, 'production call')}")
+        parts.append(count(report.production_calls, "production call"))
     if report.eval_calls:
         parts.append(f"{count(report.eval_calls, 'eval-run call')} ({_eval_cost(report)})")
     if report.fake_calls:
