@@ -159,6 +159,8 @@ async def test_an_empty_period_is_a_clear_no_data_chart(db: Store):
         [axes] = figure.axes
         assert [t.get_text() for t in axes.texts] == [chart.empty]
         assert not axes.axison
+    fake = chart_figures(await build_report(db, WEEK, fake=True))  # `report --fake`
+    assert fake.empty == f"No traffic of the fake model in {WEEK.describe()}"
 
 
 def test_calls_that_cost_nothing_draw_no_cost_axis():
