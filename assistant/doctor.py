@@ -23,6 +23,7 @@ from assistant.llm import (
     Completion,
     LlmError,
     OpenAIChatModel,
+    connection_timed_out,
 )
 from assistant.model_traits import ModelTable
 from assistant.tools import ToolDefinition
@@ -105,7 +106,8 @@ class Doctor:
         try:
             listing = await self.client.get("/models", cast_to=object, options=_PROBE)
         except openai.APIConnectionError as exc:
-            raise ServerUnreachable(f"cannot reach {self.where} ({exc})") from None
+            why = "Request timed out." if connection_timed_out(exc) else "Connection error."
+            raise ServerUnreachable(f"cannot reach {self.where} ({why})") from None
         except openai.AuthenticationError:
             raise ServerUnreachable(
                 f"{self.where} refused the API key (check OPENAI_API_KEY)"

@@ -17,11 +17,14 @@ from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+import httpx2
 import openai
-from openai import AsyncStream, RequestOptions
+from openai import RequestOptions
 
 from assistant.model_traits import ModelTable
+from assistant.sse import SseReader
 from assistant.tools import ToolDefinition
+from assistant.waits import WaitLimit
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +231,7 @@ class OpenAIChatModel:
             base_url=base_url,
             max_retries=0,  # retries are ours: counted, logged and bounded by the total timeout
             timeout=timeouts.total,
+            http_client=openai.DefaultAioHttpClient(timeout=timeouts.total),
         )
         return cls(
             client,
@@ -330,20 +334,19 @@ class OpenAIChatModel:
             return None
         return delay
 
-    async def _open_stream(self, body: dict[str, Any]) -> AsyncStream[object]:
-        """POST the body as built. `chat.completions.create` would first walk every message
-        through the SDK's TypedDict transform, which costs more than the rest of a turn on a
-        long history; our body is already plain JSON, so it goes through the client's own
-        `post`, with the same auth, headers, errors and SSE parsing. Chunks stay the JSON
-        they arrive as: building a pydantic model per chunk cost 0.25 ms each, most of the
-        CPU of 200 concurrent answers."""
+    async def _open_stream(self, body: dict[str, Any]) -> httpx2.Response:
+        """POST the body as built, and return the response with its body still to read.
+        `chat.completions.create` would first walk every message through the SDK's TypedDict
+        transform, which costs more than the rest of a turn on a long history; our body is
+        already plain JSON, so it goes through the client's own `post`, with the same auth,
+        headers and errors. The events are read by `_events`: chunks stay the JSON they
+        arrive as (a pydantic model per chunk cost 0.25 ms each)."""
         return await self._client.post(
             "/chat/completions",
-            cast_to=object,
+            cast_to=httpx2.Response,
             body=body,
             options=self._options,
             stream=True,
-            stream_cls=AsyncStream[object],
         )
 
     async def _post_whole(self, body: dict[str, Any]) -> object:
@@ -404,20 +407,20 @@ class OpenAIChatModel:
                 completion = await self._post_whole(body)
             yield completion
             return
-        stream: AsyncStream[object] | None = None
+        response: httpx2.Response | None = None
+        limit = WaitLimit()
         try:
-            async with asyncio.timeout(time_left()):
-                stream = await self._open_stream(body)
-            chunks = aiter(stream)
+            response = await limit.wait(self._open_stream(body), time_left())
+            chunks = aiter(_events(response))
             while True:
-                async with asyncio.timeout(time_left()):
-                    chunk = await anext(chunks, None)
+                chunk = await limit.wait(anext(chunks, None), time_left())
                 if chunk is None:
                     return
                 yield chunk
         finally:
-            if stream is not None:
-                await stream.close()
+            limit.close()
+            if response is not None:
+                await response.aclose()
 
     def _wire_request(self, request: ChatRequest) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -450,6 +453,37 @@ class OpenAIChatModel:
         return LlmStreamBroken(
             f"stream failed: {type(exc).__name__}: {exc}", ttft_ms=ttft_ms, total_ms=total_ms
         )
+
+
+async def _events(response: httpx2.Response) -> AsyncGenerator[object, None]:
+    """The stream's chunks, each the JSON it arrived as, until `[DONE]` or the end. An error
+    the server sends inside the stream, or a transport failure, is raised as the SDK's own
+    stream would raise it, so `_translate` reads both ways of reading alike."""
+    reader = SseReader()
+    try:
+        async for data in response.aiter_bytes():
+            for event in reader.feed(data):
+                if event.startswith(b"[DONE]"):
+                    return
+                yield _checked(json.loads(event), response)
+        for event in reader.end():
+            if event.startswith(b"[DONE]"):
+                return
+            yield _checked(json.loads(event), response)
+    except httpx2.TimeoutException as exc:
+        raise openai.APITimeoutError(request=response.request) from exc
+    except httpx2.TransportError as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
+
+
+def _checked(chunk: object, response: httpx2.Response) -> object:
+    if not isinstance(chunk, dict) or not chunk.get("error"):
+        return chunk
+    error = chunk["error"]
+    message = error.get("message") if isinstance(error, dict) else None
+    if not isinstance(message, str) or not message:
+        message = "An error occurred during streaming"
+    raise openai.APIError(message=message, request=response.request, body=error)
 
 
 def _tool_choice(choice: str) -> str | dict[str, Any]:
@@ -683,7 +717,46 @@ def _number(value: object) -> int | None:
 
 # The transport's errors for a server that took the request, then hung up (its process died,
 # or it failed after sending 200): not the same as a server nobody could reach.
-_CLOSED_BY_SERVER = ("RemoteProtocolError", "ReadError")
+_CLOSED_BY_SERVER = ("RemoteProtocolError", "ReadError", "ServerDisconnectedError")
+
+
+def _connection_failed(
+    exc: openai.APIConnectionError, ttft_ms: float | None, total_ms: float
+) -> LlmError:
+    if connection_timed_out(exc):
+        return LlmTimeout("Request timed out.", ttft_ms=ttft_ms, total_ms=total_ms)
+    if ttft_ms is not None:
+        return LlmStreamBroken(
+            "connection lost mid-answer: Connection error.", ttft_ms=ttft_ms, total_ms=total_ms
+        )
+    closed = next((c for c in _causes(exc) if type(c).__name__ in _CLOSED_BY_SERVER), None)
+    if closed is not None:
+        return LlmStreamBroken(
+            f"the server closed the connection before answering ({closed})",
+            ttft_ms=ttft_ms,
+            total_ms=total_ms,
+        )
+    return LlmConnectionLost(
+        "cannot reach the model server: Connection error.", ttft_ms=ttft_ms, total_ms=total_ms
+    )
+
+
+def connection_timed_out(exc: openai.APIConnectionError) -> bool:
+    """Whether a failed connection ran out of time, by its first cause. The SDK's aiohttp
+    transport reports every aiohttp connection error (refused, reset, closed early) as
+    `APITimeoutError`, so the class alone cannot tell."""
+    root = _causes(exc)[-1]
+    if root is exc:
+        return isinstance(exc, openai.APITimeoutError)
+    return isinstance(root, TimeoutError) or type(root).__name__.endswith("Timeout")
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """`exc` and what raised it, outermost first."""
+    chain = [exc]
+    while chain[-1].__cause__ is not None and len(chain) < 20:
+        chain.append(chain[-1].__cause__)
+    return chain
 
 
 def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> LlmError:
@@ -704,23 +777,8 @@ def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> 
                 detail, retry_after=_retry_after(exc), ttft_ms=ttft_ms, total_ms=total_ms
             )
         return LlmRejected(detail, ttft_ms=ttft_ms, total_ms=total_ms)
-    if isinstance(exc, openai.APITimeoutError):
-        return LlmTimeout(str(exc), ttft_ms=ttft_ms, total_ms=total_ms)
-    if isinstance(exc, openai.APIConnectionError) and ttft_ms is not None:
-        return LlmStreamBroken(
-            f"connection lost mid-answer: {exc}", ttft_ms=ttft_ms, total_ms=total_ms
-        )
-    cause = type(exc.__cause__).__name__
-    if isinstance(exc, openai.APIConnectionError) and cause in _CLOSED_BY_SERVER:
-        return LlmStreamBroken(
-            f"the server closed the connection before answering ({exc.__cause__})",
-            ttft_ms=ttft_ms,
-            total_ms=total_ms,
-        )
     if isinstance(exc, openai.APIConnectionError):
-        return LlmConnectionLost(
-            f"cannot reach the model server: {exc}", ttft_ms=ttft_ms, total_ms=total_ms
-        )
+        return _connection_failed(exc, ttft_ms, total_ms)
     # an error event inside a stream the server had answered 200 to
     return _overflow(str(exc), exc.body, ttft_ms, total_ms) or LlmStreamBroken(
         str(exc), ttft_ms=ttft_ms, total_ms=total_ms

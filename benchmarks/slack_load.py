@@ -7,7 +7,9 @@ events, which times each ack). Figures:
   first text p50/p99  event POST -> the first text Slack received for that conversation
   total / LLM p50     event POST -> the answer finished, over the fake LLM's 1 s
   loop lag p99/max    how late a 10 ms timer fired in the assistant's event loop
-  CPU per conversation  the assistant process's CPU time (all threads) over the run
+  CPU per conversation  the assistant process's CPU time (all threads) over the run, and its
+                      event loop's thread alone (the rest is the SQLite thread)
+  web API calls       how many of each call Slack received
 and whether every conversation got exactly one complete reply. The last line is JSON.
 
     python benchmarks/slack_load.py [--conversations 200] [--llm-seconds 1.0]
@@ -22,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +109,7 @@ def _figures(slack: Any, sends: list[dict[str, float]], text: str, llm_s: float)
         "total_over_llm_p50": round(statistics.median(totals), 3),
         "total_over_llm_p99": round(_pct(totals, 99) / 1, 3),
         "exactly_one_reply": exactly_one,
+        "web_api_calls": dict(Counter(call.method for call in slack.calls)),
     }
 
 
@@ -168,17 +172,20 @@ async def serve_assistant(conversations: int, llm_seconds: float) -> None:
         stop = asyncio.Event()
         monitor = asyncio.create_task(lag_monitor(lags, stop))
         cpu_before = time.process_time()
+        main_before = time.thread_time()
         child.stdin.write(json.dumps({"url": f"http://127.0.0.1:{port}/slack/events"}).encode())
         child.stdin.write(b"\n")
         await child.stdin.drain()
         figures = json.loads(await child.stdout.readline())
         cpu_seconds = time.process_time() - cpu_before
+        main_seconds = time.thread_time() - main_before
         stop.set()
         await monitor
         await child.wait()
         await adapter.close()
         await runtime.close()
     figures["cpu_ms_per_conversation"] = round(cpu_seconds * 1000 / conversations, 1)
+    figures["main_thread_ms_per_conversation"] = round(main_seconds * 1000 / conversations, 1)
     figures["loop_lag_p99_ms"] = _pct(lags, 99)
     figures["loop_lag_max_ms"] = round(max(lags), 1)
     figures["conversations"] = conversations

@@ -75,6 +75,7 @@ class WorkRunner:
         self._engine = engine
         self._sqlite: Engine | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._connection: Connection | None = None  # the SQLite thread's own
         if engine.dialect.name == "sqlite":
             self._sqlite = sqlalchemy.create_engine(
                 engine.url.set(drivername="sqlite+pysqlite"),
@@ -89,20 +90,38 @@ class WorkRunner:
     async def __call__(self, work: Callable[[Connection], T]) -> T:
         if self._sqlite is not None:
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._thread, _with_connection, self._sqlite, work)
+            return await loop.run_in_executor(self._thread, self._on_thread, work)
         async with self._engine.connect() as connection:
             return await connection.run_sync(work)
 
     def dispose(self) -> None:
         if self._thread is not None:
+            self._thread.submit(self._close).result()
             self._thread.shutdown(wait=True)
         if self._sqlite is not None:
             self._sqlite.dispose()
 
+    def _on_thread(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` on the thread's own connection, kept open: checking one out of the pool
+        and back for each unit cost almost as much as the unit's SQL. A unit ends what it
+        began: whatever it left open (a read) is rolled back, so no snapshot is held."""
+        assert self._sqlite is not None
+        if self._connection is None or self._connection.invalidated:
+            self._connection = self._sqlite.connect()
+        connection = self._connection
+        try:
+            return work(connection)
+        except BaseException:
+            self._close()  # a broken connection is not reused; the next unit opens another
+            raise
+        finally:
+            if self._connection is not None and self._connection.in_transaction():
+                self._connection.rollback()
 
-def _with_connection(engine: Engine, work: Callable[[Connection], T]) -> T:
-    with engine.connect() as connection:
-        return work(connection)
+    def _close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
 
 def create_engine(url: str) -> AsyncEngine:

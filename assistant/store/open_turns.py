@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assistant.records import OrphanedTurn
+from assistant.store.batches import GroupWrite
 from assistant.store.tables import Conversation, Message, OpenTurn, Worker, utcnow
 
 T = TypeVar("T")
@@ -37,12 +38,13 @@ class OpenTurns:
     def __init__(self, engine: AsyncEngine, *, run: Run[Any]) -> None:
         self._engine = engine
         self._run = run
+        self._shown = GroupWrite[dict[str, Any]](self._mark_shown)
+        self._settled = GroupWrite[dict[str, Any]](self._settle)
 
     async def mark_shown(self, message_id: int, shown: str) -> None:
         """Remember what the platform shows of the answer (a stream, a placeholder), so a
         restart can close it instead of leaving it streaming forever."""
-        statement = update(OpenTurn).where(_turns.message_id == message_id).values(shown=shown)
-        await self._write(lambda c: c.execute(statement))
+        await self._shown.add({"question": message_id, "now_shown": shown})
 
     async def heartbeat(self, worker: str) -> None:
         """`worker` is alive now."""
@@ -119,8 +121,14 @@ class OpenTurns:
         return bool(await self._run(work))
 
     async def settle(self, message_id: int) -> None:
-        """Nobody owes this turn an answer any more (the user was told it was lost)."""
-        await self._write(lambda c: c.execute(SETTLE_TURN, {"message_id": message_id}))
+        """Nobody owes this turn an answer any more: the user has heard back."""
+        await self._settled.add({"message_id": message_id})
+
+    async def _mark_shown(self, rows: list[dict[str, Any]]) -> None:
+        await self._write(lambda c: c.execute(_MARK_SHOWN, rows))
+
+    async def _settle(self, rows: list[dict[str, Any]]) -> None:
+        await self._write(lambda c: c.execute(SETTLE_TURN, rows))
 
     async def _write(self, statement: Callable[[Connection], object]) -> None:
         def work(connection: Connection) -> None:
@@ -131,6 +139,11 @@ class OpenTurns:
 
 
 SETTLE_TURN = delete(OpenTurn).where(_turns.message_id == bindparam("message_id"))
+_MARK_SHOWN = (  # bound names apart from the columns': an update reserves those
+    update(OpenTurn)
+    .where(_turns.message_id == bindparam("question"))
+    .values(shown=bindparam("now_shown"))
+)
 NOTE_REPLY = (  # bound names apart from the columns': an update reserves those
     update(OpenTurn)
     .where(_turns.message_id == bindparam("question"))

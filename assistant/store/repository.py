@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Any, NamedTuple, TypeVar
 
@@ -23,6 +23,7 @@ from assistant.store.database import WorkRunner, create_engine
 from assistant.store.eval_store import EvalStore
 from assistant.store.open_turns import NOTE_REPLY, OpenTurns
 from assistant.store.prompt_store import PromptStore
+from assistant.store.rows import table_row
 from assistant.store.tables import (
     LARGEST_ID,
     Conversation,
@@ -404,9 +405,13 @@ def _conversation_id(connection: Connection, key: ConversationRef) -> int:
     found = connection.execute(_FIND_CONVERSATION, where).scalar()
     if found is not None:
         return int(found)
-    row = Conversation(
-        platform=key.platform, workspace=key.workspace, channel=key.channel, thread=key.thread
-    ).model_dump(exclude={"id"})
+    row = table_row(
+        Conversation,
+        platform=key.platform,
+        workspace=key.workspace,
+        channel=key.channel,
+        thread=key.thread,
+    )
     try:
         created = connection.execute(_INSERT_CONVERSATION, row).scalar_one()
     except IntegrityError:
@@ -431,12 +436,13 @@ def _claim(
 
 
 def _open_turn_row(message_id: int, pending: PendingReply) -> dict[str, Any]:
-    return OpenTurn(
+    return table_row(
+        OpenTurn,
         message_id=message_id,
         surface=pending.surface,
         place=storable(pending.place),
         owner=pending.owner,
-    ).model_dump()
+    )
 
 
 def storable(text: str) -> str:
@@ -454,23 +460,29 @@ def _insert_message(connection: Connection, row: dict[str, Any]) -> int:
 def _message_row(
     message: NewMessage, conversation_id: int, prompt_version_id: int | None
 ) -> dict[str, Any]:
-    fields = asdict(message)
+    fields = _fields(message)
     for name in ("text", "author_id", "author_name"):
         fields[name] = storable(fields[name])
-    row = Message(conversation_id=conversation_id, prompt_version_id=prompt_version_id, **fields)
-    return row.model_dump(exclude={"id"})
+    return table_row(
+        Message, conversation_id=conversation_id, prompt_version_id=prompt_version_id, **fields
+    )
 
 
 def _call_row(
     call: CallRecord, conversation_id: int, prompt_version_id: int | None, message_id: int | None
 ) -> dict[str, Any]:
-    row = LlmCall(
+    return table_row(
+        LlmCall,
         conversation_id=conversation_id,
         prompt_version_id=prompt_version_id,
         message_id=message_id,
-        **asdict(call),
+        **_fields(call),
     )
-    return row.model_dump(exclude={"id"})
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    """A flat dataclass's fields (`asdict` deep-copies every value, on every turn)."""
+    return {field.name: getattr(record, field.name) for field in fields(record)}
 
 
 def _history(connection: Connection, conversation_id: int, token_limit: int) -> History:
