@@ -469,6 +469,35 @@ async def test_estimated_and_reasoning_tokens_are_counted_apart(db: Store):
     assert f"- tokens: {tokens}\n  - ~ estimated by our tokenizer (2 calls without usage" in text
 
 
+async def test_latency_percentiles_ranked_in_the_database_are_the_nearest_rank_ones(db: Store):
+    """The store ranks reply latencies in SQL; its percentiles are `Percentiles.of` the very
+    values, over the period and in each hour, ties and a lone value included."""
+    seed = Seed(db)
+    hours: dict[int, list[float]] = {0: [700.0], 1: [5.0, 5.0, 3.0], 2: [], 3: []}
+    hours[2] = [float((n * 37) % 101) for n in range(1, 60)]
+    hours[3] = [float(n % 7) for n in range(1, 23)]
+    for hour, values in hours.items():
+        for n, value in enumerate(values):
+            at = START + timedelta(hours=hour, minutes=n % 60)
+            await seed.call(at, total_ms=value, ttft_ms=value / 2 if n % 3 else None)
+    await seed.call(START + timedelta(hours=2), total_ms=1e6, status="error")  # not an answer
+    await seed.call(START + timedelta(hours=2), total_ms=1e6, cache_hit=True)  # nor the cache
+    day = Period(start=START, end=START + timedelta(hours=24))
+
+    report = await build_report(db, day)
+
+    every = [value for values in hours.values() for value in values]
+    assert report.total_ms == Percentiles.of(every)
+    firsts = [v / 2 for values in hours.values() for n, v in enumerate(values) if n % 3]
+    assert report.ttft_ms == Percentiles.of(firsts)
+    for hour, values in hours.items():
+        assert report.buckets[hour].total_ms == Percentiles.of(values)
+        assert report.buckets[hour].ttft_ms == Percentiles.of(
+            v / 2 for n, v in enumerate(values) if n % 3
+        )
+    assert report.buckets[4].total_ms == Percentiles()
+
+
 def test_percentiles_are_nearest_rank():
     values = [float(v) for v in range(20, 0, -1)]
     assert Percentiles.of(values) == Percentiles(p50=10.0, p95=19.0, p99=20.0)

@@ -105,6 +105,7 @@ async def test_the_token_source_migration_round_trip_keeps_the_calls(database_ur
             ("before", "server", 0),
             ("after", "estimate:o200k_base", 3),
         ]
+        await migrate.upgrade(store.engine)  # later revisions too: check compares with head
         await migrate.check(store.engine)
 
         await migrate.downgrade(store.engine, "0006")
@@ -118,6 +119,54 @@ async def test_the_token_source_migration_round_trip_keeps_the_calls(database_ur
         async with store.engine.connect() as connection:
             rows = (await connection.execute(read)).all()
         assert [tuple(row) for row in rows] == [("before", "server", 0), ("after", "server", 0)]
+    finally:
+        await store.close()
+
+
+REPORT_INDEXES = {
+    "messages": {"ix_messages_created_at"},
+    "llm_calls": {"ix_llm_calls_model_created_at", "ix_llm_calls_version_usage"},
+    "feedback": {"ix_feedback_updated_at"},
+}
+
+
+async def report_indexes(store: Store) -> set[str]:
+    def read(sync: Any) -> set[str]:
+        found = inspect(sync)
+        return {
+            index["name"] or "" for table in REPORT_INDEXES for index in found.get_indexes(table)
+        }
+
+    async with store.engine.connect() as connection:
+        return await connection.run_sync(read) & set().union(*REPORT_INDEXES.values())
+
+
+async def test_the_report_indexes_migration_round_trip_keeps_the_calls(database_url):
+    """0008 adds only indexes (what a report reads at a million calls): up, back down and up
+    again, the calls stay and the models and migrations agree."""
+    insert = text(
+        "INSERT INTO llm_calls (purpose, model, prompt_tokens, completion_tokens, "
+        "cached_tokens, total_ms, status, created_at, cache_hit) "
+        "VALUES ('reply', :model, 10, 5, 0, 12.5, 'ok', CURRENT_TIMESTAMP, false)"
+    )
+    models = text("SELECT model FROM llm_calls ORDER BY id")
+    store = Store.connect(database_url)
+    try:
+        await migrate.upgrade(store.engine, "0007")
+        async with store.engine.begin() as connection:
+            await connection.execute(insert, {"model": "before"})
+        assert await report_indexes(store) == set()
+        await migrate.upgrade(store.engine, "0008")
+        assert await report_indexes(store) == set().union(*REPORT_INDEXES.values())
+        await migrate.check(store.engine)
+
+        await migrate.downgrade(store.engine, "0007")
+        assert await report_indexes(store) == set()
+        await migrate.upgrade(store.engine)
+        async with store.engine.begin() as connection:
+            await connection.execute(insert, {"model": "after"})
+            assert list((await connection.execute(models)).scalars()) == ["before", "after"]
+        assert await report_indexes(store) == set().union(*REPORT_INDEXES.values())
     finally:
         await store.close()
 

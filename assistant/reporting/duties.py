@@ -21,6 +21,7 @@ from assistant.reporting.notices import Notice, Notifier
 from assistant.reporting.schedule import ScheduledJob, cron
 from assistant.reporting.wording import report_text
 from assistant.store import Store
+from assistant.store.report_store import ReportQueries
 from assistant.store.tables import EvalRun
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,8 @@ class Duties:
             return
         now = self._clock()
         today = Period(start=now.replace(hour=0, minute=0, second=0, microsecond=0), end=now)
-        spent = (await build_report(self._store, today)).cost_usd
+        # the report's cost_usd, without the rest of the report: production's priced spend
+        spent = await ReportQueries(self._store.engine).priced_cost(today.start, today.end)
         for level in BUDGET_LEVELS:
             if spent >= budget * level:
                 text = (

@@ -23,7 +23,8 @@ from assistant.store.report_store import (
     CallTotals,
     EvalPoint,
     MessageCounts,
-    ReplyTiming,
+    Ranks,
+    ReplyLatency,
     ReportQueries,
     Traffic,
     Votes,
@@ -115,6 +116,11 @@ class Percentiles:
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
+
+    @classmethod
+    def ranked(cls, ranks: Ranks) -> Percentiles:
+        """From the nearest-rank values the store computed (`ReplyLatency`)."""
+        return cls(p50=ranks.get(50), p95=ranks.get(95), p99=ranks.get(99))
 
     @classmethod
     def of(cls, values: Iterable[float]) -> Percentiles:
@@ -261,9 +267,10 @@ async def build_report(
             report offline); production is then what is left out, and no budget applies.
     """
     queries = ReportQueries(store.engine, fake=fake)
-    kinds = _by_traffic(await queries.call_totals(period.start, period.end))
+    by_day = period.bucket == DAY
+    kinds = _by_traffic(await queries.call_totals(period.start, period.end, by_day=by_day))
     studied = kinds["fake" if fake else "production"]  # the traffic these figures describe
-    timings = await queries.reply_timings(period.start, period.end)
+    latency = await queries.reply_latency(period.start, period.end, by_day=by_day)
     traffic = await queries.message_counts(period.start, period.end)
     votes = await queries.votes(period.start, period.end)
     total, evals = _tally(studied), _tally(kinds["fake_eval" if fake else "eval"])
@@ -286,12 +293,12 @@ async def build_report(
         eval_unpriced_calls=evals.unpriced,
         cost_by_model=_cost_by_model(by_model),
         by_version=await _by_version(queries, period, studied, traffic, votes, ids, named),
-        ttft_ms=Percentiles.of(t.ttft_ms for t in timings if t.ttft_ms is not None),
-        total_ms=Percentiles.of(t.total_ms for t in timings),
+        ttft_ms=Percentiles.ranked(latency.ttft_ms),
+        total_ms=Percentiles.ranked(latency.total_ms),
         calls=total.calls,
         errors=total.errors,
         error_rate=total.errors / total.calls if total.calls else 0.0,
-        buckets=_buckets(period, studied, timings, named),
+        buckets=_buckets(period, studied, latency, named),
         budget_usd=None if fake else daily_budget_usd or None,
         budget_used=None if fake else await _budget_used(queries, period, daily_budget_usd),
         reasoning_tokens=total.reasoning_tokens,
@@ -406,19 +413,22 @@ def _change(
 def _buckets(
     period: Period,
     rows: Sequence[CallTotals],
-    timings: Sequence[ReplyTiming],
+    latency: ReplyLatency,
     named: dict[int, tuple[str, int]],
 ) -> list[BucketFigures]:
     """Every hour or day of the period, quiet ones too: a gap in a chart should look like one."""
     size = period.bucket
     calls: dict[datetime, list[CallTotals]] = {}
     for row in rows:
-        calls.setdefault(bucket_start(row.hour, size), []).append(row)
-    replies: dict[datetime, list[ReplyTiming]] = {}
-    for timing in timings:
-        replies.setdefault(bucket_start(timing.created_at, size), []).append(timing)
+        calls.setdefault(bucket_start(row.start, size), []).append(row)
     return [
-        _bucket(start, calls.get(start, []), replies.get(start, []), named)
+        _bucket(
+            start,
+            calls.get(start, []),
+            ttft=Percentiles.ranked(latency.ttft_by_bucket.get(start, {})),
+            total=Percentiles.ranked(latency.total_by_bucket.get(start, {})),
+            named=named,
+        )
         for start in period.buckets()
     ]
 
@@ -426,17 +436,19 @@ def _buckets(
 def _bucket(
     start: datetime,
     rows: Sequence[CallTotals],
-    timings: Sequence[ReplyTiming],
+    *,
+    ttft: Percentiles,
+    total: Percentiles,
     named: dict[int, tuple[str, int]],
 ) -> BucketFigures:
-    total = _tally(rows)
+    tally = _tally(rows)
     versions = _tally_by(rows, lambda row: _label(row.prompt_version_id, named))
     return BucketFigures(
         start=start,
-        cost_usd=total.cost_usd,
-        cost_by_version={label: tally.cost_usd for label, tally in versions.items()},
-        calls=total.calls,
-        errors=total.errors,
-        ttft_ms=Percentiles.of(t.ttft_ms for t in timings if t.ttft_ms is not None),
-        total_ms=Percentiles.of(t.total_ms for t in timings),
+        cost_usd=tally.cost_usd,
+        cost_by_version={label: t.cost_usd for label, t in versions.items()},
+        calls=tally.calls,
+        errors=tally.errors,
+        ttft_ms=ttft,
+        total_ms=total,
     )

@@ -8,10 +8,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, Row, Select, and_, case, func, literal_column, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    Select,
+    and_,
+    case,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.orm import Mapped
-from sqlalchemy.sql import Executable
+from sqlalchemy.orm import Mapped, aliased
+from sqlalchemy.sql import Executable, Subquery
 from sqlmodel import col
 
 from assistant.records import ESTIMATE_PREFIX
@@ -27,15 +38,16 @@ from assistant.store.tables import (
 
 EVAL_PLATFORM = "eval"  # the eval runner's conversations: not production traffic
 _EVAL_RUNS_PER_VERSION = 2  # the latest, and the one before it to compare with
+PERCENTS = (50, 95, 99)  # the latency percentiles a report shows
 AnyRow = Row[*tuple[Any, ...]]
 Traffic = Literal["production", "eval", "fake", "fake_eval"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class CallTotals:
-    """The calls of one UTC hour, model, prompt version and platform."""
+    """The calls of one UTC hour (or day), model, prompt version and platform."""
 
-    hour: datetime  # the start of the hour, UTC
+    start: datetime  # the start of the hour (or day), UTC
     model: str
     prompt_version_id: int | None
     platform: str | None  # None: a call made outside any conversation
@@ -63,13 +75,20 @@ class CallTotals:
         return "fake" if fake else "production"
 
 
-@dataclass(frozen=True, kw_only=True)
-class ReplyTiming:
-    """One answered reply call's latency, for percentiles computed in Python."""
+Ranks = dict[int, float]  # percent (PERCENTS) -> the latency at that nearest rank
 
-    created_at: datetime
-    ttft_ms: float | None
-    total_ms: float
+
+@dataclass(frozen=True, kw_only=True)
+class ReplyLatency:
+    """Nearest-rank percentiles of the answered reply calls' latency, computed in the
+    database: over the whole period, and per UTC hour (or day) that had one. The p-th
+    percentile of n values is the value at rank ceil(p/100 * n) of the sorted values, so it
+    is always a latency that was actually seen."""
+
+    ttft_ms: Ranks  # empty: no reply reported a first token
+    total_ms: Ranks
+    ttft_by_bucket: dict[datetime, Ranks]
+    total_by_bucket: dict[datetime, Ranks]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -107,17 +126,19 @@ class ReportQueries:
         self._engine = engine
         self._fake = fake
 
-    async def call_totals(self, start: datetime, end: datetime) -> list[CallTotals]:
+    async def call_totals(
+        self, start: datetime, end: datetime, *, by_day: bool = False
+    ) -> list[CallTotals]:
         """Every call in the period (eval and fake ones too: see `CallTotals.traffic`), grouped
-        by UTC hour, so a report can fold them into hours or days."""
-        hour = self._utc_hour(col(LlmCall.created_at))
+        by UTC hour (or day, `by_day`), so a report can fold them into its buckets."""
+        bucket = self._utc_bucket(col(LlmCall.created_at), by_day=by_day)
         cost, status = col(LlmCall.cost_usd), col(LlmCall.status)
         estimated = col(LlmCall.token_source).startswith(ESTIMATE_PREFIX, autoescape=True)
         # Group by the raw platform, not by an "is eval" test: a bound parameter in GROUP BY
         # is a different expression to Postgres than the same one in the SELECT list.
         statement = (
             select(
-                hour.label("hour"),
+                bucket.label("bucket"),
                 col(LlmCall.model),
                 col(LlmCall.prompt_version_id),
                 col(Conversation.platform),
@@ -140,10 +161,14 @@ class ReportQueries:
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
             .where(_within(col(LlmCall.created_at), start, end))
             .group_by(
-                hour, col(LlmCall.model), col(LlmCall.prompt_version_id), col(Conversation.platform)
+                bucket,
+                col(LlmCall.model),
+                col(LlmCall.prompt_version_id),
+                col(Conversation.platform),
             )
         )
-        return [_call_totals(row) for row in await self._rows(statement)]
+        starts = _BucketStarts()
+        return [_call_totals(row, starts(row.bucket)) for row in await self._rows(statement)]
 
     async def priced_cost(self, start: datetime, end: datetime) -> float:
         """Production spend in the period, priced calls only."""
@@ -156,10 +181,34 @@ class ReportQueries:
         [row] = await self._rows(statement)
         return float(row[0] or 0.0)
 
-    async def reply_timings(self, start: datetime, end: datetime) -> list[ReplyTiming]:
-        """Production reply calls that reached the model and answered: what latency means."""
-        statement = (
-            select(col(LlmCall.created_at), col(LlmCall.ttft_ms), col(LlmCall.total_ms))
+    async def reply_latency(
+        self, start: datetime, end: datetime, *, by_day: bool = False
+    ) -> ReplyLatency:
+        """Production reply calls that reached the model and answered (what latency means):
+        their percentiles over the period and per UTC hour (or day, `by_day`)."""
+        ttft, ttft_by_bucket = await self._percentiles(col(LlmCall.ttft_ms), start, end, by_day)
+        total, total_by_bucket = await self._percentiles(col(LlmCall.total_ms), start, end, by_day)
+        return ReplyLatency(
+            ttft_ms=ttft,
+            total_ms=total,
+            ttft_by_bucket=ttft_by_bucket,
+            total_by_bucket=total_by_bucket,
+        )
+
+    async def _percentiles(
+        self,
+        value: Mapped[float] | Mapped[float | None],
+        start: datetime,
+        end: datetime,
+        by_day: bool,
+    ) -> tuple[Ranks, dict[datetime, Ranks]]:
+        """The nearest-rank PERCENTS of `value`, overall and per bucket, ranked in the
+        database: only the rows at those ranks come back."""
+        replies = (
+            select(
+                self._utc_bucket(col(LlmCall.created_at), by_day=by_day).label("bucket"),
+                value.label("value"),
+            )
             .select_from(LlmCall)
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
             .where(
@@ -168,12 +217,40 @@ class ReportQueries:
                 col(LlmCall.purpose) == "reply",
                 col(LlmCall.status) == "ok",
                 col(LlmCall.cache_hit).is_(False),
+                value.is_not(None),
             )
+            .subquery()
         )
-        return [
-            ReplyTiming(created_at=row[0], ttft_ms=row[1], total_ms=row[2])
-            for row in await self._rows(statement)
-        ]
+        # Two statements, each ranking by one window: SQLite sorts once per window, and two
+        # windows in one statement cost more than twice one.
+        overall = await self._ranks(replies, by_bucket=False)
+        starts = _BucketStarts()
+        by_bucket = {
+            starts(bucket): ranks
+            for bucket, ranks in (await self._ranks(replies, by_bucket=True)).items()
+        }
+        return overall.get("", {}), by_bucket
+
+    async def _ranks(self, replies: Subquery, *, by_bucket: bool) -> dict[str, Ranks]:
+        """Bucket (or "" for the whole period) -> its values at the PERCENTS' nearest ranks."""
+        bucket = replies.c.bucket if by_bucket else literal_column("''")
+        partition = replies.c.bucket if by_bucket else None
+        ranked = select(
+            bucket.label("bucket"),
+            replies.c.value,
+            func.row_number()
+            .over(partition_by=partition, order_by=replies.c.value)
+            .label("position"),
+            func.count().over(partition_by=partition).label("n"),
+        ).subquery()
+        statement = select(ranked).where(
+            ranked.c.position.in_([_nearest_rank(p, ranked.c.n) for p in PERCENTS])
+        )
+        found: dict[str, Ranks] = {}
+        for row in await self._rows(statement):
+            ranks = found.setdefault(row.bucket, {})
+            ranks.update(dict.fromkeys(_percents_at(row.position, row.n), row.value))
+        return found
 
     async def message_counts(self, start: datetime, end: datetime) -> MessageCounts:
         where = (
@@ -282,14 +359,17 @@ class ReportQueries:
         fake = _fake_conversations(start, end)
         return col(Conversation.id).in_(fake) if self._fake else col(Conversation.id).not_in(fake)
 
-    def _utc_hour(self, column: Mapped[datetime]) -> ColumnElement[Any]:
-        """The UTC hour of a timestamp as text, "2025-03-10 09". SQLite stores UTC text;
+    def _utc_bucket(self, column: Mapped[datetime], *, by_day: bool) -> ColumnElement[Any]:
+        """The UTC hour ("2025-03-10 09") or day ("2025-03-10") of a timestamp, as text.
+        SQLite stores UTC text ("2025-03-10 09:41:07.123456"), whose prefix is the hour: cut
+        it rather than parse it (strftime costs twice as much over a month of calls);
         Postgres's timestamptz would otherwise be cut at the session's time zone. No bound
         parameters: the expression also appears in GROUP BY."""
         if self._engine.dialect.name == "postgresql":
             utc = func.timezone(literal_column("'UTC'"), column)
-            return func.to_char(utc, literal_column("'YYYY-MM-DD HH24'"))
-        return func.strftime(literal_column("'%Y-%m-%d %H'"), column)
+            pattern = "'YYYY-MM-DD'" if by_day else "'YYYY-MM-DD HH24'"
+            return func.to_char(utc, literal_column(pattern))
+        return func.substr(column, literal_column("1"), literal_column("10" if by_day else "13"))
 
     async def _rows(self, statement: Executable) -> Sequence[AnyRow]:
         async with self._engine.connect() as connection:
@@ -311,17 +391,25 @@ def _studied_call(fake: bool) -> ColumnElement[bool]:
 
 def _fake_conversations(start: datetime, end: datetime) -> Select[int | None]:
     """The conversations, evals' aside, whose every model call in [start, end) the fake model
-    answered."""
-    real_calls = _count_where(col(LlmCall.model) != FAKE_MODEL)
+    answered: one fake call in the period, and no other. Read from the fake model's calls
+    (few) through the (model, created_at) index; each one's other calls through the
+    (conversation_id, created_at) one."""
+    real = aliased(LlmCall)
+    real_call = exists().where(
+        col(real.conversation_id) == col(LlmCall.conversation_id),
+        col(real.model) != FAKE_MODEL,
+        _within(col(real.created_at), start, end),
+    )
     return (
         select(col(LlmCall.conversation_id))
+        .distinct()
         .join(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
         .where(
+            col(LlmCall.model) == FAKE_MODEL,
             _within(col(LlmCall.created_at), start, end),
             col(Conversation.platform) != EVAL_PLATFORM,
+            ~real_call,
         )
-        .group_by(col(LlmCall.conversation_id))
-        .having(real_calls == 0)
     )
 
 
@@ -333,9 +421,33 @@ def _sum_where(condition: ColumnElement[bool], column: Mapped[int]) -> ColumnEle
     return func.sum(case((condition, column), else_=0))
 
 
-def _call_totals(row: AnyRow) -> CallTotals:
+def _nearest_rank(percent: int, count: ColumnElement[int]) -> ColumnElement[int]:
+    """ceil(percent/100 * count) in integers (count >= 1), as `_rank_of` computes it."""
+    return (count * percent + 99) // 100
+
+
+def _percents_at(position: int, count: int) -> list[int]:
+    """The PERCENTS whose nearest rank among `count` values is `position` (1-based)."""
+    return [p for p in PERCENTS if -(-p * count // 100) == position]
+
+
+class _BucketStarts:
+    """Bucket text ("2025-03-10 09" or "2025-03-10") -> its UTC start, each parsed once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, datetime] = {}
+
+    def __call__(self, text: str) -> datetime:
+        found = self._seen.get(text)
+        if found is None:
+            shape = "%Y-%m-%d %H" if len(text) > 10 else "%Y-%m-%d"
+            found = self._seen[text] = datetime.strptime(text, shape).replace(tzinfo=UTC)
+        return found
+
+
+def _call_totals(row: AnyRow, start: datetime) -> CallTotals:
     return CallTotals(
-        hour=datetime.strptime(row.hour, "%Y-%m-%d %H").replace(tzinfo=UTC),
+        start=start,
         model=row.model,
         prompt_version_id=row.prompt_version_id,
         platform=row.platform,

@@ -54,7 +54,10 @@ class Message(SQLModel, table=True):
     """A user or assistant message; its token count is stored, so trimming never re-counts."""
 
     __tablename__ = "messages"
-    __table_args__ = (Index("ix_messages_conversation_id_id", "conversation_id", "id"),)
+    __table_args__ = (
+        Index("ix_messages_conversation_id_id", "conversation_id", "id"),
+        Index("ix_messages_created_at", "created_at"),  # a report's period
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int = Field(foreign_key="conversations.id")
@@ -73,6 +76,18 @@ class LlmCall(SQLModel, table=True):
     """One request to the model: what it cost, how long it took, how it ended."""
 
     __tablename__ = "llm_calls"
+    __table_args__ = (
+        # the fake model's calls in a report's period (which conversations were only its)
+        Index("ix_llm_calls_model_created_at", "model", "created_at"),
+        # `prompt show`: a version's replies, violations and cache hits from the index alone
+        Index(
+            "ix_llm_calls_version_usage",
+            "prompt_version_id",
+            "purpose",
+            "cache_hit",
+            "contract_error",
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     conversation_id: int | None = Field(default=None, foreign_key="conversations.id", index=True)
@@ -188,7 +203,10 @@ class Feedback(SQLModel, table=True):
     can be counted; one row per user and message, so a changed mind replaces the vote."""
 
     __tablename__ = "feedback"
-    __table_args__ = (UniqueConstraint("message_id", "user_id", name="uq_feedback_message_user"),)
+    __table_args__ = (
+        UniqueConstraint("message_id", "user_id", name="uq_feedback_message_user"),
+        Index("ix_feedback_updated_at", "updated_at"),  # votes cast or changed in a period
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="messages.id", index=True)
