@@ -62,6 +62,12 @@ class DiscordSetupError(ConfigError):
 _DISCORD_API = discord.http.Route.BASE  # Discord's own, before any DISCORD_API_URL
 
 
+# What the adapter reads, and nothing more: every other intent (typing, reactions, voice,
+# presences, emojis, invites, ...) is a stream of gateway events parsed for no use, our own
+# typing indicators and reactions among them
+INTENTS = discord.Intents(guilds=True, guild_messages=True, dm_messages=True, message_content=True)
+
+
 def point_at(api_url: str | None, gateway_url: str | None) -> None:
     """Talk to another Discord (DISCORD_API_URL, DISCORD_GATEWAY_URL): a proxy, or a test."""
     if api_url:
@@ -94,13 +100,14 @@ class DiscordAdapter:
         self._token = token
         self._guild_id = guild_id
         self._gate = ChannelGate(edit_interval)
-        intents = discord.Intents.default()
-        intents.message_content = True
         client_class = discord.AutoShardedClient if sharded else discord.Client
         # every shard identifies in turn, about 5 s each: a big sharded bot takes minutes
         self._ready_timeout = READY_TIMEOUT_SECONDS * (10 if sharded else 1)
+        # no message cache: nothing here looks a message up again, and each edit event
+        # (one per streaming edit of ours) would search it
+        client_options.setdefault("max_messages", None)
         self.client = client_class(
-            intents=intents, allowed_mentions=ALLOWED_MENTIONS, **client_options
+            intents=INTENTS, allowed_mentions=ALLOWED_MENTIONS, **client_options
         )
         self._warnings = QuietWarnings(log)
         self.tree = GuardedTree(self.client, warnings=self._warnings)
@@ -218,8 +225,10 @@ class DiscordAdapter:
     # ---- messages
 
     async def on_message(self, message: discord.Message) -> None:
-        """Everything happens on the turn's own task, which shutdown waits for."""
-        self._turns.start(self._to_turn(message))
+        """Everything happens on the turn's own task, which shutdown waits for; a bot's
+        message (our own answers among them) needs none."""
+        if not message.author.bot:
+            self._turns.start(self._to_turn(message))
 
     async def _to_turn(self, message: discord.Message) -> Turn | None:
         me = self.client.user

@@ -373,6 +373,27 @@ async def test_typing_shows_before_the_first_words(bot, discord_fake, fake_llm):
     assert typing < first_post
 
 
+async def test_its_own_echoed_answers_start_nothing_and_unread_events_are_not_asked_for(
+    bot, discord_fake, fake_llm
+):
+    """Discord sends the bot its own messages and edits back; and only the events the bot
+    reads are asked for (no typing, reactions, presences, voice ...), so none is parsed for
+    nothing."""
+    discord_fake.echo = True
+    fake_llm.script(Reply(text="Said once, edited a few times.", chunk_chars=4, chunk_delay=0.02))
+    await discord_fake.send_message("say something", mention_bot=True)
+    await settle(bot, discord_fake)
+
+    assert [m.content for m in answers(discord_fake)] == ["Said once, edited a few times."]
+    assert len(fake_llm.requests) == 1
+    sent = [event for _, event, _ in discord_fake.dispatch_log()]
+    assert sent.count("MESSAGE_CREATE") == 2 and "MESSAGE_UPDATE" in sent
+    assert "TYPING_START" not in sent
+    intents = discord.Intents._from_value(discord_fake.identify_payloads[-1]["intents"])
+    read = {"guilds", "guild_messages", "dm_messages", "message_content"}
+    assert {name for name, on in intents if on} == read
+
+
 async def test_a_question_deleted_before_the_answer_still_gets_it(bot, discord_fake, fake_llm):
     fake_llm.script(Reply(text="Here anyway.", first_delay=0.3))
     asked = await discord_fake.send_message("quick one", mention_bot=True)

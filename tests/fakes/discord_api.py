@@ -78,6 +78,8 @@ GUILD_MEMBERS = 1 << 1
 GUILD_PRESENCES = 1 << 8
 GUILD_MESSAGES = 1 << 9
 DIRECT_MESSAGES = 1 << 12
+GUILD_MESSAGE_TYPING = 1 << 11
+DIRECT_MESSAGE_TYPING = 1 << 14
 
 EPHEMERAL = 1 << 6
 LOADING = 1 << 7
@@ -263,11 +265,16 @@ class FakeDiscord:
         interaction_deadline: float | None = 3.0,
         bot_permissions: int = BOT_PERMISSIONS,
         everyone_permissions: int = 0,
+        echo: bool = False,
     ) -> None:
         self.message_content_intent = message_content_intent
         self.members_intent = members_intent
         self.presences_intent = presences_intent
         self.shards = shards
+        # echo=True: the bot's own messages, edits, deletions and typing come back down the
+        # gateway as Discord sends them (MESSAGE_CREATE/UPDATE/DELETE, TYPING_START)
+        self.echo = echo
+        self._echoes: list[tuple[str, dict[str, Any]]] = []
         self.token = token  # None: any token is accepted
         self.transport_compression = transport_compression
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -287,6 +294,7 @@ class FakeDiscord:
         self.uploads: dict[str, bytes] = {}  # attachment id -> the bytes the bot uploaded
         self.reactions: list[tuple[str, str, str, str]] = []  # (op, channel, message, emoji)
         self.threads: dict[str, dict[str, Any]] = {}  # threads the bot created
+        self.text_channels: dict[str, dict[str, Any]] = {}  # more, from add_text_channel
         self.users: dict[str, str] = {OWNER_ID: "alice"}
         self.dm_channels: dict[str, str] = {OWNER_ID: DM_CHANNEL_ID}
         self.identifies = 0
@@ -536,6 +544,15 @@ class FakeDiscord:
             "flags": 0,
         }
 
+    def add_text_channel(self, name: str | None = None) -> str:
+        """Another text channel in the server (in GUILD_CREATE when added before the bot
+        connects); returns its id."""
+        channel = {**self.text_channel(), "id": self.snowflake()}
+        channel["name"] = name or f"channel-{len(self.text_channels) + 2}"
+        channel["position"] = len(self.text_channels) + 1
+        self.text_channels[channel["id"]] = channel
+        return str(channel["id"])
+
     def thread_channel(
         self, thread_id: str = THREAD_ID, *, name: str = "a thread", owner_id: str = OWNER_ID
     ) -> dict[str, Any]:
@@ -584,6 +601,8 @@ class FakeDiscord:
             return self.thread_channel()
         if channel_id in self.threads:
             return self.threads[channel_id]
+        if channel_id in self.text_channels:
+            return self.text_channels[channel_id]
         if channel_id in self.dm_channels.values():
             return self.dm_channel(channel_id)
         return None
@@ -662,7 +681,7 @@ class FakeDiscord:
             "lazy": True,
             "member_count": len(members),
             "members": members,
-            "channels": [self.text_channel()],
+            "channels": [self.text_channel(), *self.text_channels.values()],
             "threads": [self.thread_channel(), *self.threads.values()],
             "voice_states": [],
             "presences": [],
@@ -1077,6 +1096,9 @@ class FakeDiscord:
 
     def _filter(self, session: _Session, event: str, data: dict[str, Any]) -> dict[str, Any] | None:
         """What Discord would send this session, given its intents."""
+        if event == "TYPING_START":
+            wanted = GUILD_MESSAGE_TYPING if "guild_id" in data else DIRECT_MESSAGE_TYPING
+            return data if session.intents & wanted else None
         if event not in ("MESSAGE_CREATE", "MESSAGE_UPDATE"):
             return data
         in_guild = "guild_id" in data
@@ -1115,6 +1137,24 @@ class FakeDiscord:
                 frame = {"op": 0, "s": seq, "t": event, "d": filtered}
                 await self._send(session.conn, frame)
         return seq
+
+    async def flood(self, event: str, items: list[dict[str, Any]]) -> list[float]:
+        """Dispatch `items` back to back, as a burst of traffic arrives (one session, no
+        other frame between them); returns the wall-clock time each was sent."""
+        session = self._live_session(None, items[0] if items else {})
+        sent: list[float] = []
+        async with session.lock:
+            for data in items:
+                filtered = self._filter(session, event, data)
+                sent.append(time.time())
+                if filtered is None:
+                    continue
+                session.seq += 1
+                session.log.append((session.seq, event, filtered))
+                if session.conn is not None:
+                    frame = {"op": 0, "s": session.seq, "t": event, "d": filtered}
+                    await self._send(session.conn, frame)
+        return sent
 
     def dispatch_log(self, shard_id: int = 0) -> list[tuple[int, str, dict[str, Any]]]:
         """(seq, event, data) of the latest session on a shard."""
@@ -1345,8 +1385,23 @@ class FakeDiscord:
             response = self._answer(request, path, body, files)
         call.status = response.status
         response.headers.setdefault("Via", "1.1 google")  # discord.py needs it to honour 429s
+        echoes, self._echoes = self._echoes, []
+        for event, data in echoes if self.echo else ():
+            with contextlib.suppress(RuntimeError):  # no session to send it to
+                await self.dispatch(event, data)
         await self._notify()
         return response
+
+    def _echo(self, event: str, message: FakeMessage) -> None:
+        """What Discord sends every client after the bot wrote in a channel (see `echo`)."""
+        data = self.message_payload(message)
+        if event == "MESSAGE_DELETE":
+            data = {"id": message.id, "channel_id": message.channel_id}
+        if self.is_guild_channel(message.channel_id):
+            data["guild_id"] = GUILD_ID
+            if event != "MESSAGE_DELETE":
+                data["member"] = self.member(BOT_ID, with_user=False)
+        self._echoes.append((event, data))
 
     def _answer(
         self, request: web.Request, path: str, body: Any, files: list[dict[str, Any]]
@@ -1455,6 +1510,11 @@ class FakeDiscord:
         if refused is not None:
             return refused
         self.typing.append(channel_id)
+        typing: dict[str, Any] = {"channel_id": channel_id, "user_id": BOT_ID}
+        typing["timestamp"] = int(time.time())
+        if self.is_guild_channel(channel_id):
+            typing |= {"guild_id": GUILD_ID, "member": self.member(BOT_ID)}
+        self._echoes.append(("TYPING_START", typing))
         return _empty()
 
     def _new_message(
@@ -1525,6 +1585,7 @@ class FakeDiscord:
                     return _invalid_reference()
                 reference = None  # Discord sends it as a plain message
         message = self._new_message(channel_id, body, req.files, message_reference=reference)
+        self._echo("MESSAGE_CREATE", message)
         return _json(self.message_payload(message))
 
     def _message_needs(
@@ -1581,6 +1642,7 @@ class FakeDiscord:
         if self._embeds_refused(channel_id, body, req.files) and not message.content:
             return _error(403, 50013, "Missing Permissions")
         self._edit(message, body, req.files)
+        self._echo("MESSAGE_UPDATE", message)
         return _json(self.message_payload(message))
 
     def _delete_message(self, req: _Req) -> web.Response:
