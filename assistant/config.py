@@ -12,7 +12,6 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL
 
-from assistant.reporting.schedule import cron
 from assistant.store.database import async_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/assistant.db"
@@ -86,6 +85,9 @@ class Settings(BaseSettings):
     # how often a serving process says it is alive; three missed beats and another process
     # takes over the answers it owed
     worker_heartbeat_seconds: float = Field(default=10.0, ge=0.1, le=600)
+    # `assistant run`'s processes sharing the HTTP port (`--workers` wins); unset: one per
+    # usable core when Slack is served over HTTP, else one
+    workers: int | None = Field(default=None, ge=1, le=256)
 
     @field_validator("admin_users", "report_channels", mode="before")
     @classmethod
@@ -100,6 +102,8 @@ class Settings(BaseSettings):
     @field_validator("eval_cron", "report_cron")
     @classmethod
     def _check_cron(cls, value: str) -> str:
+        from assistant.reporting.schedule import cron  # APScheduler: only when a cron is set
+
         cron(value)  # raises ValueError quoting the line
         return value
 

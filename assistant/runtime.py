@@ -4,23 +4,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from assistant.admin.commands import AdminCommands
-from assistant.builtin_tools import builtin_registry
 from assistant.config import Settings
-from assistant.doctor import Doctor
-from assistant.engine import Assistant, EngineConfig
-from assistant.evals.runner import EvalRunner
-from assistant.evals.suite import EvalSuite, load_suites
-from assistant.llm import OpenAIChatModel, Timeouts
-from assistant.model_traits import ModelTable
-from assistant.pricing import PriceTable
-from assistant.prompts.files import PromptCatalog, load_prompts_dir
-from assistant.reporting.figures import Period, build_report
-from assistant.reporting.wording import report_text
 from assistant.store import Store, migrate
 from assistant.store.eval_store import FAKE_MODEL
-from assistant.tools import ToolRegistry
+
+# The engine, the model client (openai), prompts and evals are imported by the functions that
+# build them: `assistant chat` shows its prompt while they load (issue 14).
+if TYPE_CHECKING:
+    from assistant.admin.commands import AdminCommands
+    from assistant.doctor import Doctor
+    from assistant.engine import Assistant, EngineConfig
+    from assistant.evals.runner import EvalRunner
+    from assistant.evals.suite import EvalSuite
+    from assistant.llm import OpenAIChatModel
+    from assistant.model_traits import ModelTable
+    from assistant.prompts.files import PromptCatalog
+    from assistant.tools import ToolRegistry
+    from assistant.turns import ConversationRef
 
 
 @dataclass(kw_only=True)
@@ -51,6 +53,10 @@ class ChatDuties:
     fake: bool = False
 
     async def report(self, spec: str) -> str:
+        # the report's figures and wording: loaded by the first `report`, not by every start
+        from assistant.reporting.figures import Period, build_report
+        from assistant.reporting.wording import report_text
+
         period = Period.last(spec, now=datetime.now(UTC))
         budget = self.settings.daily_budget_usd
         found = await build_report(self.store, period, daily_budget_usd=budget, fake=self.fake)
@@ -70,8 +76,32 @@ class ChatDuties:
         return "\n".join(lines) or "No prompt has an eval suite yet."
 
 
+async def open_store(settings: Settings) -> Store:
+    """The database, migrated: every command's first use of it, so a database that cannot be
+    used is reported here (`migrate.DatabaseUnreachable`)."""
+    store = Store.connect(settings.database_url)
+    try:
+        await migrate.upgrade(store.engine)
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+async def history_length(store: Store, ref: ConversationRef) -> int:
+    """`Assistant.history_length` from the store alone: a chat greets before the engine loads."""
+    conversation = await store.find_conversation(ref)
+    if conversation is None or conversation.id is None:
+        return 0
+    return await store.count_messages(conversation.id)
+
+
 async def open_runtime(
-    settings: Settings, *, base_url: str | None = None, fake: bool = False
+    settings: Settings,
+    *,
+    base_url: str | None = None,
+    fake: bool = False,
+    store: Store | None = None,
 ) -> Runtime:
     """Migrate, load and sync prompts, connect the model; `base_url` overrides OPENAI_BASE_URL.
 
@@ -80,13 +110,24 @@ async def open_runtime(
             model "fake", whatever it names, so its calls, cached replies and eval runs are
             recorded as the fake's and no report, cache or eval gate takes them for a real
             model's.
+        store: already opened by `open_store` (the runtime owns it from now on, closing it
+            when opening fails); None opens it after the prompts loaded.
     """
-    tools = builtin_registry()
-    catalog, suites = load_prompts(settings, tools)
-    prices = PriceTable.load(settings.pricing_file)
-    store = Store.connect(settings.database_url)
+    from assistant.builtin_tools import builtin_registry
+    from assistant.engine import Assistant
+    from assistant.evals.runner import EvalRunner
+    from assistant.pricing import PriceTable
+
     try:
-        await migrate.upgrade(store.engine)
+        tools = builtin_registry()
+        catalog, suites = load_prompts(settings, tools)
+        prices = PriceTable.load(settings.pricing_file)
+        store = store or await open_store(settings)
+    except BaseException:
+        if store is not None:
+            await store.close()
+        raise
+    try:
         model = connect_model(settings, base_url=base_url)
         assistant = Assistant(
             store=store,
@@ -126,6 +167,8 @@ async def open_runtime(
 
 
 def engine_config(settings: Settings, *, fake: bool) -> EngineConfig:
+    from assistant.engine import EngineConfig
+
     return EngineConfig(
         default_model=settings.assistant_model,
         tool_timeout=settings.tool_timeout,
@@ -139,6 +182,9 @@ def load_prompts(
     settings: Settings, tools: ToolRegistry
 ) -> tuple[PromptCatalog, dict[str, EvalSuite]]:
     """Every prompt version and eval suite in PROMPTS_DIR, checked against the known tools."""
+    from assistant.evals.suite import load_suites
+    from assistant.prompts.files import PromptCatalog, load_prompts_dir
+
     catalog = PromptCatalog(
         load_prompts_dir(settings.prompts_dir, known_tools=tools.names()),
         default_prompt=settings.default_prompt,
@@ -150,6 +196,9 @@ def connect_model(
     settings: Settings, *, base_url: str | None = None, models: ModelTable | None = None
 ) -> OpenAIChatModel:
     """The model client as configured; `models` overrides the parameters table (doctor)."""
+    from assistant.llm import OpenAIChatModel, Timeouts
+    from assistant.model_traits import ModelTable
+
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     return OpenAIChatModel.connect(
         api_key=key,
@@ -168,6 +217,10 @@ def connect_model(
 def open_doctor(settings: Settings, *, base_url: str | None = None) -> Doctor:
     """The doctor for the configured server and every model the configuration names: the
     default prompt's first, then ASSISTANT_MODEL and each version's model and fallbacks."""
+    from assistant.builtin_tools import builtin_registry
+    from assistant.doctor import Doctor  # `assistant doctor` only
+    from assistant.model_traits import ModelTable
+
     table = ModelTable.load(settings.models_file)
     catalog, _ = load_prompts(settings, builtin_registry())
     default = catalog.latest(catalog.default_name).version.model or settings.assistant_model
@@ -187,6 +240,8 @@ def open_doctor(settings: Settings, *, base_url: str | None = None) -> Doctor:
 
 def admin_commands(settings: Settings, duties: ChatDuties) -> AdminCommands:
     """The admin grammar with `report` and `eval run` doing the schedule's work in chat."""
+    from assistant.admin.commands import AdminCommands
+
     return AdminCommands(
         prompts=duties.store.prompts,
         versions=duties.assistant.versions,

@@ -13,8 +13,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
-import tiktoken
-
 log = logging.getLogger(__name__)
 
 # Where tiktoken would download each encoding from, and the sha256 it checks the file against.
@@ -64,6 +62,8 @@ def _seed_cache(encoding: str) -> None:
 
 
 def encoding_name(model: str) -> str:
+    import tiktoken  # its Rust core, and an encoding's 200,000 ranks, load on first use
+
     try:
         return tiktoken.encoding_name_for_model(model)
     except KeyError:
@@ -73,17 +73,41 @@ def encoding_name(model: str) -> str:
 @lru_cache(maxsize=8)
 def load_encoder(name: str) -> Encoder | None:
     """The tiktoken encoding, or None (logged once) when it cannot be had."""
+    import tiktoken
+
     try:
         if name in _SOURCES:
             _seed_cache(name)
-        encoder: Encoder = tiktoken.get_encoding(name)
+        encoding = tiktoken.get_encoding(name)
+        _drop_python_ranks(encoding)
+        encoder: Encoder = encoding
         return encoder
     except Exception as exc:  # any failure here must degrade to estimates, not break turns
         log.warning("token counts are estimated: encoding %s unavailable (%s)", name, exc)
         return None
 
 
+def _drop_python_ranks(encoding: object) -> None:
+    """Let tiktoken's Python copy of the ranks go: a dict of 200,000 byte strings, about 28 MB
+    resident for o200k_base. `encode` reads only the copy inside tiktoken's Rust core; the
+    Python one serves to pickle an Encoding, which nothing here does (`count` stays exact)."""
+    if isinstance(getattr(encoding, "_mergeable_ranks", None), dict):
+        encoding._mergeable_ranks = {}  # type: ignore[attr-defined]
+
+
 CHARS_TOKENIZER = "chars"  # the 4-characters-a-token guess, when no encoding can be loaded
+
+
+def most_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
+    """What `TokenCounter.count_request` can return at most for these messages, whatever the
+    encoding, without loading one: a token covers at least one byte of UTF-8 (and the 4-chars
+    guess is below a character a token), so a text has at most as many tokens as bytes."""
+    total = REPLY_PRIMER_TOKENS
+    for message in messages:
+        total += len(str(message.get("content") or "").encode()) + PER_MESSAGE_TOKENS
+        if message.get("tool_calls"):
+            total += len(json.dumps(message["tool_calls"]).encode())
+    return total
 
 
 class TokenCounter:

@@ -11,7 +11,7 @@ the difference is then the engine's own work. It is timed two ways: through
 `chat.completions.create` as most code calls it, and through the client's raw `post` as the
 engine does (the stricter baseline; `ratio_p50_*` use it). Last line: one JSON object.
 
-    python benchmarks/engine_overhead.py [--turns 200]
+    python benchmarks/engine_overhead.py [--turns 200] [--quick]
 """
 
 from __future__ import annotations
@@ -189,10 +189,19 @@ def wait_until_up(base_url: str) -> None:
     raise RuntimeError("the fake LLM server did not start")
 
 
-async def measure(base_url: str, turns: int) -> dict[int, dict[str, list[float]]]:
+async def measure(
+    base_url: str, turns: int, sizes: tuple[int, ...]
+) -> dict[int, dict[str, list[float]]]:
     results: dict[int, dict[str, list[float]]] = {}
-    client = openai.AsyncOpenAI(api_key="bench", base_url=base_url, max_retries=0)
-    for size in SIZES:
+    # the bare calls use the transport the engine uses (the SDK's aiohttp client), so the
+    # ratio is the engine's own work, not a difference of HTTP stacks
+    client = openai.AsyncOpenAI(
+        api_key="bench",
+        base_url=base_url,
+        max_retries=0,
+        http_client=openai.DefaultAioHttpClient(),
+    )
+    for size in sizes:
         with tempfile.TemporaryDirectory() as directory:
             assistant, store = await engine_for(Path(directory), size, base_url)
             for index in range(10):  # warm up connections, caches, the tokenizer
@@ -233,29 +242,33 @@ def report(results: dict[int, dict[str, list[float]]], turns: int) -> dict[str, 
         figures[f"bare_create_p50_ms_{size}"] = round(c50, 3)
         figures[f"ratio_p50_{size}"] = round(e50 / p50, 3)
         figures[f"ratio_vs_create_p50_{size}"] = round(e50 / c50, 3)
-    growth = statistics.median(results[10_000]["engine"]) / statistics.median(
-        results[100]["engine"]
-    )
-    figures["growth_10000_vs_100"] = round(growth, 3)
-    print(f"engine p50 at 10,000 messages / at 100: {growth:.2f} (target <= 1.5)")
-    print(f"engine / bare at p50, 100 messages: {figures['ratio_p50_100']:.2f} (target <= 1.5)")
+    if 10_000 in results and 100 in results:
+        growth = statistics.median(results[10_000]["engine"]) / statistics.median(
+            results[100]["engine"]
+        )
+        figures["growth_10000_vs_100"] = round(growth, 3)
+        print(f"engine p50 at 10,000 messages / at 100: {growth:.2f} (goal <= 1.5)")
+    print(f"engine / bare at p50, 100 messages: {figures['ratio_p50_100']:.2f} (goal <= 1.1)")
     return figures
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="100 messages only, 50 turns")
     args = parser.parse_args()
+    sizes = (100,) if args.quick else SIZES
+    turns = 50 if args.quick else args.turns
     port = free_port()
     server = multiprocessing.get_context("spawn").Process(target=serve_fake, args=(port,))
     server.start()
     try:
         wait_until_up(f"http://127.0.0.1:{port}/v1")
-        results = asyncio.run(measure(f"http://127.0.0.1:{port}/v1", args.turns))
+        results = asyncio.run(measure(f"http://127.0.0.1:{port}/v1", turns, sizes))
     finally:
         server.terminate()
         server.join()
-    figures = report(results, args.turns)
+    figures = report(results, turns)
     print(json.dumps(figures))
 
 

@@ -55,6 +55,7 @@ async def play_slack(conversations: int, llm_seconds: float) -> None:
     chunks = 20
     reply = Reply(text=text, chunk_chars=-(-len(text) // chunks), chunk_delay=llm_seconds / chunks)
     llm = await FakeLlm(responder=lambda _body: reply).start()
+    await warm_up(llm.base_url)
     slack = await FakeSlack().start()
     print(json.dumps({"llm": llm.base_url, "slack": slack.api_url}), flush=True)
     url = json.loads(await asyncio.to_thread(sys.stdin.readline))["url"]
@@ -75,6 +76,19 @@ async def play_slack(conversations: int, llm_seconds: float) -> None:
     print(json.dumps(_figures(slack, sends, text, llm_seconds)), flush=True)
     await slack.stop()
     await llm.stop()
+
+
+async def warm_up(llm_url: str) -> None:
+    """One request first: the fake model loads its tokenizer then (about a second here), which
+    would otherwise stall this process, and Slack with it, in the middle of the flood."""
+    import aiohttp
+
+    question = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm up"}]}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{llm_url}/chat/completions", json=question) as response,
+    ):
+        await response.read()
 
 
 def _finished(slack: Any) -> int:

@@ -8,13 +8,15 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from assistant.admin.commands import COMMAND_FAILED, AdminCommands, CommandResult
 from assistant.admin.grammar import Command, CommandContext, ascii_number
-from assistant.engine import Assistant
 from assistant.store.tables import LARGEST_ID
 from assistant.turns import Actor, ConversationRef
+
+if TYPE_CHECKING:  # the engine (and the model client it imports) load when the chat needs it
+    from assistant.engine import Assistant
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import getpass
 import logging
 import os
@@ -12,11 +13,10 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markdown import Markdown
 
 from assistant.admin.grammar import USAGE, CommandContext
 from assistant.config import (
@@ -27,19 +27,17 @@ from assistant.config import (
     find_prompts,
     load_settings,
 )
-from assistant.evals.feedback import candidate_cases, finetune_lines
 from assistant.prompts.files import PromptFileError
-from assistant.reporting.figures import Period, build_report
-from assistant.reporting.wording import report_text
-from assistant.runtime import Runtime, open_doctor, open_runtime
+from assistant.runtime import Runtime, history_length, open_doctor, open_runtime, open_store
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing import FakeLlm
 from assistant.testing.personalities import PERSONALITIES
 from assistant.turns import Actor, ConversationRef
-from bots.chat_actions import run_admin
-from bots.cli_doctor import examine
-from bots.cli_evals import eval_plan, run_plan
-from bots.terminal import HeldLogs, TerminalChat
+from bots.terminal import HeldLogs, Opening, TerminalChat
+
+if TYPE_CHECKING:
+    from assistant.admin.commands import AdminCommands
+    from assistant.engine import Assistant
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema migrations.")
@@ -126,18 +124,52 @@ def _require_folder(option: str, path: Path) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _opened(settings: Settings, *, fake: bool = False) -> AsyncIterator[Runtime]:
+async def _opened(
+    settings: Settings, *, fake: bool = False, store: Store | None = None
+) -> AsyncIterator[Runtime]:
     """The runtime, answered by the bundled fake model when `fake`; on the way out the runtime
-    is closed, then the fake (also when opening the runtime failed)."""
+    is closed, then the fake (also when opening the runtime failed). `store`: opened already
+    (`open_store`), the runtime's from now on."""
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
-        if fake:
-            fake_llm = await FakeLlm().start()
-            stack.push_async_callback(fake_llm.stop)
-            base_url = fake_llm.base_url
-        runtime = await open_runtime(settings, base_url=base_url, fake=fake)
+        try:
+            if fake:
+                fake_llm = await FakeLlm().start()
+                stack.push_async_callback(fake_llm.stop)
+                base_url = fake_llm.base_url
+        except BaseException:
+            if store is not None:
+                await store.close()
+            raise
+        runtime = await open_runtime(settings, base_url=base_url, fake=fake, store=store)
         stack.push_async_callback(runtime.close)
         yield runtime
+
+
+@contextlib.asynccontextmanager
+async def _chat_opening(settings: Settings, *, fake: bool) -> AsyncIterator[Opening]:
+    """The chat's engine, opened behind its prompt: the database first (a database that cannot
+    be used is said before the prompt, and the greeting counts the conversation's messages),
+    the rest (the model client, prompts, the fake model) once the prompt shows."""
+    store = await open_store(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        begun: list[asyncio.Task[object]] = []
+
+        async def start() -> tuple[Assistant, AdminCommands | None]:
+            begun.append(asyncio.current_task())  # type: ignore[arg-type]
+            opened = _opened(settings, fake=fake, store=store)
+            runtime = await stack.enter_async_context(opened)
+            return runtime.assistant, runtime.commands  # the person here runs the process
+
+        try:
+            yield Opening(history_length=functools.partial(history_length, store), start=start)
+        finally:
+            if not begun:
+                await store.close()
+            elif not begun[0].done():  # interrupted while opening: it closes what it opened
+                begun[0].cancel()
+                with contextlib.suppress(BaseException):
+                    await begun[0]
 
 
 def _announce_database(settings: Settings) -> None:
@@ -178,9 +210,9 @@ def chat(
     user = getpass.getuser()
 
     async def main() -> None:
-        async with _opened(settings, fake=fake) as runtime:
+        async with _chat_opening(settings, fake=fake) as opening:
             await TerminalChat(
-                runtime.assistant,
+                opening,
                 ref=ConversationRef(
                     platform="terminal", workspace="local", channel=user, thread=conversation
                 ),
@@ -188,7 +220,6 @@ def chat(
                 console=console,
                 show_cost=show_cost,
                 logs=logs,
-                commands=runtime.commands,  # the person at this terminal runs the process
             ).run()
 
     _run(main)
@@ -199,6 +230,14 @@ def run(
     fake: Annotated[
         bool, typer.Option(help="Offline: answer with the bundled fake model.")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes sharing Slack's HTTP port (default: WORKERS, else one per usable "
+            "core; one without an HTTP surface).",
+        ),
+    ] = None,
 ) -> None:
     """Migrate, sync prompts and serve every configured chat platform until stopped."""
     settings = _settings()
@@ -211,9 +250,18 @@ def run(
         raise typer.Exit(2)
     settings = _with_prompts(settings)
     _announce_database(settings)
+    count, why_one = services.worker_count(settings, workers or settings.workers)
+    who = "[supervisor] " if count > 1 else ""  # each worker's lines say [worker N]
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s {who}%(name)s: %(message)s"
     )
+    if why_one:
+        logging.getLogger(__name__).warning(why_one)
+    if count > 1:
+        from bots.workers import supervise
+
+        _run(lambda: supervise(settings, count, fake=fake, user_errors=_USER_ERRORS))
+        return
 
     async def main() -> None:
         async with _opened(settings, fake=fake) as runtime:
@@ -233,6 +281,8 @@ def prompts(ctx: typer.Context) -> None:
         typer.echo(PROMPTS_USAGE)
         raise typer.Exit(0 if words else 2)
     settings = _with_prompts(_settings())
+
+    from bots.chat_actions import run_admin  # the admin commands: not loaded by a chat's start
 
     async def main() -> int:
         async with _opened(settings) as runtime:
@@ -267,6 +317,8 @@ def eval_run(
     settings = _with_prompts(settings)
     console = _output()
 
+    from bots.cli_evals import eval_plan, run_plan  # this command's tables and progress
+
     async def main() -> int:
         async with _opened(settings, fake=fake) as runtime:
             plan = eval_plan(runtime, name, version, compare)
@@ -281,6 +333,8 @@ def eval_from_feedback(
     name: Annotated[str, typer.Argument(help="The prompt whose 👎 answers to turn into cases.")],
 ) -> None:
     """Print candidate eval cases (YAML) made from answers users rated 👎."""
+    from assistant.evals.feedback import candidate_cases  # this command's alone
+
     settings = _settings()
 
     async def main() -> str:
@@ -296,6 +350,8 @@ def export_finetune(
     ),
 ) -> None:
     """Write conversations whose answers users rated 👍 as chat fine-tuning JSONL."""
+    from assistant.evals.feedback import finetune_lines  # this command's alone
+
     settings = _settings()
 
     _require_folder("--output", output)
@@ -326,6 +382,9 @@ def report(
     ] = False,
 ) -> None:
     """Print what the assistant cost, how fast and how good it was over a period."""
+    from assistant.reporting.figures import Period, build_report  # the commands that report
+    from assistant.reporting.wording import report_text
+
     settings = _settings()
     if chart is not None:
         _require_folder("--chart", chart)
@@ -348,6 +407,8 @@ def report(
 
     text = _run(main)
     if sys.stdout.isatty():
+        from rich.markdown import Markdown  # and pygments: a terminal's report only
+
         Console(soft_wrap=True).print(Markdown(text))
     else:  # the Markdown itself: rendered, it is laid out (and padded) to a width
         typer.echo(text)
@@ -391,6 +452,8 @@ def doctor(
 ) -> None:
     """Probe the configured model server: what it supports, and what the assistant does about
     each gap. Exits 1 on a blocker, 2 when the server cannot be reached."""
+    from bots.cli_doctor import examine  # this command's alone
+
     logging.basicConfig(level=logging.ERROR)  # what the probes run into, the table says
     settings = _settings()
     if fake is None and settings.openai_api_key is None and settings.openai_base_url is None:

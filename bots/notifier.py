@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import logging
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from assistant.reporting.notices import Notice
-from bots.discord_app import DiscordAdapter
-from bots.slack_app import SlackAdapter
+
+if TYPE_CHECKING:  # each platform's module loads its library (tens of MB): only when served
+    from bots.discord_app import DiscordAdapter
+    from bots.slack_app import SlackAdapter
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +25,24 @@ class ChannelNotifier:
     ) -> None:
         self._slack = slack
         self._discord = discord
+
+    @classmethod
+    def over(cls, running: Iterable[SlackAdapter | DiscordAdapter]) -> ChannelNotifier:
+        """The notifier for whichever adapters run. A platform's module is looked at only when
+        it is loaded (it is whenever one of its adapters runs): importing it to test against its
+        class would load that platform's library into a process that does not serve it."""
+        adapters = list(running)
+        slack: SlackAdapter | None = None
+        discord: DiscordAdapter | None = None
+        if "bots.slack_app" in sys.modules:
+            from bots.slack_app import SlackAdapter
+
+            slack = next((a for a in adapters if isinstance(a, SlackAdapter)), None)
+        if "bots.discord_app" in sys.modules:
+            from bots.discord_app import DiscordAdapter
+
+            discord = next((a for a in adapters if isinstance(a, DiscordAdapter)), None)
+        return cls(slack=slack, discord=discord)
 
     async def post(self, channel: str, notice: Notice) -> None:
         platform, _, ident = channel.partition(":")

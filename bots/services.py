@@ -6,18 +6,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Coroutine
-from typing import Any, TypeVar
+import socket
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistant.config import ConfigError, Settings
 from assistant.reporting.duties import Duties, DutySettings
 from assistant.reporting.schedule import Scheduler
 from assistant.runtime import Runtime
-from bots.discord_app import DiscordAdapter, point_at
 from bots.notifier import ChannelNotifier
 from bots.recovery import KeepAlive, TurnRecovery
-from bots.slack_app import SlackAdapter
+
+if TYPE_CHECKING:  # each platform's module loads its library (tens of MB): only when served
+    from bots.discord_app import DiscordAdapter
+    from bots.slack_app import SlackAdapter
 
 T = TypeVar("T")
 
@@ -46,9 +51,54 @@ def missing_configuration(settings: Settings) -> str | None:
     return NOTHING_TO_SERVE
 
 
-async def serve(settings: Settings, runtime: Runtime) -> None:
+@dataclass(frozen=True, kw_only=True)
+class Role:
+    """What one process of `assistant run` serves: all of it when it runs alone; as one worker
+    of several, Slack's HTTP mode on the port the supervisor bound, and the single-connection
+    surfaces (Socket Mode, the Discord gateway: one connection per token) only in one."""
+
+    http_socket: socket.socket | None = None  # None: bind SLACK_PORT itself
+    single_connections: bool = True
+    schedules: bool = True  # stands for the scheduler's leader lock
+
+
+def serves_http(settings: Settings) -> bool:
+    """Whether a surface takes HTTP requests, which several processes can share."""
+    return settings.slack_bot_token is not None and settings.slack_app_token is None
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the system tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def worker_count(settings: Settings, asked: int | None) -> tuple[int, str | None]:
+    """How many processes `run` starts, from `--workers` or WORKERS (`asked`), else one per
+    usable core; and, when more were asked for than can share anything, why one runs."""
+    if serves_http(settings):
+        return asked or usable_cores(), None
+    if asked is not None and asked > 1:
+        return 1, (
+            f"workers: running 1 process, not {asked}: Socket Mode and the Discord gateway "
+            "hold one connection per token and there is no HTTP surface to share (Slack's HTTP "
+            "mode is; see docs/operations.md, Scaling)"
+        )
+    return 1, None
+
+
+async def serve(
+    settings: Settings,
+    runtime: Runtime,
+    *,
+    role: Role | None = None,
+    ready: Callable[[], None] | None = None,
+) -> None:
     """Run until SIGINT or SIGTERM, or until a platform connection fails for good; then stop
-    every platform at once, each letting its answers under way finish."""
+    every platform at once, each letting its answers under way finish. `ready` is called once
+    every surface of `role` (default: all of them) is being served."""
+    role = role or Role()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -59,14 +109,14 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
     upkeep: KeepAlive | None = None
     await runtime.assistant.owed.beat()  # alive before the first turn it accepts
     try:
-        if settings.slack_bot_token:
+        if settings.slack_bot_token and (role.single_connections or serves_http(settings)):
             mode = "Socket Mode" if settings.slack_app_token else f"HTTP on {settings.slack_port}"
             log.info("Slack: connecting (%s)", mode)
-            slack = await _unless_stopped(start_slack(settings, runtime), stop)
+            slack = await _unless_stopped(start_slack(settings, runtime, role.http_socket), stop)
             if slack is None:
                 return
             running.append(slack)
-        if settings.discord_token:
+        if settings.discord_token and role.single_connections:
             log.info("Discord: connecting")
             discord = await _unless_stopped(start_discord(settings, runtime), stop)
             if discord is None:
@@ -75,9 +125,12 @@ async def serve(settings: Settings, runtime: Runtime) -> None:
         recoveries = [TurnRecovery(runtime.assistant, adapter) for adapter in running]
         upkeep = KeepAlive(runtime.assistant, recoveries)
         upkeep.start()
-        scheduler = schedule_duties(settings, runtime, running)
-        await scheduler.start()
+        if role.schedules:
+            scheduler = schedule_duties(settings, runtime, running)
+            await scheduler.start()
         log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
+        if ready is not None:
+            ready()
         watched: set[asyncio.Future[Any]] = {asyncio.ensure_future(stop.wait())}
         if discord is not None and discord.connection is not None:
             watched.add(discord.connection)
@@ -111,7 +164,13 @@ async def _unless_stopped(starting: Coroutine[Any, Any, T], stop: asyncio.Event)
     return None
 
 
-async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
+async def start_slack(
+    settings: Settings, runtime: Runtime, http_socket: socket.socket | None = None
+) -> SlackAdapter:
+    """Slack connected: Socket Mode, HTTP on SLACK_PORT, or HTTP on `http_socket` (a worker's
+    share of the port its supervisor bound)."""
+    from bots.slack_app import SlackAdapter  # slack-bolt: only when Slack is served
+
     assert settings.slack_bot_token is not None
     app_token = settings.slack_app_token
     secret = settings.slack_signing_secret
@@ -126,7 +185,7 @@ async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
         if app_token is not None:
             await adapter.connect_socket_mode(app_token.get_secret_value())
         else:
-            await adapter.serve_http(port=settings.slack_port)
+            await adapter.serve_http(port=settings.slack_port, sock=http_socket)
     except OSError as exc:  # HTTP mode's port (Socket Mode says its own failures)
         await adapter.close()
         raise ConfigError(
@@ -140,6 +199,8 @@ async def start_slack(settings: Settings, runtime: Runtime) -> SlackAdapter:
 
 
 async def start_discord(settings: Settings, runtime: Runtime) -> DiscordAdapter:
+    from bots.discord_app import DiscordAdapter, point_at  # discord.py: only when it is served
+
     assert settings.discord_token is not None
     point_at(settings.discord_api_url, settings.discord_gateway_url)
     adapter = DiscordAdapter(
@@ -161,10 +222,7 @@ def schedule_duties(
     settings: Settings, runtime: Runtime, running: list[SlackAdapter | DiscordAdapter]
 ) -> Scheduler:
     """Evals, reports and alerts on their schedules, posted through the running adapters."""
-    notifier = ChannelNotifier(
-        slack=next((a for a in running if isinstance(a, SlackAdapter)), None),
-        discord=next((a for a in running if isinstance(a, DiscordAdapter)), None),
-    )
+    notifier = ChannelNotifier.over(running)
     duties = Duties(
         store=runtime.store,
         runner=runtime.runner,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -20,6 +21,7 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, web
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp, AsyncRespond
+from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
@@ -37,6 +39,7 @@ from assistant.turns import Actor, ConversationRef, Failed, Ignored, Inbound
 from bots.chat_actions import QuietWarnings, record_vote, run_admin
 from bots.render import from_mrkdwn, to_mrkdwn
 from bots.slack_http import (
+    Served,
     SlackEndpoint,
     action_channel,
     action_problem,
@@ -94,8 +97,18 @@ class SlackAdapter:
                 AsyncRateLimitErrorRetryHandler(max_retry_count=5),  # waits out Retry-After
             ],
         )
+        self._bot_token = bot_token
+        self._identity: asyncio.Future[Any] | None = None  # this bot's auth.test, once
+        # Bolt's client for the requests it reads: no token of its own, so that `authorize`
+        # is the one source of it (Bolt warns when given both)
+        self._bolt_client = AsyncWebClient(base_url=api_url)
+
+        async def authorize() -> AuthorizeResult:  # Bolt passes a function its named arguments
+            return await self._authorize()
+
         self.app = AsyncApp(
-            client=self.client,
+            client=self._bolt_client,
+            authorize=authorize,
             signing_secret=signing_secret,
             # HTTP: the endpoint (bots/slack_http.py) checks every signature on the raw bytes
             # before Bolt sees a request; Bolt's own check would log a failing request's whole
@@ -118,6 +131,7 @@ class SlackAdapter:
         self._bot_user: str | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
+        self._served = Served()  # which worker took its share, said as it stops
 
     # ---- serving
 
@@ -132,15 +146,26 @@ class SlackAdapter:
         )
         return endpoint.web_app(EVENTS_PATH)
 
-    async def serve_http(self, *, port: int, host: str = "0.0.0.0") -> int:  # noqa: S104
-        """Take Slack's events over HTTP; returns the port (useful when `port` is 0). The port
-        is taken first (a local problem, said without waiting on the network), then the bot
-        token is checked: a wrong one stops the start in one line (SlackSetupError)."""
+    async def serve_http(
+        self,
+        *,
+        port: int = 0,
+        host: str = "0.0.0.0",  # noqa: S104
+        sock: socket.socket | None = None,
+    ) -> int:
+        """Take Slack's events over HTTP, on `port` or on `sock` (a worker's share of the port
+        its supervisor bound, `bots/workers.py`); returns the port (useful when `port` is 0).
+        The port is taken first (a local problem, said without waiting on the network), then
+        the bot token is checked: a wrong one stops the start in one line (SlackSetupError)."""
         app = self.web_app()
+        app.middlewares.append(self._served.middleware)
         self._share_connections()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
+        if sock is None:
+            await web.TCPSite(self._runner, host, port).start()
+        else:
+            await web.SockSite(self._runner, sock).start()
         await self.check_bot_token()
         bound = int(self._runner.addresses[0][1])
         log.info("Slack events accepted on http://%s:%d%s", host, bound, EVENTS_PATH)
@@ -167,6 +192,22 @@ class SlackAdapter:
         if self.client.session is None:  # the client's own timeout applies only to its sessions
             self.client.session = ClientSession(timeout=ClientTimeout(total=self.client.timeout))
         self._names.share(self.client.session)
+        self._bolt_client.session = self.client.session
+
+    async def _authorize(self) -> AuthorizeResult:
+        """Who the bot is, from one auth.test for the process. Bolt's own single-workspace
+        check asks Slack again for every event that arrives before its first answer: at a
+        busy start, a hundred calls of a rate-limited method."""
+        if self._identity is None:
+            self._identity = asyncio.ensure_future(self.client.auth_test())
+        try:
+            response = await asyncio.shield(self._identity)  # one waiter gone stops no other
+        except Exception:
+            self._identity = None  # the next event asks again
+            raise
+        return AuthorizeResult.from_auth_test_response(
+            bot_token=self._bot_token, auth_test_response=response
+        )
 
     async def close(self) -> None:
         """Stop taking events, then let the answers under way finish (for a while)."""
@@ -174,6 +215,7 @@ class SlackAdapter:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
             await self._runner.cleanup()
+            log.info("served %d Slack requests", self._served.requests)
         await self._turns.drain(grace=self._shutdown_grace)
         await self._names.close()
         if self.client.session is not None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -55,6 +56,28 @@ _MESSAGE_TEXTS = ("user", "text", "thread_ts", "subtype", "channel_type", "bot_i
 _COMMAND_TEXTS = ("text", "team_id", "channel_id", "trigger_id")
 
 Dispatch = Callable[[AsyncBoltRequest], Awaitable[BoltResponse]]
+LISTEN_BACKLOG = 1024  # connections the kernel queues for one worker while it is busy
+
+
+def listening_socket(port: int, host: str = "0.0.0.0") -> socket.socket:  # noqa: S104
+    """One worker's listening socket on Slack's port, bound with SO_REUSEPORT so that the
+    supervisor of `assistant run --workers N` can bind one per worker and the kernel spreads
+    the connections among them. OSError when the port is taken (by a socket without it)."""
+    return socket.create_server((host, port), backlog=LISTEN_BACKLOG, reuse_port=True)
+
+
+class Served:
+    """How many requests this process answered (logged at stop: which worker took its share)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+
+    @web.middleware
+    async def middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        self.requests += 1
+        return await handler(request)
 
 
 class Unreadable(ValueError):

@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from assistant.admin.commands import AdminCommands
-from assistant.admin.grammar import CommandContext
-from assistant.engine import Assistant
 from assistant.turns import ESTIMATE_MARK, Actor, Completed, ConversationRef, Inbound
-from bots.chat_actions import record_vote, run_admin
-from bots.turn_runner import Turn, TurnRunner
+
+# The engine, the admin commands and the turn runner load while the prompt waits for a line.
+if TYPE_CHECKING:
+    from assistant.admin.commands import AdminCommands
+    from assistant.engine import Assistant
+    from bots.turn_runner import TurnRunner
 
 HELP = (
     "Commands: /cost (tokens, cost and latency of the last turn), /good and /bad (rate the "
@@ -84,12 +87,22 @@ class HeldLogs(logging.Handler):
         self._console.print(line, style="yellow", markup=False, highlight=False)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Opening:
+    """An engine still opening when the chat starts. The greeting counts with `history_length`
+    (the store is open); `start` begins once the prompt shows, and a line that needs the engine
+    waits for it. A failure of `start` ends the chat with its error, also at /quit or EOF."""
+
+    history_length: Callable[[ConversationRef], Awaitable[int]]
+    start: Callable[[], Awaitable[tuple[Assistant, AdminCommands | None]]]
+
+
 class TerminalChat:
     """One conversation in a console; its turns run inline, one line at a time."""
 
     def __init__(
         self,
-        assistant: Assistant,
+        assistant: Assistant | Opening,
         *,
         ref: ConversationRef,
         actor: Actor,
@@ -99,34 +112,73 @@ class TerminalChat:
         logs: HeldLogs | None = None,
         commands: AdminCommands | None = None,
     ) -> None:
-        self._assistant = assistant
+        self._opening = assistant if isinstance(assistant, Opening) else None
+        self._history_length = assistant.history_length
+        self._opened = None if isinstance(assistant, Opening) else (assistant, commands)
+        self._ready: asyncio.Future[tuple[Assistant, AdminCommands | None]] | None = None
         self._ref = ref
         self._actor = actor
         self._console = console
         self._show_cost = show_cost
         self._read_line = read_line
-        self._turns = TurnRunner(assistant, surface="terminal", interval=0)
+        self._turns: TurnRunner | None = None
         self._last: Completed | None = None
         self._logs = logs  # the process's log handler, held while an answer prints
-        self._commands = commands
 
     async def run(self) -> None:
         await self._greet()
         while True:
             try:
-                line = (await asyncio.to_thread(self._read_line)).strip()
+                line = (await self._next_line()).strip()
             except (EOFError, KeyboardInterrupt):
                 self._console.print()
+                await self._engine()  # what went wrong while opening is still said
                 return
             if not line:
                 continue
             if line in ("/quit", "/exit"):
+                await self._engine()
                 return
             if not await self._command(line):
                 await self._turn(line)
 
+    async def _next_line(self) -> str:
+        """The next line typed, read on a thread of its own (a daemon: a chat ending while the
+        prompt waits must not wait for a line). The engine starts opening once the prompt
+        shows; should that fail first, the chat ends with its error then."""
+        loop = asyncio.get_running_loop()
+        line: asyncio.Future[str] = loop.create_future()
+        threading.Thread(target=self._read_into, args=(loop, line), daemon=True).start()
+        if self._opened is None:
+            ready = self._start()
+            either: list[asyncio.Future[Any]] = [line, ready]
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+            if not line.done() and ready.exception() is not None:
+                self._console.print()  # the prompt's line stays as it was; the error goes below
+                ready.result()  # raises
+        return await line
+
+    def _read_into(self, loop: asyncio.AbstractEventLoop, line: asyncio.Future[str]) -> None:
+        try:
+            typed: str | BaseException = self._read_line()
+        except BaseException as exc:  # EOFError, KeyboardInterrupt: the chat's to handle
+            typed = exc
+        loop.call_soon_threadsafe(_settle, line, typed)
+
+    async def _engine(self) -> tuple[Assistant, AdminCommands | None]:
+        """The engine and the admin commands, once open (waiting for them the first time)."""
+        if self._opened is None:
+            self._opened = await self._start()
+        return self._opened
+
+    def _start(self) -> asyncio.Future[tuple[Assistant, AdminCommands | None]]:
+        if self._ready is None:
+            assert self._opening is not None
+            self._ready = asyncio.ensure_future(self._opening.start())
+        return self._ready
+
     async def _greet(self) -> None:
-        previous = await self._assistant.history_length(self._ref)
+        previous = await self._history_length(self._ref)
         where = f"conversation '{self._ref.thread}'"
         opening = f"Resuming {where} ({previous} messages)." if previous else f"New {where}."
         self._console.print(f"{opening} {HELP}", style="dim", highlight=False)
@@ -160,8 +212,11 @@ class TerminalChat:
         if self._last is None:
             self._say("No answer to rate yet in this session.", "yellow")
             return
+        from bots.chat_actions import record_vote
+
+        assistant, _ = await self._engine()
         said = await record_vote(
-            self._assistant,
+            assistant,
             str(self._last.message_id),
             self._actor,
             vote=vote,
@@ -175,7 +230,8 @@ class TerminalChat:
         await self._greet()
 
     async def _list(self) -> None:
-        threads = await self._assistant.threads_in(self._ref)
+        assistant, _ = await self._engine()
+        threads = await assistant.threads_in(self._ref)
         for thread, count in threads:
             here = "  (this one)" if thread == self._ref.thread else ""
             self._say(f"  {thread}: {count} messages{here}")
@@ -183,14 +239,23 @@ class TerminalChat:
             self._say("No conversations yet.")
 
     async def _admin(self, text: str) -> None:
-        if self._commands is None:
+        from assistant.admin.grammar import CommandContext
+        from bots.chat_actions import run_admin
+
+        _, commands = await self._engine()
+        if commands is None:
             self._say("Admin commands are not available here.", "yellow")
             return
         context = CommandContext(actor=self._actor, surface="cli", ref=self._ref)
-        result = await run_admin(self._commands, text, context)
+        result = await run_admin(commands, text, context)
         self._say(result.text, "cyan" if result.ok else "yellow")
 
     async def _turn(self, text: str) -> None:
+        from bots.turn_runner import Turn, TurnRunner
+
+        if self._turns is None:
+            assistant, _ = await self._engine()
+            self._turns = TurnRunner(assistant, surface="terminal", interval=0)
         inbound = Inbound(ref=self._ref, actor=self._actor, text=text)
         with self._logs.held() if self._logs else contextlib.nullcontext():
             turn = Turn(inbound=inbound, surface=ConsoleReply(self._console))
@@ -199,6 +264,15 @@ class TerminalChat:
             self._last = last
             if self._show_cost:
                 self._console.print(describe(last), style="cyan", highlight=False)
+
+
+def _settle(line: asyncio.Future[str], typed: str | BaseException) -> None:
+    if line.done():  # the chat ended meanwhile
+        return
+    if isinstance(typed, BaseException):
+        line.set_exception(typed)
+    else:
+        line.set_result(typed)
 
 
 class ConsoleReply:

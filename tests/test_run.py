@@ -34,6 +34,9 @@ def env(tmp_path: Path) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "SLACK_", "DISCORD_"))
     }
     clean.update(DATABASE_URL=f"sqlite:///{tmp_path}/run.db", PROMPTS_DIR=str(REPO / "prompts"))
+    # one process: these tests (and the crash trials) start, kill and restart *the* process;
+    # tests/test_workers.py runs several
+    clean["WORKERS"] = "1"
     return clean
 
 

@@ -18,9 +18,8 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from assistant.contracts import check_schema
 from assistant.file_errors import TOO_INTRICATE, describe, parse_yaml, read_text
-from assistant.tokens import TokenCounter
+from assistant.tokens import TokenCounter, most_tokens
 
 # The variables a system prompt may use; anything else is refused when the file loads.
 TEMPLATE_VARIABLES = frozenset({"today", "now", "platform", "user_name"})
@@ -147,6 +146,8 @@ class PromptVersion(BaseModel):
         self._check_tool_choice()
         self._check_fallbacks()
         if self.response_schema is not None:
+            from assistant.contracts import check_schema  # jsonschema: for the versions using it
+
             problem = check_schema(self.response_schema)
             if problem:
                 raise ValueError(f"response_schema: {problem}")
@@ -197,8 +198,10 @@ class PromptVersion(BaseModel):
                 {"role": "user", "content": example.user},
                 {"role": "assistant", "content": example.assistant},
             ]
-        fixed = TokenCounter(self.model or "").count_request(messages)
         limit = self.memory.context_tokens
+        if most_tokens(messages) < limit:
+            return  # fits however it is counted: no tokenizer needed to know (a quick start)
+        fixed = TokenCounter(self.model or "").count_request(messages)
         if fixed >= limit:
             raise ValueError(
                 f"memory.context_tokens: is {limit}, but the system prompt and examples alone "

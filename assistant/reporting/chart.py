@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import math
-
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from assistant.reporting.chart_figures import OTHER_VERSIONS, ChartFigures, Panel, chart_figures
 from assistant.reporting.figures import Report
+
+if TYPE_CHECKING:  # matplotlib (and numpy: ~50 MB, ~1 s) is imported by `draw`, on first use
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 _COLORS = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#EECA3B", "#72B7B2", "#9D755D")
 _OTHER_COLOR = "#BAB0AC"
@@ -28,6 +29,9 @@ def chart_png(report: Report) -> bytes:
 
 def draw(chart: ChartFigures) -> Figure:
     """The chart on a Figure of its own with the Agg canvas: no pyplot, no global state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     panels = 1 if chart.empty else 2 + (chart.quality is not None)
     size = (_WIDTH, max(panels * _PANEL_HEIGHT, 4.0))
     figure = Figure(figsize=size, dpi=_DPI, layout="constrained")

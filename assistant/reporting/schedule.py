@@ -5,13 +5,17 @@ every job once per process sharing it and needs a sync database driver. What mus
 restart is kept here instead: when each job last ran (`job_runs`). A job whose next fire time
 after its last run has passed while the process was down runs once at start, not once per
 miss. Among replicas on Postgres, the one holding an advisory lock is the leader and the only
-one that schedules; the others retry, and take over when the leader's connection goes.
+one that schedules; the others retry, and take over when the leader's connection goes. Among
+processes sharing a SQLite file (`assistant run --workers N`), the leader holds a lock on a
+file beside the database, which the kernel drops when the process ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,6 +29,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.store.tables import JobRun
+
+if sys.platform != "win32":
+    import fcntl
 
 log = logging.getLogger(__name__)
 
@@ -50,14 +57,17 @@ class ScheduledJob:
 
 class LeaderLock:
     """Who may schedule: on Postgres whoever holds the advisory lock on its own connection;
-    on SQLite (one process by design) always this process."""
+    on SQLite whoever holds the file lock beside the database (see `SqliteLeaderFile`)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
+        self._file = SqliteLeaderFile.beside(engine)
 
     async def acquire(self) -> bool:
         """Try once; a database that cannot be reached means not now (try again later)."""
+        if self._file is not None:
+            return self._file.acquire()
         if self._engine.dialect.name != "postgresql":
             return True
         try:
@@ -76,6 +86,8 @@ class LeaderLock:
 
     async def still_held(self) -> bool:
         """The lock lives as long as its session: a session that answers still holds it."""
+        if self._file is not None:
+            return self._file.held
         if self._engine.dialect.name != "postgresql":
             return True
         if self._connection is None:
@@ -97,6 +109,8 @@ class LeaderLock:
     async def release(self) -> None:
         """Unlock explicitly: closing only returns the connection to the pool, session (and
         lock) alive. A process that dies loses its connection, and the lock with it."""
+        if self._file is not None:
+            self._file.release()
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -104,6 +118,48 @@ class LeaderLock:
             await connection.execute(text("SELECT pg_advisory_unlock_all()"))
             await connection.commit()
         await connection.invalidate()  # never reuse a session that held the lock
+
+
+class SqliteLeaderFile:
+    """The scheduler's lock among processes sharing one SQLite file: an exclusive `flock` on
+    `<database>-leader`. Like Postgres's advisory lock it belongs to the holder's open file and
+    ends with the process however it ends (a SIGKILL too), so a standby takes over at its next
+    try. A lock row in the database could not tell a dead holder from a slow one."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    @classmethod
+    def beside(cls, engine: AsyncEngine) -> SqliteLeaderFile | None:
+        """The lock for `engine`'s SQLite file; None for Postgres, or where `flock` is not."""
+        database = engine.url.database or ""
+        if engine.dialect.name != "sqlite" or sys.platform == "win32":
+            return None
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return cls(f"{os.path.abspath(database)}-leader")
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> bool:
+        if sys.platform == "win32" or self._fd is not None:
+            return True
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another process leads
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the only descriptor of the open file drops its lock
 
 
 class Scheduler:

@@ -1,0 +1,271 @@
+"""`assistant run --workers 1` with 200 simultaneous Slack conversations, then `--workers 2`
+with 400, on the fake Slack and a fake model streaming each answer over 1 s.
+
+Three kinds of process, as in production: the real `assistant run` command (its supervisor
+and workers); a child serving the fake model; and this one, playing Slack (the fake Web API,
+and the sender of signed events, which times each ack). Per run:
+  ack p50/p99         event POST -> HTTP response (Slack redelivers after 3 s)
+  first text p50      event POST -> the first text Slack received for that conversation
+  total / LLM p50/p99 event POST -> the answer finished, over the fake model's 1 s
+and whether every conversation got exactly one complete reply. The goal: 400 conversations on
+2 workers take no longer (total / LLM) than 200 on 1. The last line is JSON.
+
+    python benchmarks/workers_load.py [--per-worker 200] [--workers 1 2] [--llm-seconds 1.0]
+        [--postgres postgresql://postgres@127.0.0.1:5432/postgres]  (a scratch database there)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack  # noqa: E402
+
+ASSISTANT = str(Path(sys.executable).parent / "assistant")
+ANSWER_WORDS = 100
+
+
+def answer_text() -> str:
+    return " ".join(f"word{i}" for i in range(ANSWER_WORDS)) + "."
+
+
+# ---- the child: the model
+
+
+async def serve_model(llm_seconds: float) -> None:
+    from assistant.testing import FakeLlm, Reply
+
+    text = answer_text()
+    chunks = 20
+    reply = Reply(text=text, chunk_chars=-(-len(text) // chunks), chunk_delay=llm_seconds / chunks)
+    llm = await FakeLlm(responder=lambda _body: reply).start()
+    print(llm.base_url, flush=True)
+    await asyncio.to_thread(sys.stdin.read)  # until the parent closes it
+    await llm.stop()
+
+
+# ---- this process: Slack, and `assistant run`
+
+
+async def one_run(workers: int, conversations: int, args: argparse.Namespace) -> dict[str, Any]:
+    model = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--model", "--llm-seconds", str(args.llm_seconds),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
+    )  # fmt: skip
+    assert model.stdout is not None and model.stdin is not None
+    llm_url = (await model.stdout.readline()).decode().strip()
+    slack = await FakeSlack().start()
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            async with database(args.postgres, scratch) as url:
+                return await play(workers, conversations, args, slack, llm_url, url, scratch)
+    finally:
+        await slack.stop()
+        model.stdin.close()
+        await model.wait()
+
+
+class database:
+    """A fresh SQLite file, or a scratch database on the Postgres server given."""
+
+    def __init__(self, postgres: str | None, scratch: str) -> None:
+        self._postgres, self._scratch = postgres, scratch
+        self._name = f"bench_{uuid.uuid4().hex[:10]}"
+
+    async def __aenter__(self) -> str:
+        if self._postgres is None:
+            return f"sqlite:///{self._scratch}/bench.db"
+        await self._admin(f'CREATE DATABASE "{self._name}"')
+        return f"{self._postgres.rpartition('/')[0]}/{self._name}"
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._postgres is not None:
+            await self._admin(f'DROP DATABASE IF EXISTS "{self._name}" WITH (FORCE)')
+
+    async def _admin(self, sql: str) -> None:
+        import asyncpg
+
+        assert self._postgres is not None
+        connection = await asyncpg.connect(self._postgres)
+        try:
+            await connection.execute(sql)
+        finally:
+            await connection.close()
+
+
+async def play(
+    workers: int,
+    conversations: int,
+    args: argparse.Namespace,
+    slack: FakeSlack,
+    llm_url: str,
+    database_url: str,
+    scratch: str,
+) -> dict[str, Any]:
+    prompts = Path(scratch) / "prompts" / "assistant"
+    prompts.mkdir(parents=True)
+    prompt = {"name": "assistant", "version": 1, "system": "You help.", "tools": []}
+    (prompts / "1.yaml").write_text(yaml.safe_dump(prompt), encoding="utf-8")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        PROMPTS_DIR=str(prompts.parent),
+        OPENAI_API_KEY="sk-bench",
+        OPENAI_BASE_URL=llm_url,
+        SLACK_BOT_TOKEN="xoxb-bench",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        SLACK_PORT=str(port),
+    )
+    log_path = Path(scratch) / "run.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            ASSISTANT, "run", "--workers", str(workers), env=env, cwd=scratch, stderr=log
+        )
+    try:
+        await logged(log_path, "bots.services: serving;", workers, process)
+        url = f"http://127.0.0.1:{port}/slack/events"
+        await warm_up(slack, url, workers)
+        sends = await asyncio.gather(*(send(slack, url, i) for i in range(conversations)))
+        await slack.wait_until(lambda: finished(slack) >= conversations)
+        await asyncio.sleep(0.5)  # anything extra (a second reply) would arrive now
+        figures = measured(slack, sends, answer_text(), args.llm_seconds)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), timeout=120)
+    figures |= {"workers": workers, "conversations": conversations}
+    return figures
+
+
+async def warm_up(slack: FakeSlack, url: str, workers: int) -> None:
+    """A few conversations first, left out of the figures: a fresh process pays for its first
+    turns (the tokenizer, lazy imports, connection pools)."""
+    count = 10 * workers
+    await asyncio.gather(*(send(slack, url, 900_000 + i) for i in range(count)))
+    await slack.wait_until(lambda: finished(slack) >= count)
+    slack.calls.clear()
+    slack.messages.clear()
+
+
+async def logged(path: Path, text: str, times: int, process: Any) -> None:
+    deadline = time.monotonic() + 120
+    while (said := await asyncio.to_thread(path.read_text, errors="replace")).count(text) < times:
+        if process.returncode is not None or time.monotonic() > deadline:
+            raise SystemExit(f"assistant run did not start:\n{said[-3000:]}")
+        await asyncio.sleep(0.1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def send(slack: FakeSlack, url: str, index: int) -> dict[str, float]:
+    ts = f"1700000000.{index:06d}"
+    event = {"type": "app_mention", "user": f"U{index}", "text": f"<@{BOT_USER}> q{index}"}
+    event |= {"ts": ts, "channel": f"C{index % 20}"}
+    sent = time.time()
+    status = await slack.send_event(url, event, event_id=f"Ev{index}")
+    acked = time.time()
+    assert status == 200, status
+    return {"ts": float(ts), "sent": sent, "ack_ms": (acked - sent) * 1000}
+
+
+def finished(slack: FakeSlack) -> int:
+    return sum(1 for m in slack.messages.values() if m.text and not m.streaming and m.blocks)
+
+
+def measured(
+    slack: FakeSlack, sends: list[dict[str, float]], text: str, llm_s: float
+) -> dict[str, Any]:
+    """The figures of slack_load.py, from what the fake Slack recorded."""
+    first_text: dict[str, float] = {}
+    done: dict[str, float] = {}
+    for call in slack.calls:
+        thread = call.params.get("thread_ts") or thread_of(slack, call.params.get("ts"))
+        shown = call.params.get("markdown_text", call.params.get("text"))
+        if call.method in ("chat.appendStream", "chat.update", "chat.postMessage") and shown:
+            first_text.setdefault(thread or "", call.at)
+        if call.method == "chat.stopStream":
+            done[thread or ""] = call.at
+    replies: dict[str | None, list[str]] = collections.defaultdict(list)
+    for message in slack.messages.values():
+        replies[message.thread_ts].append(message.text)
+    keys = [f"{s['ts']:.6f}" for s in sends]
+    exactly_one = all(replies.get(k) == [text] for k in keys) and len(replies) == len(sends)
+    firsts = [(first_text[k] - s["sent"]) * 1000 for k, s in zip(keys, sends, strict=True)]
+    totals = [(done[k] - s["sent"]) / llm_s for k, s in zip(keys, sends, strict=True)]
+    acks = [s["ack_ms"] for s in sends]
+    return {
+        "ack_p50_ms": pct(acks, 50),
+        "ack_p99_ms": pct(acks, 99),
+        "first_text_p50_ms": pct(firsts, 50),
+        "total_over_llm_p50": round(statistics.median(totals), 3),
+        "total_over_llm_p99": round(pct(totals, 99), 3),
+        "exactly_one_reply": exactly_one,
+    }
+
+
+def thread_of(slack: FakeSlack, ts: str | None) -> str | None:
+    message = slack.messages.get(ts) if ts else None
+    return message.thread_ts if message else None
+
+
+def pct(values: list[float], percent: int) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))], 3)
+
+
+async def main(args: argparse.Namespace) -> None:
+    runs = []
+    for workers in args.workers:
+        figures = await one_run(workers, workers * args.per_worker, args)
+        print(" ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
+        runs.append(figures)
+    base, most = runs[0], runs[-1]
+    ratio = round(most["total_over_llm_p50"] / base["total_over_llm_p50"], 3)
+    print(
+        f"{most['conversations']} on {most['workers']} workers / {base['conversations']} on "
+        f"{base['workers']}: total p50 ratio {ratio} (goal: <= 1)"
+    )
+    kind = "postgres" if args.postgres else "sqlite"
+    print(json.dumps({"runs": runs, "p50_ratio": ratio, "database": kind}))
+
+
+def arguments() -> argparse.Namespace:
+    assert __doc__ is not None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--per-worker", type=int, default=200)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--llm-seconds", type=float, default=1.0)
+    parser.add_argument("--postgres", default=None, help="a Postgres server's URL (asyncpg form)")
+    parser.add_argument("--model", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    parsed = arguments()
+    if parsed.model:
+        asyncio.run(serve_model(parsed.llm_seconds))
+    else:
+        asyncio.run(main(parsed))
