@@ -6,8 +6,8 @@ quarter and A/B splits, four models (one unpriced, one reasoning), Slack, Discor
 conversations of a few turns each with their user and assistant messages, tool rounds, rolling
 summaries, errors, cache hits, contract violations, fallbacks, estimated token counts, votes,
 eval turns (the eval platform) and the bundled fake model's traffic, plus a daily scheduled eval
-run of each prompt (and CLI and fake-model runs) with per-case results. Rows go in through bulk
-Core inserts in large batches, not through the engine.
+run of each prompt (and CLI and fake-model runs) with per-case results. Rows go in through the raw
+driver in large batches (sqlite3's executemany, asyncpg's COPY), not through the engine.
 
 Then times, several repetitions each (p50 and max), the very code each command runs:
   report 24h | 7d | 30d   `build_report` + `report_text` (what `assistant report` prints)
@@ -21,6 +21,7 @@ smallest size to the largest as a ratio. The last line is one JSON object.
     python benchmarks/report_scale.py [--calls 1000000] [--sizes 100000,1000000]
         [--database sqlite|postgres|both] [--postgres-url postgresql://postgres@127.0.0.1/postgres]
         [--repeat 5] [--keep DIR] [--revision REV]
+    python benchmarks/report_scale.py --quick    # 20,000 calls on both databases, < 1 minute
 
 `--keep DIR` keeps the seeded stores (SQLite files in DIR; Postgres databases named
 `report_scale_<calls>`) and reuses them on the next run, so the same data can be timed at
@@ -36,6 +37,7 @@ import json
 import math
 import platform
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -71,7 +73,8 @@ from assistant.turns import Actor
 
 GOAL_SECONDS = 1.0
 DAYS = 90
-BATCH = 20_000  # rows per executemany
+BATCH = 20_000  # rows per executemany or COPY
+QUICK_CALLS = 20_000
 DAILY_BUDGET_USD = 50.0
 POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -103,20 +106,53 @@ EVAL_CASES = 24
 # ---- seeding
 
 
+# Each table's columns in the order the seeder builds its row tuples: written as they are by
+# sqlite3's executemany or asyncpg's COPY, no ORM or Core statement in between.
+CONVERSATION_COLUMNS = (
+    "id", "platform", "workspace", "channel", "thread", "summary", "summary_tokens",
+    "summary_through_id", "created_at",
+)  # fmt: skip
+MESSAGE_COLUMNS = (
+    "id", "conversation_id", "role", "author_id", "author_name", "text", "token_count",
+    "status", "prompt_version_id", "platform_message_id", "created_at",
+)  # fmt: skip
+CALL_COLUMNS = (
+    "id", "conversation_id", "message_id", "prompt_version_id", "purpose", "model",
+    "prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens", "token_source",
+    "fallback_for", "cost_usd", "ttft_ms", "total_ms", "status", "error_class", "cache_hit",
+    "contract_error", "created_at",
+)  # fmt: skip
+FEEDBACK_COLUMNS = (
+    "id", "message_id", "prompt_version_id", "user_id", "vote", "created_at", "updated_at",
+)  # fmt: skip
+Row = tuple[Any, ...]
+Stamp = Callable[[datetime], Any]  # a UTC datetime as the driver takes it
+
+
 @dataclass
 class _Rows:
-    """Rows waiting for the next batch insert, in foreign-key order."""
+    """Rows waiting for the next batch write, in foreign-key order."""
 
-    conversations: list[dict[str, Any]] = field(default_factory=list)
-    messages: list[dict[str, Any]] = field(default_factory=list)
-    calls: list[dict[str, Any]] = field(default_factory=list)
-    feedback: list[dict[str, Any]] = field(default_factory=list)
+    conversations: list[Row] = field(default_factory=list)
+    messages: list[Row] = field(default_factory=list)
+    calls: list[Row] = field(default_factory=list)
+    feedback: list[Row] = field(default_factory=list)
 
-    def tables(self) -> Iterator[tuple[Table, list[dict[str, Any]]]]:
-        yield _table(Conversation), self.conversations
-        yield _table(Message), self.messages
-        yield _table(LlmCall), self.calls
-        yield _table(Feedback), self.feedback
+    @staticmethod
+    def check_columns() -> None:
+        """The tuples name every column of the tables the migrations made, and no other."""
+        models = (Conversation, Message, LlmCall, Feedback)
+        for model, (name, columns, _) in zip(models, _Rows().tables(), strict=True):
+            table = _table(model)
+            stored = {column.name for column in table.columns}
+            if table.name != name or stored != set(columns):
+                raise SystemExit(f"the seeder's {name} columns are not the table's: {stored}")
+
+    def tables(self) -> Iterator[tuple[str, tuple[str, ...], list[Row]]]:
+        yield "conversations", CONVERSATION_COLUMNS, self.conversations
+        yield "messages", MESSAGE_COLUMNS, self.messages
+        yield "llm_calls", CALL_COLUMNS, self.calls
+        yield "feedback", FEEDBACK_COLUMNS, self.feedback
 
     def __len__(self) -> int:
         return len(self.messages) + len(self.calls)
@@ -125,6 +161,16 @@ class _Rows:
 def _table(model: Any) -> Table:
     table: Table = model.__table__
     return table
+
+
+def sqlite_stamp(moment: datetime) -> str:
+    """What SQLAlchemy's DateTime stores in SQLite: UTC text, always with microseconds
+    (isoformat is several times cheaper than strftime; the offset is cut off)."""
+    return moment.isoformat(" ", "microseconds")[:26]
+
+
+def postgres_stamp(moment: datetime) -> datetime:
+    return moment
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,8 +187,9 @@ class Seeded:
 class _Seeder:
     """Generates a quarter of traffic turn by turn, in time order, with explicit ids."""
 
-    def __init__(self, calls: int, now: datetime, rng: random.Random) -> None:
+    def __init__(self, calls: int, now: datetime, rng: random.Random, stamp: Stamp) -> None:
         self.target = calls
+        self.stamp = stamp
         self.now = now
         self.start = now - timedelta(days=DAYS)
         self.rng = rng
@@ -181,19 +228,7 @@ class _Seeder:
         else:
             platform_name = _pick(self.rng, PLATFORMS)
             place = (platform_name, "T1", f"C{conversation_id % 40}", f"t{conversation_id}")
-        self.rows.conversations.append(
-            {
-                "id": conversation_id,
-                "platform": place[0],
-                "workspace": place[1],
-                "channel": place[2],
-                "thread": place[3],
-                "summary": "",
-                "summary_tokens": 0,
-                "summary_through_id": 0,
-                "created_at": when,
-            }
-        )
+        self.rows.conversations.append((conversation_id, *place, "", 0, 0, self.stamp(when)))
         self.counts["conversations"] += 1
         prompt = _pick(self.rng, tuple((name, share) for name, share, _, _ in PROMPTS))
         models = next(m for name, _, _, m in PROMPTS if name == prompt)
@@ -233,20 +268,21 @@ class _Seeder:
         self, conversation_id: int, role: str, when: datetime, version_id: int | None
     ) -> int:
         message_id = self.next_id("message")
+        user = role == "user"
         self.rows.messages.append(
-            {
-                "id": message_id,
-                "conversation_id": conversation_id,
-                "role": role,
-                "author_id": "U1" if role == "user" else "",
-                "author_name": "Ann" if role == "user" else "",
-                "text": f"message {message_id}: the status of service {message_id % 37}",
-                "token_count": 12,
-                "status": "ok",
-                "prompt_version_id": version_id,
-                "platform_message_id": f"{when.timestamp():.6f}" if role == "user" else None,
-                "created_at": when,
-            }
+            (
+                message_id,
+                conversation_id,
+                role,
+                "U1" if user else "",
+                "Ann" if user else "",
+                f"message {message_id}: the status of service {message_id % 37}",
+                12,
+                "ok",
+                version_id,
+                f"{when.timestamp():.6f}" if user else None,
+                self.stamp(when),
+            )
         )
         self.counts["messages"] += 1
         return message_id
@@ -275,30 +311,28 @@ class _Seeder:
             rng.uniform(500, 30000) if failed else (ttft or 0.0) + completion * rng.uniform(8, 25)
         )
         self.rows.calls.append(
-            {
-                "id": self.next_id("call"),
-                "conversation_id": conversation_id,
-                "message_id": message_id,
-                "prompt_version_id": version_id,
-                "purpose": purpose,
-                "model": model,
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion,
-                "cached_tokens": cached,
-                "reasoning_tokens": reasoning,
-                "token_source": "estimate:o200k_base" if rng.random() < 0.02 else "server",
-                "fallback_for": fallback,
-                "cost_usd": _cost(model, prompt_tokens, completion, failed, cache_hit),
-                "ttft_ms": ttft,
-                "total_ms": total,
-                "status": "error" if failed else "ok",
-                "error_class": rng.choice(("RateLimitError", "APITimeoutError"))
-                if failed
-                else None,
-                "cache_hit": cache_hit,
-                "contract_error": "at /answer: required" if rng.random() < 0.005 else None,
-                "created_at": when,
-            }
+            (
+                self.next_id("call"),
+                conversation_id,
+                message_id,
+                version_id,
+                purpose,
+                model,
+                prompt_tokens,
+                completion,
+                cached,
+                reasoning,
+                "estimate:o200k_base" if rng.random() < 0.02 else "server",
+                fallback,
+                _cost(model, prompt_tokens, completion, failed, cache_hit),
+                ttft,
+                total,
+                "error" if failed else "ok",
+                rng.choice(("RateLimitError", "APITimeoutError")) if failed else None,
+                cache_hit,
+                "at /answer: required" if rng.random() < 0.005 else None,
+                self.stamp(when),
+            )
         )
         self.counts["calls"] += 1
         return when + timedelta(milliseconds=total)
@@ -306,15 +340,15 @@ class _Seeder:
     def vote(self, message_id: int, version_id: int | None, when: datetime) -> None:
         later = when + timedelta(minutes=self.rng.uniform(0, 600))
         self.rows.feedback.append(
-            {
-                "id": self.next_id("feedback"),
-                "message_id": message_id,
-                "prompt_version_id": version_id,
-                "user_id": "slack:U1",
-                "vote": 1 if self.rng.random() < 0.7 else -1,
-                "created_at": when,
-                "updated_at": min(later, self.now - timedelta(seconds=1)),
-            }
+            (
+                self.next_id("feedback"),
+                message_id,
+                version_id,
+                "slack:U1",
+                1 if self.rng.random() < 0.7 else -1,
+                self.stamp(when),
+                self.stamp(min(later, self.now - timedelta(seconds=1))),
+            )
         )
         self.counts["votes"] += 1
 
@@ -339,17 +373,22 @@ async def seed(store: Store, calls: int, *, now: datetime, rng_seed: int = 14) -
     """Fill an empty, migrated store with `calls` model calls over the 90 days before `now`
     (and the conversations, messages, votes, versions and eval runs around them)."""
     began = time.perf_counter()
-    seeder = _Seeder(calls, now, random.Random(rng_seed))
-    async with store.engine.begin() as connection:
-        await _insert_versions(connection, seeder)
-    turns = round(calls / CALLS_PER_TURN)
-    for index in range(turns):
-        if seeder.counts["calls"] >= calls:
-            break
-        seeder.turn(seeder.moment(index / turns))
-        if len(seeder.rows) >= BATCH:
-            await _flush(store.engine, seeder.rows)
-    await _flush(store.engine, seeder.rows)
+    _Rows.check_columns()
+    writer = await _Writer.open(store.engine)
+    seeder = _Seeder(calls, now, random.Random(rng_seed), writer.stamp)
+    try:
+        async with store.engine.begin() as connection:
+            await _insert_versions(connection, seeder)
+        turns = round(calls / CALLS_PER_TURN)
+        for index in range(turns):
+            if seeder.counts["calls"] >= calls:
+                break
+            seeder.turn(seeder.moment(index / turns))
+            if len(seeder.rows) >= BATCH:
+                await writer.write(seeder.rows)
+        await writer.write(seeder.rows)
+    finally:
+        await writer.close()
     runs, results = await _insert_eval_runs(store.engine, seeder)
     await _after_seeding(store.engine)
     return Seeded(
@@ -361,6 +400,70 @@ async def seed(store: Store, calls: int, *, now: datetime, rng_seed: int = 14) -
         eval_results=results,
         seconds=time.perf_counter() - began,
     )
+
+
+class _Writer:
+    """Batches of row tuples into the store through its raw driver: sqlite3's executemany on
+    SQLite (one transaction for the whole seeding), asyncpg's COPY on Postgres."""
+
+    stamp: Stamp
+
+    @staticmethod
+    async def open(engine: AsyncEngine) -> _Writer:
+        if engine.dialect.name == "postgresql":
+            url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            return _PostgresWriter(await asyncpg.connect(url))
+        return _SqliteWriter(str(engine.url.database))
+
+    async def write(self, rows: _Rows) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class _SqliteWriter(_Writer):
+    stamp = staticmethod(sqlite_stamp)
+
+    def __init__(self, path: str) -> None:
+        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._connection.execute("PRAGMA synchronous=OFF")
+        self._connection.execute("BEGIN")
+
+    async def write(self, rows: _Rows) -> None:
+        batches = [(table, columns, list(batch)) for table, columns, batch in rows.tables()]
+        for _, _, batch in rows.tables():
+            batch.clear()
+        await asyncio.to_thread(self._write, batches)
+
+    def _write(self, batches: list[tuple[str, tuple[str, ...], list[Row]]]) -> None:
+        for table, columns, batch in batches:
+            marks = ", ".join("?" * len(columns))
+            self._connection.executemany(
+                f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", batch
+            )
+
+    async def close(self) -> None:
+        self._connection.execute("COMMIT")
+        self._connection.close()
+
+
+class _PostgresWriter(_Writer):
+    stamp = staticmethod(postgres_stamp)
+
+    def __init__(self, connection: asyncpg.Connection) -> None:
+        self._connection = connection
+
+    async def write(self, rows: _Rows) -> None:
+        for table, columns, batch in rows.tables():
+            if batch:
+                await self._connection.copy_records_to_table(
+                    table, records=batch, columns=list(columns)
+                )
+                batch.clear()
+
+    async def close(self) -> None:
+        await self._connection.close()
 
 
 async def _insert_versions(connection: AsyncConnection, seeder: _Seeder) -> None:
@@ -382,14 +485,6 @@ async def _insert_versions(connection: AsyncConnection, seeder: _Seeder) -> None
                 }
             )
     await connection.execute(insert(_table(PromptVersionRow)), rows)
-
-
-async def _flush(engine: AsyncEngine, rows: _Rows) -> None:
-    async with engine.begin() as connection:
-        for table, batch in rows.tables():
-            if batch:
-                await connection.execute(insert(table), batch)
-                batch.clear()
 
 
 async def _insert_eval_runs(engine: AsyncEngine, seeder: _Seeder) -> tuple[int, int]:
@@ -473,7 +568,7 @@ async def _after_seeding(engine: AsyncEngine) -> None:
             )
     async with engine.connect() as connection:
         autocommit = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        await autocommit.execute(text("ANALYZE"))
+        await autocommit.execute(text("VACUUM (ANALYZE)"))
 
 
 # ---- timing
@@ -748,6 +843,12 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--calls", type=int, default=1_000_000, help="model calls in the store")
     parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_CALLS:,} calls only, one size, both databases, 3 repetitions "
+        "(for `./dev bench`)",
+    )
+    parser.add_argument(
         "--sizes",
         default=None,
         help="store sizes to compare, e.g. 100000,1000000 (default: "
@@ -761,8 +862,10 @@ def parse_args() -> argparse.Namespace:
         "--revision", default="head", help="time at this schema revision (e.g. 0007: before)"
     )
     args = parser.parse_args()
+    if args.quick:
+        args.calls, args.sizes, args.database, args.repeat = QUICK_CALLS, None, "both", 3
     if args.sizes is None:
-        args.sizes = f"{max(args.calls // 10, 1)},{args.calls}"
+        args.sizes = str(QUICK_CALLS) if args.quick else f"{max(args.calls // 10, 1)},{args.calls}"
     return args
 
 

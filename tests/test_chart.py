@@ -234,6 +234,9 @@ async def test_the_drawn_axes_are_the_figures(db: Store):
     assert p95.get_label() == "p95"
     assert tick_labels(quality, "x") == list(chart.quality.categories)
     assert tick_labels(quality) == list(chart.quality.axis.labels)
+    for axes in (cost, quality):  # the limits are set, not autoscaled: no bar is cut off
+        low, high = axes.get_xlim()
+        assert all(low < bar.get_x() < bar.get_x() + bar.get_width() < high for bar in axes.patches)
 
 
 @pytest.mark.parametrize(

@@ -469,9 +469,9 @@ async def test_estimated_and_reasoning_tokens_are_counted_apart(db: Store):
     assert f"- tokens: {tokens}\n  - ~ estimated by our tokenizer (2 calls without usage" in text
 
 
-async def test_latency_percentiles_ranked_in_the_database_are_the_nearest_rank_ones(db: Store):
-    """The store ranks reply latencies in SQL; its percentiles are `Percentiles.of` the very
-    values, over the period and in each hour, ties and a lone value included."""
+async def test_latency_percentiles_are_the_nearest_rank_ones(db: Store):
+    """The store's reply latency percentiles are `Percentiles.of` the very values, over the
+    period and in each hour, ties and a lone value included."""
     seed = Seed(db)
     hours: dict[int, list[float]] = {0: [700.0], 1: [5.0, 5.0, 3.0], 2: [], 3: []}
     hours[2] = [float((n * 37) % 101) for n in range(1, 60)]

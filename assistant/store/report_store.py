@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BindParameter,
     ColumnElement,
     Row,
     Select,
     and_,
+    bindparam,
     case,
     exists,
     func,
@@ -22,7 +24,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Mapped, aliased
-from sqlalchemy.sql import Executable, Subquery
+from sqlalchemy.sql import Executable
 from sqlmodel import col
 
 from assistant.records import ESTIMATE_PREFIX
@@ -80,8 +82,8 @@ Ranks = dict[int, float]  # percent (PERCENTS) -> the latency at that nearest ra
 
 @dataclass(frozen=True, kw_only=True)
 class ReplyLatency:
-    """Nearest-rank percentiles of the answered reply calls' latency, computed in the
-    database: over the whole period, and per UTC hour (or day) that had one. The p-th
+    """Nearest-rank percentiles of the answered reply calls' latency: over the whole period,
+    and per UTC hour (or day) that had one. The p-th
     percentile of n values is the value at rank ceil(p/100 * n) of the sorted values, so it
     is always a latency that was actually seen."""
 
@@ -125,6 +127,7 @@ class ReportQueries:
     def __init__(self, engine: AsyncEngine, *, fake: bool = False) -> None:
         self._engine = engine
         self._fake = fake
+        self._fake_ids: dict[tuple[datetime, datetime], list[int]] = {}
 
     async def call_totals(
         self, start: datetime, end: datetime, *, by_day: bool = False
@@ -185,29 +188,17 @@ class ReportQueries:
         self, start: datetime, end: datetime, *, by_day: bool = False
     ) -> ReplyLatency:
         """Production reply calls that reached the model and answered (what latency means):
-        their percentiles over the period and per UTC hour (or day, `by_day`)."""
-        ttft, ttft_by_bucket = await self._percentiles(col(LlmCall.ttft_ms), start, end, by_day)
-        total, total_by_bucket = await self._percentiles(col(LlmCall.total_ms), start, end, by_day)
-        return ReplyLatency(
-            ttft_ms=ttft,
-            total_ms=total,
-            ttft_by_bucket=ttft_by_bucket,
-            total_by_bucket=total_by_bucket,
-        )
+        their percentiles over the period and per UTC hour (or day, `by_day`).
 
-    async def _percentiles(
-        self,
-        value: Mapped[float] | Mapped[float | None],
-        start: datetime,
-        end: datetime,
-        by_day: bool,
-    ) -> tuple[Ranks, dict[datetime, Ranks]]:
-        """The nearest-rank PERCENTS of `value`, overall and per bucket, ranked in the
-        database: only the rows at those ranks come back."""
-        replies = (
+        One read of the replies' (bucket, ttft, total), ranked here: a window ranking in SQL
+        sorts the period's rows again for each figure and each grouping (four passes), where
+        this reads them once and sorts plain floats (a 30-day month of a million-call
+        quarter: 1.4 s against 0.35 s at 100,000 calls on SQLite)."""
+        statement = (
             select(
-                self._utc_bucket(col(LlmCall.created_at), by_day=by_day).label("bucket"),
-                value.label("value"),
+                self._utc_bucket(col(LlmCall.created_at), by_day=by_day),
+                col(LlmCall.ttft_ms),
+                col(LlmCall.total_ms),
             )
             .select_from(LlmCall)
             .outerjoin(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
@@ -217,47 +208,28 @@ class ReportQueries:
                 col(LlmCall.purpose) == "reply",
                 col(LlmCall.status) == "ok",
                 col(LlmCall.cache_hit).is_(False),
-                value.is_not(None),
             )
-            .subquery()
         )
-        # Two statements, each ranking by one window: SQLite sorts once per window, and two
-        # windows in one statement cost more than twice one.
-        overall = await self._ranks(replies, by_bucket=False)
+        ttft: dict[str, list[float]] = {}
+        total: dict[str, list[float]] = {}
+        for bucket, first, whole in await self._rows(statement):
+            if first is not None:
+                ttft.setdefault(bucket, []).append(first)
+            total.setdefault(bucket, []).append(whole)
         starts = _BucketStarts()
-        by_bucket = {
-            starts(bucket): ranks
-            for bucket, ranks in (await self._ranks(replies, by_bucket=True)).items()
-        }
-        return overall.get("", {}), by_bucket
-
-    async def _ranks(self, replies: Subquery, *, by_bucket: bool) -> dict[str, Ranks]:
-        """Bucket (or "" for the whole period) -> its values at the PERCENTS' nearest ranks."""
-        bucket = replies.c.bucket if by_bucket else literal_column("''")
-        partition = replies.c.bucket if by_bucket else None
-        ranked = select(
-            bucket.label("bucket"),
-            replies.c.value,
-            func.row_number()
-            .over(partition_by=partition, order_by=replies.c.value)
-            .label("position"),
-            func.count().over(partition_by=partition).label("n"),
-        ).subquery()
-        statement = select(ranked).where(
-            ranked.c.position.in_([_nearest_rank(p, ranked.c.n) for p in PERCENTS])
+        return ReplyLatency(
+            ttft_ms=_ranks([value for values in ttft.values() for value in values]),
+            total_ms=_ranks([value for values in total.values() for value in values]),
+            ttft_by_bucket={starts(bucket): _ranks(values) for bucket, values in ttft.items()},
+            total_by_bucket={starts(bucket): _ranks(values) for bucket, values in total.items()},
         )
-        found: dict[str, Ranks] = {}
-        for row in await self._rows(statement):
-            ranks = found.setdefault(row.bucket, {})
-            ranks.update(dict.fromkeys(_percents_at(row.position, row.n), row.value))
-        return found
 
     async def message_counts(self, start: datetime, end: datetime) -> MessageCounts:
         where = (
             _within(col(Message.created_at), start, end),
             col(Message.role).in_(("user", "assistant")),
             col(Conversation.platform) != EVAL_PLATFORM,
-            self._studied_conversation(start, end),
+            await self._studied_conversation(start, end),
         )
         joined = (
             select()
@@ -288,7 +260,7 @@ class ReportQueries:
             .where(
                 _within(col(Feedback.updated_at), start, end),
                 col(Conversation.platform) != EVAL_PLATFORM,
-                self._studied_conversation(start, end),
+                await self._studied_conversation(start, end),
             )
             .group_by(col(Feedback.prompt_version_id))
         )
@@ -307,9 +279,7 @@ class ReportQueries:
 
     async def fake_conversations(self, start: datetime, end: datetime) -> int:
         """How many conversations only the bundled fake model answered in the period."""
-        statement = select(func.count()).select_from(_fake_conversations(start, end).subquery())
-        [row] = await self._rows(statement)
-        return int(row[0])
+        return len(await self._fake_conversation_ids(start, end))
 
     async def eval_history(
         self, versions: Collection[tuple[str, int]], *, before: datetime
@@ -355,9 +325,24 @@ class ReportQueries:
                 history.setdefault((row.prompt_name, row.version), []).append(point)
         return history
 
-    def _studied_conversation(self, start: datetime, end: datetime) -> ColumnElement[bool]:
-        fake = _fake_conversations(start, end)
-        return col(Conversation.id).in_(fake) if self._fake else col(Conversation.id).not_in(fake)
+    async def _studied_conversation(self, start: datetime, end: datetime) -> ColumnElement[bool]:
+        """The fake model's conversations (or all but them), by id: read once per period and
+        written into the statement. As a NOT IN subquery Postgres misjudged it (one row) and
+        compared every conversation with every fake one: 30 s a query at a million calls."""
+        ids: BindParameter[list[int]] = bindparam(
+            "fake_conversations",
+            await self._fake_conversation_ids(start, end),
+            expanding=True,
+            literal_execute=True,  # integers, as many as there are: no bound-parameter limit
+        )
+        return col(Conversation.id).in_(ids) if self._fake else col(Conversation.id).not_in(ids)
+
+    async def _fake_conversation_ids(self, start: datetime, end: datetime) -> list[int]:
+        found = self._fake_ids.get((start, end))
+        if found is None:
+            rows = await self._rows(_fake_conversations(start, end))
+            found = self._fake_ids[(start, end)] = sorted(int(row[0]) for row in rows)
+        return found
 
     def _utc_bucket(self, column: Mapped[datetime], *, by_day: bool) -> ColumnElement[Any]:
         """The UTC hour ("2025-03-10 09") or day ("2025-03-10") of a timestamp, as text.
@@ -400,14 +385,18 @@ def _fake_conversations(start: datetime, end: datetime) -> Select[int | None]:
         col(real.model) != FAKE_MODEL,
         _within(col(real.created_at), start, end),
     )
+    eval_conversation = exists().where(
+        col(Conversation.id) == col(LlmCall.conversation_id),
+        col(Conversation.platform) == EVAL_PLATFORM,
+    )
     return (
         select(col(LlmCall.conversation_id))
         .distinct()
-        .join(Conversation, col(LlmCall.conversation_id) == col(Conversation.id))
         .where(
             col(LlmCall.model) == FAKE_MODEL,
             _within(col(LlmCall.created_at), start, end),
-            col(Conversation.platform) != EVAL_PLATFORM,
+            col(LlmCall.conversation_id).is_not(None),
+            ~eval_conversation,
             ~real_call,
         )
     )
@@ -421,14 +410,12 @@ def _sum_where(condition: ColumnElement[bool], column: Mapped[int]) -> ColumnEle
     return func.sum(case((condition, column), else_=0))
 
 
-def _nearest_rank(percent: int, count: ColumnElement[int]) -> ColumnElement[int]:
-    """ceil(percent/100 * count) in integers (count >= 1), as `_rank_of` computes it."""
-    return (count * percent + 99) // 100
-
-
-def _percents_at(position: int, count: int) -> list[int]:
-    """The PERCENTS whose nearest rank among `count` values is `position` (1-based)."""
-    return [p for p in PERCENTS if -(-p * count // 100) == position]
+def _ranks(values: list[float]) -> Ranks:
+    """The PERCENTS of `values` at their nearest ranks: the value at rank ceil(p/100 * n) of
+    the n sorted values (ceil in integers: no float rounding at the edge). Sorts in place."""
+    values.sort()
+    count = len(values)
+    return {p: values[-(-p * count // 100) - 1] for p in PERCENTS} if count else {}
 
 
 class _BucketStarts:
