@@ -30,7 +30,6 @@ from assistant.config import (
 from assistant.prompts.files import PromptFileError
 from assistant.runtime import Runtime, history_length, open_doctor, open_runtime, open_store
 from assistant.store import PromptVersionConflict, Store, migrate
-from assistant.testing import FakeLlm
 from assistant.testing.personalities import PERSONALITIES
 from assistant.turns import Actor, ConversationRef
 from bots.terminal import HeldLogs, Opening, TerminalChat
@@ -134,6 +133,8 @@ async def _opened(
         base_url = None
         try:
             if fake:
+                from assistant.testing import FakeLlm  # aiohttp's server: only offline
+
                 fake_llm = await FakeLlm().start()
                 stack.push_async_callback(fake_llm.stop)
                 base_url = fake_llm.base_url
@@ -452,6 +453,7 @@ def doctor(
 ) -> None:
     """Probe the configured model server: what it supports, and what the assistant does about
     each gap. Exits 1 on a blocker, 2 when the server cannot be reached."""
+    from assistant.testing import FakeLlm
     from bots.cli_doctor import examine  # this command's alone
 
     logging.basicConfig(level=logging.ERROR)  # what the probes run into, the table says
@@ -498,6 +500,7 @@ def fake_llm(
     ] = None,
 ) -> None:
     """Serve the fake OpenAI-compatible API (for demos and manual testing)."""
+    from assistant.testing import FakeLlm
 
     async def main() -> None:
         fake = FakeLlm(like=like, context_tokens=context_tokens)

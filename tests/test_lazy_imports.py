@@ -75,7 +75,15 @@ def test_the_chart_module_leaves_matplotlib_until_it_draws(tmp_path):
 
 
 # What `assistant chat` needs only once a line is typed: it loads while the prompt waits.
-DEFERRED = ("openai", "alembic", "tiktoken", "jsonschema", "assistant.engine", "assistant.llm")
+DEFERRED = (
+    "openai",
+    "aiohttp",
+    "alembic",
+    "tiktoken",
+    "jsonschema",
+    "assistant.engine",
+    "assistant.llm",
+)
 
 
 def test_the_chat_prompt_shows_before_the_model_client_and_the_tokenizer_load(tmp_path):

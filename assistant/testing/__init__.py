@@ -1,7 +1,28 @@
-"""Test and demo doubles that are real servers: the fake OpenAI-compatible API."""
+"""Test and demo doubles that are real servers: the fake OpenAI-compatible API.
 
-from assistant.testing.demo_model import DemoModel
-from assistant.testing.fake_llm import FakeLlm
-from assistant.testing.scripts import CallTools, Cut, Fail, Hang, Reply
+Its names are loaded on first use: the fake server brings aiohttp's web server with it, and
+`assistant chat` names the fake's personalities in its help long before it needs a server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assistant.testing.demo_model import DemoModel
+    from assistant.testing.fake_llm import FakeLlm
+    from assistant.testing.scripts import CallTools, Cut, Fail, Hang, Reply
 
 __all__ = ["CallTools", "Cut", "DemoModel", "Fail", "FakeLlm", "Hang", "Reply"]
+_MODULES = {
+    "DemoModel": "demo_model",
+    "FakeLlm": "fake_llm",
+    **dict.fromkeys(("CallTools", "Cut", "Fail", "Hang", "Reply"), "scripts"),
+}
+
+
+def __getattr__(name: str) -> object:
+    if name not in _MODULES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULES[name]}"), name)
