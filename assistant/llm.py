@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -27,6 +27,8 @@ from assistant.tools import ToolDefinition
 from assistant.waits import WaitLimit
 
 log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 1.0  # reading the rest of a body after `[DONE]`, to keep its connection
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -460,10 +462,12 @@ async def _events(response: httpx2.Response) -> AsyncGenerator[object, None]:
     the server sends inside the stream, or a transport failure, is raised as the SDK's own
     stream would raise it, so `_translate` reads both ways of reading alike."""
     reader = SseReader()
+    body = response.aiter_bytes()
     try:
-        async for data in response.aiter_bytes():
+        async for data in body:
             for event in reader.feed(data):
                 if event.startswith(b"[DONE]"):
+                    await _drain(body)
                     return
                 yield _checked(json.loads(event), response)
         for event in reader.end():
@@ -474,6 +478,17 @@ async def _events(response: httpx2.Response) -> AsyncGenerator[object, None]:
         raise openai.APITimeoutError(request=response.request) from exc
     except httpx2.TransportError as exc:
         raise openai.APIConnectionError(request=response.request) from exc
+
+
+async def _drain(body: AsyncIterator[bytes]) -> None:
+    """Read what follows `[DONE]` (most often only the end of the chunked body, in a write of
+    its own), so that the connection goes back to the pool: closed mid-body it would be
+    dropped, and the next call would open another (a TLS handshake, against a real server).
+    A server that keeps sending past a second loses the connection instead."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(DRAIN_SECONDS):
+            async for _ in body:
+                pass
 
 
 def _checked(chunk: object, response: httpx2.Response) -> object:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assistant.config import ConfigError, Settings
@@ -68,10 +70,19 @@ def serves_http(settings: Settings) -> bool:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, where the system tells it)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    """The cores this process may run on: its CPU affinity, within its container's CPU quota
+    (a 2-CPU pod on a 64-core node must not start 64 workers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, cpu_quota() or cores or 1))
+
+
+def cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> int | None:
+    """The CPUs cgroup v2 allows this process, rounded up; None when unlimited or unknown."""
+    try:
+        quota, period = path.read_text().split()[:2]
+        return math.ceil(int(quota) / int(period))
+    except (OSError, ValueError):  # no cgroup v2 file, or "max": no limit
+        return None
 
 
 def worker_count(settings: Settings, asked: int | None) -> tuple[int, str | None]:

@@ -128,12 +128,21 @@ def bind(settings: Settings, count: int, stack: contextlib.ExitStack) -> list[so
     """SLACK_PORT, bound once per worker (closed with `stack`); ConfigError in one line when
     it is taken."""
     try:
+        _nobody_listens(settings.slack_port)
         return [stack.enter_context(listening_socket(settings.slack_port)) for _ in range(count)]
     except OSError as exc:
         raise ConfigError(
             f"SLACK_PORT: cannot listen on port {settings.slack_port} ({exc.strerror}); "
             "is another process using it?"
         ) from None
+
+
+def _nobody_listens(port: int) -> None:
+    """OSError when another process holds `port`, whether or not it shares it: SO_REUSEPORT
+    would let a second `assistant run` (an old one not yet stopped, another checkout) bind
+    beside the first and quietly take half of Slack's events. A plain bind is refused."""
+    with socket.create_server(("0.0.0.0", port)):  # noqa: S104 - where the workers listen
+        pass
 
 
 class Supervisor:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 
 import pytest
+from aiohttp import web
 
 from assistant.llm import (
     ChatMessage,
@@ -174,3 +177,38 @@ async def test_unreachable_server_is_unavailable():
         await run(model)
     await model.close()
     assert isinstance(caught.value, LlmError) and caught.value.retryable
+
+
+async def test_a_finished_stream_leaves_its_connection_for_the_next_call():
+    """Servers behind uvicorn (vLLM, LiteLLM, llama-cpp-python) end the body in a write of
+    its own after `[DONE]`: closed before that end arrives, the connection was dropped and
+    every call opened another (a TLS handshake each, against a real server)."""
+    peers: set[object] = set()
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        chunk = {"choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+        await response.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await asyncio.sleep(0.05)  # the app has returned; the server ends the body later
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", stream)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    model = connect(f"http://127.0.0.1:{port}/v1")
+    try:
+        for _ in range(4):
+            pieces, done = await run(model)
+            assert pieces == ["hi"] and done.finish_reason == "stop"
+    finally:
+        await model.close()
+        await runner.cleanup()
+    assert len(peers) == 1

@@ -23,7 +23,7 @@ from assistant.reporting.schedule import ScheduledJob, Scheduler
 from assistant.store import Store
 from assistant.store.tables import JobRun
 from assistant.testing import FakeLlm, Reply
-from bots.services import worker_count
+from bots.services import cpu_quota, worker_count
 from tests.conftest import migrated
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack
 from tests.test_cli import ASSISTANT, assistant
@@ -189,8 +189,13 @@ async def test_a_worker_that_cannot_start_stops_the_run_with_its_line(env, tmp_p
     assert "starting it again" not in result.stderr and "Traceback" not in result.stderr
 
 
-def test_a_port_in_use_is_refused_before_any_worker_starts(env, tmp_path):
+@pytest.mark.parametrize("shared", [False, True], ids=["plain", "another-run's-shared-port"])
+def test_a_port_in_use_is_refused_before_any_worker_starts(env, tmp_path, shared):
+    """Also when its holder shares it (SO_REUSEPORT, as another `assistant run --workers`
+    binds it): a second installation must not quietly take half of Slack's events."""
     with socket.socket() as taken:
+        if shared:
+            taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         env.update(
@@ -206,7 +211,7 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(env, tmp_path):
 
 def test_workers_default_to_the_cores_only_where_there_is_http_to_share():
     http = load_settings(slack_bot_token="xoxb-x", slack_signing_secret="s")
-    cores = len(os.sched_getaffinity(0))
+    cores = min(len(os.sched_getaffinity(0)), cpu_quota() or 10_000)
     assert worker_count(http, None) == (cores, None)
     assert worker_count(http, 3) == (3, None)
     socket_mode = load_settings(slack_bot_token="xoxb-x", slack_app_token="xapp-x")
@@ -249,3 +254,13 @@ async def test_processes_sharing_a_sqlite_file_elect_one_scheduler(sqlite_url):
                 await scheduler.stop()
             for store in stores:
                 await store.close()
+
+
+def test_a_containers_cpu_quota_bounds_the_default(tmp_path):
+    """A 2-CPU pod on a big node starts 2 workers, not one per core of the node."""
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")
+    assert cpu_quota(quota) == 2
+    quota.write_text("max 100000\n")
+    assert cpu_quota(quota) is None
+    assert cpu_quota(tmp_path / "absent") is None

@@ -147,7 +147,11 @@ class SqliteLeaderFile:
     def acquire(self) -> bool:
         if sys.platform == "win32" or self._fd is not None:
             return True
-        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # not ours to open (another user's): nobody here leads
+            log.error("cannot open the scheduler's lock %s (%s)", self._path, exc.strerror)
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:  # another process leads

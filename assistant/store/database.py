@@ -89,15 +89,18 @@ class WorkRunner:
 
     async def __call__(self, work: Callable[[Connection], T]) -> T:
         if self._sqlite is not None:
+            if self._thread is None:
+                raise RuntimeError("the store is closed")
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self._thread, self._on_thread, work)
         async with self._engine.connect() as connection:
             return await connection.run_sync(work)
 
     def dispose(self) -> None:
-        if self._thread is not None:
-            self._thread.submit(self._close).result()
-            self._thread.shutdown(wait=True)
+        thread, self._thread = self._thread, None  # a second dispose has nothing left to do
+        if thread is not None:
+            thread.submit(self._close).result()
+            thread.shutdown(wait=True)
         if self._sqlite is not None:
             self._sqlite.dispose()
 
