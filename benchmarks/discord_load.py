@@ -39,35 +39,29 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from harness import answer_text, lag_monitor, pct, streamed_answer, warm_up  # noqa: E402
+
 from assistant.config import load_settings  # noqa: E402
 from assistant.runtime import open_runtime  # noqa: E402
 from bots.discord_app import DiscordAdapter, point_at  # noqa: E402
-
-ANSWER_WORDS = 100
-
-
-def answer_text() -> str:
-    return " ".join(f"word{i}" for i in range(ANSWER_WORDS)) + "."
-
 
 # ---- the child: Discord and the model
 
 
 async def play_discord(conversations: int, llm_seconds: float) -> None:
-    from assistant.testing import FakeLlm, Reply
+    from assistant.testing import FakeLlm
     from tests.fakes.discord_api import FakeDiscord
 
     text = answer_text()
-    chunks = 20
-    reply = Reply(text=text, chunk_chars=-(-len(text) // chunks), chunk_delay=llm_seconds / chunks)
+    reply = streamed_answer(llm_seconds)
     asked: list[float] = []  # when the model was asked, in order
 
-    def answer(_body: Any) -> Reply:
+    def answer(_body: Any) -> Any:
         asked.append(time.time())
         return reply
 
     llm = await FakeLlm(responder=answer).start()
-    await _warm_up(llm.base_url)
+    await warm_up(llm.base_url)
     asked.clear()
     discord_fake = await FakeDiscord(echo=True).start()  # own messages echo, as on Discord
     channels = [discord_fake.add_text_channel() for _ in range(conversations)]
@@ -95,23 +89,10 @@ async def play_discord(conversations: int, llm_seconds: float) -> None:
     calls = discord_fake.calls[first_call:]
     figures = _figures(discord_fake, calls, sends, text, llm_seconds)
     to_model = [(at - sent[0]) * 1000 for at in asked]  # the flood's start -> the model asked
-    figures |= {"to_model_p50_ms": _pct(to_model, 50), "to_model_p99_ms": _pct(to_model, 99)}
+    figures |= {"to_model_p50_ms": pct(to_model, 50), "to_model_p99_ms": pct(to_model, 99)}
     print(json.dumps(figures), flush=True)
     await discord_fake.stop()
     await llm.stop()
-
-
-async def _warm_up(llm_url: str) -> None:
-    """One request first: the fake model loads its tokenizer then (about a second here), which
-    would otherwise stall this process, and Discord with it, in the middle of the flood."""
-    import aiohttp
-
-    question = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm up"}]}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{llm_url}/chat/completions", json=question) as response,
-    ):
-        await response.read()
 
 
 def _finished(fake: Any) -> int:
@@ -138,10 +119,10 @@ def _figures(
     totals = [(done[c] - at) / llm_s for c, at in sends.items()]
     kinds = collections.Counter(f"{c.method} {_route(c.path)}" for c in calls)
     return {
-        "first_text_p50_ms": _pct(firsts, 50),
-        "first_text_p99_ms": _pct(firsts, 99),
+        "first_text_p50_ms": pct(firsts, 50),
+        "first_text_p99_ms": pct(firsts, 99),
         "total_over_llm_p50": round(statistics.median(totals), 3),
-        "total_over_llm_p99": round(_pct(totals, 99, digits=3), 3),
+        "total_over_llm_p99": round(pct(totals, 99, digits=3), 3),
         "exactly_one_reply": exactly_one,
         "rest_calls": dict(kinds),
     }
@@ -152,19 +133,7 @@ def _route(path: str) -> str:
     return "/".join("*" if part.isdigit() else part for part in parts)
 
 
-def _pct(values: list[float], pct: int, *, digits: int = 1) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))], digits)
-
-
 # ---- the parent: the assistant
-
-
-async def lag_monitor(samples: list[float], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        start = time.perf_counter()
-        await asyncio.sleep(0.01)
-        samples.append((time.perf_counter() - start - 0.01) * 1000)
 
 
 class Profiler:
@@ -289,7 +258,7 @@ async def serve_assistant(conversations: int, llm_seconds: float, profile: str |
         await runtime.close()
     figures["cpu_ms_per_conversation"] = round(cpu_seconds * 1000 / conversations, 1)
     figures["main_thread_ms_per_conversation"] = round(main_seconds * 1000 / conversations, 1)
-    figures["loop_lag_p99_ms"] = _pct(lags, 99)
+    figures["loop_lag_p99_ms"] = pct(lags, 99)
     figures["loop_lag_max_ms"] = round(max(lags), 1)
     figures["conversations"] = conversations
     figures["llm_seconds"] = llm_seconds

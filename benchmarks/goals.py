@@ -152,7 +152,8 @@ def show(goal: Goal, found: dict[str, Any]) -> str:
         return f"{goal.label:<58} {'-':>10}   goal {goal.goal:<8} not measured"
     shown = ("yes" if value else "NO") if isinstance(value, bool) else f"{value}{goal.unit}"
     verdict = "met" if goal.met(value) else "NOT met"
-    return f"{goal.label:<58} {shown:>10}   goal {goal.goal}{goal.unit:<6} {verdict}"
+    target = f"{goal.goal}{goal.unit}"
+    return f"{goal.label:<58} {shown:>10}   goal {target:<10} {verdict}"
 
 
 def main() -> None:

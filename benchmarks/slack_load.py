@@ -33,27 +33,21 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from harness import answer_text, lag_monitor, pct, streamed_answer, warm_up  # noqa: E402
+
 from assistant.config import load_settings  # noqa: E402
 from assistant.runtime import open_runtime  # noqa: E402
 from bots.slack_app import SlackAdapter  # noqa: E402
-
-ANSWER_WORDS = 100
-
-
-def answer_text() -> str:
-    return " ".join(f"word{i}" for i in range(ANSWER_WORDS)) + "."
-
 
 # ---- the child: Slack and the model
 
 
 async def play_slack(conversations: int, llm_seconds: float) -> None:
-    from assistant.testing import FakeLlm, Reply
+    from assistant.testing import FakeLlm
     from tests.fakes.slack_api import BOT_USER, FakeSlack
 
     text = answer_text()
-    chunks = 20
-    reply = Reply(text=text, chunk_chars=-(-len(text) // chunks), chunk_delay=llm_seconds / chunks)
+    reply = streamed_answer(llm_seconds)
     llm = await FakeLlm(responder=lambda _body: reply).start()
     await warm_up(llm.base_url)
     slack = await FakeSlack().start()
@@ -76,19 +70,6 @@ async def play_slack(conversations: int, llm_seconds: float) -> None:
     print(json.dumps(_figures(slack, sends, text, llm_seconds)), flush=True)
     await slack.stop()
     await llm.stop()
-
-
-async def warm_up(llm_url: str) -> None:
-    """One request first: the fake model loads its tokenizer then (about a second here), which
-    would otherwise stall this process, and Slack with it, in the middle of the flood."""
-    import aiohttp
-
-    question = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm up"}]}
-    async with (
-        aiohttp.ClientSession() as session,
-        session.post(f"{llm_url}/chat/completions", json=question) as response,
-    ):
-        await response.read()
 
 
 def _finished(slack: Any) -> int:
@@ -116,12 +97,12 @@ def _figures(slack: Any, sends: list[dict[str, float]], text: str, llm_s: float)
     totals = [(done[f"{s['ts']:.6f}"] - s["sent"]) / llm_s for s in sends]
     acks = [s["ack_ms"] for s in sends]
     return {
-        "ack_p50_ms": _pct(acks, 50),
-        "ack_p99_ms": _pct(acks, 99),
-        "first_text_p50_ms": _pct(firsts, 50),
-        "first_text_p99_ms": _pct(firsts, 99),
+        "ack_p50_ms": pct(acks, 50),
+        "ack_p99_ms": pct(acks, 99),
+        "first_text_p50_ms": pct(firsts, 50),
+        "first_text_p99_ms": pct(firsts, 99),
         "total_over_llm_p50": round(statistics.median(totals), 3),
-        "total_over_llm_p99": round(_pct(totals, 99) / 1, 3),
+        "total_over_llm_p99": round(pct(totals, 99) / 1, 3),
         "exactly_one_reply": exactly_one,
         "web_api_calls": dict(Counter(call.method for call in slack.calls)),
     }
@@ -132,19 +113,7 @@ def _thread_of(slack: Any, ts: str | None) -> str | None:
     return message.thread_ts if message else None
 
 
-def _pct(values: list[float], pct: int) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))], 1)
-
-
 # ---- the parent: the assistant
-
-
-async def lag_monitor(samples: list[float], stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        start = time.perf_counter()
-        await asyncio.sleep(0.01)
-        samples.append((time.perf_counter() - start - 0.01) * 1000)
 
 
 async def serve_assistant(conversations: int, llm_seconds: float) -> None:
@@ -200,7 +169,7 @@ async def serve_assistant(conversations: int, llm_seconds: float) -> None:
         await runtime.close()
     figures["cpu_ms_per_conversation"] = round(cpu_seconds * 1000 / conversations, 1)
     figures["main_thread_ms_per_conversation"] = round(main_seconds * 1000 / conversations, 1)
-    figures["loop_lag_p99_ms"] = _pct(lags, 99)
+    figures["loop_lag_p99_ms"] = pct(lags, 99)
     figures["loop_lag_max_ms"] = round(max(lags), 1)
     figures["conversations"] = conversations
     figures["llm_seconds"] = llm_seconds

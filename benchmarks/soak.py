@@ -46,9 +46,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from harness import free_port  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
-from workers_load import ASSISTANT, database, free_port, logged  # noqa: E402
+from workers_load import ASSISTANT, database, logged  # noqa: E402
 
 from assistant.store.database import async_database_url  # noqa: E402
 from bots.recovery import ANSWERING_AGAIN  # noqa: E402

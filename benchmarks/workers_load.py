@@ -35,25 +35,18 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from harness import answer_text, free_port, pct, streamed_answer  # noqa: E402
+
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack  # noqa: E402
 
 ASSISTANT = str(Path(sys.executable).parent / "assistant")
-ANSWER_WORDS = 100
-
-
-def answer_text() -> str:
-    return " ".join(f"word{i}" for i in range(ANSWER_WORDS)) + "."
-
-
 # ---- the child: the model
 
 
 async def serve_model(llm_seconds: float) -> None:
-    from assistant.testing import FakeLlm, Reply
+    from assistant.testing import FakeLlm
 
-    text = answer_text()
-    chunks = 20
-    reply = Reply(text=text, chunk_chars=-(-len(text) // chunks), chunk_delay=llm_seconds / chunks)
+    reply = streamed_answer(llm_seconds)
     llm = await FakeLlm(responder=lambda _body: reply).start()
     print(llm.base_url, flush=True)
     await asyncio.to_thread(sys.stdin.read)  # until the parent closes it
@@ -172,14 +165,6 @@ async def logged(path: Path, text: str, times: int, process: Any) -> None:
         await asyncio.sleep(0.1)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def send(slack: FakeSlack, url: str, index: int) -> dict[str, float]:
     ts = f"1700000000.{index:06d}"
     event = {"type": "app_mention", "user": f"U{index}", "text": f"<@{BOT_USER}> q{index}"}
@@ -217,11 +202,11 @@ def measured(
     totals = [(done[k] - s["sent"]) / llm_s for k, s in zip(keys, sends, strict=True)]
     acks = [s["ack_ms"] for s in sends]
     return {
-        "ack_p50_ms": pct(acks, 50),
-        "ack_p99_ms": pct(acks, 99),
-        "first_text_p50_ms": pct(firsts, 50),
+        "ack_p50_ms": pct(acks, 50, digits=3),
+        "ack_p99_ms": pct(acks, 99, digits=3),
+        "first_text_p50_ms": pct(firsts, 50, digits=3),
         "total_over_llm_p50": round(statistics.median(totals), 3),
-        "total_over_llm_p99": round(pct(totals, 99), 3),
+        "total_over_llm_p99": round(pct(totals, 99, digits=3), 3),
         "exactly_one_reply": exactly_one,
     }
 
@@ -229,11 +214,6 @@ def measured(
 def thread_of(slack: FakeSlack, ts: str | None) -> str | None:
     message = slack.messages.get(ts) if ts else None
     return message.thread_ts if message else None
-
-
-def pct(values: list[float], percent: int) -> float:
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))], 3)
 
 
 async def main(args: argparse.Namespace) -> None:
