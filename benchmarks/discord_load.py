@@ -39,7 +39,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import answer_text, lag_monitor, pct, streamed_answer, warm_up  # noqa: E402
+from harness import Costs, answer_text, pct, streamed_answer, warm_up  # noqa: E402
 
 from assistant.config import load_settings  # noqa: E402
 from assistant.runtime import open_runtime  # noqa: E402
@@ -239,29 +239,17 @@ async def serve_assistant(conversations: int, llm_seconds: float, profile: str |
             guild_id=int(GUILD_ID),
         )
         await adapter.start()
-        lags: list[float] = []
-        stop = asyncio.Event()
-        monitor = asyncio.create_task(lag_monitor(lags, stop))
         profiler.start()
-        cpu_before = time.process_time()
-        main_before = time.thread_time()
-        child.stdin.write(b"go\n")
-        await child.stdin.drain()
-        figures = json.loads(await child.stdout.readline())
-        cpu_seconds = time.process_time() - cpu_before
-        main_seconds = time.thread_time() - main_before
+        async with Costs() as costs:
+            child.stdin.write(b"go\n")
+            await child.stdin.drain()
+            figures = json.loads(await child.stdout.readline())
         profiler.stop()
-        stop.set()
-        await monitor
         await child.wait()
         await adapter.close()
         await runtime.close()
-    figures["cpu_ms_per_conversation"] = round(cpu_seconds * 1000 / conversations, 1)
-    figures["main_thread_ms_per_conversation"] = round(main_seconds * 1000 / conversations, 1)
-    figures["loop_lag_p99_ms"] = pct(lags, 99)
-    figures["loop_lag_max_ms"] = round(max(lags), 1)
-    figures["conversations"] = conversations
-    figures["llm_seconds"] = llm_seconds
+    figures |= costs.figures(conversations)
+    figures |= {"conversations": conversations, "llm_seconds": llm_seconds}
     for key, value in figures.items():
         print(f"{key:>32}: {value}")
     print(json.dumps(figures))

@@ -54,3 +54,34 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class Costs:
+    """The process's CPU over the block (every thread, and the event loop's own) and how late
+    its loop ran, as figures per conversation."""
+
+    def __init__(self) -> None:
+        self._lags: list[float] = []
+        self._stop = asyncio.Event()
+        self._monitor: asyncio.Task[None] | None = None
+        self._cpu = self._loop_cpu = 0.0
+
+    async def __aenter__(self) -> Costs:
+        self._monitor = asyncio.create_task(lag_monitor(self._lags, self._stop))
+        self._cpu, self._loop_cpu = time.process_time(), time.thread_time()
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._cpu = time.process_time() - self._cpu
+        self._loop_cpu = time.thread_time() - self._loop_cpu
+        self._stop.set()
+        if self._monitor is not None:
+            await self._monitor
+
+    def figures(self, conversations: int) -> dict[str, float]:
+        return {
+            "cpu_ms_per_conversation": round(self._cpu * 1000 / conversations, 1),
+            "main_thread_ms_per_conversation": round(self._loop_cpu * 1000 / conversations, 1),
+            "loop_lag_p99_ms": pct(self._lags, 99),
+            "loop_lag_max_ms": round(max(self._lags, default=0.0), 1),
+        }

@@ -33,7 +33,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import answer_text, lag_monitor, pct, streamed_answer, warm_up  # noqa: E402
+from harness import Costs, answer_text, pct, streamed_answer, warm_up  # noqa: E402
 
 from assistant.config import load_settings  # noqa: E402
 from assistant.runtime import open_runtime  # noqa: E402
@@ -151,28 +151,16 @@ async def serve_assistant(conversations: int, llm_seconds: float) -> None:
             api_url=urls["slack"],
         )
         port = await adapter.serve_http(port=0, host="127.0.0.1")
-        lags: list[float] = []
-        stop = asyncio.Event()
-        monitor = asyncio.create_task(lag_monitor(lags, stop))
-        cpu_before = time.process_time()
-        main_before = time.thread_time()
-        child.stdin.write(json.dumps({"url": f"http://127.0.0.1:{port}/slack/events"}).encode())
-        child.stdin.write(b"\n")
-        await child.stdin.drain()
-        figures = json.loads(await child.stdout.readline())
-        cpu_seconds = time.process_time() - cpu_before
-        main_seconds = time.thread_time() - main_before
-        stop.set()
-        await monitor
+        async with Costs() as costs:
+            url = f"http://127.0.0.1:{port}/slack/events"
+            child.stdin.write(json.dumps({"url": url}).encode() + b"\n")
+            await child.stdin.drain()
+            figures = json.loads(await child.stdout.readline())
         await child.wait()
         await adapter.close()
         await runtime.close()
-    figures["cpu_ms_per_conversation"] = round(cpu_seconds * 1000 / conversations, 1)
-    figures["main_thread_ms_per_conversation"] = round(main_seconds * 1000 / conversations, 1)
-    figures["loop_lag_p99_ms"] = pct(lags, 99)
-    figures["loop_lag_max_ms"] = round(max(lags), 1)
-    figures["conversations"] = conversations
-    figures["llm_seconds"] = llm_seconds
+    figures |= costs.figures(conversations)
+    figures |= {"conversations": conversations, "llm_seconds": llm_seconds}
     for key, value in figures.items():
         print(f"{key:>22}: {value}")
     print(json.dumps(figures))
