@@ -34,12 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import Costs, answer_text, pct, streamed_answer, warm_up  # noqa: E402
+from harness import Costs, answer_text, pct, streamed_answer, warm_up, write_prompt  # noqa: E402
 
 from assistant.config import load_settings  # noqa: E402
 from assistant.runtime import open_runtime  # noqa: E402
@@ -218,13 +216,10 @@ async def serve_assistant(conversations: int, llm_seconds: float, profile: str |
     urls = json.loads(await child.stdout.readline())
     profiler = Profiler(profile)
     with tempfile.TemporaryDirectory() as scratch:
-        prompts = Path(scratch) / "prompts" / "assistant"
-        prompts.mkdir(parents=True)
-        prompt = {"name": "assistant", "version": 1, "system": "You help.", "tools": []}
-        (prompts / "1.yaml").write_text(yaml.safe_dump(prompt), encoding="utf-8")
+        prompts = write_prompt(Path(scratch))
         settings = load_settings(
             database_url=f"sqlite:///{scratch}/bench.db",
-            prompts_dir=prompts.parent,
+            prompts_dir=prompts,
             openai_api_key="sk-bench",
             openai_base_url=urls["llm"],
         )

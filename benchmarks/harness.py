@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 ANSWER_WORDS = 100
@@ -48,6 +49,17 @@ def pct(values: list[float], percent: int, *, digits: int = 1) -> float:
     """The nearest-rank percentile."""
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * percent / 100))], digits)
+
+
+def write_prompt(scratch: Path) -> Path:
+    """A prompts folder in `scratch` holding one plain prompt, `assistant@1`; its path."""
+    import yaml
+
+    prompts = scratch / "prompts"
+    (prompts / "assistant").mkdir(parents=True)
+    prompt = {"name": "assistant", "version": 1, "system": "You help.", "tools": []}
+    (prompts / "assistant" / "1.yaml").write_text(yaml.safe_dump(prompt), encoding="utf-8")
+    return prompts
 
 
 def free_port() -> int:

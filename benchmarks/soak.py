@@ -40,20 +40,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from harness import free_port  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
-from workers_load import ASSISTANT, database, logged  # noqa: E402
+from workers_load import database, logged, start_run  # noqa: E402
 
 from assistant.store.database import async_database_url  # noqa: E402
 from bots.recovery import ANSWERING_AGAIN  # noqa: E402
-from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack  # noqa: E402
+from tests.fakes.slack_api import BOT_USER, FakeSlack  # noqa: E402
 
 ANSWER = " ".join(f"word{i}" for i in range(60)) + "."
 CHANNELS = 20
@@ -107,32 +104,17 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 async def run(
     args: argparse.Namespace, slack: FakeSlack, llm_url: str, database_url: str, scratch: Path
 ) -> dict[str, Any]:
-    prompts = scratch / "prompts" / "assistant"
-    prompts.mkdir(parents=True)
-    prompt = {"name": "assistant", "version": 1, "system": "You help.", "tools": []}
-    (prompts / "1.yaml").write_text(yaml.safe_dump(prompt), encoding="utf-8")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
-    env.update(
-        DATABASE_URL=database_url,
-        PROMPTS_DIR=str(prompts.parent),
-        OPENAI_API_KEY="sk-soak",
-        OPENAI_BASE_URL=llm_url,
-        SLACK_BOT_TOKEN="xoxb-soak",
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.api_url,
-        SLACK_PORT=str(port),
+    process, url, log_path = await start_run(
+        args.workers,
+        slack,
+        llm_url,
+        database_url,
+        scratch,
         WORKER_HEARTBEAT_SECONDS="1",  # a killed worker's answers are taken over within ~3 s
     )
-    log_path = scratch / "run.log"
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            ASSISTANT, "run", "--workers", str(args.workers), env=env, cwd=scratch, stderr=log
-        )
     memory = Memory(process.pid)
     try:
         await logged(log_path, "bots.services: serving;", args.workers, process)
-        url = f"http://127.0.0.1:{port}/slack/events"
         figures = await drive(args, slack, url, memory, process.pid, log_path)
     finally:
         process.send_signal(signal.SIGTERM)

@@ -30,12 +30,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import answer_text, free_port, pct, streamed_answer  # noqa: E402
+from harness import answer_text, free_port, pct, streamed_answer, write_prompt  # noqa: E402
 
 from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack  # noqa: E402
 
@@ -111,30 +109,9 @@ async def play(
     database_url: str,
     scratch: str,
 ) -> dict[str, Any]:
-    prompts = Path(scratch) / "prompts" / "assistant"
-    prompts.mkdir(parents=True)
-    prompt = {"name": "assistant", "version": 1, "system": "You help.", "tools": []}
-    (prompts / "1.yaml").write_text(yaml.safe_dump(prompt), encoding="utf-8")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
-    env.update(
-        DATABASE_URL=database_url,
-        PROMPTS_DIR=str(prompts.parent),
-        OPENAI_API_KEY="sk-bench",
-        OPENAI_BASE_URL=llm_url,
-        SLACK_BOT_TOKEN="xoxb-bench",
-        SLACK_SIGNING_SECRET=SIGNING_SECRET,
-        SLACK_API_URL=slack.api_url,
-        SLACK_PORT=str(port),
-    )
-    log_path = Path(scratch) / "run.log"
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            ASSISTANT, "run", "--workers", str(workers), env=env, cwd=scratch, stderr=log
-        )
+    process, url, log_path = await start_run(workers, slack, llm_url, database_url, Path(scratch))
     try:
         await logged(log_path, "bots.services: serving;", workers, process)
-        url = f"http://127.0.0.1:{port}/slack/events"
         await warm_up(slack, url, workers)
         sends = await asyncio.gather(*(send(slack, url, i) for i in range(conversations)))
         await slack.wait_until(lambda: finished(slack) >= conversations)
@@ -145,6 +122,37 @@ async def play(
         await asyncio.wait_for(process.wait(), timeout=120)
     figures |= {"workers": workers, "conversations": conversations}
     return figures
+
+
+async def start_run(
+    workers: int,
+    slack: FakeSlack,
+    llm_url: str,
+    database_url: str,
+    scratch: Path,
+    **settings: str,
+) -> tuple[Any, str, Path]:
+    """The real `assistant run --workers N` on the fake Slack and the fake model (and any
+    other `settings`), its log in a file: the process, its events URL and the log's path."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "DISCORD_"))}
+    env.update(
+        DATABASE_URL=database_url,
+        PROMPTS_DIR=str(write_prompt(scratch)),
+        OPENAI_API_KEY="sk-bench",
+        OPENAI_BASE_URL=llm_url,
+        SLACK_BOT_TOKEN="xoxb-bench",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=slack.api_url,
+        SLACK_PORT=str(port),
+        **settings,
+    )
+    log_path = scratch / "run.log"
+    with log_path.open("wb") as log:
+        process = await asyncio.create_subprocess_exec(
+            ASSISTANT, "run", "--workers", str(workers), env=env, cwd=scratch, stderr=log
+        )
+    return process, f"http://127.0.0.1:{port}/slack/events", log_path
 
 
 async def warm_up(slack: FakeSlack, url: str, workers: int) -> None:
