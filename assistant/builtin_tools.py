@@ -6,7 +6,9 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from assistant import calculator as calc
-from assistant.tools import ToolRegistry
+from assistant.tools import ToolFunction, ToolRegistry
+
+KNOWLEDGE_TOOL = "search_knowledge"
 
 
 def current_time(timezone: str = "UTC") -> str:
@@ -29,8 +31,16 @@ def calculator(expression: str) -> str:
     return str(result)
 
 
-def builtin_registry() -> ToolRegistry:
+def no_knowledge(query: str) -> str:
+    """Search the team's own documents for passages about `query`."""
+    raise RuntimeError("knowledge search is not set up in this process")
+
+
+def builtin_registry(search_knowledge: ToolFunction = no_knowledge) -> ToolRegistry:
+    """The built-in tools; `search_knowledge` is the knowledge service's search, when this
+    process has one (the doctor only reads which tools exist)."""
     registry = ToolRegistry()
     registry.register(current_time)
     registry.register(calculator)
+    registry.register(search_knowledge, name=KNOWLEDGE_TOOL)
     return registry

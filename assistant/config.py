@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     assistant_model: str = "gpt-4o-mini"
+    # knowledge collections' vectors (`/v1/embeddings`); unset: keyword search only
+    embedding_model: str | None = None
     prompts_dir: Path = DEFAULT_PROMPTS_DIR
     default_prompt: str = "assistant"
     admin_users: Annotated[tuple[str, ...], NoDecode] = ()

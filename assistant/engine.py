@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
@@ -32,7 +33,7 @@ from assistant.records import NewMessage, OrphanedTurn, PendingReply
 from assistant.rounds import Answer, ModelRounds
 from assistant.store import Store
 from assistant.store.repository import History
-from assistant.tools import ToolRegistry
+from assistant.tools import ToolContext, ToolRegistry
 from assistant.turns import (
     Actor,
     Completed,
@@ -41,6 +42,7 @@ from assistant.turns import (
     Failed,
     Ignored,
     Inbound,
+    Source,
     TextDelta,
     Thinking,
 )
@@ -159,6 +161,10 @@ class Assistant:
         same store, so a platform event, or a replayed slash command, acts once."""
         return await self._store.claim_event(keys, keep=keep)
 
+    async def sources_of(self, message_id: int) -> list[Source]:
+        """The sources stored with an answer: shown again when a restart shows it again."""
+        return await self._store.sources_of(message_id)
+
     async def answer_conversation(self, message_id: int) -> ConversationRef | None:
         """Where answer `message_id` was given (votes count only there); None for no answer."""
         return await self._store.votes.answer_place(message_id)
@@ -241,14 +247,16 @@ class Assistant:
     async def _answer(self, opened: Accepted) -> AsyncGenerator[Event, None]:
         setup, message_id = opened.setup, opened.message_id
         ledger = Ledger()
+        tools = ToolContext(ref=setup.inbound.ref, account=ledger.add)
         shown = _Shown(started=setup.started)
         recorded = False
         try:
-            async with aclosing(self._converse(opened, ledger)) as events:
+            async with aclosing(self._converse(opened, ledger, tools)) as events:
                 async for event in events:
                     shown.see(event)
                     yield event
-            completed = await self._finish(setup, message_id, shown, ledger)
+            sources = cited(shown.text, tools.sources)
+            completed = await self._finish(setup, message_id, shown, ledger, sources)
             recorded = True
             yield completed
         except Exception as exc:
@@ -279,7 +287,9 @@ class Assistant:
             pending=pending,
         )
 
-    async def _converse(self, opened: Accepted, ledger: Ledger) -> AsyncGenerator[Event, None]:
+    async def _converse(
+        self, opened: Accepted, ledger: Ledger, tools: ToolContext
+    ) -> AsyncGenerator[Event, None]:
         """Answer from the cache, or call the model (with tools) and check its contract."""
         setup = opened.setup
         messages = await self._context.build(
@@ -299,7 +309,7 @@ class Assistant:
                 setup.speaker, opened.history, message_tokens=opened.message_tokens, ledger=ledger
             )
 
-        fitted = self._rounds.fitted_answer(setup.speaker, messages, ledger, rebuild)
+        fitted = self._rounds.fitted_answer(setup.speaker, messages, ledger, rebuild, tools)
         async with aclosing(fitted) as items:
             async for item in items:
                 if isinstance(item, Answer):
@@ -322,7 +332,12 @@ class Assistant:
         return cached
 
     async def _finish(
-        self, setup: TurnSetup, message_id: int, shown: _Shown, ledger: Ledger
+        self,
+        setup: TurnSetup,
+        message_id: int,
+        shown: _Shown,
+        ledger: Ledger,
+        sources: tuple[Source, ...],
     ) -> Completed:
         calls = ledger.calls
         reply_id = await self._store.finish_turn(
@@ -331,6 +346,7 @@ class Assistant:
             reply=_reply(setup, shown.text, status="ok"),
             calls=calls,
             user_message_id=message_id,
+            sources=sources,
         )
         assert reply_id is not None
         return Completed(
@@ -341,6 +357,7 @@ class Assistant:
             total_ms=(time.perf_counter() - setup.started) * 1000,
             prompt_version=setup.version.label,
             model=setup.model,
+            sources=sources,
         )
 
     async def _fail(
@@ -402,6 +419,18 @@ def _inbound_of(orphan: OrphanedTurn) -> Inbound:
         text=orphan.text,
         reply_place=orphan.place,
     )
+
+
+_CITATION = re.compile(r"\[(\d{1,3})\]")
+
+
+def cited(text: str, found: Sequence[Source]) -> tuple[Source, ...]:
+    """The sources an answer cites by number ([1], [2] …); all it was given when it cites
+    none by number, since it may still have drawn on them, and showing none would hide
+    where the answer came from."""
+    numbers = {int(n) for n in _CITATION.findall(text)}
+    chosen = [source for source in found if source.number in numbers]
+    return tuple(chosen or found)
 
 
 def _user_message(setup: TurnSetup) -> NewMessage:

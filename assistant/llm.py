@@ -212,6 +212,7 @@ class OpenAIChatModel:
         self._models = models or ModelTable([])
         self._slots = asyncio.Semaphore(max_concurrency) if max_concurrency else None
         self._options: RequestOptions = {}
+        self.sends_key = send_key
         if not send_key:  # the SDK insists on a key; a local server must not be sent a fake one
             self._options["headers"] = {"Authorization": openai.Omit()}
         self._unstreamed_tools: set[str] = set()

@@ -31,7 +31,7 @@ from assistant.llm import (
 from assistant.memory import ContextBuilder, Speaker, fit
 from assistant.pricing import PriceTable
 from assistant.records import CallRecord
-from assistant.tools import ToolRegistry
+from assistant.tools import ToolContext, ToolRegistry
 from assistant.turns import Event, TextDelta, ToolFinished, ToolStarted
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class ModelRounds:
         messages: list[ChatMessage],
         ledger: Ledger,
         rebuild: Callable[[], Awaitable[list[ChatMessage]]],
+        context: ToolContext,
     ) -> AsyncGenerator[Event | Answer, None]:
         """`answer`; when the model's server refuses the context as too long (or, as llama.cpp
         does, answers with nothing) before anything was shown, once more with the context
@@ -101,7 +102,7 @@ class ModelRounds:
         for retry in (False, True):
             said = False
             try:
-                async with aclosing(self.answer(speaker, messages, ledger)) as items:
+                async with aclosing(self.answer(speaker, messages, ledger, context)) as items:
                     async for item in items:
                         said = said or not isinstance(item, Answer)
                         yield item
@@ -115,7 +116,11 @@ class ModelRounds:
             messages[:] = await rebuild()
 
     async def answer(
-        self, speaker: Speaker, messages: list[ChatMessage], ledger: Ledger
+        self,
+        speaker: Speaker,
+        messages: list[ChatMessage],
+        ledger: Ledger,
+        context: ToolContext,
     ) -> AsyncGenerator[Event | Answer, None]:
         """Call the model, run the tools it asks for, and repeat until it answers in text;
         ends with the `Answer`."""
@@ -153,7 +158,9 @@ class ModelRounds:
                 yield Answer(final=end, text=text, used_tools=used_tools)
                 return
             used_tools = True
-            async with aclosing(self._run_tools(speaker, end.completion, messages)) as events:
+            async with aclosing(
+                self._run_tools(speaker, end.completion, messages, context)
+            ) as events:
                 async for event in events:
                     yield event
         assert end is not None  # the last round offered no tools, yet the model asked for some
@@ -249,7 +256,11 @@ class ModelRounds:
         )
 
     async def _run_tools(
-        self, speaker: Speaker, completion: Completion, messages: list[ChatMessage]
+        self,
+        speaker: Speaker,
+        completion: Completion,
+        messages: list[ChatMessage],
+        context: ToolContext,
     ) -> AsyncGenerator[Event, None]:
         calls = completion.tool_calls
         messages.append(ChatMessage(role="assistant", content=completion.text, tool_calls=calls))
@@ -259,6 +270,7 @@ class ModelRounds:
             [(c.id, c.name, c.arguments) for c in calls],
             allowed=speaker.version.tools,
             time_limit=self._tool_timeout,
+            context=context,
         )
         room = self._context.budget(speaker) - self._context.request_tokens(speaker, messages)
         share = max(room // len(results), 0)

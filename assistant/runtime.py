@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -9,6 +10,10 @@ from typing import TYPE_CHECKING
 from assistant.config import Settings
 from assistant.store import Store, migrate
 from assistant.store.eval_store import FAKE_MODEL
+
+log = logging.getLogger(__name__)
+
+FAKE_EMBEDDING_MODEL = "fake-embedding"  # what `--fake` embeds with: the fake's own vectors
 
 # The engine, the model client (openai), prompts and evals are imported by the functions that
 # build them: `assistant chat` shows its prompt while they load (issue 14).
@@ -18,8 +23,10 @@ if TYPE_CHECKING:
     from assistant.engine import Assistant, EngineConfig
     from assistant.evals.runner import EvalRunner
     from assistant.evals.suite import EvalSuite
+    from assistant.knowledge.service import Knowledge
     from assistant.llm import OpenAIChatModel
     from assistant.model_traits import ModelTable
+    from assistant.pricing import PriceTable
     from assistant.prompts.files import PromptCatalog
     from assistant.tools import ToolRegistry
     from assistant.turns import ConversationRef
@@ -34,6 +41,7 @@ class Runtime:
     tools: ToolRegistry
     suites: dict[str, EvalSuite]
     runner: EvalRunner  # one for the process: its concurrency bound holds across runs
+    knowledge: Knowledge
     fake: bool = False  # answered by the bundled fake model: reports are of its traffic
 
     async def close(self) -> None:
@@ -49,6 +57,7 @@ class ChatDuties:
     assistant: Assistant
     runner: EvalRunner
     suites: dict[str, EvalSuite]
+    knowledge: Knowledge
     settings: Settings
     fake: bool = False
 
@@ -118,17 +127,14 @@ async def open_runtime(
     from assistant.evals.runner import EvalRunner
     from assistant.pricing import PriceTable
 
+    model: OpenAIChatModel | None = None
     try:
-        tools = builtin_registry()
-        catalog, suites = load_prompts(settings, tools)
+        catalog, suites = load_prompts(settings, builtin_registry())  # the tools' names
         prices = PriceTable.load(settings.pricing_file)
         store = store or await open_store(settings)
-    except BaseException:
-        if store is not None:
-            await store.close()
-        raise
-    try:
         model = connect_model(settings, base_url=base_url)
+        knowledge = open_knowledge(settings, store, model, prices, fake=fake)
+        tools = builtin_registry(knowledge.search_knowledge)
         assistant = Assistant(
             store=store,
             model=model,
@@ -139,7 +145,10 @@ async def open_runtime(
         )
         await assistant.sync_prompts()
     except BaseException:
-        await store.close()
+        if model is not None:
+            await model.close()
+        if store is not None:
+            await store.close()
         raise
     runner = EvalRunner(
         assistant=assistant,
@@ -150,9 +159,16 @@ async def open_runtime(
         concurrency=settings.eval_concurrency,
         tool_timeout=settings.tool_timeout,
         fake=fake,
+        knowledge=knowledge,
     )
     duties = ChatDuties(
-        store=store, assistant=assistant, runner=runner, suites=suites, settings=settings, fake=fake
+        store=store,
+        assistant=assistant,
+        runner=runner,
+        suites=suites,
+        knowledge=knowledge,
+        settings=settings,
+        fake=fake,
     )
     return Runtime(
         store=store,
@@ -162,7 +178,51 @@ async def open_runtime(
         tools=tools,
         suites=suites,
         runner=runner,
+        knowledge=knowledge,
         fake=fake,
+    )
+
+
+async def sync_knowledge(settings: Settings, runtime: Runtime) -> None:
+    """Index what changed in the collections `knowledge.yaml` declares. A failure (the
+    embeddings server down) is logged, not raised: the assistant still answers, from what the
+    last sync indexed."""
+    try:
+        reports = await runtime.knowledge.sync_declared(settings.prompts_dir, actor="file")
+    except Exception as exc:
+        log.warning("knowledge: could not sync the collections of knowledge.yaml: %s", exc)
+        return
+    for report in reports:
+        log.info(
+            "knowledge: %s synced: %d of %d documents changed, %d passages embedded, %d reused",
+            report.collection,
+            report.changed,
+            report.documents,
+            report.embedded,
+            report.reused,
+        )
+
+
+def open_knowledge(
+    settings: Settings, store: Store, model: OpenAIChatModel, prices: PriceTable, *, fake: bool
+) -> Knowledge:
+    """Knowledge search and sync, embedding with EMBEDDING_MODEL on the model's own server
+    (the fake serves its own vectors); without it, keyword search only. A query is embedded
+    inside a turn, so it gets a shorter leash than a sync: a slow server costs the turn
+    seconds, not minutes, and the search goes on with keywords."""
+    from assistant.knowledge.embeddings import Embedder
+    from assistant.knowledge.service import Knowledge
+
+    name = FAKE_EMBEDDING_MODEL if fake else settings.embedding_model
+    if name is None:
+        return Knowledge(store, None)
+    client, key = model.client, model.sends_key
+    return Knowledge(
+        store,
+        Embedder(client, model=name, prices=prices, send_key=key),
+        query_embedder=Embedder(
+            client, model=name, prices=prices, send_key=key, max_attempts=2, timeout=10.0
+        ),
     )
 
 
@@ -250,4 +310,5 @@ def admin_commands(settings: Settings, duties: ChatDuties) -> AdminCommands:
         suites=duties.suites,
         reporter=duties.report,
         evaluator=duties.evaluate,
+        knowledge=duties.knowledge,
     )

@@ -6,10 +6,13 @@ import asyncio
 import inspect
 import json
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
+
+from assistant.records import CallRecord
+from assistant.turns import ConversationRef, Source
 
 ToolFunction = Callable[..., Any]
 _MAX_RESULT_CHARS = 16_000
@@ -34,6 +37,42 @@ class ToolDefinition:
         }
 
 
+@dataclass(kw_only=True)
+class ToolContext:
+    """What a tool may know of the turn it serves. A tool asks for it by taking a parameter
+    typed `ToolContext` (never shown to the model, which cannot forge it):
+
+    - `ref`: where the conversation is. A tool that reads the team's documents searches only
+      what this place may see.
+    - `account`: the turn's ledger, for the model calls a tool makes itself (an embedding).
+    - `sources`: what the tool found, numbered in the order found, for the answer to cite.
+    """
+
+    ref: ConversationRef
+    account: Callable[[CallRecord], None]
+    sources: list[Source] = field(default_factory=list)
+
+    def cite(self, source: Source) -> Source:
+        """`source` numbered for this turn: the same passage found twice keeps its number."""
+        for known in self.sources:
+            if (known.collection, known.document, known.heading) == (
+                source.collection,
+                source.document,
+                source.heading,
+            ):
+                return known
+        numbered = Source(
+            number=len(self.sources) + 1,
+            collection=source.collection,
+            document=source.document,
+            title=source.title,
+            heading=source.heading,
+            link=source.link,
+        )
+        self.sources.append(numbered)
+        return numbered
+
+
 @dataclass(frozen=True, kw_only=True)
 class ToolResult:
     """What goes back to the model; a failure is a result too, so the model can recover."""
@@ -49,8 +88,11 @@ class Tool:
     definition: ToolDefinition
     arguments: type[BaseModel]
     function: ToolFunction
+    context_parameter: str | None = None  # the parameter that receives the `ToolContext`
 
-    async def run(self, raw_arguments: str, *, time_limit: float) -> tuple[bool, str]:
+    async def run(
+        self, raw_arguments: str, *, time_limit: float, context: ToolContext | None = None
+    ) -> tuple[bool, str]:
         try:
             parsed = self.arguments.model_validate_json(raw_arguments or "{}")
         except ValidationError as exc:
@@ -60,6 +102,10 @@ class Tool:
             )
             return False, f"error: invalid arguments ({problems})"
         kwargs = {name: getattr(parsed, name) for name in type(parsed).model_fields}
+        if self.context_parameter is not None:
+            if context is None:
+                return False, "error: this tool works only inside a conversation"
+            kwargs[self.context_parameter] = context
         try:
             async with asyncio.timeout(time_limit):
                 value = await self._call(kwargs)
@@ -86,9 +132,13 @@ def tool_from_function(function: ToolFunction, *, name: str | None = None) -> To
     """Build the definition from the signature (types, defaults) and the docstring."""
     hints = get_type_hints(function)
     fields: dict[str, Any] = {}
+    context_parameter = None
     for parameter in inspect.signature(function).parameters.values():
         if parameter.name not in hints:
             raise TypeError(f"tool {function.__name__}: parameter {parameter.name!r} has no type")
+        if hints[parameter.name] is ToolContext:
+            context_parameter = parameter.name
+            continue
         default = ... if parameter.default is inspect.Parameter.empty else parameter.default
         fields[parameter.name] = (hints[parameter.name], default)
     tool_name = name or function.__name__
@@ -101,7 +151,12 @@ def tool_from_function(function: ToolFunction, *, name: str | None = None) -> To
         prop.pop("title", None)
     description = inspect.cleandoc(function.__doc__ or "").strip() or tool_name
     definition = ToolDefinition(name=tool_name, description=description, parameters=schema)
-    return Tool(definition=definition, arguments=arguments, function=function)
+    return Tool(
+        definition=definition,
+        arguments=arguments,
+        function=function,
+        context_parameter=context_parameter,
+    )
 
 
 class ToolRegistry:
@@ -129,6 +184,7 @@ class ToolRegistry:
         *,
         allowed: Iterable[str],
         time_limit: float,
+        context: ToolContext | None = None,
     ) -> list[ToolResult]:
         """Run (call_id, name, arguments) calls in parallel; results in the order asked."""
         permitted = set(allowed)
@@ -138,7 +194,7 @@ class ToolRegistry:
             if tool is None:
                 ok, content = False, f"error: no tool named {name!r} is available"
             else:
-                ok, content = await tool.run(raw, time_limit=time_limit)
+                ok, content = await tool.run(raw, time_limit=time_limit, context=context)
             return ToolResult(call_id=call_id, name=name, ok=ok, content=content)
 
         return list(await asyncio.gather(*(run_one(*call) for call in calls)))

@@ -97,6 +97,28 @@ class ToolFinished:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Source:
+    """A passage of the team's own documents an answer drew on: shown with the answer (each
+    surface in its own way) and stored with it, so anyone can check where an answer came from.
+    `number` is the mark the answer cites it by ([1], [2] …)."""
+
+    number: int
+    collection: str
+    document: str  # the file's path inside its collection
+    title: str
+    heading: str = ""  # the section's headings, outermost first, joined by " > "
+    link: str | None = None  # where a reader can open it, when the collection says
+
+    def label(self) -> str:
+        """ "Title > Section", the words a surface shows for this source (a heading path that
+        starts with the title, as a Markdown file's H1 does, does not say it twice)."""
+        heading = self.heading
+        if heading == self.title or heading.startswith(self.title + " > "):
+            heading = heading[len(self.title) + 3 :]
+        return f"{self.title} > {heading}" if heading else self.title
+
+
+@dataclass(frozen=True, kw_only=True)
 class Completed:
     message_id: int
     text: str
@@ -105,6 +127,7 @@ class Completed:
     total_ms: float
     prompt_version: str
     model: str
+    sources: tuple[Source, ...] = ()  # the documents the answer cites, in the order numbered
 
 
 @dataclass(frozen=True, kw_only=True)

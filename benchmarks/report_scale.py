@@ -37,7 +37,6 @@ import json
 import math
 import platform
 import random
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -60,6 +59,7 @@ from assistant.reporting.figures import Period, build_report
 from assistant.reporting.notices import Notice
 from assistant.reporting.wording import report_text
 from assistant.store import Store, migrate
+from assistant.store.database import sqlite_driver
 from assistant.store.tables import (
     Conversation,
     EvalResult,
@@ -426,7 +426,9 @@ class _SqliteWriter(_Writer):
     stamp = staticmethod(sqlite_stamp)
 
     def __init__(self, path: str) -> None:
-        self._connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # the store's own SQLite library: two libraries must never open one file in a process
+        driver = sqlite_driver().module
+        self._connection = driver.connect(path, isolation_level=None, check_same_thread=False)
         self._connection.execute("PRAGMA synchronous=OFF")
         self._connection.execute("BEGIN")
 

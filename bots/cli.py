@@ -28,7 +28,15 @@ from assistant.config import (
     load_settings,
 )
 from assistant.prompts.files import PromptFileError
-from assistant.runtime import Runtime, history_length, open_doctor, open_runtime, open_store
+from assistant.records import CallRecord
+from assistant.runtime import (
+    Runtime,
+    history_length,
+    open_doctor,
+    open_runtime,
+    open_store,
+    sync_knowledge,
+)
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing.personalities import PERSONALITIES
 from assistant.turns import Actor, ConversationRef
@@ -45,6 +53,10 @@ eval_app = typer.Typer(no_args_is_help=True, help="Prompt evals: run suites, com
 app.add_typer(eval_app, name="eval")
 export_app = typer.Typer(no_args_is_help=True, help="Data out: fine-tuning examples.")
 app.add_typer(export_app, name="export")
+knowledge_app = typer.Typer(
+    no_args_is_help=True, help="Team knowledge: collections of documents the assistant searches."
+)
+app.add_typer(knowledge_app, name="knowledge")
 
 NO_MODEL = (
     "No language model is configured. Set OPENAI_API_KEY (environment or .env) to use OpenAI,\n"
@@ -55,7 +67,7 @@ _USER_ERRORS = (
     ConfigError,
     PromptFileError,
     PromptVersionConflict,
-    ValueError,
+    ValueError,  # KnowledgeFileError and SyncError among them
     migrate.DatabaseUnreachable,
 )
 PROMPTS_USAGE = (
@@ -124,11 +136,16 @@ def _require_folder(option: str, path: Path) -> None:
 
 @contextlib.asynccontextmanager
 async def _opened(
-    settings: Settings, *, fake: bool = False, store: Store | None = None
+    settings: Settings,
+    *,
+    fake: bool = False,
+    store: Store | None = None,
+    knowledge: bool = False,
 ) -> AsyncIterator[Runtime]:
     """The runtime, answered by the bundled fake model when `fake`; on the way out the runtime
     is closed, then the fake (also when opening the runtime failed). `store`: opened already
-    (`open_store`), the runtime's from now on."""
+    (`open_store`), the runtime's from now on. `knowledge`: sync knowledge.yaml's collections
+    first (a chat or an eval run answers from the documents as they are now)."""
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
         try:
@@ -144,6 +161,8 @@ async def _opened(
             raise
         runtime = await open_runtime(settings, base_url=base_url, fake=fake, store=store)
         stack.push_async_callback(runtime.close)
+        if knowledge:
+            await sync_knowledge(settings, runtime)
         yield runtime
 
 
@@ -158,7 +177,7 @@ async def _chat_opening(settings: Settings, *, fake: bool) -> AsyncIterator[Open
 
         async def start() -> tuple[Assistant, AdminCommands | None]:
             begun.append(asyncio.current_task())  # type: ignore[arg-type]
-            opened = _opened(settings, fake=fake, store=store)
+            opened = _opened(settings, fake=fake, store=store, knowledge=True)
             runtime = await stack.enter_async_context(opened)
             return runtime.assistant, runtime.commands  # the person here runs the process
 
@@ -321,7 +340,7 @@ def eval_run(
     from bots.cli_evals import eval_plan, run_plan  # this command's tables and progress
 
     async def main() -> int:
-        async with _opened(settings, fake=fake) as runtime:
+        async with _opened(settings, fake=fake, knowledge=True) as runtime:
             plan = eval_plan(runtime, name, version, compare)
             outcomes = await run_plan(runtime.runner, runtime, plan, console)
         return 1 if any(o.regressed or o.below_threshold for o in outcomes) else 0
@@ -369,6 +388,194 @@ def export_finetune(
         return await _with_store(settings, write)
 
     typer.echo(f"wrote {_run(main)} examples to {output}")
+
+
+def _cli_actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+_FAKE_HELP = "Embed with the bundled fake model's vectors (offline)."
+
+
+@knowledge_app.command("add")
+def knowledge_add(
+    name: Annotated[str, typer.Argument(help="The collection's name: lowercase, digits, - or _.")],
+    path: Annotated[Path, typer.Argument(help="The folder of documents (md, txt, html, pdf).")],
+    link: Annotated[
+        str | None, typer.Option(help="Where its documents can be read: a base URL.")
+    ] = None,
+    description: Annotated[str, typer.Option(help="What the collection holds.")] = "",
+    sync: Annotated[bool, typer.Option(help="Index it now.")] = True,
+    fake: Annotated[bool, typer.Option(help=_FAKE_HELP)] = False,
+) -> None:
+    """Add a collection (or change its folder and link), then index it."""
+    from assistant.knowledge.catalog import check_name
+    from bots.cli_knowledge import sync_with_progress
+
+    if not path.is_dir():
+        _ERR.print(f"error: {path} is not a folder", style="bold red", markup=False)
+        raise typer.Exit(2)
+    check_name(name)
+    settings = _with_prompts(_settings())
+    console = _output()
+
+    async def main() -> None:
+        async with _opened(settings, fake=fake) as runtime:
+            store = runtime.knowledge.store
+            info = await store.add_collection(
+                name,
+                str(path.resolve()),
+                link=link,
+                description=description,
+                origin="cli",
+                actor=_cli_actor(),
+                surface="cli",
+            )
+            console.print(f"collection {name}: {info.path}", highlight=False, markup=False)
+            if sync:
+                await sync_with_progress(runtime.knowledge, [info], console)
+
+    _run(main)
+
+
+@knowledge_app.command("sync")
+def knowledge_sync(
+    name: Annotated[str | None, typer.Argument(help="One collection (default: all).")] = None,
+    fake: Annotated[bool, typer.Option(help=_FAKE_HELP)] = False,
+) -> None:
+    """Index what changed: knowledge.yaml's collections are created first. Only passages whose
+    text changed are embedded again."""
+    from assistant.knowledge.catalog import load_catalog
+    from assistant.knowledge.sync import adopt_declared
+    from bots.cli_knowledge import sync_with_progress
+
+    settings = _with_prompts(_settings())
+    console = _output()
+
+    async def main() -> int:
+        async with _opened(settings, fake=fake) as runtime:
+            declared = load_catalog(settings.prompts_dir)
+            await adopt_declared(runtime.store, declared, actor=_cli_actor())
+            store = runtime.knowledge.store
+            collections = await store.collections()
+            if name is not None:
+                collections = [c for c in collections if c.name == name]
+                if not collections:
+                    _ERR.print(f"error: no collection named {name!r}", style="bold red")
+                    return 2
+            if not collections:
+                console.print("No collections: add one with `assistant knowledge add NAME PATH`.")
+            await sync_with_progress(runtime.knowledge, collections, console)
+            return 0
+
+    raise typer.Exit(_run(main))
+
+
+@knowledge_app.command("list")
+def knowledge_list() -> None:
+    """Every collection: its size, its vectors, and where it is searched."""
+    from bots.cli_knowledge import collections_table
+
+    settings = _settings()
+    console = _output()
+
+    async def main(store: Store) -> None:
+        places: dict[str, list[str]] = {}
+        for collection, scope in await store.knowledge.bindings():
+            places.setdefault(collection, []).append(scope.describe())
+        collections = await store.knowledge.collections()
+        if not collections:
+            console.print("No collections: add one with `assistant knowledge add NAME PATH`.")
+            return
+        console.print(collections_table(collections, places))
+
+    _run(lambda: _with_store(settings, main))
+
+
+@knowledge_app.command("show")
+def knowledge_show(
+    name: Annotated[str, typer.Argument(help="The collection.")],
+) -> None:
+    """One collection: its folder, link, vectors, places and recent changes."""
+    settings = _settings()
+
+    async def main(store: Store) -> int:
+        info = await store.knowledge.collection(name)
+        if info is None:
+            _ERR.print(f"error: no collection named {name!r}", style="bold red", markup=False)
+            return 2
+        places = [s.describe() for n, s in await store.knowledge.bindings(name) if n == name]
+        synced = f"{info.synced_at:%Y-%m-%d %H:%M} UTC" if info.synced_at else "never"
+        lines = [
+            f"{info.name}: {info.description}" if info.description else info.name,
+            f"  folder:    {info.path}",
+            f"  link:      {info.link or '-'}",
+            f"  documents: {info.documents}, passages: {info.chunks}",
+            f"  embedded:  {info.embedded} passages",
+            f"  vectors:   {info.embedding_model or 'none (keyword search only)'}",
+            f"  synced:    {synced}",
+            f"  searched:  {', '.join(places) or 'nowhere (bind it: knowledge use NAME)'}",
+        ]
+        typer.echo("\n".join(lines))
+        return 0
+
+    raise typer.Exit(_run(lambda: _with_store(settings, main)))
+
+
+@knowledge_app.command("search")
+def knowledge_search(
+    query: Annotated[list[str], typer.Argument(help="The words to look for.")],
+    collection: Annotated[
+        list[str] | None, typer.Option(help="Search this collection (repeat; default: all).")
+    ] = None,
+    fake: Annotated[bool, typer.Option(help=_FAKE_HELP)] = False,
+) -> None:
+    """Search as the assistant's tool does, with each side's rank (keyword, vector)."""
+    from bots.cli_knowledge import hits_table
+
+    settings = _with_prompts(_settings())
+    console = _output()
+
+    async def main() -> int:
+        async with _opened(settings, fake=fake) as runtime:
+            every = await runtime.knowledge.store.collections()
+            chosen = [c for c in every if not collection or c.name in collection]
+            if collection and len(chosen) != len(set(collection)):
+                missing = sorted(set(collection) - {c.name for c in chosen})
+                _ERR.print(f"error: no collection named {', '.join(missing)}", style="bold red")
+                return 2
+            calls: list[CallRecord] = []
+            outcome = await runtime.knowledge.search(
+                " ".join(query), collections=chosen, account=calls.append
+            )
+            await runtime.knowledge.record(calls)
+            if outcome.note:
+                console.print(outcome.note, style="yellow", highlight=False, markup=False)
+            if not outcome.hits:
+                console.print("Nothing matches.")
+                return 1
+            console.print(hits_table(outcome))
+            return 0
+
+    raise typer.Exit(_run(main))
+
+
+@knowledge_app.command("remove")
+def knowledge_remove(
+    name: Annotated[str, typer.Argument(help="The collection.")],
+) -> None:
+    """Remove a collection: its passages, vectors and bindings (the folder is left alone)."""
+    settings = _settings()
+
+    async def main(store: Store) -> int:
+        removed = await store.knowledge.remove_collection(name, actor=_cli_actor(), surface="cli")
+        if not removed:
+            _ERR.print(f"error: no collection named {name!r}", style="bold red", markup=False)
+            return 2
+        typer.echo(f"removed collection {name} (its folder is untouched)")
+        return 0
+
+    raise typer.Exit(_run(lambda: _with_store(settings, main)))
 
 
 @app.command()

@@ -18,15 +18,19 @@ from assistant.admin.grammar import (
     Command,
     CommandContext,
     DiffPrompt,
+    DropKnowledge,
+    ListKnowledge,
     ListPrompts,
     PromptHistory,
     ReportPeriod,
     RollbackPrompt,
     RunEvals,
+    SearchKnowledge,
     ShowPrompt,
     ShowReport,
     SplitPrompt,
     UsageError,
+    UseKnowledge,
     UsePrompt,
     Where,
     parse_split,
@@ -131,6 +135,7 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
 
     prompt = app_commands.Group(name="prompt", description="Prompt versions: list, show, switch")
     evals = app_commands.Group(name="eval", description="Prompt evals")
+    knowledge = app_commands.Group(name="knowledge", description="The team's documents")
 
     def __init__(self, admin: AdminCommands, *, warnings: QuietWarnings) -> None:
         super().__init__()
@@ -218,6 +223,26 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
     @prompt.command(name="history", description="Who changed what, when")
     async def history(self, interaction: discord.Interaction, name: str) -> None:
         await self._answer(interaction, PromptHistory(name=name))
+
+    @knowledge.command(name="list", description="Collections, and where each is searched")
+    async def knowledge_list(self, interaction: discord.Interaction) -> None:
+        await self._answer(interaction, ListKnowledge())
+
+    @knowledge.command(name="search", description="Search what this channel may read")
+    async def knowledge_search(self, interaction: discord.Interaction, query: str) -> None:
+        await self._answer(interaction, SearchKnowledge(query=query))
+
+    @knowledge.command(name="use", description="Let this place search a collection (admins)")
+    async def knowledge_use(
+        self, interaction: discord.Interaction, name: str, scope: ScopeKind | None = None
+    ) -> None:
+        await self._answer(interaction, UseKnowledge(name=name, where=Where(scope=scope)))
+
+    @knowledge.command(name="drop", description="Stop searching a collection here (admins)")
+    async def knowledge_drop(
+        self, interaction: discord.Interaction, name: str, scope: ScopeKind | None = None
+    ) -> None:
+        await self._answer(interaction, DropKnowledge(name=name, where=Where(scope=scope)))
 
     async def _answer(self, interaction: discord.Interaction, command: Command) -> None:
         """Defer first (Discord waits 3 s at most), then answer in as many messages as the

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 
 import discord
 
-from bots.render import close_fences, split_message
+from assistant.turns import Source
+from bots.render import close_fences, open_fence, source_lines, split_message
 from bots.streaming import ChatToolNotes, failure_text
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,12 @@ class DiscordReply(ChatToolNotes):
         except discord.HTTPException as exc:
             log.info("Discord refused a preview (%s %s)", exc.status, exc.text)
 
-    async def complete(self, text: str, message_id: int) -> None:
-        await self._finish(self.with_tool_notes(text), self._feedback_view(message_id))
+    async def complete(self, text: str, message_id: int, sources: Sequence[Source] = ()) -> None:
+        pieces = with_footnotes(self.with_tool_notes(text), sources)
+        await self._finish(pieces, self._feedback_view(message_id))
 
     async def fail(self, message: str, partial: str) -> None:
-        await self._finish(failure_text(message, partial), None)
+        await self._finish(split_message(failure_text(message, partial), MESSAGE_LIMIT), None)
 
     async def close(self) -> None:
         """Stop the typing indicator, however the turn ended."""
@@ -111,10 +113,10 @@ class DiscordReply(ChatToolNotes):
     def shown_id(self) -> str | None:
         return str(self._messages[0].id) if self._messages else None
 
-    async def _finish(self, text: str, view: discord.ui.View | None) -> None:
-        """Show the final text; never raises (it is the user's last word on the turn)."""
+    async def _finish(self, pieces: list[str], view: discord.ui.View | None) -> None:
+        """Show the final messages; never raises (it is the user's last word on the turn)."""
         try:
-            await self._render(split_message(text, MESSAGE_LIMIT), gated=False, view=view)
+            await self._render(pieces, gated=False, view=view)
         except discord.Forbidden as exc:
             log.error(
                 "Discord: no permission to answer in channel %s (%s); %s",
@@ -124,13 +126,13 @@ class DiscordReply(ChatToolNotes):
             )
         except Exception:
             log.exception("Discord refused the final answer; posting it as new messages")
-            await self._post_anew(text)
+            await self._post_anew(pieces)
         finally:
             await self._stop_typing()
 
-    async def _post_anew(self, text: str) -> None:
+    async def _post_anew(self, pieces: list[str]) -> None:
         """The last resort: the whole answer as plain new messages."""
-        for piece in split_message(text, MESSAGE_LIMIT):
+        for piece in pieces:
             try:
                 await self._channel.send(piece, allowed_mentions=ALLOWED_MENTIONS)
             except Exception:
@@ -205,6 +207,26 @@ class DiscordReply(ChatToolNotes):
             self._shown.pop()
             with suppress(discord.HTTPException):
                 await message.delete()
+
+
+def with_footnotes(text: str, sources: Sequence[Source]) -> list[str]:
+    """The answer's messages, its sources as footnotes at the end of the last: "[1] Title >
+    Section — <link>" (the brackets keep Discord from unfurling every link into an embed).
+    Footnotes that do not fit the last message go in one more, never inside a code block."""
+    pieces = split_message(close_fences(text), MESSAGE_LIMIT)
+    if not sources:
+        return pieces
+    notes = "\n".join(source_lines(sources, label=discord.utils.escape_markdown, link=_no_embed))
+    last = pieces[-1] if pieces else ""
+    if last and open_fence(last) is None and len(last) + 2 + len(notes) <= MESSAGE_LIMIT:
+        return [*pieces[:-1], f"{last}\n\n{notes}"]
+    return [*pieces, *split_message(notes, MESSAGE_LIMIT)]
+
+
+def _no_embed(link: str) -> str:
+    """A link Discord shows without an embed: <url>, with what would end the brackets early
+    percent-encoded."""
+    return "<" + link.replace(" ", "%20").replace(">", "%3E").replace("<", "%3C") + ">"
 
 
 async def close_cut_answer(channel: discord.PartialMessageable, message_id: int, text: str) -> None:

@@ -87,7 +87,8 @@ class TurnRecovery:
             self._surface.runner.start_turn(Turn(surface=reply, orphan=orphan))
             return
         elif stored is not None and orphan.reply_id is not None:  # showing it was cut short
-            await reply.complete(stored, orphan.reply_id)
+            sources = await self._assistant.sources_of(orphan.reply_id)
+            await reply.complete(stored, orphan.reply_id, sources)
         elif not cut:
             await reply.fail(LOST, "")
         await reply.close()

@@ -1,11 +1,14 @@
-"""Markdown replies made fit for chat: Slack's mrkdwn, message-size pieces, previews mid-stream."""
+"""Markdown replies made fit for chat: Slack's mrkdwn, message-size pieces, previews mid-stream,
+and the lines that name an answer's sources."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
+
+from assistant.turns import Source
 
 _LineKind = Literal["text", "open", "code", "close"]
 
@@ -216,6 +219,52 @@ def _link(m: re.Match[str], *, bold: str, label: bool) -> str:
 def _escape(text: str) -> str:
     """Slack's control characters, which must be entities wherever they are not markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+# --- sources ------------------------------------------------------------------------------------
+
+SOURCES_TITLE = "Sources"
+LABEL_CHARS = 200  # a footnote points to a passage; a longer title or heading is cut
+
+
+def _as_is(text: str) -> str:
+    return text
+
+
+def source_label(source: Source) -> str:
+    """ "Title > Section", cut to LABEL_CHARS so one long heading cannot crowd out the answer."""
+    label = source.label()
+    return label if len(label) <= LABEL_CHARS else label[: LABEL_CHARS - 1].rstrip() + "…"
+
+
+def source_lines(
+    sources: Iterable[Source],
+    *,
+    label: Callable[[str], str] = _as_is,
+    link: Callable[[str], str] = _as_is,
+) -> list[str]:
+    """ "[1] Title > Section — link", one line per source: the words every surface shows, so
+    the numbers match the [1] marks in the answer's text. A surface escapes the label and
+    dresses the link in its own platform's way."""
+    lines = []
+    for source in sources:
+        line = f"[{source.number}] {label(source_label(source))}"
+        lines.append(f"{line} — {link(source.link)}" if source.link else line)
+    return lines
+
+
+def mrkdwn_sources(sources: Iterable[Source]) -> list[str]:
+    """Slack's form of `source_lines`: "[1] <link|Title > Section>", the label being the link
+    (a plain escaped label for a source without one)."""
+    return [_mrkdwn_source(source) for source in sources]
+
+
+def _mrkdwn_source(source: Source) -> str:
+    label = _escape(source_label(source)).replace("|", LINK_PIPE)
+    if not source.link:
+        return f"[{source.number}] {label}"
+    target = _escape(source.link.replace("|", "%7C").replace(" ", "%20"))
+    return f"[{source.number}] <{target}|{label}>"
 
 
 # --- splitting ----------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from assistant.config import ConfigError, Settings
 from assistant.reporting.duties import Duties, DutySettings
 from assistant.reporting.schedule import Scheduler
-from assistant.runtime import Runtime
+from assistant.runtime import Runtime, sync_knowledge
 from bots.notifier import ChannelNotifier
 from bots.recovery import KeepAlive, TurnRecovery
 
@@ -118,6 +118,7 @@ async def serve(
     discord: DiscordAdapter | None = None
     scheduler: Scheduler | None = None
     upkeep: KeepAlive | None = None
+    syncing: asyncio.Task[None] | None = None
     await runtime.assistant.owed.beat()  # alive before the first turn it accepts
     try:
         if settings.slack_bot_token and (role.single_connections or serves_http(settings)):
@@ -139,6 +140,8 @@ async def serve(
         if role.schedules:
             scheduler = schedule_duties(settings, runtime, running)
             await scheduler.start()
+            # one process syncs the documents, behind the surfaces: answers go on meanwhile
+            syncing = asyncio.create_task(sync_knowledge(settings, runtime))
         log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
         if ready is not None:
             ready()
@@ -150,6 +153,10 @@ async def serve(
             discord.raise_if_failed()
         log.info("stopping")
     finally:
+        if syncing is not None:
+            syncing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await syncing
         if scheduler is not None:
             await scheduler.stop()
         if upkeep is not None:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bots.render import close_fences, open_fence, split_message, to_mrkdwn
+from assistant.turns import Source
+from bots.render import close_fences, mrkdwn_sources, open_fence, split_message, to_mrkdwn
 from bots.streaming import ChatToolNotes, failure_text
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,11 @@ STREAM_LIMIT = 12000  # what one streamed message holds; the rest continues belo
 THINKING = "_Thinking…_"
 FEEDBACK_UP = "feedback_up"
 FEEDBACK_DOWN = "feedback_down"
+SOURCES_BLOCK = "sources"
+# Slack's limit on a context block's elements (docs.slack.dev, "Context block"): more sources
+# take further context blocks
+CONTEXT_ELEMENTS = 10
+TEXT_OBJECT_LIMIT = 3000  # what one mrkdwn text object holds
 _GONE = {"message_not_found", "cant_update_message", "edit_window_closed"}
 Blocks = list[dict[str, Any]]
 
@@ -72,6 +79,25 @@ def feedback_block(message_id: int) -> dict[str, Any]:
     }
 
 
+def source_blocks(sources: Sequence[Source]) -> Blocks:
+    """An answer's sources as context blocks (Slack's small grey line under a message), ten
+    to a block. A line too long for one text object drops its link, never the source."""
+    elements = []
+    for source, line in zip(sources, mrkdwn_sources(sources), strict=True):
+        if len(line) > TEXT_OBJECT_LIMIT:
+            [line] = mrkdwn_sources([replace(source, link=None)])
+        elements.append({"type": "mrkdwn", "text": line})
+    starts = range(0, len(elements), CONTEXT_ELEMENTS)
+    return [
+        {
+            "type": "context",
+            "block_id": SOURCES_BLOCK if index == 0 else f"{SOURCES_BLOCK}_{index + 1}",
+            "elements": elements[start : start + CONTEXT_ELEMENTS],
+        }
+        for index, start in enumerate(starts)
+    ]
+
+
 class SlackReply(ChatToolNotes):
     """A `ReplySurface` for one answer in Slack."""
 
@@ -113,8 +139,11 @@ class SlackReply(ChatToolNotes):
         if self._stream_ts is not None and len(text) > len(self._streamed):
             await self._render(self._overflow(text), final=False)
 
-    async def complete(self, text: str, message_id: int) -> None:
-        await self._finish(self.with_tool_notes(text), [feedback_block(message_id)])
+    async def complete(self, text: str, message_id: int, sources: Sequence[Source] = ()) -> None:
+        """The sources go above the feedback buttons, on the answer's last message: the blocks
+        travel together by every route the final text takes."""
+        blocks = [*source_blocks(sources), feedback_block(message_id)]
+        await self._finish(self.with_tool_notes(text), blocks, sources=sources)
 
     async def fail(self, message: str, partial: str) -> None:
         await self._finish(failure_text(message, partial), [])
@@ -127,7 +156,7 @@ class SlackReply(ChatToolNotes):
             return self._stream_ts
         return self._messages[0] if self._messages else None
 
-    async def _finish(self, text: str, blocks: Blocks) -> None:
+    async def _finish(self, text: str, blocks: Blocks, *, sources: Sequence[Source] = ()) -> None:
         """Show the final text; a missing scope is one line saying which, not a flood."""
         try:
             if self._refusal is None:
@@ -135,7 +164,7 @@ class SlackReply(ChatToolNotes):
         except Exception as exc:
             if not self._refused_for_good(exc):
                 log.exception("Slack refused the final answer; posting it as new messages")
-                await self._post_anew(text)
+                await self._post_anew(text, sources)
         if self._refusal is not None:
             where = self._place.channel
             log.error("Slack: an answer in %s was not shown: %s", where, self._refusal)
@@ -285,9 +314,13 @@ class SlackReply(ChatToolNotes):
         except Exception as exc:
             log.warning("could not delete a stale part of an answer (%s)", slack_error(exc))
 
-    async def _post_anew(self, text: str) -> None:
-        """The last resort: the whole answer as plain new messages."""
-        for piece in split_message(to_mrkdwn(text), MESSAGE_LIMIT):
+    async def _post_anew(self, text: str, sources: Sequence[Source] = ()) -> None:
+        """The last resort: the whole answer as plain new messages, its sources as lines of
+        text under it (blocks may be what Slack refused)."""
+        shown = to_mrkdwn(close_fences(text))
+        if sources:
+            shown += "\n\n" + "\n".join(mrkdwn_sources(sources))
+        for piece in split_message(shown, MESSAGE_LIMIT):
             if not await self._post(piece):
                 log.error("Slack refused every way of showing an answer in %s", self._place.channel)
                 return

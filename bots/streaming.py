@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from typing import Protocol
 
@@ -18,6 +18,7 @@ from assistant.turns import (
     Event,
     Failed,
     Ignored,
+    Source,
     TextDelta,
     Thinking,
     ToolFinished,
@@ -52,8 +53,10 @@ class ReplySurface(Protocol):
     async def tool_failed(self, name: str) -> None:
         """A tool failed; the model answers without it, and the user should know."""
 
-    async def complete(self, text: str, message_id: int) -> None:
-        """The whole answer; `message_id` is what feedback is recorded against."""
+    async def complete(self, text: str, message_id: int, sources: Sequence[Source] = ()) -> None:
+        """The whole answer; `message_id` is what feedback is recorded against. `sources` are
+        what the answer cites ([1], [2] …): shown after it, on its last message, so a reader
+        can check where it came from; none, and no sources block is shown."""
 
     async def fail(self, message: str, partial: str) -> None:
         """The turn failed: show `message`, after whatever of the answer was shown."""
@@ -231,7 +234,7 @@ class _Delivery:
         elif isinstance(event, Completed):
             await pump.close()
             text = event.text if event.text.strip() else EMPTY_ANSWER
-            await surface.complete(text, event.message_id)
+            await surface.complete(text, event.message_id, sources=event.sources)
         elif isinstance(event, Failed):
             await pump.close()
             await surface.fail(event.user_message, pump.text or event.partial_text)

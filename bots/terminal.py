@@ -6,14 +6,15 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from assistant.turns import ESTIMATE_MARK, Actor, Completed, ConversationRef, Inbound
+from assistant.turns import ESTIMATE_MARK, Actor, Completed, ConversationRef, Inbound, Source
+from bots.render import SOURCES_TITLE, source_lines
 
 # The engine, the admin commands and the turn runner load while the prompt waits for a line.
 if TYPE_CHECKING:
@@ -24,9 +25,10 @@ if TYPE_CHECKING:
 HELP = (
     "Commands: /cost (tokens, cost and latency of the last turn), /good and /bad (rate the "
     "last answer), /new [NAME] (another conversation), /list, /prompt … /report … /eval run … "
+    "/knowledge … "
     "(the admin commands), /help, /quit"
 )
-ADMIN_WORDS = ("prompt", "report", "eval")
+ADMIN_WORDS = ("prompt", "report", "eval", "knowledge")
 
 
 ESTIMATE_LEGEND = f"{ESTIMATE_MARK} estimated: the model server sent no usage"
@@ -307,12 +309,20 @@ class ConsoleReply:
         self._out.print(("\n" if self._line_open else "") + "  " + line, style="dim", markup=False)
         self._line_open = False
 
-    async def complete(self, text: str, message_id: int) -> None:
+    async def complete(self, text: str, message_id: int, sources: Sequence[Source] = ()) -> None:
         if text.startswith(self._printed):
             await self.progress(text)
         else:  # e.g. a validated structured answer, not streamed: show it whole
             self._out.print(("\n" if self._line_open else "") + text, markup=False, highlight=False)
         self._out.print()
+        if sources:
+            self._print_sources(sources)
+
+    def _print_sources(self, sources: Sequence[Source]) -> None:
+        """Dim, under the answer: where it came from, each link whole so a terminal can open it."""
+        self._out.print(f"{SOURCES_TITLE}:", style="dim", markup=False, highlight=False)
+        for line in source_lines(sources):
+            self._out.print(f"  {line}", style="dim", markup=False, highlight=False)
 
     async def fail(self, message: str, partial: str) -> None:
         self._out.print(f"\n! {message}", style="bold red", highlight=False, markup=False)

@@ -54,7 +54,7 @@ def test_fake_chat_answers_uses_tools_and_shows_cost(env, tmp_path):
     assert "[calculator" in out and "42" in out
     *_, cost_line, _ = out.splitlines()  # /cost answers; then the prompt that met end of input
     assert cost_line.startswith("you> ")
-    assert "prompt" in cost_line and "$" in cost_line and "assistant@3 on fake" in cost_line
+    assert "prompt" in cost_line and "$" in cost_line and "assistant@4 on fake" in cost_line
     assert "Traceback" not in result.stderr
 
 

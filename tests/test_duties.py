@@ -16,6 +16,7 @@ from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.config import load_settings
 from assistant.evals.runner import EvalRunner
 from assistant.evals.suite import load_suites
+from assistant.knowledge.service import Knowledge
 from assistant.reporting.duties import Duties, DutySettings
 from assistant.reporting.notices import Notice
 from assistant.runtime import ChatDuties, Runtime
@@ -60,6 +61,7 @@ def runtime_for(
             tools=tools,
             suites=suites,
             runner=runner,
+            knowledge=Knowledge(store, None),
         )
 
     return build
@@ -183,7 +185,12 @@ async def test_report_and_eval_run_work_from_chat_and_eval_run_is_for_admins(
         assistant=assistant, store=store, model=model, tools=tools, judge_model="gpt-4o-mini"
     )
     chat = ChatDuties(
-        store=store, assistant=assistant, runner=runner, suites=suites, settings=load_settings()
+        store=store,
+        assistant=assistant,
+        runner=runner,
+        suites=suites,
+        knowledge=Knowledge(store, None),
+        settings=load_settings(),
     )
     commands = AdminCommands(
         prompts=store.prompts,

@@ -619,6 +619,7 @@ SAMPLES: dict[str, tuple[Any, Any]] = {
     "max_cost_usd": (0.01, "cheap"),
     "max_latency_ms": (5000, 0),
     "judge": ("Names one category.", ""),
+    "cites": ("network.md#VPN", "network.md#"),
 }
 
 

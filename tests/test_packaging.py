@@ -47,6 +47,7 @@ def package_folders() -> set[str]:
     assert (migrations / "versions").is_dir()
     assert (REPO / "prompts").is_dir()
     found.add("assistant.example_prompts")  # its subfolders are data: each prompt's files
+    found.add("assistant.docs")  # the product's docs: the shipped knowledge collection
     return found
 
 

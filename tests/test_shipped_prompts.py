@@ -10,11 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from assistant.builtin_tools import builtin_registry
+from assistant.evals.runner import EvalRunner
 from assistant.evals.suite import EvalSuite, load_suites
+from assistant.knowledge.embeddings import Embedder
+from assistant.knowledge.service import Knowledge
+from assistant.llm import OpenAIChatModel
+from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.store import Store
 from assistant.store.tables import EvalResult, EvalRun
 from assistant.tools import ToolRegistry
+from tests.conftest import build_assistant
 
 SHIPPED = Path(__file__).resolve().parent.parent / "prompts"
 NOW = datetime(2025, 3, 14, 9, 30, tzinfo=UTC)
@@ -53,6 +60,7 @@ def test_every_shipped_version_loads_renders_and_has_a_suite(tools: ToolRegistry
         "assistant@1",
         "assistant@2",
         "assistant@3",
+        "assistant@4",
         "triage@1",
         "triage@2",
     }
@@ -82,6 +90,36 @@ async def test_the_assistant_suite_shows_examples_then_pinned_sampling_winning(
 
     third, _ = await run_suite(runner_for, store, suite, 3)
     assert (third.pass_rate, third.consistency, third.self_check_rate) == (1.0, 1.0, 1.0)
+
+
+async def test_version_four_answers_from_the_shipped_docs_and_cites_them(
+    store: Store, model: OpenAIChatModel, prompts_dir: Path, suites
+):
+    """Version 4 drops the examples that answered questions about the assistant: it searches
+    the product's own docs (knowledge.yaml's collection) and cites what it found."""
+    embedder = Embedder(model.client, model="fake-embedding", prices=PriceTable.load())
+    knowledge = Knowledge(store, embedder)
+    [synced] = await knowledge.sync_declared(SHIPPED, actor="file")
+    assert (synced.collection, synced.problems) == ("product-docs", ())
+    tools = builtin_registry(knowledge.search_knowledge)
+    assistant = await build_assistant(store, model, prompts_dir, tools)
+    runner = EvalRunner(
+        assistant=assistant,
+        store=store,
+        model=model,
+        tools=tools,
+        judge_model="gpt-4o-mini",
+        knowledge=knowledge,
+    )
+
+    run = await runner.run(suites["assistant"], 4)
+
+    assert (run.pass_rate, run.consistency) == (1.0, 1.0)
+    assert (run.retrieval_cases, run.retrieval_recall) == (5, 1.0)
+    answered = [
+        r for r in await store.evals.results(run.id or 0) if r.case == "how-to-switch-versions"
+    ]
+    assert answered and all("prompt use" in r.answer and "[" in r.answer for r in answered)
 
 
 async def test_the_triage_suite_catches_broken_json_and_a_label_that_changes(

@@ -158,11 +158,11 @@ async def test_the_report_indexes_migration_round_trip_keeps_the_calls(database_
         assert await report_indexes(store) == set()
         await migrate.upgrade(store.engine, "0008")
         assert await report_indexes(store) == set().union(*REPORT_INDEXES.values())
-        await migrate.check(store.engine)
 
         await migrate.downgrade(store.engine, "0007")
         assert await report_indexes(store) == set()
         await migrate.upgrade(store.engine)
+        await migrate.check(store.engine)  # the models hold what the migrations made
         async with store.engine.begin() as connection:
             await connection.execute(insert, {"model": "after"})
             assert list((await connection.execute(models)).scalars()) == ["before", "after"]

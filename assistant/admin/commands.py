@@ -22,23 +22,30 @@ from assistant.admin.grammar import (
     CommandContext,
     CommandError,
     DiffPrompt,
+    DropKnowledge,
+    ListKnowledge,
     ListPrompts,
     PromptHistory,
     RollbackPrompt,
     RunEvals,
+    SearchKnowledge,
     ShowPrompt,
     ShowReport,
     SplitPrompt,
     UsageError,
+    UseKnowledge,
     UsePrompt,
     Where,
     check_numbers,
     check_place,
     parse,
 )
+from assistant.evals.retrieval import describe, latest
 from assistant.evals.suite import EvalSuite
+from assistant.knowledge.service import Knowledge, source_of
 from assistant.prompts.bindings import Binding, Scope, ScopeKind
 from assistant.prompts.versions import VersionResolver
+from assistant.records import CallRecord
 from assistant.store import PromptStore
 from assistant.store.eval_store import EvalStore
 from assistant.store.prompt_store import BindingChange
@@ -69,6 +76,8 @@ def command_failed(error_id: str, command: Command | None) -> str:
     commands and words that did not parse change nothing)."""
     if isinstance(command, _BINDING_CHANGES):
         after = "check `prompt list` before trying again, in case it took effect"
+    elif isinstance(command, (UseKnowledge, DropKnowledge)):
+        after = "check `knowledge list` before trying again, in case it took effect"
     elif isinstance(command, RunEvals):
         after = "eval runs that finished before it are kept"
     else:
@@ -95,13 +104,16 @@ class AdminCommands:
         suites: Mapping[str, EvalSuite] | None = None,
         reporter: Callable[[str], Awaitable[str]] | None = None,
         evaluator: Callable[[str | None, int | None], Awaitable[str]] | None = None,
+        knowledge: Knowledge | None = None,
     ) -> None:
         self._prompts = prompts
         self._versions = versions
         self._admins = frozenset(admins)
         self._gate = EvalGate(evals=evals, suites=suites or {})
+        self._evals = evals
         self._reporter = reporter  # period ("24h") -> the report as text
         self._evaluator = evaluator  # (name, version) -> the runs' summary
+        self._knowledge = knowledge
 
     async def run(self, text: str, context: CommandContext) -> CommandResult:
         """A command typed as text: parsed, then run as `execute` runs it; never raises."""
@@ -127,9 +139,9 @@ class AdminCommands:
         if isinstance(command, CHANGES) and not self._may_change(context):
             return CommandResult(
                 ok=False,
-                text=f"Only admins may change prompts or run evals ({context.actor.qualified_id} "
-                "is not in ADMIN_USERS). Reading commands (list, show, diff, history, report) are "
-                "open to everyone.",
+                text="Only admins may change prompts or knowledge, or run evals "
+                f"({context.actor.qualified_id} is not in ADMIN_USERS). Reading commands (list, "
+                "show, diff, history, report, knowledge search) are open to everyone.",
             )
         check_numbers(command)
         check_place(command, context)
@@ -159,7 +171,90 @@ class AdminCommands:
             if self._evaluator is None:
                 raise CommandError("Evals cannot be run from here.")
             return await self._evaluator(command.name, command.version)
+        if isinstance(command, (ListKnowledge, SearchKnowledge, UseKnowledge, DropKnowledge)):
+            return await self._on_knowledge(command, context)
         return await self._history(command)
+
+    async def _on_knowledge(
+        self,
+        command: ListKnowledge | SearchKnowledge | UseKnowledge | DropKnowledge,
+        context: CommandContext,
+    ) -> str:
+        if self._knowledge is None:
+            raise CommandError("Knowledge collections are not available here.")
+        if isinstance(command, ListKnowledge):
+            return await self._knowledge_list(context)
+        if isinstance(command, SearchKnowledge):
+            return await self._knowledge_search(command.query, context)
+        return await self._knowledge_bind(command, context)
+
+    async def _knowledge_list(self, context: CommandContext) -> str:
+        assert self._knowledge is not None
+        store = self._knowledge.store
+        collections = await store.collections()
+        if not collections:
+            return (
+                "No knowledge collections yet: an operator adds one with "
+                "`assistant knowledge add NAME PATH`."
+            )
+        here = {c.name for c in await store.bound_to(context.ref)} if context.ref else set()
+        places: dict[str, list[str]] = {}
+        for name, scope in await store.bindings():
+            places.setdefault(name, []).append(scope.describe())
+        lines = []
+        for c in collections:
+            where = ", ".join(places.get(c.name, [])) or "bound nowhere"
+            mark = " (searched here)" if c.name in here else ""
+            lines.append(f"- {c.name}: {c.documents} documents, {c.chunks} passages; {where}{mark}")
+        return "\n".join(lines)
+
+    async def _knowledge_search(self, query: str, context: CommandContext) -> str:
+        """What this place may see, as the tool would find it; from the shell, everything."""
+        assert self._knowledge is not None
+        store = self._knowledge.store
+        collections = (
+            await store.bound_to(context.ref) if context.ref else await store.collections()
+        )
+        if not collections:
+            return (
+                "No knowledge collection is searched here: an admin binds one with "
+                "`knowledge use NAME`."
+            )
+        calls: list[CallRecord] = []
+        outcome = await self._knowledge.search(query, collections=collections, account=calls.append)
+        await self._knowledge.record(calls)
+        if not outcome.hits:
+            return f"Nothing matches {query!r} in {', '.join(c.name for c in collections)}."
+        lines = [
+            f"{n}. {source_of(hit).label()} ({hit.collection}: {hit.document})"
+            + (f" {hit.link}" if hit.link else "")
+            for n, hit in enumerate(outcome.hits, 1)
+        ]
+        if outcome.note:
+            lines.append(f"({outcome.note})")
+        return "\n".join(lines)
+
+    async def _knowledge_bind(
+        self, command: UseKnowledge | DropKnowledge, context: CommandContext
+    ) -> str:
+        assert self._knowledge is not None
+        store = self._knowledge.store
+        if await store.collection(command.name) is None:
+            known = [c.name for c in await store.collections()]
+            close = difflib.get_close_matches(command.name, known, n=1)
+            hint = f" Did you mean {close[0]}?" if close else ""
+            raise CommandError(f"No knowledge collection named {command.name!r}.{hint}")
+        scope = self._scope(command.where, context)
+        actor = context.actor.qualified_id
+        if isinstance(command, UseKnowledge):
+            changed = await store.bind(command.name, scope, actor=actor, surface=context.surface)
+            if not changed:
+                return f"{command.name} is already searched in {scope.describe()}."
+            return f"{command.name} is now searched in {scope.describe()}."
+        changed = await store.drop(command.name, scope, actor=actor, surface=context.surface)
+        if not changed:
+            return f"{command.name} was not bound to {scope.describe()}: nothing changed."
+        return f"{command.name} is no longer searched in {scope.describe()}."
 
     async def _known_versions(self, name: str) -> list[int]:
         versions = sorted({row.version for row in await self._prompts.versions(name)})
@@ -202,11 +297,18 @@ class AdminCommands:
         row = await self._prompts.version(command.name, version)
         assert row is not None and row.id is not None
         usage = await self._prompts.usage(row.id)
+        searched = await latest(self._evals, row.name, row.version) if self._evals else None
+        retrieval = (
+            f"knowledge search (eval run #{searched.run_id} on {searched.model}): "
+            f"{describe(searched)}\n"
+            if searched
+            else ""
+        )
         return (
             f"{row.name}@{row.version} from {row.source_file} (sha256 {row.content_hash[:12]})\n"
             f"model calls for replies: {usage.calls}; output-contract violations: "
             f"{usage.contract_violations}; answered from cache: {usage.cache_hits}\n"
-            f"```\n{row.body.rstrip()}\n```"
+            f"{retrieval}```\n{row.body.rstrip()}\n```"
         )
 
     async def _diff(self, command: DiffPrompt) -> str:

@@ -27,6 +27,10 @@ Usage:
   prompt history NAME
   eval run [NAME [VERSION]]
   report [24h|7d|30d]
+  knowledge list
+  knowledge search WORDS...
+  knowledge use NAME [--scope global|workspace|channel] [--target PLACE]
+  knowledge drop NAME [--scope global|workspace|channel] [--target PLACE]
 The scope defaults to this channel (global from the shell). PLACE is platform/workspace[/channel],
 e.g. slack/T0123/C0456. A VERSION is a whole number from 1; a WEIGHT one from 0 to 100."""
 
@@ -119,6 +123,30 @@ class ShowReport:
     period: ReportPeriod = "24h"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ListKnowledge:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchKnowledge:
+    query: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class UseKnowledge:
+    """Let a scope search a collection (in addition to what it searches already)."""
+
+    name: str
+    where: Where
+
+
+@dataclass(frozen=True, kw_only=True)
+class DropKnowledge:
+    name: str
+    where: Where
+
+
 Command = (
     ListPrompts
     | ShowPrompt
@@ -129,14 +157,20 @@ Command = (
     | PromptHistory
     | RunEvals
     | ShowReport
+    | ListKnowledge
+    | SearchKnowledge
+    | UseKnowledge
+    | DropKnowledge
 )
-CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt, RunEvals)  # an eval run costs money too
+# an eval run costs money too
+CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt, RunEvals, UseKnowledge, DropKnowledge)
+_PLACED = (UsePrompt, RollbackPrompt, SplitPrompt, UseKnowledge, DropKnowledge)
 
 
 def check_place(command: Command, context: CommandContext) -> None:
     """Refuse a workspace scope asked for from a place in no workspace (a Discord DM): it would
     bind a workspace nobody is in. A `--target` names its own place, and reading names none."""
-    if not isinstance(command, (UsePrompt, RollbackPrompt, SplitPrompt)):
+    if not isinstance(command, _PLACED):
         return
     where, place = command.where, context.ref
     if where.scope == "workspace" and where.target is None and place and not place.workspace:
@@ -178,8 +212,12 @@ def parse(text: str) -> Command:
         return _parse_report(words[1:])
     if words[:2] == ["eval", "run"]:
         return _parse_eval(words[2:])
+    if words and words[0] == "knowledge":
+        return _parse_knowledge(words[1:])
     if len(words) < 2 or words[0] != "prompt":
-        raise UsageError("commands start with 'prompt' and an action, 'eval run' or 'report'")
+        raise UsageError(
+            "commands start with 'prompt' or 'knowledge' and an action, 'eval run' or 'report'"
+        )
     action, args = words[1], words[2:]
     positional, options = _split_options(args)
     parser = _PARSERS.get(action)
@@ -227,6 +265,25 @@ def _parse_eval(args: list[str]) -> RunEvals:
     return RunEvals(
         name=args[0] if args else None, version=_version(args[1]) if len(args) > 1 else None
     )
+
+
+def _parse_knowledge(args: list[str]) -> Command:
+    action, rest = (args[0], args[1:]) if args else ("", [])
+    if action == "search":
+        if not rest:
+            raise UsageError("'knowledge search' needs the words to look for")
+        return SearchKnowledge(query=" ".join(rest))
+    positional, options = _split_options(rest)
+    if action == "list":
+        if positional or options:
+            raise UsageError("'knowledge list' takes no arguments")
+        return ListKnowledge()
+    if action in ("use", "drop"):
+        if len(positional) != 1 or "force" in options:
+            raise UsageError(f"'knowledge {action}' takes a collection's name, and a place")
+        kind = UseKnowledge if action == "use" else DropKnowledge
+        return kind(name=positional[0], where=_where(options))
+    raise UsageError("'knowledge' takes list, search, use or drop")
 
 
 def _split_options(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Protocol, Self, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from assistant.contracts import check_reply, check_schema
+from assistant.turns import Source as Cited
 
 NEGATION = "not_"  # `not_contains: x` is `contains: x` negated
 _QUOTE_CHARS = 60
@@ -49,6 +50,7 @@ class Observed:
     latency_ms: float
     failed: str | None = None  # the user-facing failure message when the turn failed
     contract_error: str | None = None  # the answer broke the version's schema, even repaired
+    sources: tuple[Cited, ...] = ()  # the team's documents the answer cites, as numbered
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -346,6 +348,69 @@ class LlmJudge(Statement):
         return f"{self.kind} {quote(self.rubric)}"
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExpectedSource:
+    """A source written in a suite: a document's path inside its collection, and after `#`,
+    words of one of its section headings (`prompts.md#Admin commands`). One rule for what a
+    search should find and what an answer should cite, so the two figures agree."""
+
+    document: str
+    heading: str = ""
+
+    @classmethod
+    def read(cls, text: str) -> ExpectedSource:
+        """ValueError in words for the author when `text` names no document or no section."""
+        document, hashed, heading = text.partition("#")
+        document, heading = document.strip(), heading.strip()
+        if not document:
+            raise ValueError("name a document, like 'prompts.md' or 'prompts.md#Evals'")
+        if hashed and not heading:
+            raise ValueError("after '#', give words of a section heading, like 'prompts.md#Evals'")
+        return cls(document=document, heading=heading)
+
+    def matches(self, document: str, heading: str) -> bool:
+        """The same document and, when a section is named, a heading path (outermost first)
+        that holds its words, ignoring case and spacing."""
+        if document != self.document:
+            return False
+        return not self.heading or normalized(self.heading) in normalized(heading)
+
+    def __str__(self) -> str:
+        return f"{self.document}#{self.heading}" if self.heading else self.document
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cites(Statement):
+    """The answer cites the document (or the section) among its sources: an answer about the
+    team's own ways must come from its documents, not from the model's memory; negated, an
+    answer must not lean on a retired page."""
+
+    kind: ClassVar[str] = "cites"
+    source: ExpectedSource
+
+    @classmethod
+    def parse(cls, source: Source, field: str, value: Any) -> Self:
+        text = _read(_TEXT, source, field, value)
+        try:
+            return cls(source=ExpectedSource.read(text))
+        except ValueError as exc:
+            raise source.error(field, str(exc)) from None
+
+    async def check(self, observed: Observed, context: CheckContext) -> Finding:
+        cited = [s for s in observed.sources if self.source.matches(s.document, s.heading)]
+        if cited:
+            return Finding(held=True, text=f"answer cites {self.source} as [{cited[0].number}]")
+        listing = ", ".join(f"[{s.number}] {_cited(s)}" for s in observed.sources) or "nothing"
+        return Finding(held=False, text=f"answer does not cite {self.source} (cites {listing})")
+
+    def describe(self) -> str:
+        return f"{self.kind} {quote(str(self.source))}"
+
+
+def _cited(source: Cited) -> str:
+    return f"{source.document}#{source.heading}" if source.heading else source.document
+
+
 # The registry: a suite file may write exactly these keys (and each with `not_`), in this order in
 # the "available:" list of an unknown kind.
 KINDS: Mapping[str, type[Statement]] = {
@@ -360,6 +425,7 @@ KINDS: Mapping[str, type[Statement]] = {
         MaxCostUsd,
         MaxLatencyMs,
         LlmJudge,
+        Cites,
     )
 }
 

@@ -2,7 +2,9 @@
 version pinned, the response cache bypassed), checked, stored, compared with an earlier run.
 
 Each case runs in a conversation of its own under the `eval` platform, so eval turns are
-accounted like any other (tokens, cost, latency) and never mix with what users said.
+accounted like any other (tokens, cost, latency) and never mix with what users said. Retrieval
+cases put their question to the knowledge search alone, over what such a conversation may
+search (the collections bound globally) unless a case names its own.
 """
 
 from __future__ import annotations
@@ -10,20 +12,35 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant.builtin_tools import KNOWLEDGE_TOOL
 from assistant.engine import Assistant
 from assistant.evals import suite as evals
 from assistant.evals.assertions import Observed
+from assistant.evals.retrieval import (
+    DEFAULT_DROP,
+    KIND,
+    RetrievalCase,
+    RetrievalSummary,
+    describe,
+    dropped,
+    score,
+    summarize,
+)
+from assistant.knowledge.service import Knowledge
 from assistant.llm import ChatMessage, ChatModel, ChatRequest, LlmError, complete
 from assistant.prompts.bindings import Scope
 from assistant.prompts.files import PromptFile
+from assistant.records import CallRecord
 from assistant.store import Store
 from assistant.store.eval_store import FAKE_MODEL
+from assistant.store.knowledge_store import Hit
 from assistant.store.tables import EvalResult, EvalRun, Message
 from assistant.tokens import TokenCounter
 from assistant.tools import ToolRegistry
@@ -49,15 +66,30 @@ Progress = Callable[[int, int], None]  # (done, total)
 
 @dataclass(frozen=True, kw_only=True)
 class RunOutcome:
-    """A finished run and the run it was compared with (None when there was none)."""
+    """A finished run and the run it was compared with (None when there was none), with the
+    retrieval figures of both and why the suite's retrieval cases did not run, if they did not."""
 
     run: EvalRun
     results: list[EvalResult]
     compared: EvalRun | None = None
+    retrieval: RetrievalSummary | None = None
+    compared_retrieval: RetrievalSummary | None = None
+    retrieval_drop: float = DEFAULT_DROP
+    retrieval_skipped: str | None = None
 
     @property
     def regressed(self) -> bool:
-        return self.compared is not None and self.run.pass_rate < self.compared.pass_rate
+        """Fewer cases pass than in the compared run, or its search finds less (by the suite's
+        `retrieval_drop`)."""
+        fewer = self.compared is not None and self.run.pass_rate < self.compared.pass_rate
+        return fewer or bool(self.retrieval_drops)
+
+    @property
+    def retrieval_drops(self) -> list[str]:
+        """Each retrieval figure that fell by `retrieval_drop` or more since the compared run."""
+        if self.retrieval is None or self.compared_retrieval is None:
+            return []
+        return dropped(self.compared_retrieval, self.retrieval, by=self.retrieval_drop)
 
     @property
     def below_threshold(self) -> bool:
@@ -67,7 +99,19 @@ class RunOutcome:
     def summary(self) -> str:
         """One line: the verdict, then the figures, then what it was compared with."""
         run = self.run
-        parts = [f"pass rate {run.pass_rate:.0%} ({run.passed}/{run.cases} cases)"]
+        parts = [*self._figures(), *self._comparison()]
+        verdict = (
+            "REGRESSION" if self.regressed else "BELOW THRESHOLD" if self.below_threshold else "ok"
+        )
+        return f"{run.prompt_name}@{run.version} {verdict}: " + ", ".join(parts)
+
+    def _figures(self) -> list[str]:
+        run = self.run
+        passed, cases, what = run.passed, run.cases, "cases"
+        if not run.cases and run.retrieval_cases:  # a suite of retrieval cases alone
+            passed = sum(r.passed for r in self.results if r.kind == KIND)
+            cases, what = run.retrieval_cases, "retrieval cases"
+        parts = [f"pass rate {run.pass_rate:.0%} ({passed}/{cases} {what})"]
         parts.append(f"threshold {run.threshold:.0%}")
         if run.consistency is not None:
             parts.append(f"consistency {run.consistency:.0%}")
@@ -75,21 +119,29 @@ class RunOutcome:
             parts.append(f"few-shot self-check {run.self_check_rate:.0%}")
         if run.tool_cases:
             parts.append(f"tools {run.tool_passed}/{run.tool_cases}")
+        if self.retrieval is not None:
+            parts.append(f"retrieval {describe(self.retrieval)}")
+        if self.retrieval_skipped:
+            parts.append(self.retrieval_skipped)
         parts.append(f"cost ${run.cost_usd:.4f}" if run.cost_usd is not None else "cost unpriced")
         if run.failed_turns:
             parts.append(
                 f"{run.failed_turns} turns failed (the model or a service, not the prompt): "
                 "this run is not compared with others"
             )
-        if self.compared is not None:
-            before = self.compared
-            parts.append(
-                f"vs {before.prompt_name}@{before.version} run #{before.id}: {before.pass_rate:.0%}"
-            )
-        verdict = (
-            "REGRESSION" if self.regressed else "BELOW THRESHOLD" if self.below_threshold else "ok"
+        return parts
+
+    def _comparison(self) -> list[str]:
+        before = self.compared
+        if before is None:
+            return []
+        versus = (
+            f"vs {before.prompt_name}@{before.version} run #{before.id}: {before.pass_rate:.0%}"
         )
-        return f"{run.prompt_name}@{run.version} {verdict}: " + ", ".join(parts)
+        if self.compared_retrieval is not None:
+            versus += f", retrieval {describe(self.compared_retrieval)}"
+        drops = self.retrieval_drops
+        return [versus, "retrieval fell: " + ", ".join(drops)] if drops else [versus]
 
 
 @dataclass(kw_only=True)
@@ -97,6 +149,7 @@ class _Tally:
     results: list[EvalResult] = field(default_factory=list)
     costs: list[float | None] = field(default_factory=list)
     done: int = 0
+    version_id: int | None = None  # the stored version the run's calls are filed under
 
 
 class EvalRunner:
@@ -111,6 +164,7 @@ class EvalRunner:
         concurrency: int = 4,
         tool_timeout: float = 15.0,
         fake: bool = False,
+        knowledge: Knowledge | None = None,
     ) -> None:
         self._assistant = assistant
         self._store = store
@@ -120,6 +174,7 @@ class EvalRunner:
         self._limit = asyncio.Semaphore(concurrency)
         self._tool_timeout = tool_timeout
         self._fake = fake  # runs are recorded as the fake model's, compared only among those
+        self._knowledge = knowledge  # what retrieval cases search; None: a suite has none
 
     async def version_in_use(self, name: str) -> int:
         """The version answering where nothing else is bound: bound globally, else latest."""
@@ -140,8 +195,19 @@ class EvalRunner:
         compared = await self.baseline(suite.prompt, compare)
         run = await self.run(suite, version, **options)
         assert run.id is not None
+        results = await self._store.evals.results(run.id)
+        before = None
+        if compared is not None and compared.id is not None and compared.retrieval_cases:
+            before = summarize(compared, await self._store.evals.results(compared.id))
+        prompt = await self._assistant.versions.version(suite.prompt, version)
         return RunOutcome(
-            run=run, results=await self._store.evals.results(run.id), compared=compared
+            run=run,
+            results=results,
+            compared=compared,
+            retrieval=summarize(run, results),
+            compared_retrieval=before,
+            retrieval_drop=suite.retrieval_drop,
+            retrieval_skipped=_skipped(suite, prompt) if prompt is not None else None,
         )
 
     async def run(
@@ -152,39 +218,137 @@ class EvalRunner:
         trigger: str = "cli",
         progress: Progress | None = None,
     ) -> EvalRun:
-        """Run every case (k times for consistency), the self-check and the tool cases."""
+        """Run every case (k times for consistency), the self-check, the tool cases and the
+        retrieval cases."""
         prompt = await self._assistant.versions.version(suite.prompt, version)
         if prompt is None:
             raise ValueError(f"there is no prompt version {suite.prompt}@{version}")
+        row = await self._store.prompts.version(suite.prompt, version)
         checks = self._self_checks(suite, prompt)
+        searches = self._retrieval_cases(suite, prompt)
         runs = suite.consistency_runs
-        total = len(suite.cases) * runs + len(checks) + len(suite.tool_cases)
-        tally, key = _Tally(), uuid.uuid4().hex[:12]
+        total = len(suite.cases) * runs + len(checks) + len(suite.tool_cases) + len(searches)
+        tally, key = _Tally(version_id=row.id if row is not None else None), uuid.uuid4().hex[:12]
 
         def advance() -> None:
             tally.done += 1
             if progress is not None:
                 progress(tally.done, total)
 
-        async def one(kind: str, case: evals.EvalCase, attempt: int) -> EvalResult:
+        async def limited(job: Awaitable[EvalResult]) -> EvalResult:
             async with self._limit:
-                result = await self._run_case(prompt, case, kind, attempt, key, tally)
+                result = await job
             advance()
             return result
 
-        case_jobs = [one("case", c, a) for c in suite.cases for a in range(1, runs + 1)]
-        check_jobs = [one("self_check", c, 1) for c in checks]
+        def answer(kind: str, case: evals.EvalCase, attempt: int) -> Awaitable[EvalResult]:
+            return limited(self._run_case(prompt, case, kind, attempt, key, tally))
+
+        case_jobs = [answer("case", c, a) for c in suite.cases for a in range(1, runs + 1)]
         case_results = _held_to_agreement(suite, await asyncio.gather(*case_jobs))
-        check_results = await asyncio.gather(*check_jobs)
+        check_results = await asyncio.gather(*(answer("self_check", c, 1) for c in checks))
         tool_results = []
         for tool_case in suite.tool_cases:
             tool_results.append(await self._run_tool_case(tool_case))
             advance()
+        found = await asyncio.gather(
+            *(limited(self._run_retrieval_case(prompt, c, key, tally)) for c in searches)
+        )
         run = self._summary(suite, prompt, trigger, case_results, check_results, tool_results)
+        _add_retrieval(run, found, searches, has_others=bool(case_results or tool_results))
         run.cost_usd = _total(tally.costs)
-        row = await self._store.prompts.version(suite.prompt, version)
-        run.prompt_version_id = row.id if row is not None else None
-        return await self._store.evals.save_run(run, [*case_results, *check_results, *tool_results])
+        run.prompt_version_id = tally.version_id
+        results = [*case_results, *check_results, *tool_results, *found]
+        return await self._store.evals.save_run(run, results)
+
+    def _retrieval_cases(
+        self, suite: evals.EvalSuite, prompt: PromptFile
+    ) -> tuple[RetrievalCase, ...]:
+        """The suite's retrieval cases, when this version searches at all."""
+        if not suite.retrieval or _skipped(suite, prompt) is not None:
+            return ()
+        if self._knowledge is None:
+            raise ValueError(
+                f"{suite.path} has retrieval cases, but this eval runner was built without "
+                "knowledge search (EvalRunner(knowledge=…))"
+            )
+        return suite.retrieval
+
+    async def _run_retrieval_case(
+        self, prompt: PromptFile, case: RetrievalCase, key: str, tally: _Tally
+    ) -> EvalResult:
+        """One search, no model: what it found, scored, stored like a case's answer."""
+        assert self._knowledge is not None
+        ref = ConversationRef(
+            platform="eval", workspace=key, channel=prompt.version.label, thread=case.name
+        )
+        calls: list[CallRecord] = []
+        started = time.perf_counter()
+        searched, problem, ranked = await self._search(ref, case, calls)
+        elapsed = (time.perf_counter() - started) * 1000
+        await self._file_calls(ref, calls, tally)
+        scored = score(case, [(document, heading) for document, heading, _ in ranked])
+        reasons = [problem] if problem else []
+        if scored.missing:
+            missing = ", ".join(str(source) for source in scored.missing)
+            reasons.append(f"not in the top {case.k}: {missing}")
+        return EvalResult(
+            run_id=0,
+            kind=KIND,
+            case=case.name,
+            passed=not reasons,
+            failures="\n".join(reasons),
+            answer="\n".join(
+                f"{rank}. {label}" for rank, (_, _, label) in enumerate(ranked, start=1)
+            ),
+            cost_usd=_total([call.cost_usd for call in calls]),
+            latency_ms=elapsed,
+            recall=scored.recall,
+            reciprocal_rank=scored.reciprocal_rank,
+            collections=",".join(searched),
+        )
+
+    async def _search(
+        self, ref: ConversationRef, case: RetrievalCase, calls: list[CallRecord]
+    ) -> tuple[list[str], str | None, list[tuple[str, str, str]]]:
+        """(the collections searched, what went wrong, the passages as (document, heading,
+        label), best first). A collection that is missing is still named, so its figure
+        falls to nothing instead of vanishing from the report."""
+        assert self._knowledge is not None
+        knowledge = self._knowledge
+        if case.collections:
+            named = [await knowledge.store.collection(name) for name in case.collections]
+            found = [c for c in named if c is not None]
+            gone = [n for n, c in zip(case.collections, named, strict=True) if c is None]
+            searched = list(case.collections)
+            problem = f"no collection named {', '.join(gone)}" if gone else None
+        else:
+            found = list(await knowledge.store.bound_to(ref))
+            searched = [c.name for c in found]
+            problem = None if found else "no collection is bound globally, and the case names none"
+        if not found:
+            return searched, problem, []
+        try:
+            outcome = await knowledge.search(
+                case.query, collections=found, account=calls.append, limit=case.k
+            )
+        except Exception as exc:  # a broken index is what this case is here to find
+            log.exception("retrieval case %s: the search failed", case.name)
+            return searched, f"the search failed: {exc}", []
+        return searched, problem, [(h.document, h.heading, _label(h)) for h in outcome.hits]
+
+    async def _file_calls(
+        self, ref: ConversationRef, calls: list[CallRecord], tally: _Tally
+    ) -> None:
+        """Embedding the query is a model call: accounted with the run's cost, and stored under
+        an eval conversation so that reports count it as eval spend, not traffic."""
+        tally.costs += [call.cost_usd for call in calls]
+        if not calls:
+            return
+        conversation_id = await self._store.conversation_id(ref)
+        await self._store.finish_turn(
+            conversation_id, prompt_version_id=tally.version_id, reply=None, calls=calls
+        )
 
     def _self_checks(self, suite: evals.EvalSuite, prompt: PromptFile) -> list[evals.EvalCase]:
         examples = [(e.user, e.assistant) for e in prompt.version.examples]
@@ -246,6 +410,7 @@ class EvalRunner:
                         tool_calls=tuple(calls),
                         cost_usd=event.usage.cost_usd,
                         latency_ms=event.total_ms,
+                        sources=event.sources,
                     )
                 elif isinstance(event, Failed):
                     broke = event.contract_error is not None
@@ -351,6 +516,39 @@ class EvalRunner:
             tool_passed=sum(r.passed for r in tools),
             failed_turns=failed,
         )
+
+
+def _skipped(suite: evals.EvalSuite, prompt: PromptFile) -> str | None:
+    """Why the suite's retrieval cases do not apply to this version: it cannot search."""
+    if suite.retrieval and KNOWLEDGE_TOOL not in prompt.version.tools:
+        return f"retrieval cases not run: {prompt.version.label} does not offer {KNOWLEDGE_TOOL}"
+    return None
+
+
+def _label(hit: Hit) -> str:
+    """A passage as a retrieval result lists it: "product-docs: prompts.md > Evals"."""
+    heading = f" > {hit.heading}" if hit.heading else ""
+    return f"{hit.collection}: {hit.document}{heading}"
+
+
+def _add_retrieval(
+    run: EvalRun,
+    found: list[EvalResult],
+    cases: tuple[RetrievalCase, ...],
+    *,
+    has_others: bool,
+) -> None:
+    """The run's retrieval figures; a suite of retrieval cases alone is rated by the share
+    that found every source they expect, as a suite of tool cases alone is by those."""
+    if not found:
+        return
+    run.retrieval_cases = len(found)
+    run.retrieval_recall = sum(r.recall or 0.0 for r in found) / len(found)
+    run.retrieval_mrr = sum(r.reciprocal_rank or 0.0 for r in found) / len(found)
+    ks = {case.k for case in cases}
+    run.retrieval_k = ks.pop() if len(ks) == 1 else None
+    if not has_others:
+        run.pass_rate = sum(r.passed for r in found) / len(found)
 
 
 def _held_to_agreement(suite: evals.EvalSuite, results: list[EvalResult]) -> list[EvalResult]:

@@ -1,6 +1,6 @@
 """Eval suites: what a prompt must keep doing, read from `prompts/NAME/evals.yaml`, and the pure
 checks that grade one observed turn against a case (the runner that calls the model lives apart;
-each assertion kind is a class in `assertions`).
+each assertion kind is a class in `assertions`; retrieval cases are scored in `retrieval`).
 
 A bad suite file is refused the way a bad prompt file is: `path: field 'x.y': what is wrong`.
 """
@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from assistant.evals.assertions import (
     Assertion,
     CheckContext,
+    ExpectedSource,
     Judge,
     Observed,
     Outcome,
@@ -27,12 +28,15 @@ from assistant.evals.assertions import (
     quote,
     read_assertion,
 )
+from assistant.evals.retrieval import DEFAULT_DROP, DEFAULT_K, MAX_K, RetrievalCase
 from assistant.file_errors import TOO_INTRICATE, describe, parse_yaml, read_text
+from assistant.knowledge.catalog import check_name
 from assistant.prompts.files import PromptFileError
 
 SUITE_FILE = "evals.yaml"
 MAX_SUITE_BYTES = 4_000_000  # thousands of cases; a suite is read whole at every start
 _CASE_NAME = r"^[a-z0-9_-]+$"
+_Read = TypeVar("_Read")
 
 
 class EvalFileError(PromptFileError):
@@ -83,6 +87,8 @@ class EvalSuite:
     self_check: bool | None  # None: on when the version has examples
     cases: tuple[EvalCase, ...]
     tool_cases: tuple[ToolCase, ...]
+    retrieval: tuple[RetrievalCase, ...] = ()
+    retrieval_drop: float = DEFAULT_DROP  # recall@k or MRR falling this much is drift
 
     def passes(self, rate: float) -> bool:
         return rate >= self.threshold
@@ -123,6 +129,16 @@ class _ToolCase(BaseModel):
     error: bool = False
 
 
+class _Retrieval(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=_CASE_NAME, max_length=64)
+    query: str = Field(min_length=1)
+    expect: tuple[str, ...] = ()
+    collections: tuple[str, ...] = ()
+    k: int | None = Field(default=None, ge=1, le=MAX_K)
+
+
 class _Suite(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -131,6 +147,9 @@ class _Suite(BaseModel):
     self_check: bool | None = None
     cases: tuple[_Case, ...] = ()
     tools: dict[str, tuple[_ToolCase, ...]] = {}
+    retrieval_k: int = Field(default=DEFAULT_K, ge=1, le=MAX_K)
+    retrieval_drop: float = Field(default=DEFAULT_DROP, gt=0, le=1)
+    retrieval: tuple[_Retrieval, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,7 +194,7 @@ def _suite(raw: dict[str, Any], source: _Source, *, prompt: str) -> EvalSuite:
     except ValidationError as exc:
         raise EvalFileError(describe(path, exc, _Suite)) from None
     cases = tuple(_case(source, f"cases.{i}", case) for i, case in enumerate(spec.cases))
-    _check_unique(source, spec.cases)
+    _check_unique(source, "cases", spec.cases)
     for i, case in enumerate(spec.cases):
         if case.consistent and spec.consistency is None:
             raise source.error(
@@ -190,6 +209,8 @@ def _suite(raw: dict[str, Any], source: _Source, *, prompt: str) -> EvalSuite:
         self_check=spec.self_check,
         cases=cases,
         tool_cases=_tool_cases(source, spec.tools),
+        retrieval=_retrieval_cases(source, spec),
+        retrieval_drop=spec.retrieval_drop,
     )
 
 
@@ -251,15 +272,51 @@ def _turn(source: _Source, field: str, turn: _Turn) -> tuple[str, str]:
     return role, text
 
 
-def _check_unique(source: _Source, cases: Sequence[_Case]) -> None:
+def _check_unique(source: _Source, section: str, cases: Sequence[_Case | _Retrieval]) -> None:
     first: dict[str, int] = {}
     for index, case in enumerate(cases):
         if case.name in first:
             raise source.error(
-                f"cases.{index}.name",
-                f"duplicate case name {case.name!r} (also cases.{first[case.name]})",
+                f"{section}.{index}.name",
+                f"duplicate case name {case.name!r} (also {section}.{first[case.name]})",
             )
         first[case.name] = index
+
+
+def _retrieval_cases(source: _Source, spec: _Suite) -> tuple[RetrievalCase, ...]:
+    _check_unique(source, "retrieval", spec.retrieval)
+    return tuple(
+        _retrieval_case(source, f"retrieval.{i}", case, k=spec.retrieval_k)
+        for i, case in enumerate(spec.retrieval)
+    )
+
+
+def _retrieval_case(source: _Source, field: str, spec: _Retrieval, *, k: int) -> RetrievalCase:
+    if not spec.expect:
+        raise source.error(f"{field}.expect", "at least one source is required")
+    return RetrievalCase(
+        name=spec.name,
+        query=spec.query,
+        expect=tuple(
+            _read_checked(source, f"{field}.expect.{j}", ExpectedSource.read, text)
+            for j, text in enumerate(spec.expect)
+        ),
+        collections=tuple(
+            dict.fromkeys(
+                _read_checked(source, f"{field}.collections.{j}", check_name, name)
+                for j, name in enumerate(spec.collections)
+            )
+        ),
+        k=spec.k if spec.k is not None else k,
+    )
+
+
+def _read_checked(source: _Source, field: str, read: Callable[[str], _Read], text: str) -> _Read:
+    """`read(text)`, its ValueError told as the file's and field's."""
+    try:
+        return read(text)
+    except ValueError as exc:
+        raise source.error(field, str(exc)) from None
 
 
 def _tool_cases(source: _Source, spec: Mapping[str, Sequence[_ToolCase]]) -> tuple[ToolCase, ...]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from assistant.evals.runner import EvalRunner
+from assistant.evals.runner import EvalRunner, RunOutcome
 from assistant.evals.suite import EvalSuite
 from assistant.reporting.chart import chart_png
 from assistant.reporting.figures import Period, build_report
@@ -77,16 +77,20 @@ class Duties:
     # ---- evals and drift
 
     async def run_evals(self) -> list[EvalRun]:
-        """Every suite at the version in use; a drop since its previous run is an alert."""
+        """Every suite at the version in use; a drop since its previous run is an alert: in
+        the pass rate (the model changed) or in what the search finds (the index did)."""
         runner = self._runner
         runs = []
         for name in sorted(self._suites):
             version = await runner.version_in_use(name)
             outcome = await runner.run_and_compare(self._suites[name], version, trigger="schedule")
+            log.info("scheduled evals: %s", outcome.summary())
             runs.append(outcome.run)
             previous, run = outcome.compared, outcome.run
-            if previous is not None and previous.pass_rate - run.pass_rate >= DRIFT_POINTS:
+            if previous is not None and _answers_drifted(previous, run):
                 await self._alert(f"drift:{run.id}", _drift_notice(previous, run))
+            if outcome.retrieval_drops:
+                await self._alert(f"retrieval:{run.id}", _retrieval_notice(outcome))
         return runs
 
     # ---- the report
@@ -157,6 +161,13 @@ class Duties:
             log.exception("could not post %r to %s", notice.title, channel)
 
 
+def _answers_drifted(previous: EvalRun, run: EvalRun) -> bool:
+    """The pass rate fell; not when it is the retrieval cases' (a suite of nothing else), whose
+    own alert says what changed."""
+    rated_by_retrieval = run.retrieval_cases > 0 and not run.cases and not run.tool_cases
+    return not rated_by_retrieval and previous.pass_rate - run.pass_rate >= DRIFT_POINTS
+
+
 def _drift_notice(previous: EvalRun, run: EvalRun) -> Notice:
     label = f"{run.prompt_name}@{run.version}"
     text = (
@@ -165,3 +176,16 @@ def _drift_notice(previous: EvalRun, run: EvalRun) -> Notice:
         "not change: the model's behaviour did."
     )
     return Notice(title=f"Drift in {label}", text=text)
+
+
+def _retrieval_notice(outcome: RunOutcome) -> Notice:
+    run, previous = outcome.run, outcome.compared
+    assert previous is not None and outcome.retrieval is not None
+    label = f"{run.prompt_name}@{run.version}"
+    text = (
+        f"⚠️ Retrieval drift: the knowledge search of {label} finds less of what its evals "
+        f"expect (run #{run.id} against run #{previous.id}): "
+        f"{', '.join(outcome.retrieval_drops)}. The prompt did not change: the index did "
+        "(a collection emptied, moved or unbound?)."
+    )
+    return Notice(title=f"Retrieval drift in {label}", text=text)

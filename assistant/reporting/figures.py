@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
+from assistant.evals.retrieval import RetrievalSummary, summarize
 from assistant.store import Store
 from assistant.store.report_store import (
     CallTotals,
@@ -155,6 +156,8 @@ class VersionFigures:
     eval_pass_change: float | None  # since the run before it, as a fraction
     consistency: float | None
     consistency_change: float | None
+    retrieval: RetrievalSummary | None = None  # the latest run with retrieval cases
+    retrieval_before: RetrievalSummary | None = None  # the one before it
 
     @property
     def error_rate(self) -> float | None:
@@ -279,6 +282,7 @@ async def build_report(
     ids = {row.prompt_version_id for row in studied} | set(traffic.replies_by_version)
     ids |= set(votes)
     named = await queries.version_labels({i for i in ids if i is not None})
+    searches = await _retrieval(store, set(named.values()), before=period.end, fake=fake)
     return Report(
         period=period,
         conversations=traffic.conversations,
@@ -292,7 +296,9 @@ async def build_report(
         eval_cost_usd=evals.cost_usd,
         eval_unpriced_calls=evals.unpriced,
         cost_by_model=_cost_by_model(by_model),
-        by_version=await _by_version(queries, period, studied, traffic, votes, ids, named),
+        by_version=await _by_version(
+            queries, period, studied, traffic, votes, ids, named, searches
+        ),
         ttft_ms=Percentiles.ranked(latency.ttft_ms),
         total_ms=Percentiles.ranked(latency.total_ms),
         calls=total.calls,
@@ -356,6 +362,7 @@ async def _by_version(
     votes: dict[int | None, Votes],
     ids: set[int | None],
     named: dict[int, tuple[str, int]],
+    searches: dict[tuple[str, int], list[RetrievalSummary]],
 ) -> list[VersionFigures]:
     """The figures of each version in `ids`; by name and version, the unversioned last."""
     tallies = _tally_by(rows, lambda row: row.prompt_version_id)
@@ -372,15 +379,35 @@ async def _by_version(
             replies=traffic.replies_by_version.get(version_id, 0),
             votes=votes.get(version_id, Votes(up=0, down=0)),
             runs=history.get(named[version_id], []) if version_id in named else [],
+            searches=searches.get(named[version_id], []) if version_id in named else [],
         )
         for version_id in sorted(ids, key=sort_key)
     ]
 
 
+async def _retrieval(
+    store: Store, versions: set[tuple[str, int]], *, before: datetime, fake: bool
+) -> dict[tuple[str, int], list[RetrievalSummary]]:
+    """Each version's two newest retrieval figures, newest first."""
+    history = await store.evals.retrieval_history(versions, before=before, fake=fake)
+    found: dict[tuple[str, int], list[RetrievalSummary]] = {}
+    for version, runs in history.items():
+        summaries = [summarize(run, results) for run, results in runs]
+        found[version] = [summary for summary in summaries if summary is not None]
+    return found
+
+
 def _version_figures(
-    label: str, tally: _Tally, *, replies: int, votes: Votes, runs: Sequence[EvalPoint]
+    label: str,
+    tally: _Tally,
+    *,
+    replies: int,
+    votes: Votes,
+    runs: Sequence[EvalPoint],
+    searches: Sequence[RetrievalSummary],
 ) -> VersionFigures:
-    """`runs`: the version's latest eval run and the one before it, newest first."""
+    """`runs`: the version's latest eval run and the one before it, newest first; `searches`:
+    the same of its runs with retrieval cases."""
     latest = runs[0] if runs else None
     previous = runs[1] if len(runs) > 1 else None
     return VersionFigures(
@@ -396,6 +423,8 @@ def _version_figures(
         eval_pass_change=_change(latest, previous, lambda run: run.pass_rate),
         consistency=latest.consistency if latest else None,
         consistency_change=_change(latest, previous, lambda run: run.consistency),
+        retrieval=searches[0] if searches else None,
+        retrieval_before=searches[1] if len(searches) > 1 else None,
     )
 
 

@@ -207,7 +207,31 @@ def quality(version: VersionFigures) -> str:
     quality = f"eval {_rate(version.eval_pass_rate, version.eval_pass_change)}"
     if version.consistency is not None:
         quality += f", consistency {_rate(version.consistency, version.consistency_change)}"
-    return quality
+    searched = retrieval_quality(version)
+    return f"{quality}; {searched}" if searched else quality
+
+
+def retrieval_quality(version: VersionFigures) -> str | None:
+    """ "retrieval recall@5 80% (-20 pts), MRR 0.70 (-0.30)", then each collection's figures
+    when the cases searched several; None for a version with no retrieval run."""
+    now, before = version.retrieval, version.retrieval_before
+    if now is None:
+        return None
+    was = before.overall if before is not None else None
+    recall = _rate(now.overall.recall, now.overall.recall - was.recall if was else None)
+    text = f"retrieval {now.at} {recall}, MRR {_mrr(now.overall.mrr, was.mrr if was else None)}"
+    if len(now.by_collection) > 1:
+        parts = [f"{name} {f.recall:.0%}/{f.mrr:.2f}" for name, f in now.by_collection.items()]
+        text += f" ({', '.join(parts)})"
+    return text
+
+
+def _mrr(value: float, before: float | None) -> str:
+    """ "0.70 (-0.30)": a mean reciprocal rank and its change since the previous run."""
+    if before is None:
+        return f"{value:.2f}"
+    change = value - before
+    return f"{value:.2f} ({'±0' if round(change, 2) == 0 else f'{change:+.2f}'})"
 
 
 def _rate(value: float, change: float | None) -> str:

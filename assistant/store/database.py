@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
+import logging
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 
+import aiosqlite
 import sqlalchemy
 from sqlalchemy import event
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+log = logging.getLogger(__name__)
 
 _ASYNC_DRIVERS = {"sqlite": "sqlite+aiosqlite", "postgresql": "postgresql+asyncpg"}
 T = TypeVar("T")
@@ -36,6 +49,154 @@ def async_database_url(url: str) -> URL:
     return parsed.set(drivername=_ASYNC_DRIVERS[backend])
 
 
+@dataclass(frozen=True, kw_only=True)
+class SqliteDriver:
+    """The SQLite library every SQLite connection of this process goes through.
+
+    One per process, for every engine: two SQLite libraries (Python's and pysqlite3's own
+    copy) must never open the same file in one process. POSIX locks belong to the process, so
+    one library closing its descriptor silently drops the other's locks, and the file can be
+    corrupted.
+    """
+
+    name: str  # "sqlite3" (Python's own) or "pysqlite3"
+    module: ModuleType  # its DB-API module
+    vectors: bool  # whether sqlite-vec loads into its connections
+    reason: str  # why this one, in words for `assistant doctor` and the log
+
+    def connect(self, *args: Any, **kwargs: Any) -> Any:
+        """A DB-API connection with sqlite-vec loaded when it can be: loaded here, on the
+        thread that opens it, since aiosqlite's connections are only usable on their own."""
+        connection = self.module.connect(*args, **kwargs)
+        if self.vectors:
+            _load_sqlite_vec(connection)
+        return connection
+
+
+@cache
+def sqlite_driver() -> SqliteDriver:
+    """This process's choice: Python's sqlite3 when it can load extensions (sqlite-vec), else
+    pysqlite3 (its own SQLite, built to load them) when installed, else Python's sqlite3
+    without vectors: knowledge search then uses keywords only, and says why."""
+    vec = _sqlite_vec_version()
+    if vec is None:
+        why = "sqlite-vec is not installed; knowledge search on SQLite uses keywords only"
+        return _stdlib_driver(vectors=False, why=why)
+    if _loads_sqlite_vec(sqlite3):
+        return _stdlib_driver(vectors=True, why=f"it loads sqlite-vec {vec}")
+    found = _pysqlite3()
+    if found is not None and _loads_sqlite_vec(found):
+        driver = SqliteDriver(
+            name="pysqlite3",
+            module=found,
+            vectors=True,
+            reason=(
+                f"pysqlite3 (SQLite {found.sqlite_version}) with sqlite-vec {vec}: this "
+                f"Python's sqlite3 (SQLite {sqlite3.sqlite_version}) cannot load extensions"
+            ),
+        )
+        log.info("SQLite: %s", driver.reason)
+        return driver
+    return _stdlib_driver(
+        vectors=False,
+        why=(
+            "it cannot load extensions (a Python built without them, as pyenv and macOS "
+            "builds are) and pysqlite3 is not installed (`pip install pysqlite3-binary`, "
+            "Linux x86_64); knowledge search on SQLite uses keywords only"
+        ),
+    )
+
+
+def _stdlib_driver(*, vectors: bool, why: str) -> SqliteDriver:
+    reason = f"Python's sqlite3 (SQLite {sqlite3.sqlite_version}): {why}"
+    if not vectors:
+        log.info("SQLite: %s", reason)
+    return SqliteDriver(name="sqlite3", module=sqlite3, vectors=vectors, reason=reason)
+
+
+def _sqlite_vec_version() -> str | None:
+    try:
+        return str(importlib.import_module("sqlite_vec").__version__)
+    except ImportError:
+        return None
+
+
+def _pysqlite3() -> ModuleType | None:
+    try:
+        return importlib.import_module("pysqlite3.dbapi2")
+    except ImportError:
+        return None
+
+
+def _loads_sqlite_vec(module: ModuleType) -> bool:
+    connection = module.connect(":memory:")
+    try:
+        _load_sqlite_vec(connection)
+        connection.execute("SELECT vec_version()")
+    except (AttributeError, module.Error):  # no enable_load_extension, or a failed load
+        return False
+    finally:
+        connection.close()
+    return True
+
+
+def _load_sqlite_vec(connection: Any) -> None:
+    """Load sqlite-vec, then switch loading off again: SQL may then load nothing."""
+    path = importlib.import_module("sqlite_vec").loadable_path()
+    connection.enable_load_extension(True)
+    try:
+        connection.load_extension(path)
+    finally:
+        connection.enable_load_extension(False)
+
+
+def engine_sqlite_driver(engine: AsyncEngine) -> SqliteDriver:
+    """The SQLite library `engine` uses: the one `create_engine` gave it; Python's own for an
+    engine made elsewhere (SQLAlchemy's aiosqlite default)."""
+    driver = getattr(engine.dialect.loaded_dbapi, "sqlite_driver", None)
+    if isinstance(driver, SqliteDriver):
+        return driver
+    return SqliteDriver(
+        name="sqlite3",
+        module=sqlite3,
+        vectors=False,
+        reason="Python's sqlite3, without sqlite-vec: this engine was not made by create_engine",
+    )
+
+
+class _AsyncSqlite(AsyncAdapt_aiosqlite_dbapi):
+    """SQLAlchemy's aiosqlite adapter over the chosen driver: aiosqlite runs any DB-API
+    connection on its thread, and SQLAlchemy recognises the driver's own exception classes
+    (an IntegrityError of pysqlite3 is no sqlite3.IntegrityError)."""
+
+    def __init__(self, driver: SqliteDriver) -> None:
+        self.sqlite_driver = driver
+        super().__init__(aiosqlite, driver.module)
+
+    def _init_dbapi_attributes(self) -> None:
+        super()._init_dbapi_attributes()
+        for name in (
+            "DatabaseError",
+            "Error",
+            "IntegrityError",
+            "NotSupportedError",
+            "OperationalError",
+            "ProgrammingError",
+            "sqlite_version",
+            "sqlite_version_info",
+        ):
+            setattr(self, name, getattr(self.sqlite, name))
+
+    def connect(self, *args: Any, **kwargs: Any) -> AsyncAdapt_aiosqlite_connection:
+        kwargs["async_creator_fn"] = self._open
+        return super().connect(*args, **kwargs)
+
+    def _open(self, *args: Any, **kwargs: Any) -> aiosqlite.Connection:
+        connection = aiosqlite.Connection(partial(self.sqlite_driver.connect, *args, **kwargs), 64)
+        connection._thread.daemon = True  # as SQLAlchemy's: never holds the process open
+        return connection
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets readers proceed during a write; the busy timeout turns lock contention into waiting.
     cursor = dbapi_connection.cursor()
@@ -43,6 +204,9 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     _use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
+    # Reads straight from the file's pages, not copies in SQLite's cache: a vector search reads
+    # every vector of its collections (100 MB at 100,000 passages of 256 dimensions).
+    cursor.execute("PRAGMA mmap_size=1073741824")
     cursor.close()
 
 
@@ -77,10 +241,13 @@ class WorkRunner:
         self._thread: ThreadPoolExecutor | None = None
         self._connection: Connection | None = None  # the SQLite thread's own
         if engine.dialect.name == "sqlite":
+            driver = engine_sqlite_driver(engine)  # the async engine's: never a second library
             self._sqlite = sqlalchemy.create_engine(
                 engine.url.set(drivername="sqlite+pysqlite"),
+                module=driver.module,
                 connect_args={"check_same_thread": False},
             )
+            event.listen(self._sqlite, "do_connect", partial(_open_sqlite, driver))
             event.listen(self._sqlite, "connect", _tune_sqlite)
             # One thread: SQLite has one writer at a time, and units queued here take turns
             # in order, where units on several threads would sleep in SQLite's busy handler
@@ -127,14 +294,21 @@ class WorkRunner:
             self._connection = None
 
 
-def create_engine(url: str) -> AsyncEngine:
-    """An async engine for `url`; creates the SQLite file's folder so a fresh checkout just runs."""
+def _open_sqlite(
+    driver: SqliteDriver, _dialect: Any, _record: Any, args: list[Any], kwargs: dict[str, Any]
+) -> Any:
+    return driver.connect(*args, **kwargs)
+
+
+def create_engine(url: str, *, sqlite: SqliteDriver | None = None) -> AsyncEngine:
+    """An async engine for `url`; creates the SQLite file's folder so a fresh checkout just runs.
+    SQLite goes through the library `sqlite` names when given, else `sqlite_driver()`'s."""
     async_url = async_database_url(url)
     if async_url.get_backend_name() == "sqlite":
         database = async_url.database or ""
         if database != ":memory:" and not database.startswith("file:"):
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(async_url)
+        engine = create_async_engine(async_url, module=_AsyncSqlite(sqlite or sqlite_driver()))
         event.listen(engine.sync_engine, "connect", _tune_sqlite)
         return engine
     return create_async_engine(async_url, pool_pre_ping=True)

@@ -3,8 +3,10 @@ compare."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
+from datetime import datetime
 
+from sqlalchemy import ColumnElement
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -12,6 +14,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from assistant.store.tables import EvalResult, EvalRun, utcnow
 
 FAKE_MODEL = "fake"  # runs against the bundled fake model never stand in for real ones
+RETRIEVAL = "retrieval"  # the kind of a retrieval case's result
 
 
 class EvalStore:
@@ -70,3 +73,51 @@ class EvalStore:
                 select(EvalResult).where(EvalResult.run_id == run_id).order_by(col(EvalResult.id))
             )
             return list(result.all())
+
+    async def retrieval_history(
+        self,
+        versions: Collection[tuple[str, int]],
+        *,
+        before: datetime,
+        fake: bool | None = False,
+        per_version: int = 2,
+    ) -> dict[tuple[str, int], list[tuple[EvalRun, list[EvalResult]]]]:
+        """The newest runs of each version that ran retrieval cases, finished before `before`,
+        newest first, each with its retrieval results: what a report's retrieval line and its
+        change read. Runs of the fake model stand apart, as in `latest_run` (`fake` None:
+        whichever is newer, for showing what was last measured)."""
+        history: dict[tuple[str, int], list[tuple[EvalRun, list[EvalResult]]]] = {}
+        async with self._sessions() as session:
+            for name, version in sorted(set(versions)):
+                statement = (
+                    select(EvalRun)
+                    .where(
+                        EvalRun.prompt_name == name,
+                        EvalRun.version == version,
+                        col(EvalRun.retrieval_cases) > 0,
+                        col(EvalRun.finished_at) < before,
+                        *_model_filter(fake),
+                    )
+                    .order_by(col(EvalRun.finished_at).desc(), col(EvalRun.id).desc())
+                    .limit(per_version)
+                )
+                runs = list((await session.exec(statement)).all())
+                if runs:
+                    history[(name, version)] = [
+                        (run, await self._retrieval_results(session, run)) for run in runs
+                    ]
+        return history
+
+    async def _retrieval_results(self, session: AsyncSession, run: EvalRun) -> list[EvalResult]:
+        statement = (
+            select(EvalResult)
+            .where(EvalResult.run_id == run.id, EvalResult.kind == RETRIEVAL)
+            .order_by(col(EvalResult.id))
+        )
+        return list((await session.exec(statement)).all())
+
+
+def _model_filter(fake: bool | None) -> list[ColumnElement[bool]]:
+    if fake is None:
+        return []
+    return [col(EvalRun.model) == FAKE_MODEL if fake else col(EvalRun.model) != FAKE_MODEL]

@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from assistant.records import CallRecord, NewMessage, PendingReply
 from assistant.store.database import WorkRunner, create_engine
 from assistant.store.eval_store import EvalStore
+from assistant.store.knowledge_store import KnowledgeStore
 from assistant.store.open_turns import NOTE_REPLY, OpenTurns
 from assistant.store.prompt_store import PromptStore
 from assistant.store.rows import table_row
@@ -29,12 +30,13 @@ from assistant.store.tables import (
     Conversation,
     LlmCall,
     Message,
+    MessageSource,
     OpenTurn,
     ProcessedEvent,
     utcnow,
 )
 from assistant.store.vote_store import VoteStore
-from assistant.turns import ConversationRef
+from assistant.turns import ConversationRef, Source
 
 _PAGE = 128
 _CONVERSATION_CACHE_SIZE = 100_000
@@ -89,6 +91,7 @@ class Store:
         self.open_turns = OpenTurns(engine, run=self._run)
         self.votes = VoteStore(engine)
         self.evals = EvalStore(engine)
+        self.knowledge = KnowledgeStore(engine, run=self._run)
 
     @classmethod
     def connect(cls, url: str) -> Store:
@@ -285,11 +288,12 @@ class Store:
         reply: NewMessage | None,
         calls: Sequence[CallRecord],
         user_message_id: int | None = None,
+        sources: Sequence[Source] = (),
     ) -> int | None:
-        """Store the reply and its calls together (a reply is never stored without its cost);
-        with no reply, the calls are filed under the user's message. An owed turn notes its
-        reply: a restart then shows the stored answer instead of asking the model again.
-        Returns the reply's id."""
+        """Store the reply with its calls and the sources it cites, together (a reply is never
+        stored without its cost or its sources); with no reply, the calls are filed under the
+        user's message. An owed turn notes its reply: a restart then shows the stored answer
+        instead of asking the model again. Returns the reply's id."""
         reply_row = _message_row(reply, conversation_id, prompt_version_id) if reply else None
         answered = reply is not None and reply.status == "ok" and user_message_id is not None
 
@@ -302,12 +306,27 @@ class Store:
                     for call in calls
                 ]
                 connection.execute(_INSERT_CALLS, rows)
+            if reply_id is not None and sources:
+                connection.execute(_INSERT_SOURCES, [_source_row(s, reply_id) for s in sources])
             if reply_id is not None and answered:
                 connection.execute(NOTE_REPLY, {"question": user_message_id, "reply": reply_id})
             connection.commit()
             return reply_id
 
         return await self._run(work)
+
+    async def record_calls(self, calls: Sequence[CallRecord]) -> None:
+        """Model calls made outside any conversation (a knowledge sync's embeddings): what
+        they cost counts in every report, like a turn's calls."""
+        if not calls:
+            return
+        rows = [_call_row(call, None, None, None) for call in calls]
+
+        def work(connection: Connection) -> None:
+            connection.execute(_INSERT_CALLS, rows)
+            connection.commit()
+
+        await self._run(work)
 
     async def llm_calls(self, conversation_id: int) -> list[LlmCall]:
         async with self._sessions() as session:
@@ -317,6 +336,26 @@ class Store:
                 .order_by(col(LlmCall.id))
             )
             return list(result.all())
+
+    async def sources_of(self, message_id: int) -> list[Source]:
+        """The sources an answer cited, as stored with it."""
+        async with self._sessions() as session:
+            result = await session.exec(
+                select(MessageSource)
+                .where(MessageSource.message_id == message_id)
+                .order_by(col(MessageSource.number))
+            )
+            return [
+                Source(
+                    number=row.number,
+                    collection=row.collection,
+                    document=row.document,
+                    title=row.title,
+                    heading=row.heading,
+                    link=row.link,
+                )
+                for row in result.all()
+            ]
 
     async def messages(self, conversation_id: int) -> list[Message]:
         async with self._sessions() as session:
@@ -391,6 +430,7 @@ _FORGET_EVENTS = delete(ProcessedEvent).where(_events.created_at < bindparam("be
 _CLAIM_EVENT = insert(ProcessedEvent)
 _INSERT_MESSAGE = insert(Message).returning(_messages.id)
 _INSERT_CALLS = insert(LlmCall)
+_INSERT_SOURCES = insert(MessageSource)
 _OPEN_TURN = insert(OpenTurn)
 
 
@@ -468,8 +508,24 @@ def _message_row(
     )
 
 
+def _source_row(source: Source, message_id: int) -> dict[str, Any]:
+    return table_row(
+        MessageSource,
+        message_id=message_id,
+        number=source.number,
+        collection=source.collection[:64],
+        document=source.document[:1024],
+        title=source.title[:300],
+        heading=source.heading[:500],
+        link=source.link[:2048] if source.link else None,
+    )
+
+
 def _call_row(
-    call: CallRecord, conversation_id: int, prompt_version_id: int | None, message_id: int | None
+    call: CallRecord,
+    conversation_id: int | None,
+    prompt_version_id: int | None,
+    message_id: int | None,
 ) -> dict[str, Any]:
     return table_row(
         LlmCall,

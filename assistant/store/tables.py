@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from assistant.records import SERVER_TOKENS
@@ -244,6 +244,10 @@ class EvalRun(SQLModel, table=True):
     cost_usd: float | None = Field(default=None, description="NULL when any call was unpriced")
     started_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+    retrieval_cases: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    retrieval_recall: float | None = Field(default=None, description="mean recall@k, 0..1")
+    retrieval_mrr: float | None = Field(default=None, description="mean reciprocal rank, 0..1")
+    retrieval_k: int | None = Field(default=None, description="NULL when the cases' k differ")
 
 
 class EvalResult(SQLModel, table=True):
@@ -253,7 +257,7 @@ class EvalResult(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     run_id: int = Field(foreign_key="eval_runs.id", index=True)
-    kind: str = Field(max_length=16, description="case | self_check | tool")
+    kind: str = Field(max_length=16, description="case | self_check | tool | retrieval")
     case: str = Field(max_length=128)
     attempt: int = 1
     passed: bool
@@ -261,6 +265,13 @@ class EvalResult(SQLModel, table=True):
     answer: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     cost_usd: float | None = None
     latency_ms: float | None = None
+    recall: float | None = Field(default=None, description="retrieval: expected found in top k")
+    reciprocal_rank: float | None = Field(default=None, description="retrieval: 1/first rank")
+    collections: str = Field(
+        default="",
+        sa_column=Column(Text, nullable=False, server_default=""),
+        description="retrieval: the collections searched, comma-separated",
+    )
 
 
 class JobRun(SQLModel, table=True):
@@ -297,3 +308,121 @@ class Worker(SQLModel, table=True):
 
     id: str = Field(primary_key=True, max_length=64)
     seen_at: datetime = Field(default_factory=utcnow)
+
+
+class KnowledgeCollection(SQLModel, table=True):
+    """A folder of the team's documents the assistant may search: from `knowledge.yaml` or
+    `assistant knowledge add`. `embedding_model` names the model its stored vectors came from:
+    a change of model re-embeds everything, since vectors of two models never compare."""
+
+    __tablename__ = "knowledge_collections"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    path: str = Field(max_length=1024, description="the folder, as given")
+    link: str | None = Field(
+        default=None, max_length=512, description="where its documents can be read: base URL"
+    )
+    description: str = Field(default="", max_length=500)
+    origin: str = Field(default="cli", max_length=16, description="file | cli")
+    embedding_model: str | None = Field(default=None, max_length=128)
+    dimensions: int | None = None
+    synced_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class KnowledgeDocument(SQLModel, table=True):
+    """One file of a collection as last synced; its hash says whether it changed since."""
+
+    __tablename__ = "knowledge_documents"
+    __table_args__ = (UniqueConstraint("collection_id", "path", name="uq_knowledge_document"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="knowledge_collections.id", index=True)
+    path: str = Field(max_length=1024, description="inside the collection's folder")
+    title: str = Field(max_length=300)
+    content_hash: str = Field(max_length=64)
+    synced_at: datetime = Field(default_factory=utcnow)
+    # kept here so a collection's figures are a sum over its documents, not a count of its
+    # passages (what `bound_to` reads on every search)
+    chunks: int = Field(default=0, description="its passages")
+    embedded: int = Field(default=0, description="its passages with a vector")
+
+
+class KnowledgeChunk(SQLModel, table=True):
+    """A passage of a document, cut along its headings and paragraphs. Its hash lets a re-sync
+    embed only what changed; `embedding` holds the vector (float32, little-endian) the search
+    index is built from, so the index can always be rebuilt without asking the model again."""
+
+    __tablename__ = "knowledge_chunks"
+    __table_args__ = (
+        Index("ix_knowledge_chunks_collection_hash", "collection_id", "content_hash"),
+        # ids never reused: a vector row a process without sqlite-vec could not delete can
+        # only ever be an orphan (searches join it away), never another passage's vector
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="knowledge_collections.id")
+    document_id: int = Field(foreign_key="knowledge_documents.id", index=True)
+    position: int = Field(description="the chunk's order in its document")
+    heading: str = Field(default="", max_length=500, description="outermost first, ' > '")
+    anchor: str = Field(default="", max_length=200, description="the section's #fragment")
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    token_count: int
+    content_hash: str = Field(max_length=64)
+    embedding: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class KnowledgeBinding(SQLModel, table=True):
+    """A collection a scope may search. A conversation searches the collections bound to its
+    channel, its workspace and globally, and nothing else."""
+
+    __tablename__ = "knowledge_bindings"
+    __table_args__ = (
+        UniqueConstraint(
+            "collection_id", "scope", "platform", "workspace", "channel", name="uq_knowledge_bind"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    collection_id: int = Field(foreign_key="knowledge_collections.id", index=True)
+    scope: str = Field(max_length=16, description="global | workspace | channel")
+    platform: str = Field(default="", max_length=32)
+    workspace: str = Field(default="", max_length=128)
+    channel: str = Field(default="", max_length=128)
+    updated_at: datetime = Field(default_factory=utcnow)
+    updated_by: str = Field(max_length=160)
+
+
+class KnowledgeAudit(SQLModel, table=True):
+    """Every change to what the assistant may read: added, removed, bound, dropped."""
+
+    __tablename__ = "knowledge_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=160)
+    surface: str = Field(max_length=32)
+    action: str = Field(max_length=16, description="add | remove | use | drop")
+    collection: str = Field(max_length=64, index=True)
+    scope: str = Field(default="", max_length=16)
+    platform: str = Field(default="", max_length=32)
+    workspace: str = Field(default="", max_length=128)
+    channel: str = Field(default="", max_length=128)
+
+
+class MessageSource(SQLModel, table=True):
+    """A source an answer cited, kept with the answer: a later re-sync or removal of the
+    collection never rewrites where an old answer said it came from."""
+
+    __tablename__ = "message_sources"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="messages.id", index=True)
+    number: int
+    collection: str = Field(max_length=64)
+    document: str = Field(max_length=1024)
+    title: str = Field(max_length=300)
+    heading: str = Field(default="", max_length=500)
+    link: str | None = Field(default=None, max_length=2048)

@@ -11,13 +11,23 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from assistant.testing.demo_model import DemoModel
-    from assistant.testing.fake_llm import FakeLlm
+    from assistant.testing.fake_llm import FakeLlm, Vectors, fake_embedding
     from assistant.testing.scripts import CallTools, Cut, Fail, Hang, Reply
 
-__all__ = ["CallTools", "Cut", "DemoModel", "Fail", "FakeLlm", "Hang", "Reply"]
+__all__ = [
+    "CallTools",
+    "Cut",
+    "DemoModel",
+    "Fail",
+    "FakeLlm",
+    "Hang",
+    "Reply",
+    "Vectors",
+    "fake_embedding",
+]
 _MODULES = {
     "DemoModel": "demo_model",
-    "FakeLlm": "fake_llm",
+    **dict.fromkeys(("FakeLlm", "Vectors", "fake_embedding"), "fake_llm"),
     **dict.fromkeys(("CallTools", "Cut", "Fail", "Hang", "Reply"), "scripts"),
 }
 

@@ -5,6 +5,9 @@ It behaves like a very small few-shot learner, so that what makes real models ha
 too, for reasons anyone can read:
 
 - It calls the calculator for arithmetic and the clock for the time, when they are offered.
+- Asked a question no example answers, it searches the team's documents when
+  `search_knowledge` is offered, and answers with the sentence of the passages that shares
+  most words with the question, citing that passage's number.
 - It answers a question like one of the conversation's earlier user turns (a few-shot example,
   most often) with that turn's answer: good examples make good answers, missing ones make
   failures an eval catches, and a structured prompt's examples teach it the JSON to write.
@@ -35,6 +38,13 @@ _STOP = frozenset(
     here just some any all""".split()  # noqa: SIM905 (a list of words reads best as text)
 )
 ECHO_MARK = "(fake model)"
+KNOWLEDGE_TOOL = "search_knowledge"
+NOT_FOUND = "I could not find that in the team's documents."
+_QUESTION_WORDS = frozenset(
+    ["how", "what", "where", "why", "when", "who", "which", "can", "does", "is", "are", "do"]
+)
+_PASSAGE = re.compile(r"^\[(\d+)\] [^\n]*\n(.*?)(?=\n\n\[\d+\] |\n\nCite |\Z)", re.S | re.M)
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z`*])")
 _ECHOES = (f"{ECHO_MARK} You said: {{}}", f"{ECHO_MARK} I heard: {{}}")
 
 
@@ -51,17 +61,24 @@ class DemoModel:
         if _is_summary_request(messages):
             return Reply(text=f"Summary: {question[:300]}")
         if last.get("role") == "tool":
-            results = [str(m.get("content")) for m in _trailing_tool_results(messages)]
+            trailing = _trailing_tool_results(messages)
+            results = [str(m.get("content")) for m in trailing]
+            if _searched_knowledge(messages, len(trailing)):
+                return Reply(text=answer_from_passages(_last_user_text(messages), results))
             return Reply(text="Here is what I found: " + "; ".join(results))
         if (body.get("response_format") or {}).get("type") == "json_object":  # JSON mode
             return Reply(text=json.dumps({"you_said": question}))
-        tool = _tool_call(question, {t["function"]["name"] for t in body.get("tools", [])})
+        tool = _tool_call(question, _offered(body))
         if tool is not None:
             return tool
         draw = self._draw(body)
-        answers = near_answers(question, _earlier_pairs(messages))
+        # with the documents at hand, a question is looked up unless it was asked word for word
+        searches = KNOWLEDGE_TOOL in _offered(body) and _is_question(question)
+        answers = near_answers(question, _earlier_pairs(messages), near=1.0 if searches else None)
         if answers:
             return Reply(text=answers[draw % len(answers)])
+        if searches:
+            return CallTools(calls=((KNOWLEDGE_TOOL, {"query": question}),))
         return Reply(text=_ECHOES[draw % len(_ECHOES)].format(question))
 
     def _draw(self, body: dict[str, Any]) -> int:
@@ -74,16 +91,20 @@ class DemoModel:
         return self._asked[fingerprint] - 1
 
 
-def near_answers(question: str, pairs: list[tuple[str, str]]) -> list[str]:
-    """The answers of the earlier questions that share enough words with this one, nearest
-    first (the first of equals wins); at most two, the ones sampling would choose between."""
+def near_answers(
+    question: str, pairs: list[tuple[str, str]], *, near: float | None = None
+) -> list[str]:
+    """The answers of the earlier questions that share enough words with this one (`near`,
+    default NEAR_ENOUGH, of its words), nearest first (the first of equals wins); at most two,
+    the ones sampling would choose between."""
     words = _words(question)
     if not words:
         return []
+    enough = NEAR_ENOUGH if near is None else near
     scored = [(len(words & _words(asked)) / len(words), answer) for asked, answer in pairs]
-    near = [(score, answer) for score, answer in scored if score >= NEAR_ENOUGH]
-    near.sort(key=lambda pair: -pair[0])
-    return list(dict.fromkeys(answer for _, answer in near))[:2]
+    near_ones = [(score, answer) for score, answer in scored if score >= enough]
+    near_ones.sort(key=lambda pair: -pair[0])
+    return list(dict.fromkeys(answer for _, answer in near_ones))[:2]
 
 
 def _words(text: str) -> set[str]:
@@ -110,6 +131,58 @@ def _tool_call(question: str, offered: set[str]) -> CallTools | None:
     if "time" in question.lower() and "current_time" in offered:
         return CallTools(calls=(("current_time", {"timezone": "UTC"}),))
     return None
+
+
+def answer_from_passages(question: str, results: list[str]) -> str:
+    """The passages' sentence sharing most words with the question, with its passage's
+    number; ties go to the earlier (better ranked) passage."""
+    words = _words(question)
+    best: tuple[float, str, str] | None = None
+    for result in results:
+        for number, text in _PASSAGE.findall(result):
+            for sentence in _sentences(text):
+                score = len(words & _words(sentence)) / (len(words) or 1)
+                if score > 0 and (best is None or score > best[0]):
+                    best = (score, sentence, number)
+    if best is None:
+        return NOT_FOUND
+    return f"{best[1]} [{best[2]}]"
+
+
+def _sentences(text: str) -> list[str]:
+    """The prose of a passage, sentence by sentence: table rows, code and headings are left
+    out, as a reader quoting the passage would."""
+    prose = " ".join(
+        line.strip()
+        for line in text.splitlines()
+        if line.strip() and not line.lstrip().startswith(("|", "```", "#", "    "))
+    )
+    return [s for s in _SENTENCE.split(prose) if len(s) >= 20]
+
+
+def _offered(body: dict[str, Any]) -> set[str]:
+    return {t["function"]["name"] for t in body.get("tools", [])}
+
+
+def _is_question(text: str) -> bool:
+    words = _WORD.findall(text.lower())
+    return text.rstrip().endswith("?") or bool(words and words[0] in _QUESTION_WORDS)
+
+
+def _searched_knowledge(messages: list[dict[str, Any]], results: int) -> bool:
+    """Whether the tool results just before the end answer a `search_knowledge` call."""
+    if len(messages) <= results:
+        return False
+    asked = messages[-results - 1]
+    calls = asked.get("tool_calls") or []
+    return any((c.get("function") or {}).get("name") == KNOWLEDGE_TOOL for c in calls)
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return str(message.get("content") or "")
+    return ""
 
 
 def _is_summary_request(messages: list[dict[str, Any]]) -> bool:

@@ -2,32 +2,42 @@
 
 Tests queue what the next requests get (text, tool calls, errors, a hung or cut stream) and read
 back every request body and its headers; with nothing queued, a small deterministic "model"
-answers, which is what `assistant chat --fake` talks to. `FakeLlm(like=...)` makes it behave as a
-particular real server does where servers differ (see `personalities.py`), so the engine can be
-tested against each of them without running any.
+answers, which is what `assistant chat --fake` talks to; `/v1/embeddings` serves
+`fake_embedding` vectors, in which texts sharing words lie near each other. `FakeLlm(like=...)`
+makes it behave as a particular real server does where servers differ (see `personalities.py`),
+so the engine can be tested against each of them without running any.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import hashlib
 import itertools
 import json
 import math
+import re
+import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from assistant.testing.demo_model import DemoModel
 from assistant.testing.personalities import (
+    EmbeddingServer,
     Personality,
     auto_tool_choice_refusal,
     count_like,
     effort_refusal,
+    embedding_input_refusal,
+    embedding_server,
+    embedding_too_long,
+    embeddings_unsupported,
     is_reasoning_model,
     litellm_model_info,
     llamacpp_props,
@@ -43,7 +53,32 @@ from assistant.testing.personalities import (
 from assistant.testing.scripts import CallTools, Cut, Fail, Hang, Reply, Responder, Script, Streamed
 from assistant.tokens import TokenCounter
 
-__all__ = ["CallTools", "Cut", "Fail", "FakeLlm", "Hang", "Reply", "Script"]
+__all__ = [
+    "CallTools",
+    "Cut",
+    "EmbeddingScript",
+    "Fail",
+    "FakeLlm",
+    "Hang",
+    "Reply",
+    "Script",
+    "Vectors",
+    "fake_embedding",
+]
+
+EMBEDDING_DIMENSIONS = 256  # what a request that names no `dimensions` gets
+
+
+@dataclass(frozen=True, kw_only=True)
+class Vectors:
+    """Answer the next embeddings request with `vectors` (None: the fake's own), as a broken
+    server might: NaN, too few, of mixed sizes; `usage=False` leaves usage out."""
+
+    vectors: tuple[tuple[float, ...], ...] | None = None
+    usage: bool = True
+
+
+EmbeddingScript = Vectors | Fail | Hang | Cut
 
 
 class FakeLlm:
@@ -58,6 +93,11 @@ class FakeLlm:
     `reasoning_tokens` (what an OpenAI reasoning model reports thinking), `object_arguments`
     (send tool arguments as a JSON object, as some servers wrongly do) and `tool_call_index`
     (False: leave `index` out of tool-call deltas, as Ollama did before 0.4.7).
+
+    `/v1/embeddings` answers as `embeds_like` does (None: as `like`; "llama-server" is
+    llama.cpp's own server, unlike llama-cpp-python's "llamacpp"): `serves_embeddings=False`
+    is a server (or served model) that cannot embed, `embedding_dimensions` the model's own
+    vector size, `embedding_input_tokens` one input's limit (None: the server's own).
     """
 
     def __init__(
@@ -74,6 +114,10 @@ class FakeLlm:
         object_arguments: bool = False,
         tool_call_index: bool = True,
         strict_models: bool = False,  # refuse a model not in `models`, as most servers do
+        embeds_like: str | None = None,
+        serves_embeddings: bool = True,
+        embedding_dimensions: int = EMBEDDING_DIMENSIONS,
+        embedding_input_tokens: int | None = None,
     ) -> None:
         self.personality = personality(like)
         if not auto_tool_choice and like != "vllm":
@@ -97,6 +141,15 @@ class FakeLlm:
         )
         self._queue: deque[Script] = deque()
         self._responder = responder or DemoModel()
+        self._embeddings = _Embeddings(
+            embedding_server(embeds_like or like),
+            serves=serves_embeddings,
+            dimensions=embedding_dimensions,
+            input_tokens=embedding_input_tokens,
+            context_tokens=self.context_tokens,
+        )
+        self.embedding_requests = self._embeddings.requests
+        self.embedding_bodies = self._embeddings.bodies
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -105,6 +158,11 @@ class FakeLlm:
         """Queue what the next requests get, in order; after them the responder answers."""
         self._queue.extend(items)
 
+    def script_embeddings(self, *items: EmbeddingScript) -> None:
+        """Queue what the next embeddings requests get (a queue apart from the chat one, so a
+        test may mix both); after them the fake's own vectors answer."""
+        self._embeddings.queue.extend(items)
+
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
@@ -112,6 +170,7 @@ class FakeLlm:
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> FakeLlm:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embed)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/_fake/requests", self._recorded)
         self._add_context_endpoint(app)
@@ -173,7 +232,36 @@ class FakeLlm:
 
     async def _recorded(self, _request: web.Request) -> web.Response:
         """Every request body received so far, for tests that run the server in another process."""
-        return _json({"requests": self.requests, "headers": self.headers})
+        recorded = {"requests": self.requests, "headers": self.headers}
+        return _json(recorded | {"embeddings": self.embedding_bodies})
+
+    # ---------------------------------------------------------------- embeddings
+
+    async def _embed(self, request: web.Request) -> web.StreamResponse:
+        """A scripted fault first, as for chat; then the server's own refusals; then vectors."""
+        body = await request.json()
+        script = self._embeddings.take(body)
+        if isinstance(script, Fail):
+            return self._failure(request, script)
+        if isinstance(script, Hang):
+            await self._wait_closing(3600)
+            return web.Response(status=503)
+        if isinstance(script, Cut):
+            assert request.transport is not None
+            request.transport.abort()
+            return web.Response(status=500)
+        if self._strict_models and body.get("model") not in self.models:
+            return _json(unknown_model_refusal(str(body.get("model"))), status=404)
+        async with self._embedding_lock():
+            status, answer = self._embeddings.answer(body, script)
+        return _json(answer, status=status)
+
+    def _embedding_lock(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """llama-cpp-python embeds with its one model, behind the lock a completion takes
+        (app.py create_embedding depends on get_llama_proxy): a waiting embeddings request
+        ends a running stream as another completion would."""
+        shared = self._embeddings.server.name == self.personality.name
+        return self._slots.hold() if shared and self.personality.interrupts_streams else _no_wait()
 
     # ---------------------------------------------------------------- chat completions
 
@@ -614,6 +702,194 @@ def _rendered(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> st
         if message.get("tool_calls"):
             parts.append(json.dumps(message["tool_calls"]))
     return "\n".join(parts)
+
+
+class _Embeddings:
+    """`/v1/embeddings` as one server answers it: what it refuses, how it counts and cuts the
+    inputs, which vector size and encoding it sends. Records every request for the tests."""
+
+    def __init__(
+        self,
+        server: EmbeddingServer,
+        *,
+        serves: bool,
+        dimensions: int,
+        input_tokens: int | None,
+        context_tokens: int,
+    ) -> None:
+        if not serves and embeddings_unsupported(server) is None:
+            raise ValueError(
+                f"serves_embeddings=False: no record of how {server.name} answers then; "
+                "use embeds_like='llama-server', 'llamacpp', 'ollama' or 'vllm'"
+            )
+        self.server = server
+        self.serves = serves
+        self.dimensions = dimensions
+        self.input_tokens = input_tokens or server.input_tokens or context_tokens
+        self.queue: deque[EmbeddingScript] = deque()
+        self.requests: list[list[str]] = []  # each request's inputs, as text
+        self.bodies: list[dict[str, Any]] = []
+        self._ids = itertools.count(1)
+
+    def take(self, body: dict[str, Any]) -> EmbeddingScript | None:
+        """Record the request; the scripted answer queued for it, if any."""
+        self.bodies.append(body)
+        self.requests.append(_embedding_inputs(body.get("input")) or [])
+        return self.queue.popleft() if self.queue else None
+
+    def answer(
+        self, body: dict[str, Any], script: EmbeddingScript | None
+    ) -> tuple[int, dict[str, Any]]:
+        if not self.serves:
+            refusal = embeddings_unsupported(self.server)
+            assert refusal is not None
+            return refusal
+        inputs = _embedding_inputs(body.get("input"))
+        if inputs is None:
+            return 400, _bad_request("'input' must be a string, strings or token id lists")
+        model = str(body.get("model", ""))
+        tokens = [self._count(model, text) for text in inputs]
+        refusal = embedding_input_refusal(self.server, inputs, tokens)
+        refusal = refusal or embedding_too_long(self.server, tokens=tokens, limit=self.input_tokens)
+        if refusal is not None:
+            return refusal
+        size = body.get("dimensions")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+            return 400, _bad_request("'dimensions' must be a positive integer")
+        vectors = [self._vector(text, size) for text in inputs]
+        if isinstance(script, Vectors) and script.vectors is not None:
+            vectors = [list(vector) for vector in script.vectors]
+        counted = sum(min(count, self.input_tokens) for count in tokens)
+        usage = script.usage if isinstance(script, Vectors) else True
+        return 200, self._listed(body, vectors, counted if usage else None)
+
+    def _count(self, model: str, text: str) -> int:
+        """Tokens as this server counts them (tiktoken for OpenAI, its own otherwise)."""
+        if not text:
+            return 0
+        if self.server.chars_per_token is None:
+            return TokenCounter(model).count(text)
+        return math.ceil(len(text) / self.server.chars_per_token)
+
+    def _vector(self, text: str, size: int | None) -> list[float]:
+        server = self.server
+        if server.too_long == "truncate" and server.chars_per_token is not None:
+            text = text[: int(self.input_tokens * server.chars_per_token)]
+        if server.dimensions == "any":
+            return fake_embedding(text, size or self.dimensions)
+        vector = fake_embedding(text, self.dimensions)
+        if server.dimensions == "shorten" and size is not None and size < self.dimensions:
+            return _unit(vector[:size])
+        return vector
+
+    def _listed(
+        self, body: dict[str, Any], vectors: list[list[float]], tokens: int | None
+    ) -> dict[str, Any]:
+        packed = body.get("encoding_format") == "base64" and self.server.base64
+        data = []
+        for index, vector in enumerate(vectors):
+            item: dict[str, Any] = {"object": "embedding", "index": index}
+            item["embedding"] = _base64(vector) if packed else vector
+            if packed and self.server.name == "llama-server":
+                item["encoding_format"] = "base64"
+            data.append(item)
+        listed: dict[str, Any] = {"object": "list", "data": data, "model": body.get("model")}
+        if self.server.response_id:
+            listed = {"id": f"embd-fake{next(self._ids)}", "created": int(time.time()), **listed}
+        if tokens is not None:
+            listed["usage"] = {"prompt_tokens": tokens, "total_tokens": tokens}
+        return listed
+
+
+# Words too common to tell texts apart, and the endings cut so that "deploys", "deployed" and
+# "deploying" are one word: crude, deterministic, and enough for neighbours to make sense.
+_STOP_WORDS = frozenset(
+    (
+        "a", "an", "and", "are", "as", "at", "be", "but", "by", "do", "does", "for", "from",
+        "has", "have", "how", "i", "if", "in", "is", "it", "its", "me", "my", "no", "not", "of",
+        "on", "or", "our", "so", "that", "the", "their", "them", "then", "there", "these",
+        "they", "this", "to", "was", "we", "were", "what", "when", "where", "which", "who",
+        "why", "will", "with", "you", "your",
+    )
+)  # fmt: skip
+_WORD_RUN = re.compile(r"\w+")
+_BIGRAM_WEIGHT = 0.5
+
+
+def fake_embedding(text: str, dimensions: int = EMBEDDING_DIMENSIONS) -> list[float]:
+    """The fake's vector of `text`: its words (and word pairs, at half weight) hashed into
+    `dimensions` signed buckets, then normalised, so texts sharing words have a high cosine
+    and others near none. Rounded to float32, as servers send them, so the float and the
+    base64 encodings carry the same numbers. A text without words gets one fixed unit vector.
+    """
+    if dimensions < 1:
+        raise ValueError("dimensions must be at least 1")
+    words = [_stem(word) for word in _WORD_RUN.findall(text.lower()) if word not in _STOP_WORDS]
+    vector = [0.0] * dimensions
+    for word in words:
+        _add_feature(vector, word, 1.0)
+    for first, second in itertools.pairwise(words):
+        _add_feature(vector, f"{first} {second}", _BIGRAM_WEIGHT)
+    if not any(vector):
+        vector[0] = 1.0
+    return _unit(vector)
+
+
+def _stem(word: str) -> str:
+    for ending, shortest in (("ing", 6), ("ed", 5), ("s", 4)):
+        if word.endswith(ending) and len(word) >= shortest and not word.endswith("ss"):
+            return word[: -len(ending)]
+    return word
+
+
+def _add_feature(vector: list[float], feature: str, weight: float) -> None:
+    """One feature into its bucket, with a sign from the same hash (Python's own `hash` is
+    salted per process: the vectors must be the same in every run)."""
+    digest = int.from_bytes(hashlib.blake2b(feature.encode(), digest_size=8).digest(), "little")
+    sign = 1.0 if digest >> 63 == 0 else -1.0
+    vector[digest % len(vector)] += sign * weight
+
+
+def _unit(vector: Sequence[float]) -> list[float]:
+    """`vector` at length 1, each number rounded to float32."""
+    norm = math.sqrt(sum(value * value for value in vector)) or 1.0
+    scaled = [value / norm for value in vector]
+    return list(struct.unpack(f"<{len(scaled)}f", struct.pack(f"<{len(scaled)}f", *scaled)))
+
+
+def _base64(vector: Sequence[float]) -> str:
+    """Little-endian float32, base64: what OpenAI sends for `encoding_format: base64`."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _embedding_inputs(raw: object) -> list[str] | None:
+    """The inputs of a request, as text: a string, a list of strings, one list of token ids or
+    a list of them (ids joined as text); None for anything else."""
+    if isinstance(raw, str):
+        return [raw]
+    if not isinstance(raw, list):
+        return None
+    if raw and all(_token_id(item) for item in raw):
+        return [" ".join(str(item) for item in raw)]
+    inputs = []
+    for item in raw:
+        if isinstance(item, str):
+            inputs.append(item)
+        elif isinstance(item, list) and all(_token_id(token) for token in item):
+            inputs.append(" ".join(str(token) for token in item))
+        else:
+            return None
+    return inputs
+
+
+def _token_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _bad_request(message: str) -> dict[str, Any]:
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    }
 
 
 def _pieces(text: str, size: int) -> Iterator[str]:

@@ -21,7 +21,8 @@ ContextEndpoint = Literal["none", "models_field", "props", "api_show", "model_in
 
 @dataclass(frozen=True, kw_only=True)
 class Personality:
-    """What one server does where servers disagree; `FakeLlm` consults nothing else."""
+    """What one server does where servers disagree on chat; `FakeLlm` consults nothing else
+    (its `/v1/embeddings` follows an `EmbeddingServer`, below)."""
 
     name: str
     imitates: str  # the server and version these facts were read from
@@ -405,3 +406,226 @@ def litellm_model_info(models: tuple[str, ...], context: int) -> dict[str, Any]:
             for model in models
         ]
     }
+
+
+# ---------------------------------------------------------------------------- /v1/embeddings
+
+EmbeddingDimensions = Literal["any", "shorten", "ignored"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EmbeddingServer:
+    """What one server's `/v1/embeddings` does where servers disagree. Kept apart from
+    `Personality`: llama.cpp's own llama-server embeds unlike llama-cpp-python, whose chat the
+    "llamacpp" personality imitates, so `FakeLlm(embeds_like=...)` may name either."""
+
+    name: str
+    imitates: str
+    base64: bool = True  # honours encoding_format "base64"; False: floats whatever was asked
+    # `dimensions`: "any" (text-embedding-3: the size asked for), "shorten" (cut the model's
+    # vector to the size asked for when it is smaller, then normalise), "ignored"
+    dimensions: EmbeddingDimensions = "any"
+    input_tokens: int | None = 8192  # one input's limit; None: the server's context window
+    too_long: Literal["refuse", "truncate"] = "refuse"  # an input over that limit
+    max_inputs: int | None = None  # inputs one request may hold
+    request_tokens: int | None = None  # tokens one request may hold, all inputs together
+    chars_per_token: float | None = None  # None: tiktoken, as OpenAI counts
+    response_id: bool = False  # the list carries an `id` and `created`
+
+
+EMBEDDING_SERVERS: dict[str, EmbeddingServer] = {
+    # OpenAI's API. Limits as the SDK documents `input` (openai/resources/embeddings.py): 8192
+    # tokens an input, 2048 inputs, 300,000 tokens a request, no empty string; `dimensions`
+    # only on text-embedding-3 models (the fake honours it for any). The refusals' words are
+    # as clients quote the live API: pingcap/autoflow#265 and databendlabs-x/askbend#86 (an
+    # input too long), embeddings-benchmark/mteb#1200 (over 2048 inputs), openai-python#576
+    # and aryn-ai/sycamore#943 (an empty string), OpenDataBox/CrackSQL#27 and
+    # assafelovic/gpt-researcher#1500 (over 300,000 tokens).
+    "openai": EmbeddingServer(
+        name="openai",
+        imitates="api.openai.com /v1/embeddings",
+        max_inputs=2048,
+        request_tokens=300_000,
+    ),
+    # vLLM serving an embedding model (`--runner pooling`): the refusal of a long input as
+    # vllm-project/vllm#19798 and later issues quote it (400, "... tokens in the input for
+    # embedding generation"), the list with an `embd-` id (kserve/kserve#5399). A server of a
+    # chat model registers no embeddings route at all (entrypoints/pooling/__init__.py
+    # register_pooling_api_routers: only `if "embed" in supported_tasks`): FastAPI's 404
+    # {"detail": "Not Found"}; versions before that answered "The model does not support
+    # Embeddings API", with HTTP 200 (vllm-project/vllm#21704). Not modelled: a model without
+    # Matryoshka weights refusing `dimensions` (mem0ai/mem0#3101).
+    "vllm": EmbeddingServer(
+        name="vllm",
+        imitates="vLLM 0.19+ OpenAI-compatible server, pooling runner",
+        input_tokens=None,
+        chars_per_token=3.6,
+        response_id=True,
+    ),
+    # Ollama's /v1 layer (openai/openai.go EmbedRequest and ToEmbeddingList,
+    # middleware/openai.go EmbeddingsMiddleware, server/routes.go EmbedHandler, 2026-08):
+    # base64 since v0.12.7 (#12715; before, floats whatever was asked); `dimensions` cuts the
+    # vector and normalises it again, only when smaller; an input longer than the context is
+    # cut to fit without a word (the /v1 layer never sets `truncate: false`); an empty list is
+    # 400 "invalid input". A model that cannot embed: Ollama starts its llama-server with
+    # `--embedding` only for embedding models (llm/llama_server.go, since #16031), and passes
+    # that server's 501 on, re-wrapped as {"error": {"message", "type": "api_error"}}: its
+    # advice to start with `--embeddings` is not what an Ollama user can do.
+    "ollama": EmbeddingServer(
+        name="ollama",
+        imitates="Ollama /v1/embeddings, 2026-08",
+        dimensions="shorten",
+        input_tokens=None,
+        too_long="truncate",
+        chars_per_token=2.7,
+    ),
+    # A LiteLLM proxy passes its OpenAI upstream's answers on; not modelled apart from it.
+    "litellm": EmbeddingServer(
+        name="litellm",
+        imitates="LiteLLM proxy over an OpenAI upstream (as OpenAI)",
+        max_inputs=2048,
+        request_tokens=300_000,
+    ),
+    # llama-cpp-python 0.3.x (llama_cpp/server/app.py create_embedding, types.py
+    # CreateEmbeddingRequest, llama.py embed, errors.py, settings.py): the request model knows
+    # only `input`, `model` and `user`, so `encoding_format` and `dimensions` are ignored
+    # (floats, the model's size); inputs are cut to n_batch (512) tokens without a word
+    # (embed(truncate=True)); the server's `embedding` setting is False by default, and then
+    # every request is a 500 "Llama model must be created with embedding=True to call this
+    # method" (RouteErrorHandler: internal_server_error).
+    "llamacpp": EmbeddingServer(
+        name="llamacpp",
+        imitates="llama-cpp-python 0.3.x server",
+        base64=False,
+        dimensions="ignored",
+        input_tokens=512,
+        too_long="truncate",
+        chars_per_token=2.7,
+    ),
+    # llama.cpp's own llama-server (tools/server/server-context.cpp handle_embeddings_impl,
+    # server-common.cpp format_error_response): without `--embeddings`, 501
+    # not_supported_error "This server does not support embeddings. Start it with
+    # `--embeddings`"; an input longer than the physical batch (`--ubatch-size`, 512 by
+    # default) fails the whole request with 500 server_error "input (N tokens) is too large
+    # to process. increase the physical batch size (current batch size: 512)" (the same
+    # file, as llama-server users quote it); base64 honoured; `dimensions` ignored; "Input
+    # content cannot be empty" (400) for an input with no tokens.
+    "llama-server": EmbeddingServer(
+        name="llama-server",
+        imitates="llama.cpp llama-server --embeddings",
+        dimensions="ignored",
+        input_tokens=512,
+        chars_per_token=2.7,
+    ),
+}
+
+
+def embedding_server(name: str) -> EmbeddingServer:
+    """The named embedding behaviour, or a ValueError that lists the names there are."""
+    try:
+        return EMBEDDING_SERVERS[name]
+    except KeyError:
+        names = ", ".join(EMBEDDING_SERVERS)
+        raise ValueError(f"unknown embeddings server {name!r}; choose one of: {names}") from None
+
+
+def embeddings_unsupported(server: EmbeddingServer) -> tuple[int, dict[str, Any]] | None:
+    """The status and body of a server (or served model) that cannot embed, as each words it;
+    None where no such answer is on record (OpenAI, LiteLLM)."""
+    if server.name == "llama-server":
+        message = "This server does not support embeddings. Start it with `--embeddings`"
+        return 501, {"error": {"code": 501, "message": message, "type": "not_supported_error"}}
+    if server.name == "ollama":
+        message = "This server does not support embeddings. Start it with `--embeddings`"
+        return 501, _ollama_error(message, "api_error")
+    if server.name == "llamacpp":
+        message = "Llama model must be created with embedding=True to call this method"
+        return 500, {
+            "error": {
+                "message": message,
+                "type": "internal_server_error",
+                "param": None,
+                "code": None,
+            }
+        }
+    if server.name == "vllm":
+        return 404, {"detail": "Not Found"}
+    return None
+
+
+def embedding_input_refusal(
+    server: EmbeddingServer, inputs: list[str], tokens: list[int]
+) -> tuple[int, dict[str, Any]] | None:
+    """The refusal of what a request holds before any input is measured: an empty list, an
+    empty input, too many inputs."""
+    if not inputs:
+        if server.name == "ollama":
+            return 400, _ollama_error("invalid input", "invalid_request_error")
+        return 400, _invalid_input()
+    if any(count == 0 for count in tokens):
+        if server.name == "llama-server":
+            message = "Input content cannot be empty"
+            return 400, {
+                "error": {"code": 400, "message": message, "type": "invalid_request_error"}
+            }
+        return 400, _invalid_input()
+    if server.max_inputs is not None and len(inputs) > server.max_inputs:
+        return 400, _invalid_input()
+    return None
+
+
+def embedding_too_long(
+    server: EmbeddingServer, *, tokens: list[int], limit: int
+) -> tuple[int, dict[str, Any]] | None:
+    """The refusal of a request holding an input longer than `limit` tokens, or of more tokens
+    than a request may hold; None when the server takes it (or cuts it without a word)."""
+    longest = max(tokens, default=0)
+    if longest > limit and server.too_long == "refuse":
+        return _too_long(server, longest, limit)
+    total = sum(min(count, limit) for count in tokens)
+    if server.request_tokens is not None and total > server.request_tokens:
+        message = f"Requested {total} tokens, max {server.request_tokens} tokens per request"
+        error = {"message": message, "type": "max_tokens_per_request", "param": None}
+        return 400, {"error": error | {"code": "max_tokens_per_request"}}
+    return None
+
+
+def _too_long(server: EmbeddingServer, tokens: int, limit: int) -> tuple[int, dict[str, Any]]:
+    if server.name == "llama-server":
+        message = (
+            f"input ({tokens} tokens) is too large to process. increase the physical batch "
+            f"size (current batch size: {limit})"
+        )
+        return 500, {"error": {"code": 500, "message": message, "type": "server_error"}}
+    if server.name == "vllm":
+        message = (
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{tokens} tokens in the input for embedding generation. Please reduce the length "
+            "of the input."
+        )
+        error = {"message": message, "type": "BadRequestError", "param": None, "code": 400}
+        return 400, {"error": error}
+    message = (
+        f"This model's maximum context length is {limit} tokens, however you requested "
+        f"{tokens} tokens ({tokens} in your prompt; 0 for the completion). Please reduce your "
+        "prompt; or completion length."
+    )
+    return 400, {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    }
+
+
+def _invalid_input() -> dict[str, Any]:
+    """OpenAI's words for an input it will not take: an empty string, over 2048 inputs."""
+    message = (
+        "'$.input' is invalid. Please check the API reference: "
+        "https://platform.openai.com/docs/api-reference."
+    )
+    return {
+        "error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+    }
+
+
+def _ollama_error(message: str, kind: str) -> dict[str, Any]:
+    """Ollama's /v1 error (openai/openai.go NewError): code is always null."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
