@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     report_channels: Annotated[tuple[str, ...], NoDecode] = ()
     report_cron: str = "0 9 * * *"
     eval_cron: str = "0 3 * * *"
+    knowledge_cron: str = "*/30 * * * *"  # knowledge.yaml's collections re-synced (the leader)
     daily_budget_usd: float | None = Field(default=None, ge=0)
 
     pricing_file: Path | None = None
@@ -101,7 +102,7 @@ class Settings(BaseSettings):
     def _check_platform_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return _platform_ids(value)
 
-    @field_validator("eval_cron", "report_cron")
+    @field_validator("eval_cron", "report_cron", "knowledge_cron")
     @classmethod
     def _check_cron(cls, value: str) -> str:
         from assistant.reporting.schedule import cron  # APScheduler: only when a cron is set

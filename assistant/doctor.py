@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import openai
 
+from assistant.knowledge.embeddings import Embedder, EmbeddingError
 from assistant.llm import (
     ChatMessage,
     ChatModel,
@@ -64,6 +65,7 @@ class Doctor:
     models: Sequence[str]
     table: ModelTable
     max_concurrency: int | None = None  # LLM_MAX_CONCURRENCY
+    embedder: Embedder | None = None  # EMBEDDING_MODEL on the same server
 
     @property
     def client(self) -> openai.AsyncOpenAI:
@@ -90,7 +92,29 @@ class Doctor:
         if slots is not None:
             findings.append(slots)
         findings.append(_parameters(self.table, model))
+        findings.append(await self._embeddings())
         return findings
+
+    async def _embeddings(self) -> Finding:
+        """Whether knowledge collections get vectors here, or search on keywords alone."""
+        keywords = "knowledge search runs on keywords alone"
+        if self.embedder is None:
+            return Finding(
+                check="embeddings",
+                result="EMBEDDING_MODEL is not set",
+                level="gap",
+                action=f"{keywords}; set EMBEDDING_MODEL to an embedding model this server serves",
+            )
+        try:
+            embedded = await self.embedder.embed(["doctor"], account=lambda _: None)
+        except EmbeddingError as exc:
+            return Finding(check="embeddings", result=str(exc), level="gap", action=keywords)
+        return Finding(
+            check="embeddings",
+            result=f"{self.embedder.model}: {embedded.dimensions} dimensions",
+            level="ok",
+            action="knowledge search fuses keywords and vectors",
+        )
 
     @property
     def where(self) -> str:

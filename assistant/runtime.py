@@ -184,15 +184,18 @@ async def open_runtime(
 
 
 async def sync_knowledge(settings: Settings, runtime: Runtime) -> None:
-    """Index what changed in the collections `knowledge.yaml` declares. A failure (the
-    embeddings server down) is logged, not raised: the assistant still answers, from what the
-    last sync indexed."""
+    """Index what changed in every collection (`knowledge.yaml`'s created first). A failure
+    (the embeddings server down, a folder gone) is logged, not raised: the assistant still
+    answers, from what the last sync indexed."""
     try:
-        reports = await runtime.knowledge.sync_declared(settings.prompts_dir, actor="file")
+        reports = await runtime.knowledge.sync_all(settings.prompts_dir, actor="file")
     except Exception as exc:
-        log.warning("knowledge: could not sync the collections of knowledge.yaml: %s", exc)
+        log.warning("knowledge: could not sync the collections: %s", exc)
         return
     for report in reports:
+        if isinstance(report, Exception):
+            log.warning("knowledge: %s", report)
+            continue
         log.info(
             "knowledge: %s synced: %d of %d documents changed, %d passages embedded, %d reused",
             report.collection,
@@ -287,14 +290,30 @@ def open_doctor(settings: Settings, *, base_url: str | None = None) -> Doctor:
     named = [default, settings.assistant_model]
     for prompt in catalog.files:
         named += [prompt.version.model or settings.assistant_model, *prompt.version.fallback_models]
+    chat = connect_model(settings, base_url=base_url, models=table)
+    embedder = None
+    if settings.embedding_model is not None:
+        from assistant.knowledge.embeddings import Embedder
+        from assistant.pricing import PriceTable
+
+        prices = PriceTable.load(settings.pricing_file)
+        embedder = Embedder(
+            chat.client,
+            model=settings.embedding_model,
+            prices=prices,
+            send_key=chat.sends_key,
+            max_attempts=1,
+            timeout=10.0,
+        )
     return Doctor(
-        chat=connect_model(settings, base_url=base_url, models=table),
+        chat=chat,
         unstreamed=connect_model(
             settings, base_url=base_url, models=table.without_streamed_tools()
         ),
         models=list(dict.fromkeys(named)),
         table=table,
         max_concurrency=settings.llm_max_concurrency,
+        embedder=embedder,
     )
 
 

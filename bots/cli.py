@@ -144,7 +144,7 @@ async def _opened(
 ) -> AsyncIterator[Runtime]:
     """The runtime, answered by the bundled fake model when `fake`; on the way out the runtime
     is closed, then the fake (also when opening the runtime failed). `store`: opened already
-    (`open_store`), the runtime's from now on. `knowledge`: sync knowledge.yaml's collections
+    (`open_store`), the runtime's from now on. `knowledge`: sync every knowledge collection
     first (a chat or an eval run answers from the documents as they are now)."""
     async with contextlib.AsyncExitStack() as stack:
         base_url = None
@@ -415,11 +415,11 @@ def knowledge_add(
     if not path.is_dir():
         _ERR.print(f"error: {path} is not a folder", style="bold red", markup=False)
         raise typer.Exit(2)
-    check_name(name)
     settings = _with_prompts(_settings())
     console = _output()
 
-    async def main() -> None:
+    async def main() -> int:
+        check_name(name)  # a ValueError: one red line
         async with _opened(settings, fake=fake) as runtime:
             store = runtime.knowledge.store
             info = await store.add_collection(
@@ -433,9 +433,11 @@ def knowledge_add(
             )
             console.print(f"collection {name}: {info.path}", highlight=False, markup=False)
             if sync:
-                await sync_with_progress(runtime.knowledge, [info], console)
+                done = await sync_with_progress(runtime.knowledge, [info], console)
+                return 1 if any(isinstance(d, Exception) for d in done) else 0
+            return 0
 
-    _run(main)
+    raise typer.Exit(_run(main))
 
 
 @knowledge_app.command("sync")
@@ -465,8 +467,8 @@ def knowledge_sync(
                     return 2
             if not collections:
                 console.print("No collections: add one with `assistant knowledge add NAME PATH`.")
-            await sync_with_progress(runtime.knowledge, collections, console)
-            return 0
+            done = await sync_with_progress(runtime.knowledge, collections, console)
+            return 1 if any(isinstance(d, Exception) for d in done) else 0
 
     raise typer.Exit(_run(main))
 

@@ -17,15 +17,18 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from assistant.knowledge.embeddings import EmbeddingError
 from assistant.knowledge.service import Knowledge, source_of
-from assistant.knowledge.sync import SyncReport
+from assistant.knowledge.sync import SyncError, SyncReport
 from assistant.store.knowledge_store import CollectionInfo, SearchOutcome
 
 
 async def sync_with_progress(
     knowledge: Knowledge, collections: Sequence[CollectionInfo], console: Console
-) -> list[SyncReport]:
-    reports = []
+) -> list[SyncReport | Exception]:
+    """Each collection synced in turn; one that fails (its folder gone, the embeddings server
+    down) is said in red and the others go on."""
+    reports: list[SyncReport | Exception] = []
     for collection in collections:
         with Progress(
             TextColumn(f"{escape(collection.name)}: embedding"),
@@ -41,7 +44,12 @@ async def sync_with_progress(
             def advance(done: int, total: int, task_id: TaskID = task) -> None:
                 bar.update(task_id, completed=done, total=total)
 
-            report = await knowledge.sync(collection, progress=advance)
+            try:
+                report = await knowledge.sync(collection, progress=advance)
+            except (SyncError, EmbeddingError) as exc:
+                console.print(f"error: {exc}", style="bold red", highlight=False, markup=False)
+                reports.append(exc)
+                continue
         console.print(sync_line(report), highlight=False, markup=False)
         for problem in report.problems:
             console.print(f"  skipped {problem}", style="yellow", highlight=False, markup=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -118,7 +119,6 @@ async def serve(
     discord: DiscordAdapter | None = None
     scheduler: Scheduler | None = None
     upkeep: KeepAlive | None = None
-    syncing: asyncio.Task[None] | None = None
     await runtime.assistant.owed.beat()  # alive before the first turn it accepts
     try:
         if settings.slack_bot_token and (role.single_connections or serves_http(settings)):
@@ -140,8 +140,6 @@ async def serve(
         if role.schedules:
             scheduler = schedule_duties(settings, runtime, running)
             await scheduler.start()
-            # one process syncs the documents, behind the surfaces: answers go on meanwhile
-            syncing = asyncio.create_task(sync_knowledge(settings, runtime))
         log.info("serving; stop with Ctrl-C or SIGTERM (answers under way are finished first)")
         if ready is not None:
             ready()
@@ -153,10 +151,6 @@ async def serve(
             discord.raise_if_failed()
         log.info("stopping")
     finally:
-        if syncing is not None:
-            syncing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await syncing
         if scheduler is not None:
             await scheduler.stop()
         if upkeep is not None:
@@ -250,8 +244,10 @@ def schedule_duties(
             channels=settings.report_channels,
             eval_cron=settings.eval_cron,
             report_cron=settings.report_cron,
+            knowledge_cron=settings.knowledge_cron,
             daily_budget_usd=settings.daily_budget_usd,
             fake=runtime.fake,
         ),
+        sync_knowledge=functools.partial(sync_knowledge, settings, runtime),
     )
     return Scheduler(engine=runtime.store.engine, jobs=duties.jobs())

@@ -210,6 +210,26 @@ def test_doctor_tells_what_each_server_does(tmp_path: Path, like: str, says: lis
     assert "Ready" in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("like", "embedding_model", "says"),
+    [
+        ("vllm", None, "EMBEDDING_MODEL is not set"),
+        ("llamacpp", "fake-embedding", "fake-embedding: 256 dimensions"),
+        ("openai", "fake-embedding", "cannot make embeddings with 'fake-embedding'"),
+    ],
+)
+def test_doctor_says_whether_knowledge_gets_vectors(
+    tmp_path: Path, like: str, embedding_model: str | None, says: str
+):
+    env = _env(tmp_path)
+    if embedding_model is not None:
+        env["EMBEDDING_MODEL"] = embedding_model
+    result = cli("doctor", "--fake", like, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [row for row in result.stdout.splitlines() if row.startswith("│ embeddings")]
+    assert len(rows) == 1 and says in " ".join(result.stdout.split()), result.stdout
+
+
 def test_doctor_against_an_unreachable_server_says_so_in_one_line(tmp_path: Path):
     env = dict(_env(tmp_path), OPENAI_BASE_URL="http://127.0.0.1:9/v1")
     result = cli("doctor", env=env, cwd=tmp_path)

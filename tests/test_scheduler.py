@@ -59,6 +59,29 @@ async def test_a_job_missed_while_down_runs_once_at_start_and_a_new_one_waits(db
     assert ran == ["report"]  # nothing was missed since
 
 
+async def test_a_job_run_at_start_runs_once_in_the_leader_however_much_it_missed(db):
+    """The knowledge sync: the leader (one process of all) runs it as it starts leading, and
+    not a second time for the runs it missed while nobody led."""
+    ran: list[str] = []
+    done = asyncio.Event()
+
+    async def sync() -> None:
+        ran.append("sync")
+        done.set()
+
+    async with AsyncSession(db.engine) as session:
+        session.add(JobRun(name="knowledge", last_run_at=NOW - timedelta(days=1)))
+        await session.commit()
+    job = ScheduledJob(name="knowledge", trigger=cron("*/30 * * * *"), run=sync, at_start=True)
+    scheduler = Scheduler(engine=db.engine, jobs=[job], clock=lambda: NOW)
+    await scheduler.start()
+    await scheduler.caught_up()
+    await asyncio.wait_for(done.wait(), timeout=30)
+    await scheduler.stop()
+
+    assert ran == ["sync"]
+
+
 async def test_stop_returns_once_a_job_under_way_has_ended(db):
     """The caller closes the database right after `stop`: a job still running then would hold
     a connection past the engine's disposal (and the lock, once released, would let a second

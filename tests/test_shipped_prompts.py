@@ -99,7 +99,8 @@ async def test_version_four_answers_from_the_shipped_docs_and_cites_them(
     the product's own docs (knowledge.yaml's collection) and cites what it found."""
     embedder = Embedder(model.client, model="fake-embedding", prices=PriceTable.load())
     knowledge = Knowledge(store, embedder)
-    [synced] = await knowledge.sync_declared(SHIPPED, actor="file")
+    [synced] = await knowledge.sync_all(SHIPPED, actor="file")
+    assert not isinstance(synced, Exception)
     assert (synced.collection, synced.problems) == ("product-docs", ())
     tools = builtin_registry(knowledge.search_knowledge)
     assistant = await build_assistant(store, model, prompts_dir, tools)

@@ -18,18 +18,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from assistant.file_errors import describe, parse_yaml, read_text
 
 FILE_NAME = "knowledge.yaml"
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NAME_RULE = "1-64 lowercase letters, digits, '-' or '_', starting with a letter or digit"
 # where a collection may be bound from the file: global, workspace:PLATFORM/ID,
 # channel:PLATFORM/WORKSPACE/CHANNEL (a DM's workspace is empty: channel:slack//D123)
-PLACE = re.compile(r"^(global|workspace:[a-z]+/[^/\s]+|channel:[a-z]+/[^/\s]*/[^/\s]+)$")
+PLACE = re.compile(r"global|workspace:[a-z]+/[^/\s]+|channel:[a-z]+/[^/\s]*/[^/\s]+")
+PLACE_RULE = (
+    "global, workspace:PLATFORM/ID (workspace:slack/T0123) or "
+    "channel:PLATFORM/WORKSPACE/CHANNEL (channel:discord/81234/98765)"
+)
 
 
 class KnowledgeFileError(ValueError):
@@ -42,7 +45,15 @@ class _Entry(BaseModel):
     path: str = Field(min_length=1)
     link: str | None = None
     description: str = ""
-    bind: list[Annotated[str, Field(pattern=PLACE.pattern)]] = []
+    bind: list[str] = []
+
+    @field_validator("bind")
+    @classmethod
+    def _check_places(cls, value: list[str]) -> list[str]:
+        for place in value:
+            if not PLACE.fullmatch(place):
+                raise ValueError(f"{place!r} is not a place: write {PLACE_RULE}")
+        return value
 
     @field_validator("link")
     @classmethod
@@ -61,7 +72,7 @@ class _File(BaseModel):
     @classmethod
     def _check_names(cls, value: dict[str, _Entry]) -> dict[str, _Entry]:
         for name in value:
-            if not NAME.match(name):
+            if not NAME.fullmatch(name):
                 raise ValueError(f"collections: {name!r} is not a collection name: {NAME_RULE}")
         return value
 
@@ -102,6 +113,6 @@ def load_catalog(prompts_dir: Path) -> list[DeclaredCollection]:
 
 def check_name(name: str) -> str:
     """`name` when it can name a collection; else ValueError saying what a name may hold."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a collection name: {NAME_RULE}")
     return name

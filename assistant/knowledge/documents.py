@@ -77,6 +77,10 @@ def read_folder(root: Path) -> Iterator[Document | DocumentError]:
 def _entry(root: Path, relative: str, problem: str | None) -> Document | DocumentError:
     if problem is not None:
         return DocumentError(relative, problem)
+    if not (root / relative).resolve().is_relative_to(root.resolve()):
+        # a link out of the folder would serve any file the bot can read (its .env) to every
+        # place the collection is bound
+        return DocumentError(relative, "a link to a file outside the collection's folder; not read")
     try:
         return read_document(root / relative, root)
     except DocumentError as exc:

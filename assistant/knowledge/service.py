@@ -15,7 +15,7 @@ from pathlib import Path
 
 from assistant.knowledge.catalog import load_catalog
 from assistant.knowledge.embeddings import Embedder, EmbeddingError
-from assistant.knowledge.sync import Progress, Syncer, SyncReport, adopt_declared
+from assistant.knowledge.sync import Progress, Syncer, SyncError, SyncReport, adopt_declared
 from assistant.records import CallRecord
 from assistant.store import Store
 from assistant.store.knowledge_store import CollectionInfo, Hit, KnowledgeStore, SearchOutcome
@@ -79,10 +79,18 @@ class Knowledge:
         finally:
             await self.record(calls)
 
-    async def sync_declared(self, prompts_dir: Path, *, actor: str) -> list[SyncReport]:
-        """Create what `knowledge.yaml` declares, then sync it (only changes are embedded)."""
-        declared = await adopt_declared(self._store, load_catalog(prompts_dir), actor=actor)
-        return [await self.sync(collection) for collection in declared]
+    async def sync_all(self, prompts_dir: Path, *, actor: str) -> list[SyncReport | SyncError]:
+        """Create what `knowledge.yaml` declares, then sync every collection (only changes
+        are embedded); a collection that cannot be synced (its folder gone) is reported in
+        place of its report and the others go on."""
+        await adopt_declared(self._store, load_catalog(prompts_dir), actor=actor)
+        done: list[SyncReport | SyncError] = []
+        for collection in await self._store.knowledge.collections():
+            try:
+                done.append(await self.sync(collection))
+            except SyncError as exc:
+                done.append(exc)
+        return done
 
     async def search(
         self,

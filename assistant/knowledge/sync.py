@@ -79,10 +79,12 @@ class Syncer:
     ) -> SyncReport:
         folder = Path(collection.path)
         if not await asyncio.to_thread(folder.is_dir):
-            raise SyncError(
-                f"collection {collection.name}: {folder} is not a folder; fix the path with "
-                f"`assistant knowledge add {collection.name} PATH`"
+            fix = (
+                "fix its path in knowledge.yaml"
+                if collection.origin == "file"
+                else f"fix the path with `assistant knowledge add {collection.name} PATH`"
             )
+            raise SyncError(f"collection {collection.name}: {folder} is not a folder; {fix}")
         knowledge = self._store.knowledge
         stored = await knowledge.document_hashes(collection.id)
         found = await asyncio.to_thread(self._read, folder)
@@ -90,10 +92,13 @@ class Syncer:
         problems = tuple(str(p) for p in found if isinstance(p, DocumentError))
         model = self._embedder.model if self._embedder is not None else None
         model_changed = model is not None and collection.embedding_model not in (None, model)
+        # indexed without vectors before (no embedder then, or the server was down): now
+        # they can have them, though their text did not change
+        unembedded = await knowledge.without_vectors(collection.id) if model else set()
         changed = [
             _Changed(document=d, chunks=self._chunks(d))
             for d in documents
-            if model_changed or stored.get(d.path) != d.content_hash
+            if model_changed or stored.get(d.path) != d.content_hash or d.path in unembedded
         ]
         vectors, embedded, reused, note = await self._vectors(
             collection, changed, account=account, progress=progress

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -42,6 +42,7 @@ class DutySettings:
     report_cron: str
     daily_budget_usd: float | None
     alert_cron: str = "*/5 * * * *"
+    knowledge_cron: str = "*/30 * * * *"
     fake: bool = False  # `run --fake`: the reports are of the fake model's traffic
 
 
@@ -54,8 +55,10 @@ class Duties:
         suites: Mapping[str, EvalSuite],
         notifier: Notifier,
         settings: DutySettings,
+        sync_knowledge: Callable[[], Awaitable[object]] | None = None,
         clock: Clock = lambda: datetime.now(UTC),
     ) -> None:
+        self._sync_knowledge = sync_knowledge
         self._store = store
         self._runner = runner
         self._suites = suites
@@ -72,6 +75,17 @@ class Duties:
             ScheduledJob(
                 name="alerts", trigger=cron(self._settings.alert_cron), run=self.check_alerts
             ),
+            *self._knowledge_job(),
+        ]
+
+    def _knowledge_job(self) -> list[ScheduledJob]:
+        """knowledge.yaml's collections synced by the leader alone (one process of all the
+        replicas and workers): at start, then every half hour, embedding only what changed."""
+        if self._sync_knowledge is None:
+            return []
+        trigger = cron(self._settings.knowledge_cron)
+        return [
+            ScheduledJob(name="knowledge", trigger=trigger, run=self._sync_knowledge, at_start=True)
         ]
 
     # ---- evals and drift

@@ -53,6 +53,7 @@ class ScheduledJob:
     name: str
     trigger: BaseTrigger
     run: Callable[[], Awaitable[object]]
+    at_start: bool = False  # also once whenever a process becomes the leader
 
 
 class LeaderLock:
@@ -250,6 +251,9 @@ class Scheduler:
                 max_instances=1,
                 misfire_grace_time=3600,
             )
+        for job in self._jobs:
+            if job.at_start:  # no trigger: APScheduler runs it now, once
+                self._aps.add_job(self._fire, args=[job], id=f"{job.name}-at-start")
         self._aps.start()
         self._catching_up = asyncio.create_task(self._catch_up())
         self._track(self._catching_up)
@@ -288,6 +292,8 @@ class Scheduler:
     async def _run_missed(self) -> None:
         now = self._clock()
         for job in self._jobs:
+            if job.at_start:  # its run at start stands for whatever it missed
+                continue
             last = await self._last_run(job.name)
             if last is None:  # a new job: count from now, do not fire at once
                 await self._record(job.name, now, status="baseline")

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from assistant.knowledge.catalog import check_name
 from assistant.prompts.bindings import SCOPE_KINDS, Scope, scopes_for
 from assistant.store.database import SqliteDriver, WorkRunner, engine_sqlite_driver
 from assistant.store.rows import table_row
@@ -41,7 +42,6 @@ from assistant.store.tables import (
 )
 from assistant.turns import ConversationRef
 
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 RRF_K = 60  # Reciprocal Rank Fusion's constant: rank 1 scores 1/61, rank 50 scores 1/110
 _MAX_WORDS = 16  # a keyword query uses at most this many distinct words
 # A word in more passages than this says little about any of them (its IDF is low), and ranking
@@ -151,7 +151,7 @@ class KnowledgeStore:
     ) -> CollectionInfo:
         """Create the collection, or point an existing one at `path`, `link`, `description`
         (its bindings and passages stay). Only a new one is audited."""
-        check_collection_name(name)
+        check_name(name)
         values = {"path": path, "link": link, "description": description}
         change = _change("add", name, actor=actor, surface=surface)
 
@@ -213,6 +213,14 @@ class KnowledgeStore:
         rows = await self._run(lambda c: c.execute(query).all())
         return {str(path): str(content_hash) for path, content_hash in rows}
 
+    async def without_vectors(self, collection_id: int) -> set[str]:
+        """The documents some of whose passages have no vector (indexed while the embeddings
+        server was missing or down): a sync that can embed must not take them as done."""
+        query = sa_select(_documents.path).where(
+            _documents.collection_id == collection_id, _documents.embedded < _documents.chunks
+        )
+        return set(await self._run(lambda c: list(c.execute(query).scalars())))
+
     async def known_embeddings(
         self, collection_id: int, hashes: Collection[str], model: str
     ) -> dict[str, bytes]:
@@ -261,7 +269,11 @@ class KnowledgeStore:
             await self._ensure_table(dimensions)
 
         def work(connection: Connection) -> None:
-            _replace(connection, self._index, document, chunks, model, dimensions, indexed)
+            try:
+                _replace(connection, self._index, document, chunks, model, dimensions, indexed)
+            except IntegrityError:  # another sync inserted the document first: replace theirs
+                connection.rollback()
+                _replace(connection, self._index, document, chunks, model, dimensions, indexed)
             connection.commit()
 
         await self._run(work)
@@ -466,14 +478,6 @@ class KnowledgeStore:
                     raise
 
         await self._run(work)
-
-
-def check_collection_name(name: str) -> None:
-    if not NAME.fullmatch(name):
-        raise ValueError(
-            f"{name!r} is not a collection name: use 1 to 64 lowercase letters, digits, '-' "
-            f"and '_', starting with a letter or digit (like team-handbook)"
-        )
 
 
 # Postgres's English stop words: dropped from every keyword query, so both databases treat a
