@@ -651,7 +651,8 @@ def wire_messages(messages: Sequence[ChatMessage]) -> list[dict[str, Any]]:
     return [_wire_message(m) for m in messages]
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
+def retry_after(exc: openai.APIStatusError) -> float | None:
+    """The seconds a 429 or 503 asks to wait (Retry-After, or OpenAI's retry-after-ms)."""
     headers = exc.response.headers
     for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
         value = headers.get(header)
@@ -745,7 +746,7 @@ def _connection_failed(
         return LlmStreamBroken(
             "connection lost mid-answer: Connection error.", ttft_ms=ttft_ms, total_ms=total_ms
         )
-    closed = next((c for c in _causes(exc) if type(c).__name__ in _CLOSED_BY_SERVER), None)
+    closed = next((c for c in causes(exc) if type(c).__name__ in _CLOSED_BY_SERVER), None)
     if closed is not None:
         return LlmStreamBroken(
             f"the server closed the connection before answering ({closed})",
@@ -761,13 +762,13 @@ def connection_timed_out(exc: openai.APIConnectionError) -> bool:
     """Whether a failed connection ran out of time, by its first cause. The SDK's aiohttp
     transport reports every aiohttp connection error (refused, reset, closed early) as
     `APITimeoutError`, so the class alone cannot tell."""
-    root = _causes(exc)[-1]
+    root = causes(exc)[-1]
     if root is exc:
         return isinstance(exc, openai.APITimeoutError)
     return isinstance(root, TimeoutError) or type(root).__name__.endswith("Timeout")
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
+def causes(exc: BaseException) -> list[BaseException]:
     """`exc` and what raised it, outermost first."""
     chain = [exc]
     while chain[-1].__cause__ is not None and len(chain) < 20:
@@ -781,7 +782,7 @@ def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> 
         detail = f"HTTP {exc.status_code}: {exc.message}"
         if isinstance(exc, openai.RateLimitError):
             return LlmRateLimited(
-                detail, retry_after=_retry_after(exc), ttft_ms=ttft_ms, total_ms=total_ms
+                detail, retry_after=retry_after(exc), ttft_ms=ttft_ms, total_ms=total_ms
             )
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return LlmAuthFailed(detail, ttft_ms=ttft_ms, total_ms=total_ms)
@@ -790,7 +791,7 @@ def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> 
             return overflow
         if exc.status_code >= 500 or exc.status_code in (408, 409):
             return LlmUnavailable(
-                detail, retry_after=_retry_after(exc), ttft_ms=ttft_ms, total_ms=total_ms
+                detail, retry_after=retry_after(exc), ttft_ms=ttft_ms, total_ms=total_ms
             )
         return LlmRejected(detail, ttft_ms=ttft_ms, total_ms=total_ms)
     if isinstance(exc, openai.APIConnectionError):

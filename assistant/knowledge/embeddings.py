@@ -25,6 +25,7 @@ from typing import Literal
 
 import openai
 
+from assistant.llm import causes, connection_timed_out, retry_after
 from assistant.pricing import PriceTable
 from assistant.records import NO_TOKENS, SERVER_TOKENS, CallRecord, estimated_by
 from assistant.tokens import TokenCounter
@@ -273,7 +274,7 @@ class _Requests:
         if isinstance(exc, openai.APIStatusError):
             return _status_failure(exc, self._redacted(_server_words(exc)))
         if isinstance(exc, openai.APIConnectionError):
-            if _timed_out(exc):
+            if connection_timed_out(exc):
                 return _Failed("retry", "Timeout", "no answer within the timeout")
             reached = _reached(exc)
             said = "the connection was lost" if reached else "cannot reach the model server"
@@ -456,11 +457,11 @@ def _status_failure(exc: openai.APIStatusError, words: str) -> _Failed:
     if _TOO_LARGE.search(marks):  # before 5xx: llama.cpp says it with a 500
         return _Failed("too_large", "InputTooLarge", said)
     if status == 429:
-        return _Failed("retry", "RateLimited", said, retry_after=_retry_after(exc))
+        return _Failed("retry", "RateLimited", said, retry_after=retry_after(exc))
     if status in (401, 403):
         return _Failed("fatal", "AuthFailed", f"{said} (check the API key)")
     if status >= 500 or status in (408, 409):
-        return _Failed("retry", "Unavailable", said, retry_after=_retry_after(exc))
+        return _Failed("retry", "Unavailable", said, retry_after=retry_after(exc))
     return _Failed("fatal", "Rejected", said)
 
 
@@ -478,40 +479,9 @@ def _server_words(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
-def _retry_after(exc: openai.APIStatusError) -> float | None:
-    headers = exc.response.headers
-    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(header)
-        if value is not None:
-            try:
-                return max(float(value) / divisor, 0.0)
-            except ValueError:
-                continue
-    return None
-
-
-def _timed_out(exc: openai.APIConnectionError) -> bool:
-    """Whether a failed connection ran out of time, by its first cause: the SDK's aiohttp
-    transport reports every aiohttp connection error as APITimeoutError (`llm.py` reads it so
-    too; the layers keep this module from importing that one)."""
-    causes = _causes(exc)
-    if len(causes) == 1:
-        return isinstance(exc, openai.APITimeoutError)
-    root = causes[-1]
-    return isinstance(root, TimeoutError) or type(root).__name__.endswith("Timeout")
-
-
 def _reached(exc: BaseException) -> bool:
     """Whether the request got to the server: not when the connection was never made."""
-    return not any(type(c).__name__.startswith(_NEVER_CONNECTED) for c in _causes(exc))
-
-
-def _causes(exc: BaseException) -> list[BaseException]:
-    """`exc` and what raised it, outermost first."""
-    chain = [exc]
-    while chain[-1].__cause__ is not None and len(chain) < 20:
-        chain.append(chain[-1].__cause__)
-    return chain
+    return not any(type(c).__name__.startswith(_NEVER_CONNECTED) for c in causes(exc))
 
 
 def _unsupported_message(model: str, detail: str) -> str:

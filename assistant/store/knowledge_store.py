@@ -22,7 +22,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from sqlalchemy import and_, bindparam, delete, func, insert, or_, text, update
+from sqlalchemy import and_, bindparam, delete, func, insert, text, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection, Row
 from sqlalchemy.exc import DBAPIError, IntegrityError
@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from assistant.knowledge.catalog import check_name
 from assistant.prompts.bindings import SCOPE_KINDS, Scope, scopes_for
 from assistant.store.database import SqliteDriver, WorkRunner, engine_sqlite_driver
+from assistant.store.places import applies_here
 from assistant.store.rows import table_row
 from assistant.store.tables import (
     KnowledgeAudit,
@@ -1167,22 +1168,7 @@ _INFOS = (
 _BOUND_TO = (
     sa_select(_bindings.collection_id, _bindings.scope, _collections.name)
     .join_from(KnowledgeBinding, KnowledgeCollection, _collections.id == _bindings.collection_id)
-    .where(
-        or_(
-            _bindings.scope == "global",
-            and_(
-                _bindings.scope == "workspace",
-                _bindings.platform == bindparam("platform"),
-                _bindings.workspace == bindparam("workspace"),
-            ),
-            and_(
-                _bindings.scope == "channel",
-                _bindings.platform == bindparam("platform"),
-                _bindings.workspace == bindparam("workspace"),
-                _bindings.channel == bindparam("channel"),
-            ),
-        )
-    )
+    .where(applies_here(_bindings))
 )
 _PASSAGES = text(
     "SELECT c.id, k.name AS collection, d.path, d.title, c.heading, c.anchor, k.link, c.text "

@@ -10,7 +10,6 @@ import json
 from dataclasses import dataclass
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.prompts.bindings import Binding, Scope, scopes_for
 from assistant.store.database import WorkRunner
+from assistant.store.places import applies_here
 from assistant.store.tables import (
     CachedResponse,
     LlmCall,
@@ -36,22 +36,7 @@ _bindings = PromptBinding.__table__.c  # type: ignore[attr-defined]
 # Built once (statement building costs more than the query): the bindings of one place.
 _BINDINGS_FOR = sa_select(
     _bindings.scope, _bindings.prompt_name, _bindings.version, _bindings.split
-).where(
-    or_(
-        and_(_bindings.scope == "global"),
-        and_(
-            _bindings.scope == "workspace",
-            _bindings.platform == bindparam("platform"),
-            _bindings.workspace == bindparam("workspace"),
-        ),
-        and_(
-            _bindings.scope == "channel",
-            _bindings.platform == bindparam("platform"),
-            _bindings.workspace == bindparam("workspace"),
-            _bindings.channel == bindparam("channel"),
-        ),
-    )
-)
+).where(applies_here(_bindings))
 
 
 class PromptVersionConflict(Exception):
