@@ -50,16 +50,11 @@ class Knowledge:
         limit: int = PASSAGES,
     ) -> None:
         self._store = store
-        self._embedder = embedder
         self._query_embedder = query_embedder or embedder
         self._limit = limit
         self._said_keywords_only = False
         counter = TokenCounter(embedder.model if embedder else "text-embedding-3-small")
         self._syncer = Syncer(store, embedder, counter.count)
-
-    @property
-    def embedder(self) -> Embedder | None:
-        return self._embedder
 
     @property
     def store(self) -> KnowledgeStore:
