@@ -37,7 +37,15 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import Costs, answer_text, pct, streamed_answer, warm_up, write_prompt  # noqa: E402
+from harness import (  # noqa: E402
+    Costs,
+    answer_text,
+    pct,
+    spawn,
+    streamed_answer,
+    warm_up,
+    write_prompt,
+)
 
 from assistant.config import load_settings  # noqa: E402
 from assistant.runtime import open_runtime  # noqa: E402
@@ -200,20 +208,9 @@ def _package(filename: str, function: str) -> str:
 
 
 async def serve_assistant(conversations: int, llm_seconds: float, profile: str | None) -> None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--child",
-        "--conversations",
-        str(conversations),
-        "--llm-seconds",
-        str(llm_seconds),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    assert child.stdin is not None and child.stdout is not None
-    urls = json.loads(await child.stdout.readline())
+    asked = ("--conversations", str(conversations), "--llm-seconds", str(llm_seconds))
+    child, line = await spawn(__file__, "--child", *asked)
+    urls = json.loads(line)
     profiler = Profiler(profile)
     with tempfile.TemporaryDirectory() as scratch:
         prompts = write_prompt(Path(scratch))

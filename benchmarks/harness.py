@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parents[1]
 ANSWER_WORDS = 100
 CHUNKS = 20
 
@@ -97,3 +99,43 @@ class Costs:
             "loop_lag_p99_ms": pct(self._lags, 99),
             "loop_lag_max_ms": round(max(self._lags, default=0.0), 1),
         }
+
+
+async def spawn(script: str, *arguments: str) -> tuple[asyncio.subprocess.Process, bytes]:
+    """`script` run again as a child (its other side: the fake servers), with the first line it
+    prints: where its servers listen. It runs until its stdin is closed."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        script,
+        *arguments,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert child.stdin is not None and child.stdout is not None
+    return child, await child.stdout.readline()
+
+
+async def send_mention(slack: Any, url: str, index: int) -> dict[str, float]:
+    """Conversation `index` begun: a signed app_mention to the assistant's Slack endpoint; when
+    it was sent, and how long the ack took."""
+    from tests.fakes.slack_api import BOT_USER  # Slack's fakes: only the Slack benchmarks'
+
+    ts = f"1700000000.{index:06d}"
+    event = {"type": "app_mention", "user": f"U{index}", "text": f"<@{BOT_USER}> q{index}"}
+    event |= {"ts": ts, "channel": f"C{index % 20}"}
+    sent = time.time()
+    status = await slack.send_event(url, event, event_id=f"Ev{index}")
+    acked = time.time()
+    assert status == 200, status
+    return {"ts": float(ts), "sent": sent, "ack_ms": (acked - sent) * 1000}
+
+
+def slack_answers_finished(slack: Any) -> int:
+    """Answers whose stream ended with their feedback buttons: the conversations done."""
+    return sum(1 for m in slack.messages.values() if m.text and not m.streaming and m.blocks)
+
+
+def slack_thread_of(slack: Any, ts: str | None) -> str | None:
+    message = slack.messages.get(ts) if ts else None
+    return message.thread_ts if message else None

@@ -23,7 +23,6 @@ import json
 import statistics
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,18 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import Costs, answer_text, pct, streamed_answer, warm_up, write_prompt  # noqa: E402
+from harness import (  # noqa: E402
+    Costs,
+    answer_text,
+    pct,
+    send_mention,
+    slack_answers_finished,
+    slack_thread_of,
+    spawn,
+    streamed_answer,
+    warm_up,
+    write_prompt,
+)
 
 from assistant.config import load_settings  # noqa: E402
 from assistant.runtime import open_runtime  # noqa: E402
@@ -42,7 +52,7 @@ from bots.slack_app import SlackAdapter  # noqa: E402
 
 async def play_slack(conversations: int, llm_seconds: float) -> None:
     from assistant.testing import FakeLlm
-    from tests.fakes.slack_api import BOT_USER, FakeSlack
+    from tests.fakes.slack_api import FakeSlack
 
     text = answer_text()
     reply = streamed_answer(llm_seconds)
@@ -52,39 +62,25 @@ async def play_slack(conversations: int, llm_seconds: float) -> None:
     print(json.dumps({"llm": llm.base_url, "slack": slack.api_url}), flush=True)
     url = json.loads(await asyncio.to_thread(sys.stdin.readline))["url"]
 
-    async def one(index: int) -> dict[str, float]:
-        ts = f"1700000000.{index:06d}"
-        event = {"type": "app_mention", "user": f"U{index}", "text": f"<@{BOT_USER}> q{index}"}
-        event |= {"ts": ts, "channel": f"C{index % 20}"}
-        sent = time.time()
-        status = await slack.send_event(url, event, event_id=f"Ev{index}")
-        acked = time.time()
-        assert status == 200, status
-        return {"ts": float(ts), "sent": sent, "ack_ms": (acked - sent) * 1000}
-
-    sends = await asyncio.gather(*(one(i) for i in range(conversations)))
-    await slack.wait_until(lambda: _finished(slack) >= conversations)
+    sends = await asyncio.gather(*(send_mention(slack, url, i) for i in range(conversations)))
+    await slack.wait_until(lambda: slack_answers_finished(slack) >= conversations)
     await asyncio.sleep(0.5)  # anything extra (a second reply) would arrive now
     print(json.dumps(_figures(slack, sends, text, llm_seconds)), flush=True)
     await slack.stop()
     await llm.stop()
 
 
-def _finished(slack: Any) -> int:
-    return sum(1 for m in slack.messages.values() if m.text and not m.streaming and m.blocks)
-
-
 def _figures(slack: Any, sends: list[dict[str, float]], text: str, llm_s: float) -> dict[str, Any]:
     first_text: dict[str, float] = {}
     for call in slack.calls:
         if call.method in ("chat.appendStream", "chat.update", "chat.postMessage"):
-            thread = call.params.get("thread_ts") or _thread_of(slack, call.params.get("ts"))
+            thread = call.params.get("thread_ts") or slack_thread_of(slack, call.params.get("ts"))
             if thread and call.params.get("markdown_text", call.params.get("text")):
                 first_text.setdefault(thread, call.at)
     done: dict[str, float] = {}
     for call in slack.calls:
         if call.method == "chat.stopStream":
-            done[_thread_of(slack, call.params["ts"]) or ""] = call.at
+            done[slack_thread_of(slack, call.params["ts"]) or ""] = call.at
     replies: dict[str | None, list[str]] = {}
     for message in slack.messages.values():
         replies.setdefault(message.thread_ts, []).append(message.text)
@@ -106,29 +102,13 @@ def _figures(slack: Any, sends: list[dict[str, float]], text: str, llm_s: float)
     }
 
 
-def _thread_of(slack: Any, ts: str | None) -> str | None:
-    message = slack.messages.get(ts) if ts else None
-    return message.thread_ts if message else None
-
-
 # ---- the parent: the assistant
 
 
 async def serve_assistant(conversations: int, llm_seconds: float) -> None:
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--child",
-        "--conversations",
-        str(conversations),
-        "--llm-seconds",
-        str(llm_seconds),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        cwd=REPO,
-    )
-    assert child.stdin is not None and child.stdout is not None
-    urls = json.loads(await child.stdout.readline())
+    asked = ("--conversations", str(conversations), "--llm-seconds", str(llm_seconds))
+    child, line = await spawn(__file__, "--child", *asked)
+    urls = json.loads(line)
     with tempfile.TemporaryDirectory() as scratch:
         prompts = write_prompt(Path(scratch))
         settings = load_settings(

@@ -35,7 +35,6 @@ import os
 import random
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import create_async_engine  # noqa: E402
-from workers_load import database, logged, start_run  # noqa: E402
+from workers_load import logged, stage, start_run  # noqa: E402
 
 from assistant.store.database import async_database_url  # noqa: E402
 from bots.recovery import ANSWERING_AGAIN  # noqa: E402
@@ -84,21 +83,8 @@ async def serve_model(llm_seconds: float) -> None:
 
 
 async def soak(args: argparse.Namespace) -> dict[str, Any]:
-    model = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--model", "--llm-seconds", str(args.llm_seconds),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
-    )  # fmt: skip
-    assert model.stdout is not None and model.stdin is not None
-    llm_url = (await model.stdout.readline()).decode().strip()
-    slack = await FakeSlack().start()
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            async with database(args.postgres, scratch) as url:
-                return await run(args, slack, llm_url, url, Path(scratch))
-    finally:
-        await slack.stop()
-        model.stdin.close()
-        await model.wait()
+    async with stage(__file__, args) as (slack, llm_url, url, scratch):
+        return await run(args, slack, llm_url, url, scratch)
 
 
 async def run(

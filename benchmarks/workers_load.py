@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -27,15 +28,26 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness import answer_text, free_port, pct, streamed_answer, write_prompt  # noqa: E402
+from harness import (  # noqa: E402
+    answer_text,
+    free_port,
+    pct,
+    send_mention,
+    slack_answers_finished,
+    slack_thread_of,
+    spawn,
+    streamed_answer,
+    write_prompt,
+)
 
-from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, FakeSlack  # noqa: E402
+from tests.fakes.slack_api import SIGNING_SECRET, FakeSlack  # noqa: E402
 
 ASSISTANT = str(Path(sys.executable).parent / "assistant")
 # ---- the child: the model
@@ -55,19 +67,26 @@ async def serve_model(llm_seconds: float) -> None:
 
 
 async def one_run(workers: int, conversations: int, args: argparse.Namespace) -> dict[str, Any]:
-    model = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--model", "--llm-seconds", str(args.llm_seconds),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=REPO,
-    )  # fmt: skip
-    assert model.stdout is not None and model.stdin is not None
-    llm_url = (await model.stdout.readline()).decode().strip()
+    async with stage(__file__, args) as (slack, llm_url, url, scratch):
+        return await play(workers, conversations, args, slack, llm_url, url, str(scratch))
+
+
+@contextlib.asynccontextmanager
+async def stage(
+    script: str, args: argparse.Namespace
+) -> AsyncIterator[tuple[FakeSlack, str, str, Path]]:
+    """What a run of `assistant run` is played against: the model served by `script --model`
+    in a child process, the fake Slack here, a scratch folder and a fresh database (SQLite, or
+    one on `args.postgres`). Yields (Slack, the model's URL, the database URL, the folder)."""
+    model, line = await spawn(script, "--model", "--llm-seconds", str(args.llm_seconds))
     slack = await FakeSlack().start()
     try:
         with tempfile.TemporaryDirectory() as scratch:
             async with database(args.postgres, scratch) as url:
-                return await play(workers, conversations, args, slack, llm_url, url, scratch)
+                yield slack, line.decode().strip(), url, Path(scratch)
     finally:
         await slack.stop()
+        assert model.stdin is not None
         model.stdin.close()
         await model.wait()
 
@@ -113,8 +132,8 @@ async def play(
     try:
         await logged(log_path, "bots.services: serving;", workers, process)
         await warm_up(slack, url, workers)
-        sends = await asyncio.gather(*(send(slack, url, i) for i in range(conversations)))
-        await slack.wait_until(lambda: finished(slack) >= conversations)
+        sends = await asyncio.gather(*(send_mention(slack, url, i) for i in range(conversations)))
+        await slack.wait_until(lambda: slack_answers_finished(slack) >= conversations)
         await asyncio.sleep(0.5)  # anything extra (a second reply) would arrive now
         figures = measured(slack, sends, answer_text(), args.llm_seconds)
     finally:
@@ -159,8 +178,8 @@ async def warm_up(slack: FakeSlack, url: str, workers: int) -> None:
     """A few conversations first, left out of the figures: a fresh process pays for its first
     turns (the tokenizer, lazy imports, connection pools)."""
     count = 10 * workers
-    await asyncio.gather(*(send(slack, url, 900_000 + i) for i in range(count)))
-    await slack.wait_until(lambda: finished(slack) >= count)
+    await asyncio.gather(*(send_mention(slack, url, 900_000 + i) for i in range(count)))
+    await slack.wait_until(lambda: slack_answers_finished(slack) >= count)
     slack.calls.clear()
     slack.messages.clear()
 
@@ -173,21 +192,6 @@ async def logged(path: Path, text: str, times: int, process: Any) -> None:
         await asyncio.sleep(0.1)
 
 
-async def send(slack: FakeSlack, url: str, index: int) -> dict[str, float]:
-    ts = f"1700000000.{index:06d}"
-    event = {"type": "app_mention", "user": f"U{index}", "text": f"<@{BOT_USER}> q{index}"}
-    event |= {"ts": ts, "channel": f"C{index % 20}"}
-    sent = time.time()
-    status = await slack.send_event(url, event, event_id=f"Ev{index}")
-    acked = time.time()
-    assert status == 200, status
-    return {"ts": float(ts), "sent": sent, "ack_ms": (acked - sent) * 1000}
-
-
-def finished(slack: FakeSlack) -> int:
-    return sum(1 for m in slack.messages.values() if m.text and not m.streaming and m.blocks)
-
-
 def measured(
     slack: FakeSlack, sends: list[dict[str, float]], text: str, llm_s: float
 ) -> dict[str, Any]:
@@ -195,7 +199,7 @@ def measured(
     first_text: dict[str, float] = {}
     done: dict[str, float] = {}
     for call in slack.calls:
-        thread = call.params.get("thread_ts") or thread_of(slack, call.params.get("ts"))
+        thread = call.params.get("thread_ts") or slack_thread_of(slack, call.params.get("ts"))
         shown = call.params.get("markdown_text", call.params.get("text"))
         if call.method in ("chat.appendStream", "chat.update", "chat.postMessage") and shown:
             first_text.setdefault(thread or "", call.at)
@@ -217,11 +221,6 @@ def measured(
         "total_over_llm_p99": round(pct(totals, 99, digits=3), 3),
         "exactly_one_reply": exactly_one,
     }
-
-
-def thread_of(slack: FakeSlack, ts: str | None) -> str | None:
-    message = slack.messages.get(ts) if ts else None
-    return message.thread_ts if message else None
 
 
 async def main(args: argparse.Namespace) -> None:
