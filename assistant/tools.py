@@ -7,7 +7,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, get_type_hints
+from typing import Any, Protocol, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
@@ -83,12 +83,41 @@ class ToolResult:
     content: str
 
 
+class Tool(Protocol):
+    """Anything the model may call: a Python function here, or a tool an MCP server offers.
+
+    `source` says where it comes from ("built-in", "mcp:SERVER"), for `assistant tools list`
+    and the logs. `confirm`: the user who started the turn must approve each call before it
+    runs (an action on their behalf); the engine asks, the tool never does.
+    """
+
+    @property
+    def definition(self) -> ToolDefinition: ...
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def confirm(self) -> bool: ...
+
+    async def run(
+        self, raw_arguments: str, *, time_limit: float, context: ToolContext | None = None
+    ) -> tuple[bool, str]:
+        """(ok, text for the model). Never raises: a failure, a timeout or bad arguments is
+        an `error: …` text the model can recover from."""
+        ...
+
+
 @dataclass(frozen=True, kw_only=True)
-class Tool:
+class FunctionTool:
+    """A typed Python function as a tool: its arguments validated against its type hints."""
+
     definition: ToolDefinition
     arguments: type[BaseModel]
     function: ToolFunction
     context_parameter: str | None = None  # the parameter that receives the `ToolContext`
+    source: str = "built-in"
+    confirm: bool = False
 
     async def run(
         self, raw_arguments: str, *, time_limit: float, context: ToolContext | None = None
@@ -110,10 +139,10 @@ class Tool:
             async with asyncio.timeout(time_limit):
                 value = await self._call(kwargs)
         except TimeoutError:
-            return False, f"error: the tool timed out after {time_limit:g} s"
+            return False, timed_out(time_limit)
         except Exception as exc:  # a tool's failure is reported to the model, not raised
             return False, f"error: {type(exc).__name__}: {exc}"
-        return True, _as_text(value)
+        return True, as_text(value)
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
         if inspect.iscoroutinefunction(self.function):
@@ -121,14 +150,22 @@ class Tool:
         return await asyncio.to_thread(self.function, **kwargs)
 
 
-def _as_text(value: Any) -> str:
+def timed_out(time_limit: float) -> str:
+    return f"error: the tool timed out after {time_limit:g} s"
+
+
+def as_text(value: Any) -> str:
+    """A tool's value as the model reads it, cut at the result budget (a tool that returns a
+    whole log must not fill the context)."""
     text = value if isinstance(value, str) else json.dumps(value, default=str)
     if len(text) > _MAX_RESULT_CHARS:
         return text[:_MAX_RESULT_CHARS] + f"… [truncated, {len(text)} characters in all]"
     return text
 
 
-def tool_from_function(function: ToolFunction, *, name: str | None = None) -> Tool:
+def tool_from_function(
+    function: ToolFunction, *, name: str | None = None, confirm: bool = False
+) -> FunctionTool:
     """Build the definition from the signature (types, defaults) and the docstring."""
     hints = get_type_hints(function)
     fields: dict[str, Any] = {}
@@ -151,11 +188,12 @@ def tool_from_function(function: ToolFunction, *, name: str | None = None) -> To
         prop.pop("title", None)
     description = inspect.cleandoc(function.__doc__ or "").strip() or tool_name
     definition = ToolDefinition(name=tool_name, description=description, parameters=schema)
-    return Tool(
+    return FunctionTool(
         definition=definition,
         arguments=arguments,
         function=function,
         context_parameter=context_parameter,
+        confirm=confirm,
     )
 
 
@@ -165,15 +203,27 @@ class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
 
-    def register(self, function: ToolFunction, *, name: str | None = None) -> ToolFunction:
-        tool = tool_from_function(function, name=name)
+    def register(
+        self, function: ToolFunction, *, name: str | None = None, confirm: bool = False
+    ) -> ToolFunction:
+        """Add a Python function as a tool; `confirm`: each call waits for the user's approval."""
+        self.add(tool_from_function(function, name=name, confirm=confirm))
+        return function
+
+    def add(self, tool: Tool) -> None:
         if tool.definition.name in self._tools:
             raise ValueError(f"a tool named {tool.definition.name!r} is already registered")
         self._tools[tool.definition.name] = tool
-        return function
 
     def names(self) -> list[str]:
         return sorted(self._tools)
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    def tools(self) -> list[Tool]:
+        """Every tool, by name."""
+        return [self._tools[name] for name in sorted(self._tools)]
 
     def definitions(self, names: Iterable[str]) -> list[ToolDefinition]:
         return [self._tools[name].definition for name in names if name in self._tools]

@@ -20,11 +20,24 @@ class Actor:
     platform: str
     user_id: str
     display_name: str = ""
+    roles: tuple[str, ...] = ()  # the platform's role ids (Discord) that access rules name
 
     @property
     def qualified_id(self) -> str:
         """The `platform:user_id` form ADMIN_USERS uses."""
         return f"{self.platform}:{self.user_id}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Attachment:
+    """A file a user sent with a message, as its adapter fetched it (the engine never reaches
+    a platform). `data` is None when the adapter did not fetch it; `problem` says why."""
+
+    name: str
+    media_type: str  # "image/png", "text/plain" …
+    size: int  # bytes, as the platform reported them
+    data: bytes | None = None
+    problem: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +58,8 @@ class Inbound:
     # where the answer goes, in the surface's own words (JSON): kept with the message, so a
     # restart can answer a turn that a crash cut short; None for surfaces nobody returns to
     reply_place: str | None = None
+    direct: bool = False  # a direct message to the assistant, not a channel
+    attachments: tuple[Attachment, ...] = ()
 
 
 # How every surface marks a token figure our tokenizer estimated (and a cost priced from one):
@@ -149,4 +164,39 @@ class Ignored:
     reason: str
 
 
-Event = Thinking | TextDelta | ToolStarted | ToolFinished | Completed | Failed | Ignored
+@dataclass(frozen=True, kw_only=True)
+class ApprovalAsked:
+    """A tool that acts on the user's behalf waits for their yes: the surface shows `tool`
+    and its `arguments` with Approve and Decline, which only `requester` may press (see
+    `Assistant.decide`). No decision within `timeout_s` is a no."""
+
+    approval_id: int
+    call_id: str
+    tool: str
+    arguments: str
+    requester: Actor
+    timeout_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ApprovalDecided:
+    """How an `ApprovalAsked` ended: approved, declined, expired (no answer in time) or
+    unasked (nobody could be asked, as in an eval); `decided_by` is `platform:user_id`."""
+
+    approval_id: int
+    tool: str
+    decision: str
+    decided_by: str | None = None
+
+
+Event = (
+    Thinking
+    | TextDelta
+    | ToolStarted
+    | ToolFinished
+    | ApprovalAsked
+    | ApprovalDecided
+    | Completed
+    | Failed
+    | Ignored
+)

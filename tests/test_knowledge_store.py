@@ -72,7 +72,7 @@ async def scalar(db: Store, sql: str) -> int:
 
 async def needs_vectors(db: Store) -> None:
     why = await db.knowledge.vector_support()
-    if why is not None:  # a Postgres without pgvector: .ci/run builds it (scripts/install_pgvector.sh)
+    if why is not None:  # no pgvector: .ci/run builds it (scripts/install_pgvector.sh)
         pytest.skip(f"vectors unavailable here: {why}")
 
 

@@ -57,6 +57,7 @@ class Message(SQLModel, table=True):
     __table_args__ = (
         Index("ix_messages_conversation_id_id", "conversation_id", "id"),
         Index("ix_messages_created_at", "created_at"),  # a report's period
+        Index("ix_messages_author_id_created_at", "author_id", "created_at"),  # rate limits
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -69,6 +70,8 @@ class Message(SQLModel, table=True):
     status: str = Field(default="ok", max_length=16, description="ok | incomplete")
     prompt_version_id: int | None = Field(default=None, foreign_key="prompt_versions.id")
     platform_message_id: str | None = Field(default=None, max_length=128, index=True)
+    # the files sent with a user message and what the model could see of each (JSON list)
+    attachments: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -426,3 +429,24 @@ class MessageSource(SQLModel, table=True):
     title: str = Field(max_length=300)
     heading: str = Field(default="", max_length=500)
     link: str | None = Field(default=None, max_length=2048)
+
+
+class ToolApproval(SQLModel, table=True):
+    """A call of a tool that acts on a user's behalf, and their decision: asked, then
+    approved, declined or expired. Only the requester may decide; the row is the record."""
+
+    __tablename__ = "tool_approvals"
+
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(foreign_key="messages.id", index=True)  # the user's question
+    call_id: str = Field(max_length=128)
+    tool: str = Field(max_length=128)
+    arguments: str = Field(sa_column=Column(Text, nullable=False))
+    requester: str = Field(max_length=160, description="platform:user_id")
+    status: str = Field(
+        default="pending", max_length=16, description="pending|approved|declined|expired|unasked"
+    )
+    decided_by: str | None = Field(default=None, max_length=160)
+    asked_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    decided_at: datetime | None = None
