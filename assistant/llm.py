@@ -12,7 +12,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -23,7 +23,7 @@ from openai import RequestOptions
 
 from assistant.model_traits import ModelTable
 from assistant.sse import SseReader
-from assistant.tools import ToolDefinition
+from assistant.tools import ToolDefinition, wire_name
 from assistant.waits import WaitLimit
 
 log = logging.getLogger(__name__)
@@ -397,7 +397,8 @@ class OpenAIChatModel:
                 ttft_ms=ttft_ms,
                 total_ms=elapsed_ms(),
             )
-        done = assembly.completion(request.model, ttft_ms, elapsed_ms(), attempt)
+        named = {wire_name(tool.name): tool.name for tool in request.tools}
+        done = assembly.completion(request.model, ttft_ms, elapsed_ms(), attempt, named)
         yield replace(done, streamed=not whole)
 
     async def _chunks(
@@ -505,7 +506,7 @@ def _checked(chunk: object, response: httpx2.Response) -> object:
 def _tool_choice(choice: str) -> str | dict[str, Any]:
     if choice in ("auto", "required", "none"):
         return choice
-    return {"type": "function", "function": {"name": choice}}
+    return {"type": "function", "function": {"name": wire_name(choice)}}
 
 
 class _Assembly:
@@ -603,11 +604,19 @@ class _Assembly:
         return self._slots[key]
 
     def completion(
-        self, model: str, ttft_ms: float | None, total_ms: float, attempts: int
+        self,
+        model: str,
+        ttft_ms: float | None,
+        total_ms: float,
+        attempts: int,
+        named: Mapping[str, str],
     ) -> Completion:
+        """The whole completion; a call's wire name is read back as the tool's own (`named`)."""
         calls = tuple(
             ToolCallRequest(
-                id=slot["id"] or f"call_{index}", name=slot["name"], arguments=slot["arguments"]
+                id=slot["id"] or f"call_{index}",
+                name=named.get(slot["name"], slot["name"]),
+                arguments=slot["arguments"],
             )
             for index, slot in enumerate(self.calls)
         )
@@ -638,7 +647,11 @@ def _wire_message(message: ChatMessage) -> dict[str, Any]:
         wire["name"] = message.name
     if message.tool_calls:
         wire["tool_calls"] = [
-            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": wire_name(c.name), "arguments": c.arguments},
+            }
             for c in message.tool_calls
         ]
     if message.tool_call_id:

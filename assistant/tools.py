@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import json
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_type_hints
@@ -16,6 +18,20 @@ from assistant.turns import ConversationRef, Source
 
 ToolFunction = Callable[..., Any]
 _MAX_RESULT_CHARS = 16_000
+_WIRE_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_WIRE_MAX = 64
+
+
+def wire_name(name: str) -> str:
+    """The name the model's API is sent for tool `name`. OpenAI (and servers that copy its
+    checks) accept only `^[a-zA-Z0-9_-]{1,64}$`, so an MCP tool's `server.tool` travels as
+    `server__tool`, too long a name as its head and a hash. Everything of ours says `name`;
+    only the wire, in and out, says this."""
+    wired = _WIRE_UNSAFE.sub("_", name.replace(".", "__"))
+    if len(wired) <= _WIRE_MAX:
+        return wired
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{wired[: _WIRE_MAX - 9]}_{digest}"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,7 +46,7 @@ class ToolDefinition:
         return {
             "type": "function",
             "function": {
-                "name": self.name,
+                "name": wire_name(self.name),
                 "description": self.description,
                 "parameters": self.parameters,
             },
@@ -211,9 +227,13 @@ class ToolRegistry:
         return function
 
     def add(self, tool: Tool) -> None:
-        if tool.definition.name in self._tools:
-            raise ValueError(f"a tool named {tool.definition.name!r} is already registered")
-        self._tools[tool.definition.name] = tool
+        name = tool.definition.name
+        if name in self._tools:
+            raise ValueError(f"a tool named {name!r} is already registered")
+        twins = [known for known in self._tools if wire_name(known) == wire_name(name)]
+        if twins:
+            raise ValueError(f"tools {twins[0]!r} and {name!r} would reach the model by one name")
+        self._tools[name] = tool
 
     def names(self) -> list[str]:
         return sorted(self._tools)

@@ -8,13 +8,17 @@ import sys
 import threading
 import time
 
+import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from assistant.builtin_tools import builtin_registry, current_time
 from assistant.calculator import CalculatorError, evaluate
-from assistant.tools import ToolRegistry, tool_from_function
+from assistant.testing import CallTools, Reply
+from assistant.tools import ToolRegistry, tool_from_function, wire_name
+from assistant.turns import Completed, ToolStarted
+from tests.conftest import collect, inbound, write_prompt
 
 ALL = ("add", "fail", "slow", "meet", "wait_for_flag", "set_flag")
 
@@ -247,3 +251,59 @@ def test_current_time_in_paris() -> None:
 def test_current_time_unknown_zone_names_it() -> None:
     with pytest.raises(ValueError, match="'Mars/Base'"):
         current_time("Mars/Base")
+
+
+async def test_a_dotted_tool_name_travels_as_the_api_allows_and_comes_back_as_its_own(
+    make_assistant, fake_llm, tools, prompts_dir
+):
+    """OpenAI refuses `server.tool` as a function name (the fake refuses it the same way): it
+    goes out as `server__tool`, and the model's call of that name runs `server.tool`."""
+    ran: list[str] = []
+
+    def close_ticket(ticket: str) -> str:
+        """Close a ticket."""
+        ran.append(ticket)
+        return f"closed {ticket}"
+
+    tools.register(close_ticket, name="tickets.close")
+    write_prompt(prompts_dir, tools=["tickets.close"], tool_choice="tickets.close")
+    assistant = await make_assistant()
+    fake_llm.script(
+        CallTools(calls=(("tickets__close", {"ticket": "T-9"}),)), Reply(text="Closed T-9.")
+    )
+
+    events = await collect(assistant.respond(inbound("close T-9")))
+
+    assert isinstance(events[-1], Completed) and ran == ["T-9"]
+    [started] = [e for e in events if isinstance(e, ToolStarted)]
+    assert started.name == "tickets.close"
+    first, second = fake_llm.requests
+    assert [t["function"]["name"] for t in first["tools"]] == ["tickets__close"]
+    assert first["tool_choice"] == {"type": "function", "function": {"name": "tickets__close"}}
+    [asked] = second["messages"][-2]["tool_calls"]
+    assert asked["function"]["name"] == "tickets__close"
+
+
+def test_names_the_api_would_refuse_are_made_safe_and_kept_apart():
+    assert wire_name("tickets.close") == "tickets__close"
+    assert wire_name("a b/c") == "a_b_c"
+    long = wire_name("server." + "x" * 100)
+    assert len(long) == 64 and long != wire_name("server." + "x" * 99 + "y")
+    registry = ToolRegistry()
+    registry.register(lambda: "1", name="a.b")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="one name"):
+        registry.register(lambda: "2", name="a__b")  # type: ignore[arg-type]
+
+
+async def test_the_fake_refuses_a_dotted_function_name_as_openai_does(fake_llm):
+    body = {
+        "model": "gpt-4o-mini",
+        "messages": [{"role": "user", "content": "hi"}],
+        "tools": [{"type": "function", "function": {"name": "a.b", "parameters": {}}}],
+    }
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(f"{fake_llm.base_url}/chat/completions", json=body) as response,
+    ):
+        assert response.status == 400
+        assert "tools[0].function.name" in (await response.json())["error"]["message"]

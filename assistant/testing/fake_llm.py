@@ -313,7 +313,7 @@ class FakeLlm:
                 return effort_refusal()
         if not self._auto_tool_choice and body.get("tools") and self._tool_choice(body) == "auto":
             return auto_tool_choice_refusal()
-        return None
+        return tool_name_refusal(body)
 
     def _fit(self, body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
         """What the model sees of the request, and the server's overflow error if it refuses it.
@@ -884,6 +884,22 @@ def _embedding_inputs(raw: object) -> list[str] | None:
 
 def _token_id(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+_TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+def tool_name_refusal(body: dict[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's 400 for a function name outside `^[a-zA-Z0-9_-]{1,64}$` (an MCP tool's
+    `server.tool` sent as it is), which LiteLLM and vLLM's OpenAI front end pass on too."""
+    for index, tool in enumerate(body.get("tools") or ()):
+        name = (tool.get("function") or {}).get("name") if isinstance(tool, dict) else None
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            return _bad_request(
+                f"Invalid 'tools[{index}].function.name': string does not match pattern. "
+                "Expected a string that matches the pattern '^[a-zA-Z0-9_-]{1,64}$'."
+            )
+    return None
 
 
 def _bad_request(message: str) -> dict[str, Any]:
