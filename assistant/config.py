@@ -8,10 +8,18 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL
 
+from assistant.access import AccessPolicy, RateLimit, check_ids
 from assistant.store.database import async_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///./data/assistant.db"
@@ -39,6 +47,16 @@ def _platform_ids(value: tuple[str, ...]) -> tuple[str, ...]:
     return value
 
 
+_ACCESS_LISTS = (
+    "allowed_users",
+    "blocked_users",
+    "allowed_roles",
+    "blocked_roles",
+    "allowed_channels",
+    "blocked_channels",
+)
+
+
 class Settings(BaseSettings):
     """Every knob an operator can turn; secrets are SecretStr so they never print."""
 
@@ -55,6 +73,16 @@ class Settings(BaseSettings):
     prompts_dir: Path = DEFAULT_PROMPTS_DIR
     default_prompt: str = "assistant"
     admin_users: Annotated[tuple[str, ...], NoDecode] = ()
+    # who may talk to the assistant (see docs/operations.md, "Who may talk to it")
+    allowed_users: Annotated[tuple[str, ...], NoDecode] = ()
+    blocked_users: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_roles: Annotated[tuple[str, ...], NoDecode] = ()  # Discord's alone
+    blocked_roles: Annotated[tuple[str, ...], NoDecode] = ()
+    allowed_channels: Annotated[tuple[str, ...], NoDecode] = ()
+    blocked_channels: Annotated[tuple[str, ...], NoDecode] = ()
+    allow_dms: bool = True
+    user_rate_limit: str | None = None  # "20/hour"; unset: none
+    channel_rate_limit: str | None = None
 
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
@@ -84,6 +112,12 @@ class Settings(BaseSettings):
     llm_total_timeout: float = Field(default=180.0, gt=0)
     llm_max_retries: int = Field(default=2, ge=0, le=10)
     tool_timeout: float = Field(default=15.0, gt=0)
+    # files a user sends with a message (docs/attachments.md): the largest one fetched (5 MiB:
+    # every major provider's per-image limit, Anthropic's the lowest) and how many per message
+    attachment_max_bytes: int = Field(default=5 * 1024 * 1024, ge=1024, le=100 * 1024 * 1024)
+    attachment_max_count: int = Field(default=4, ge=0, le=20)
+    # how long a tool that acts for the user waits for their Approve; no answer is a no
+    approval_timeout: float = Field(default=120.0, gt=0, le=3600)
     max_tool_rounds: int = Field(default=5, ge=1, le=20)
     # how often a serving process says it is alive; three missed beats and another process
     # takes over the answers it owed
@@ -92,10 +126,59 @@ class Settings(BaseSettings):
     # usable core when Slack is served over HTTP, else one
     workers: int | None = Field(default=None, ge=1, le=256)
 
-    @field_validator("admin_users", "report_channels", mode="before")
+    @field_validator("admin_users", "report_channels", *_ACCESS_LISTS, mode="before")
     @classmethod
     def _parse_csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator(*_ACCESS_LISTS)
+    @classmethod
+    def _check_access_ids(cls, value: tuple[str, ...], info: ValidationInfo) -> tuple[str, ...]:
+        roles = info.field_name in ("allowed_roles", "blocked_roles")
+        check_ids(value, platforms=("discord",) if roles else ("slack", "discord"))
+        return value
+
+    @field_validator("user_rate_limit", "channel_rate_limit")
+    @classmethod
+    def _check_rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            RateLimit.parse(value)  # raises ValueError showing the expected form
+        return value
+
+    @model_validator(mode="after")
+    def _check_access_overlaps(self) -> Settings:
+        """An id both allowed and blocked, or an admin blocked, is a mistake to say at start:
+        the rules would quietly pick one."""
+        pairs = (
+            ("ADMIN_USERS", self.admin_users, "BLOCKED_USERS", self.blocked_users),
+            ("ALLOWED_USERS", self.allowed_users, "BLOCKED_USERS", self.blocked_users),
+            ("ALLOWED_ROLES", self.allowed_roles, "BLOCKED_ROLES", self.blocked_roles),
+            ("ALLOWED_CHANNELS", self.allowed_channels, "BLOCKED_CHANNELS", self.blocked_channels),
+        )
+        for first, ones, second, others in pairs:
+            both = sorted(set(ones) & set(others))
+            if both:
+                raise ValueError(
+                    f"{', '.join(both)} in both {first} and {second}; name each id in one"
+                )
+        return self
+
+    def access_policy(self) -> AccessPolicy:
+        """The rules the engine applies to every chat message."""
+        return AccessPolicy(
+            allowed_users=frozenset(self.allowed_users),
+            blocked_users=frozenset(self.blocked_users),
+            allowed_roles=frozenset(self.allowed_roles),
+            blocked_roles=frozenset(self.blocked_roles),
+            allowed_channels=frozenset(self.allowed_channels),
+            blocked_channels=frozenset(self.blocked_channels),
+            allow_dms=self.allow_dms,
+            user_rate=RateLimit.parse(self.user_rate_limit) if self.user_rate_limit else None,
+            channel_rate=(
+                RateLimit.parse(self.channel_rate_limit) if self.channel_rate_limit else None
+            ),
+            admins=frozenset(self.admin_users),
+        )
 
     @field_validator("admin_users", "report_channels")
     @classmethod

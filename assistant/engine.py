@@ -17,21 +17,26 @@ import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from assistant import accounting, contracts
+from assistant.access import AccessGate, AccessPolicy
 from assistant.accounting import Ledger
-from assistant.llm import ChatMessage, ChatModel, LlmError
+from assistant.approvals import Approvals
+from assistant.attachments import NO_FILES, AttachmentLimits, PreparedMessage, prepare
+from assistant.llm import ChatMessage, ChatModel, LlmError, LlmImagesRefused
 from assistant.memory import ContextBuilder, MessageTooLong, clean_name
 from assistant.owed import OwedAnswers, new_worker_id
 from assistant.planning import TurnPlanner, TurnRefused, TurnSetup
 from assistant.pricing import PriceTable
-from assistant.prompts.files import PromptCatalog
+from assistant.prompts.files import PromptCatalog, PromptVersion
 from assistant.prompts.versions import VersionResolver
 from assistant.records import NewMessage, OrphanedTurn, PendingReply
 from assistant.rounds import Answer, ModelRounds
 from assistant.store import Store
+from assistant.store.approval_store import Verdict
+from assistant.store.report_store import CallTotals, ReportQueries
 from assistant.store.repository import History
 from assistant.tools import ToolContext, ToolRegistry
 from assistant.turns import (
@@ -65,9 +70,13 @@ SOMETHING_WRONG = "Something went wrong on the assistant's side. Please try agai
 class EngineConfig:
     default_model: str = "gpt-4o-mini"
     tool_timeout: float = 15.0
+    approval_timeout: float = 120.0  # a tool that acts for the user waits this long for a yes
     max_tool_rounds: int = 5
     heartbeat_seconds: float = 10.0  # how often a serving process says it is alive
     only_model: str | None = None  # every version asks this model, fallbacks none (`--fake`)
+    access: AccessPolicy = field(default_factory=AccessPolicy)  # who may talk (all: open)
+    # what adapters fetch of the files users send (ATTACHMENT_MAX_BYTES, ATTACHMENT_MAX_COUNT)
+    attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
 
 
 @dataclass(kw_only=True)
@@ -80,7 +89,7 @@ class _Shown:
 
     def see(self, event: Event) -> None:
         if isinstance(event, TextDelta):
-            if self.ttft_ms is None:
+            if self.ttft_ms is None and not event.aside:
                 self.ttft_ms = (time.perf_counter() - self.started) * 1000
             self.text += event.text
 
@@ -105,6 +114,7 @@ class Assistant:
         self._prices = prices
         self._config = config
         self.versions = VersionResolver(catalog, store.prompts)
+        self.approvals = Approvals(store.approvals, timeout=config.approval_timeout)
         self._planner = TurnPlanner(
             store, self.versions, default_model=config.default_model, only_model=config.only_model
         )
@@ -118,10 +128,22 @@ class Assistant:
             context=self._context,
             tool_timeout=config.tool_timeout,
             max_rounds=config.max_tool_rounds,
+            approvals=self.approvals,
         )
         self.owed = OwedAnswers(
             store, worker_id=new_worker_id(), beat_seconds=config.heartbeat_seconds
         )
+        self._access = AccessGate(config.access, store, keep=DEDUPE_WINDOW, clock=clock)
+
+    @property
+    def access(self) -> AccessPolicy:
+        """Who may talk here: an adapter reads what the rules need (a DM author's roles)."""
+        return self._config.access
+
+    @property
+    def attachment_limits(self) -> AttachmentLimits:
+        """What an adapter may fetch of a message's files (it checks before downloading)."""
+        return self._config.attachments
 
     async def sync_prompts(self) -> None:
         """Store every loaded version (refusing edited released files) and remember their ids."""
@@ -165,9 +187,26 @@ class Assistant:
         """The sources stored with an answer: shown again when a restart shows it again."""
         return await self._store.sources_of(message_id)
 
+    async def decide(self, approval_id: int, actor: Actor, *, approve: bool) -> Verdict:
+        """`actor` pressed Approve or Decline on a tool's ask: it counts only when they are the
+        one asked and the ask is still open (see `Verdict`)."""
+        return await self.approvals.decide(approval_id, actor, approve=approve)
+
     async def answer_conversation(self, message_id: int) -> ConversationRef | None:
         """Where answer `message_id` was given (votes count only there); None for no answer."""
         return await self._store.votes.answer_place(message_id)
+
+    async def version_for(self, ref: ConversationRef) -> PromptVersion:
+        """The version that answers in `ref` now, as a turn there would resolve it: a greeting
+        and a home tab name the one that will answer. The conversation is created if new, so
+        an A/B split draws once and the greeting and the answers agree."""
+        conversation_id = await self._store.conversation_id(ref)
+        return (await self.versions.resolve(ref, conversation_id)).version
+
+    async def calls_between(self, start: datetime, end: datetime) -> list[CallTotals]:
+        """The model calls of [start, end), summed by the report's own query (a home tab shows
+        today's spend: its figure agrees with the report's)."""
+        return await ReportQueries(self._store.engine).call_totals(start, end, by_day=True)
 
     # ---- the turn
 
@@ -185,7 +224,15 @@ class Assistant:
     async def accept(self, inbound: Inbound) -> Accepted | Failed | Ignored:
         """Resolve the version, then claim the delivery and store the message in one
         transaction. Fast enough to finish before a platform is acked, so an acked message is
-        never lost; each step that fails says so in its own words."""
+        never lost; each step that fails says so in its own words. A message its sender may not
+        send (see `assistant.access`) is refused first: nothing of it is stored."""
+        try:
+            refusal = await self._access.check(inbound)
+            if refusal is not None:
+                return await self._access.refuse(inbound, refusal)
+        except Exception:
+            log.exception("could not check who may talk here")
+            return Failed(user_message=SOMETHING_WRONG, retryable=True, error_class="StoreError")
         try:
             setup = await self._planner.plan(inbound)
         except TurnRefused as exc:
@@ -193,9 +240,10 @@ class Assistant:
         except Exception:
             log.exception("could not resolve the prompt version")
             return Failed(user_message=SETUP_FAILED, retryable=True, error_class="StoreError")
-        message = _user_message(setup)
+        files = self._read_files(setup)
+        message = _user_message(setup, files.text)
         try:
-            stored = await self._store_user_message(setup, message)
+            stored = await self._store_user_message(setup, message, files.record())
         except Exception:
             log.exception("could not store the user's message")
             return Failed(user_message=STORE_FAILED, retryable=True, error_class="StoreError")
@@ -209,12 +257,27 @@ class Assistant:
             message_tokens=message.token_count,
             history=history,
             turn_id=message_id if owed else None,
+            files=files,
+        )
+
+    def _read_files(self, setup: TurnSetup) -> PreparedMessage:
+        """The message with its files read for the model that answers (see attachments.py)."""
+        inbound = setup.inbound
+        return prepare(
+            inbound.text,
+            inbound.attachments,
+            sees_images=self._model.sees_images(setup.model),
+            counter=setup.counter,
+            budget=self._context.budget(setup.speaker),
+            limits=self._config.attachments,
         )
 
     async def resume(self, orphan: OrphanedTurn) -> AsyncGenerator[Event, None]:
         """Answer a turn a stopped process cut short: its message is stored already."""
         inbound = _inbound_of(orphan)
         try:
+            # what the stopped process asked can no longer run: a click on it is too late
+            await self._store.approvals.expire_open(orphan.message_id)
             setup = await self._planner.plan(inbound)
             history = await self._store.read_history(
                 setup.conversation_id, token_limit=setup.version.memory.history_tokens
@@ -247,7 +310,13 @@ class Assistant:
     async def _answer(self, opened: Accepted) -> AsyncGenerator[Event, None]:
         setup, message_id = opened.setup, opened.message_id
         ledger = Ledger()
-        tools = ToolContext(ref=setup.inbound.ref, account=ledger.add)
+        inbound = setup.inbound
+        tools = ToolContext(
+            ref=inbound.ref,
+            account=ledger.add,
+            message_id=message_id,
+            requester=inbound.actor if inbound.can_ask else None,
+        )
         shown = _Shown(started=setup.started)
         recorded = False
         try:
@@ -269,7 +338,7 @@ class Assistant:
             raise
 
     async def _store_user_message(
-        self, setup: TurnSetup, message: NewMessage
+        self, setup: TurnSetup, message: NewMessage, attachments: str | None
     ) -> tuple[int, History] | None:
         inbound, policy = setup.inbound, setup.version.memory
         pending = None
@@ -285,17 +354,21 @@ class Assistant:
             claim=inbound.dedupe_keys,
             keep=DEDUPE_WINDOW,
             pending=pending,
+            attachments=attachments,
         )
 
     async def _converse(
         self, opened: Accepted, ledger: Ledger, tools: ToolContext
     ) -> AsyncGenerator[Event, None]:
-        """Answer from the cache, or call the model (with tools) and check its contract."""
+        """Answer from the cache, or call the model (with tools) and check its contract. What
+        the model could not see of the message's files is said first (not to a version whose
+        answer is a JSON contract)."""
         setup = opened.setup
-        messages = await self._context.build(
-            setup.speaker, opened.history, message_tokens=opened.message_tokens, ledger=ledger
-        )
-        use_cache = setup.version.cache and setup.inbound.use_cache
+        notice = opened.files.notice() if setup.version.response_schema is None else ""
+        if notice:
+            yield TextDelta(text=notice, aside=True)
+        messages = await self._context_for(opened, opened.files, ledger)
+        use_cache = setup.version.cache and setup.inbound.use_cache and not opened.files.images
         cache_key = _cache_key(setup, messages) if use_cache else None
         if cache_key is not None:
             cached = await self._from_cache(setup, cache_key, ledger)
@@ -303,14 +376,8 @@ class Assistant:
                 yield TextDelta(text=cached)
                 return
         answer: Answer | None = None
-
-        def rebuild() -> Awaitable[list[ChatMessage]]:
-            return self._context.build(
-                setup.speaker, opened.history, message_tokens=opened.message_tokens, ledger=ledger
-            )
-
-        fitted = self._rounds.fitted_answer(setup.speaker, messages, ledger, rebuild, tools)
-        async with aclosing(fitted) as items:
+        seen = self._seen_answer(opened, messages, ledger, tools)
+        async with aclosing(seen) as items:
             async for item in items:
                 if isinstance(item, Answer):
                     answer = item
@@ -323,6 +390,55 @@ class Assistant:
             yield TextDelta(text=text)
         if cache_key is not None and not answer.used_tools and setup.prompt_version_id:
             await self._store.prompts.cache_reply(cache_key, setup.prompt_version_id, text)
+
+    async def _seen_answer(
+        self, opened: Accepted, messages: list[ChatMessage], ledger: Ledger, tools: ToolContext
+    ) -> AsyncGenerator[Event | Answer, None]:
+        """The model's answer; when its server refuses the message's images before anything
+        was shown, once more without them, the model told it could not see them (and the
+        record of what it saw corrected). The model client remembers the refusal, so later
+        turns send that model no images."""
+        setup, files = opened.setup, opened.files
+        while True:
+            shown = files
+
+            def rebuild(files: PreparedMessage = shown) -> Awaitable[list[ChatMessage]]:
+                return self._context_for(opened, files, ledger)
+
+            said = False
+            fitted = self._rounds.fitted_answer(setup.speaker, messages, ledger, rebuild, tools)
+            try:
+                async with aclosing(fitted) as items:
+                    async for item in items:
+                        said = said or not isinstance(item, Answer)
+                        yield item
+                return
+            except LlmImagesRefused:
+                if said or not files.images:
+                    raise
+            files = files.refused()
+            await self._store.set_message_attachments(opened.message_id, files.record())
+            notice = files.notice(said=shown.notice())
+            if notice and setup.version.response_schema is None:
+                yield TextDelta(text=notice, aside=True)
+            messages[:] = await self._context_for(opened, files, ledger)
+
+    def _context_for(
+        self, opened: Accepted, files: PreparedMessage, ledger: Ledger
+    ) -> Awaitable[list[ChatMessage]]:
+        """The turn's context, its user message showing `files` (this turn's images)."""
+
+        async def build() -> list[ChatMessage]:
+            messages = await self._context.build(
+                opened.setup.speaker,
+                opened.history,
+                message_tokens=opened.message_tokens + files.image_tokens,
+                ledger=ledger,
+                extra_tokens=files.image_tokens,
+            )
+            return files.show(messages)
+
+        return build()
 
     async def _from_cache(self, setup: TurnSetup, key: str, ledger: Ledger) -> str | None:
         cached = await self._store.prompts.cached_reply(key, max_age=CACHE_TTL)
@@ -404,6 +520,9 @@ class Accepted:
     message_tokens: int
     history: History
     turn_id: int | None
+    # the message's files as read for the model (a resumed turn has only the stored text:
+    # its images were that turn's alone)
+    files: PreparedMessage = NO_FILES
 
 
 def _inbound_of(orphan: OrphanedTurn) -> Inbound:
@@ -433,14 +552,15 @@ def cited(text: str, found: Sequence[Source]) -> tuple[Source, ...]:
     return tuple(chosen or found)
 
 
-def _user_message(setup: TurnSetup) -> NewMessage:
+def _user_message(setup: TurnSetup, text: str) -> NewMessage:
+    """The user's message as stored: `text` is theirs, with their files inlined or named."""
     inbound = setup.inbound
     return NewMessage(
         role="user",
         author_id=inbound.actor.qualified_id[:128],
         author_name=clean_name(inbound.actor.display_name),
-        text=inbound.text,
-        token_count=setup.counter.count_message(inbound.text),
+        text=text,
+        token_count=setup.counter.count_message(text),
         platform_message_id=(inbound.platform_message_id or "")[:128] or None,
     )
 

@@ -6,6 +6,7 @@ The only module that knows OpenAI's wire types; the engine sees ChatMessage, Com
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -39,14 +40,27 @@ class ToolCallRequest:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ImagePart:
+    """An image a user message shows the model (sent as a `data:` URL after its text)."""
+
+    media_type: str  # image/png, image/jpeg, image/gif or image/webp
+    data: bytes
+
+    def data_url(self) -> str:
+        return f"data:{self.media_type};base64,{base64.b64encode(self.data).decode('ascii')}"
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChatMessage:
-    """A message in our own terms: system, user, assistant (maybe with tool calls) or tool."""
+    """A message in our own terms: system, user (maybe with images), assistant (maybe with
+    tool calls) or tool."""
 
     role: str
     content: str = ""
     name: str | None = None
     tool_calls: tuple[ToolCallRequest, ...] = ()
     tool_call_id: str | None = None
+    images: tuple[ImagePart, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +174,13 @@ class LlmContextOverflow(LlmRejected):
         self.prompt_tokens = prompt_tokens
 
 
+class LlmImagesRefused(LlmRejected):
+    """The server will not take images for this model: llama.cpp without its --mmproj
+    projector (500), OpenAI, vLLM or LiteLLM for a text-only model (400)."""
+
+    user_message = "The language model cannot see images."
+
+
 class LlmAuthFailed(LlmError):
     user_message = "The assistant is not allowed to use the language model (check its API key)."
 
@@ -168,6 +189,11 @@ class ChatModel(Protocol):
     """What the engine needs of a model: a stream of text pieces ending with a Completion."""
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[str | Completion, None]: ...
+
+    def sees_images(self, model: str) -> bool:
+        """Whether images are worth sending to `model` (its table entry, less what its
+        server refused)."""
+        ...
 
 
 async def complete(model: ChatModel, request: ChatRequest) -> Completion:
@@ -217,6 +243,7 @@ class OpenAIChatModel:
             self._options["headers"] = {"Authorization": openai.Omit()}
         self._unstreamed_tools: set[str] = set()
         self._tool_stream_failures: dict[str, int] = {}
+        self._blind: set[str] = set()  # models whose server refused images, this process
 
     @classmethod
     def connect(
@@ -278,6 +305,8 @@ class OpenAIChatModel:
                     yield item
                 return
             except LlmError as exc:
+                if isinstance(exc, LlmImagesRefused) and any(m.images for m in request.messages):
+                    self._cannot_see(request.model)
                 if not whole and not emitted and _worth_unstreamed(request, exc):
                     log.warning(
                         "model %s: the stream failed before it said anything (%s: %s); "
@@ -299,6 +328,19 @@ class OpenAIChatModel:
                     delay,
                 )
             await asyncio.sleep(delay)
+
+    def sees_images(self, model: str) -> bool:
+        """Whether `model` takes images: the table's `vision`, unless its server said no."""
+        return self._models.traits(model).vision and model not in self._blind
+
+    def _cannot_see(self, model: str) -> None:
+        if model not in self._blind:
+            log.warning(
+                "model %s: the server refused images; they are not sent to it from now on "
+                "(set vision: false for it in MODELS_FILE to skip the refused call)",
+                model,
+            )
+        self._blind.add(model)
 
     def streams_tools(self, model: str) -> bool:
         """Whether tool rounds for `model` are streamed (the table, and what the server did)."""
@@ -643,6 +685,11 @@ def _text_of(content: object) -> str:
 
 def _wire_message(message: ChatMessage) -> dict[str, Any]:
     wire: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.images:  # OpenAI's content parts: the text, then each image
+        wire["content"] = [
+            {"type": "text", "text": message.content},
+            *({"type": "image_url", "image_url": {"url": i.data_url()}} for i in message.images),
+        ]
     if message.name:
         wire["name"] = message.name
     if message.tool_calls:
@@ -702,6 +749,18 @@ _PROMPT_COUNT = tuple(
         r"n_prompt_tokens\W+(\d+)",
         r"you requested (\d+) tokens",
     )
+)
+
+
+# How servers refuse an image for a model that cannot take one: llama.cpp's server without
+# --mmproj (tools/server/utils.cpp: 500 "image input is not supported - hint: if this is
+# unexpected, you may need to provide the mmproj"), OpenAI ("Invalid content type. image_url is
+# only supported by certain models."), vLLM ("… is not a multimodal model"), Ollama and LiteLLM
+# ("does not support images", "vision is not supported").
+_NO_IMAGES = re.compile(
+    r"image input is not supported|image_url is only supported|not a multimodal model"
+    r"|does(n't| not) support (image|vision)|(vision|images?) (is |are )?not supported",
+    re.IGNORECASE,
 )
 
 
@@ -799,6 +858,8 @@ def _translate(exc: openai.APIError, ttft_ms: float | None, total_ms: float) -> 
             )
         if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
             return LlmAuthFailed(detail, ttft_ms=ttft_ms, total_ms=total_ms)
+        if _NO_IMAGES.search(detail):
+            return LlmImagesRefused(detail, ttft_ms=ttft_ms, total_ms=total_ms)
         overflow = _overflow(detail, exc.body, ttft_ms, total_ms) if exc.status_code < 500 else None
         if overflow is not None:
             return overflow

@@ -208,9 +208,17 @@ class ContextBuilder:
         return self._held[speaker.model]
 
     async def build(
-        self, speaker: Speaker, history: History, *, message_tokens: int, ledger: Ledger
+        self,
+        speaker: Speaker,
+        history: History,
+        *,
+        message_tokens: int,
+        ledger: Ledger,
+        extra_tokens: int = 0,
     ) -> list[ChatMessage]:
-        """Preamble, summary and the newest history, within the turn's token budget."""
+        """Preamble, summary and the newest history, within the turn's token budget.
+        `extra_tokens` are what the new message carries beyond its stored text (this turn's
+        images, counted in `message_tokens` too): history leaves room for them."""
         budget = self.budget(speaker)
         preamble = self._preamble(speaker)
         fixed = self._fixed(speaker, preamble)
@@ -228,7 +236,7 @@ class ContextBuilder:
         if fixed + summary_tokens + message_tokens > budget:  # the newest message matters more
             summary_tokens = 0
         unsummarized = [e for e in history.newest if e.id > conversation.summary_through_id]
-        window = fit_window(unsummarized, budget=budget - fixed - summary_tokens)
+        window = fit_window(unsummarized, budget=budget - fixed - summary_tokens - extra_tokens)
         if summary_tokens:
             preamble.append(summary_message(conversation.summary))
         return preamble + history_messages(window)

@@ -33,6 +33,9 @@ class ModelTraits(BaseModel):
     seed: bool = True
     reasoning_effort: bool = False
     stream_tools: bool = True
+    # takes images in user messages; False for a name the table does not know, so an image is
+    # never sent to a model that might guess at it (MODELS_FILE says otherwise)
+    vision: bool = False
 
     def matches(self, model: str) -> bool:
         """By the whole name, or by the name after a provider prefix (LiteLLM's and

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 
 from assistant import accounting, contracts
 from assistant.accounting import Ledger
+from assistant.approvals import Approvals, Request, refusal
 from assistant.llm import (
     ChatMessage,
     ChatModel,
@@ -27,12 +28,21 @@ from assistant.llm import (
     LlmRateLimited,
     LlmTimeout,
     LlmUnavailable,
+    ToolCallRequest,
 )
 from assistant.memory import ContextBuilder, Speaker, fit
 from assistant.pricing import PriceTable
 from assistant.records import CallRecord
-from assistant.tools import ToolContext, ToolRegistry
-from assistant.turns import Event, TextDelta, ToolFinished, ToolStarted
+from assistant.store.approval_store import APPROVED, UNASKED
+from assistant.tools import ToolContext, ToolRegistry, ToolResult
+from assistant.turns import (
+    ApprovalAsked,
+    ApprovalDecided,
+    Event,
+    TextDelta,
+    ToolFinished,
+    ToolStarted,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +88,11 @@ class ModelRounds:
         context: ContextBuilder,
         tool_timeout: float,
         max_rounds: int,
+        approvals: Approvals | None = None,
     ) -> None:
         self._model = model
         self._tools = tools
+        self._approvals = approvals
         self._prices = prices
         self._context = context
         self._tool_timeout = tool_timeout
@@ -262,16 +274,28 @@ class ModelRounds:
         messages: list[ChatMessage],
         context: ToolContext,
     ) -> AsyncGenerator[Event, None]:
+        """Run the calls the model asked for, in parallel; a call that acts on the user's
+        behalf runs only once they approve it, and otherwise the model reads why it did not."""
         calls = completion.tool_calls
         messages.append(ChatMessage(role="assistant", content=completion.text, tool_calls=calls))
         for call in calls:
             yield ToolStarted(call_id=call.id, name=call.name, arguments=call.arguments)
-        results = await self._tools.run_all(
-            [(c.id, c.name, c.arguments) for c in calls],
-            allowed=speaker.version.tools,
-            time_limit=self._tool_timeout,
-            context=context,
-        )
+        asking = [call for call in calls if self._needs_consent(speaker, call.name)]
+        free = [call for call in calls if call not in asking]
+        running = asyncio.ensure_future(self._run(speaker, free, context))  # asks nobody
+        refused: dict[str, ToolResult] = {}
+        try:
+            async with aclosing(self._consent(asking, context, refused)) as asks:
+                async for event in asks:
+                    yield event
+            approved = [call for call in asking if call.id not in refused]
+            ran = [*await running, *await self._run(speaker, approved, context)]
+        finally:
+            if not running.done():  # the turn stopped while asking
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+        by_call = {**refused, **{result.call_id: result for result in ran}}
+        results = [by_call[call.id] for call in calls]
         room = self._context.budget(speaker) - self._context.request_tokens(speaker, messages)
         share = max(room // len(results), 0)
         for result in results:
@@ -280,6 +304,78 @@ class ModelRounds:
             yield ToolFinished(call_id=result.call_id, name=result.name, ok=result.ok)
             content = fit(result.content, share, speaker.counter)
             messages.append(ChatMessage(role="tool", content=content, tool_call_id=result.call_id))
+
+    async def _run(
+        self, speaker: Speaker, calls: Sequence[ToolCallRequest], context: ToolContext
+    ) -> list[ToolResult]:
+        if not calls:
+            return []
+        return await self._tools.run_all(
+            [(c.id, c.name, c.arguments) for c in calls],
+            allowed=speaker.version.tools,
+            time_limit=self._tool_timeout,
+            context=context,
+        )
+
+    async def _consent(
+        self,
+        asking: Sequence[ToolCallRequest],
+        context: ToolContext,
+        refused: dict[str, ToolResult],
+    ) -> AsyncGenerator[ApprovalAsked | ApprovalDecided, None]:
+        """Ask the requester about every call in `asking`, all at once, and yield each
+        decision as it comes; the calls not approved go into `refused` with what the model
+        is told. A turn that stops meanwhile closes its asks."""
+        if not asking:
+            return
+        approvals = self._approvals
+        timeout = approvals.timeout if approvals is not None else 0.0
+        if approvals is None or context.message_id is None:
+            for call in asking:
+                nobody = ApprovalDecided(
+                    approval_id=0, call_id=call.id, tool=call.name, decision=UNASKED
+                )
+                refused[call.id] = _refused(call, refusal(nobody, timeout=timeout))
+            return
+
+        async def decision(
+            call: ToolCallRequest, asked: ApprovalAsked
+        ) -> tuple[ToolCallRequest, ApprovalDecided]:
+            return call, await approvals.wait(asked)
+
+        waiting: list[asyncio.Task[tuple[ToolCallRequest, ApprovalDecided]]] = []
+        open_asks: set[int] = set()
+        try:
+            for call in asking:
+                request = Request(
+                    message_id=context.message_id,
+                    call_id=call.id,
+                    tool=call.name,
+                    arguments=call.arguments,
+                )
+                asked = await approvals.ask(request, context.requester)
+                if isinstance(asked, ApprovalDecided):
+                    refused[call.id] = _refused(call, refusal(asked, timeout=timeout))
+                else:
+                    open_asks.add(asked.approval_id)
+                    waiting.append(asyncio.create_task(decision(call, asked)))
+                yield asked
+            for next_done in asyncio.as_completed(waiting):
+                call, decided = await next_done
+                open_asks.discard(decided.approval_id)
+                yield decided
+                if decided.decision != APPROVED:
+                    refused[call.id] = _refused(call, refusal(decided, timeout=timeout))
+        finally:  # the turn stopped while asking: a late click is told it came too late
+            for task in waiting:
+                task.cancel()
+            await asyncio.gather(*waiting, return_exceptions=True)
+            for approval_id in open_asks:
+                await asyncio.shield(approvals.close(approval_id))
+
+    def _needs_consent(self, speaker: Speaker, name: str) -> bool:
+        tool = self._tools.get(name)
+        return tool is not None and tool.confirm and name in speaker.version.tools
 
     async def settle_contract(
         self,
@@ -332,6 +428,10 @@ class Models:
             return False
         self._at += 1
         return True
+
+
+def _refused(call: ToolCallRequest, text: str) -> ToolResult:
+    return ToolResult(call_id=call.id, name=call.name, ok=False, content=text)
 
 
 def _tool_choice(speaker: Speaker, round_number: int) -> str:

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from assistant.evals.suite import EvalSuite
     from assistant.knowledge.service import Knowledge
     from assistant.llm import OpenAIChatModel
+    from assistant.mcp_servers.servers import McpServers
     from assistant.model_traits import ModelTable
     from assistant.pricing import PriceTable
     from assistant.prompts.files import PromptCatalog
@@ -43,8 +44,11 @@ class Runtime:
     runner: EvalRunner  # one for the process: its concurrency bound holds across runs
     knowledge: Knowledge
     fake: bool = False  # answered by the bundled fake model: reports are of its traffic
+    mcp: McpServers | None = None  # tools.yaml's servers, when it declares any
 
     async def close(self) -> None:
+        if self.mcp is not None:  # first: their processes must not outlive this one
+            await self.mcp.close()
         await self.model.close()
         await self.store.close()
 
@@ -111,6 +115,7 @@ async def open_runtime(
     base_url: str | None = None,
     fake: bool = False,
     store: Store | None = None,
+    mcp: bool = True,
 ) -> Runtime:
     """Migrate, load and sync prompts, connect the model; `base_url` overrides OPENAI_BASE_URL.
 
@@ -121,6 +126,8 @@ async def open_runtime(
             model's.
         store: already opened by `open_store` (the runtime owns it from now on, closing it
             when opening fails); None opens it after the prompts loaded.
+        mcp: start the MCP servers of `tools.yaml` (a runtime opened only to migrate and
+            store the prompts, as `run` does before its workers start, needs none).
     """
     from assistant.builtin_tools import builtin_registry
     from assistant.engine import Assistant
@@ -128,6 +135,7 @@ async def open_runtime(
     from assistant.pricing import PriceTable
 
     model: OpenAIChatModel | None = None
+    servers: McpServers | None = None
     try:
         catalog, suites = load_prompts(settings, builtin_registry())  # the tools' names
         prices = PriceTable.load(settings.pricing_file)
@@ -135,6 +143,8 @@ async def open_runtime(
         model = connect_model(settings, base_url=base_url)
         knowledge = open_knowledge(settings, store, model, prices, fake=fake)
         tools = builtin_registry(knowledge.search_knowledge)
+        if mcp:
+            servers = await start_mcp_servers(settings, tools, catalog, suites)
         assistant = Assistant(
             store=store,
             model=model,
@@ -145,6 +155,8 @@ async def open_runtime(
         )
         await assistant.sync_prompts()
     except BaseException:
+        if servers is not None:
+            await servers.close()
         if model is not None:
             await model.close()
         if store is not None:
@@ -180,7 +192,29 @@ async def open_runtime(
         runner=runner,
         knowledge=knowledge,
         fake=fake,
+        mcp=servers,
     )
+
+
+async def start_mcp_servers(
+    settings: Settings, tools: ToolRegistry, catalog: PromptCatalog, suites: dict[str, EvalSuite]
+) -> McpServers | None:
+    """The servers of `PROMPTS_DIR/tools.yaml`, started, their tools in `tools` (those the
+    versions and suites name at once, the others as each server lists them); None without
+    servers, and then the MCP SDK is never imported (it takes most of a second)."""
+    from assistant.mcp_servers.declared import load_servers
+
+    declared = load_servers(settings.prompts_dir)
+    if not declared:
+        return None
+    from assistant.mcp_servers.servers import McpServers
+
+    servers = McpServers(declared)
+    named = [tool for prompt in catalog.files for tool in prompt.version.tools]
+    named += [case.tool for suite in suites.values() for case in suite.tool_cases]
+    servers.attach(tools, named)
+    await servers.start()
+    return servers
 
 
 async def sync_knowledge(settings: Settings, runtime: Runtime) -> None:
@@ -230,14 +264,20 @@ def open_knowledge(
 
 
 def engine_config(settings: Settings, *, fake: bool) -> EngineConfig:
+    from assistant.attachments import AttachmentLimits
     from assistant.engine import EngineConfig
 
     return EngineConfig(
         default_model=settings.assistant_model,
         tool_timeout=settings.tool_timeout,
+        approval_timeout=settings.approval_timeout,
+        attachments=AttachmentLimits(
+            max_bytes=settings.attachment_max_bytes, max_count=settings.attachment_max_count
+        ),
         max_tool_rounds=settings.max_tool_rounds,
         heartbeat_seconds=settings.worker_heartbeat_seconds,
         only_model=FAKE_MODEL if fake else None,  # the fake answers every version as itself
+        access=settings.access_policy(),
     )
 
 
@@ -246,13 +286,16 @@ def load_prompts(
 ) -> tuple[PromptCatalog, dict[str, EvalSuite]]:
     """Every prompt version and eval suite in PROMPTS_DIR, checked against the known tools."""
     from assistant.evals.suite import load_suites
+    from assistant.mcp_servers.declared import load_servers, tool_patterns
     from assistant.prompts.files import PromptCatalog, load_prompts_dir
 
+    # an MCP server's tools as `server.*`: known once it connects (ToolsFileError if malformed)
+    known = [*tools.names(), *tool_patterns(load_servers(settings.prompts_dir))]
     catalog = PromptCatalog(
-        load_prompts_dir(settings.prompts_dir, known_tools=tools.names()),
+        load_prompts_dir(settings.prompts_dir, known_tools=known),
         default_prompt=settings.default_prompt,
     )
-    return catalog, load_suites(settings.prompts_dir, known_tools=tools.names())
+    return catalog, load_suites(settings.prompts_dir, known_tools=known)
 
 
 def connect_model(

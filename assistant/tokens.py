@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import gzip
 import hashlib
 import importlib.resources
+import io
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
@@ -138,16 +142,77 @@ class TokenCounter:
         """Tokens one chat message adds to a request, formatting overhead included."""
         return self.count(content) + PER_MESSAGE_TOKENS
 
+    def count_content(self, content: object) -> int:
+        """Tokens of a message's content: a string, or a list of parts (text, and images as
+        `image_tokens` counts them), formatting overhead included."""
+        if not isinstance(content, list):
+            return self.count_message(str(content or ""))
+        total = PER_MESSAGE_TOKENS
+        for part in content:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                total += data_url_tokens(str((part.get("image_url") or {}).get("url") or ""))
+            elif isinstance(part, dict):
+                total += self.count(str(part.get("text") or ""))
+        return total
+
     def count_request(
         self, messages: Iterable[Mapping[str, Any]], tools: Iterable[Mapping[str, Any]] = ()
     ) -> int:
         """Tokens of a whole chat request body as the model will see it (tools included)."""
         total = REPLY_PRIMER_TOKENS
         for message in messages:
-            total += self.count_message(str(message.get("content") or ""))
+            total += self.count_content(message.get("content"))
             if message.get("tool_calls"):
                 total += self.count(json.dumps(message["tool_calls"]))
         tool_list = list(tools)
         if tool_list:
             total += self.count(json.dumps(tool_list))
         return total
+
+
+# An image's tokens, as OpenAI counts them for gpt-4o-class models at detail "high" (what "auto"
+# picks for all but small images): scaled to fit 2048 x 2048, then its shortest side to 768, and
+# 85 tokens plus 170 for each 512-pixel tile. Other providers count their own way; this is the
+# estimate the context budget keeps (the server's usage is what is billed).
+IMAGE_BASE_TOKENS = 85
+IMAGE_TILE_TOKENS = 170
+UNKNOWN_IMAGE_TOKENS = IMAGE_BASE_TOKENS + IMAGE_TILE_TOKENS * 8  # the most the formula gives
+_HEADER_CHARS = 87_384  # base64 of 64 KiB: where every format we take says its size
+
+
+def image_tokens(width: int, height: int) -> int:
+    """What one image of `width` x `height` pixels costs in a request (the tile formula)."""
+    if width <= 0 or height <= 0:
+        return UNKNOWN_IMAGE_TOKENS
+    fitted = min(1.0, 2048 / max(width, height))
+    wide, high = width * fitted, height * fitted
+    shortened = min(1.0, 768 / min(wide, high))
+    tiles = math.ceil(wide * shortened / 512) * math.ceil(high * shortened / 512)
+    return IMAGE_BASE_TOKENS + IMAGE_TILE_TOKENS * tiles
+
+
+def image_size(data: bytes) -> tuple[str, int, int] | None:
+    """An image's format ("PNG", "JPEG", "GIF", "WEBP" …) and size in pixels, read from its
+    header by Pillow (the pixels are never decoded); None when it is no image Pillow knows."""
+    from PIL import Image  # only once an image arrives
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            return str(image.format or ""), int(width), int(height)
+    except Exception:  # any undecodable header: not an image we can send or size
+        return None
+
+
+def data_url_tokens(url: str) -> int:
+    """The tokens of an image sent as a `data:` URL, from its header alone; the most the
+    formula gives when its size cannot be read (a URL elsewhere, a header past 64 KiB)."""
+    _, comma, encoded = url.partition(",")
+    if not url.startswith("data:") or not comma:
+        return UNKNOWN_IMAGE_TOKENS
+    head = encoded[:_HEADER_CHARS]
+    try:
+        size = image_size(base64.b64decode(head[: len(head) - len(head) % 4]))
+    except (binascii.Error, ValueError):
+        size = None
+    return UNKNOWN_IMAGE_TOKENS if size is None else image_tokens(size[1], size[2])

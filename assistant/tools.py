@@ -14,7 +14,7 @@ from typing import Any, Protocol, get_type_hints
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
 from assistant.records import CallRecord
-from assistant.turns import ConversationRef, Source
+from assistant.turns import Actor, ConversationRef, Source
 
 ToolFunction = Callable[..., Any]
 _MAX_RESULT_CHARS = 16_000
@@ -62,11 +62,15 @@ class ToolContext:
       what this place may see.
     - `account`: the turn's ledger, for the model calls a tool makes itself (an embedding).
     - `sources`: what the tool found, numbered in the order found, for the answer to cite.
+    - `message_id`, `requester`: the turn's question and its author, whose approval a tool
+      marked `confirm` waits for (read by the engine, not by tools).
     """
 
     ref: ConversationRef
     account: Callable[[CallRecord], None]
     sources: list[Source] = field(default_factory=list)
+    message_id: int | None = None  # the user's message this turn answers
+    requester: Actor | None = None  # who may approve an action; None: nobody can be asked
 
     def cite(self, source: Source) -> Source:
         """`source` numbered for this turn: the same passage found twice keeps its number."""

@@ -59,6 +59,9 @@ class Inbound:
     # restart can answer a turn that a crash cut short; None for surfaces nobody returns to
     reply_place: str | None = None
     direct: bool = False  # a direct message to the assistant, not a channel
+    # the surface can put a question to the user (buttons, a prompt): tools that act on their
+    # behalf ask it first; where nobody can be asked (an eval), such a tool does not run
+    can_ask: bool = True
     attachments: tuple[Attachment, ...] = ()
 
 
@@ -95,6 +98,9 @@ class Thinking:
 @dataclass(frozen=True, kw_only=True)
 class TextDelta:
     text: str
+    # the assistant's own words before the model's (what it could not read of the files):
+    # shown and kept with the answer, but not the model's first token
+    aside: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +190,7 @@ class ApprovalDecided:
     unasked (nobody could be asked, as in an eval); `decided_by` is `platform:user_id`."""
 
     approval_id: int
+    call_id: str
     tool: str
     decision: str
     decided_by: str | None = None

@@ -5,6 +5,7 @@ logs client input it refuses: one quiet line per kind, never a traceback."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from assistant.admin.commands import COMMAND_FAILED, AdminCommands, CommandResult
 from assistant.admin.grammar import Command, CommandContext, ascii_number
 from assistant.store.tables import LARGEST_ID
-from assistant.turns import Actor, ConversationRef
+from assistant.turns import Actor, ApprovalAsked, ApprovalDecided, ConversationRef
 
 if TYPE_CHECKING:  # the engine (and the model client it imports) load when the chat needs it
     from assistant.engine import Assistant
@@ -114,3 +115,80 @@ async def run_admin(
     except Exception:  # execute answers its own failures; this is the last safety net
         log.exception("an admin command failed")
         return CommandResult(ok=False, text=COMMAND_FAILED)
+
+
+APPROVE = "approve"
+DECLINE = "decline"
+_CUT = "\n… (cut)"
+
+
+def approval_request(
+    asked: ApprovalAsked, requester: str, *, limit: int, escape: Callable[[str], str] = str
+) -> str:
+    """The ask, within `limit` characters: what would run, with what, and who may say yes
+    (`requester`, as the platform mentions them). The arguments are the model's words: their
+    backticks become look-alikes, so nothing in them can close the code block and speak in
+    the ask's own voice, and `escape` makes them inert in the platform's markup (a Slack
+    `<!channel>` in them must not ping anyone)."""
+    try:
+        shown = json.dumps(json.loads(asked.arguments or "{}"), indent=2, ensure_ascii=False)
+    except ValueError:
+        shown = asked.arguments
+    shown = escape(shown.replace("`", "\u02cb"))  # a modifier letter: never a fence
+    head = f"🔐 The assistant wants to run {_code(asked.tool)} for {requester}, with:\n```\n"
+    tail = (
+        f"\n```\nOnly {requester} can approve it. "
+        f"No answer within {_duration(asked.timeout_s)} means no."
+    )
+    room = limit - len(head) - len(tail)
+    if len(shown) > room:
+        kept = shown[: max(room - len(_CUT), 0)]
+        entity = kept.rfind("&")  # an escape cut in half would show as garbage
+        if entity != -1 and ";" not in kept[entity:]:
+            kept = kept[:entity]
+        shown = kept + _CUT
+    return head + shown + tail
+
+
+def approval_outcome(decided: ApprovalDecided, decider: str | None) -> str:
+    """How an ask ended, in place of its buttons (`decider`: who decided, as mentioned)."""
+    by = f" by {decider}" if decider else ""
+    tool = _code(decided.tool)
+    if decided.decision == "approved":
+        return f"✅ Approved{by}: running {tool}."
+    if decided.decision == "declined":
+        return f"❌ Declined{by}: {tool} was not run."
+    return f"⌛ No answer in time: {tool} was not run."
+
+
+def _code(name: str) -> str:
+    return "`" + name.replace("`", "") + "`"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 120 and seconds % 60 == 0:
+        return f"{seconds / 60:g} minutes"
+    return f"{seconds:g} seconds"
+
+
+async def record_approval(assistant: Assistant, value: str, actor: Actor, *, approve: bool) -> str:
+    """`actor` pressed Approve or Decline on the ask whose id is `value`; what they are told,
+    privately. The ask's own message is updated by the turn waiting on it, on whichever
+    replica it runs."""
+    approval_id = answer_id(value)
+    if approval_id is None:
+        return "That request is no longer known."
+    try:
+        verdict = await assistant.decide(approval_id, actor, approve=approve)
+    except Exception:
+        log.exception("could not record a decision on a tool's request")
+        return "Sorry, your answer could not be recorded. Please try again."
+    if verdict.applied:
+        return "Approved: it runs now." if approve else "Declined: it will not run."
+    if verdict.status is None:
+        return "That request is no longer known."
+    if verdict.requester != actor.qualified_id:
+        return "Only the person who asked the assistant can answer this request."
+    if verdict.status == "expired":
+        return "Too late: the request timed out, and the action was not run."
+    return f"This request was already {verdict.status}."

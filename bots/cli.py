@@ -40,6 +40,7 @@ from assistant.runtime import (
 from assistant.store import PromptVersionConflict, Store, migrate
 from assistant.testing.personalities import PERSONALITIES
 from assistant.turns import Actor, ConversationRef
+from bots.cli_tools import tools_app
 from bots.terminal import HeldLogs, Opening, TerminalChat
 
 if TYPE_CHECKING:
@@ -57,6 +58,7 @@ knowledge_app = typer.Typer(
     no_args_is_help=True, help="Team knowledge: collections of documents the assistant searches."
 )
 app.add_typer(knowledge_app, name="knowledge")
+app.add_typer(tools_app, name="tools")
 
 NO_MODEL = (
     "No language model is configured. Set OPENAI_API_KEY (environment or .env) to use OpenAI,\n"

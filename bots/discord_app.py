@@ -27,8 +27,9 @@ from assistant.config import ConfigError
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Inbound
-from bots.chat_actions import QuietWarnings, record_vote
+from bots.chat_actions import APPROVE, DECLINE, QuietWarnings, record_approval, record_vote
 from bots.discord_commands import AssistantCommands, GuardedTree
+from bots.discord_files import DiscordFiles
 from bots.discord_notices import discord_embed
 from bots.discord_reply import (
     ALLOWED_MENTIONS,
@@ -116,8 +117,10 @@ class DiscordAdapter:
         self.client.event(self.on_message)
         self.client.event(self.on_guild_join)
         self._feedback_class, self._feedback = _feedback_button(assistant, self._warnings)
+        self._approval_class, self._approval = _approval_button(assistant, self._warnings)
         self._shutdown_grace = shutdown_grace
         self._turns = TurnRunner(assistant, surface="discord", interval=edit_interval)
+        self._files = DiscordFiles(assistant.attachment_limits)  # bots/discord_files.py
         self._connection: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
@@ -177,6 +180,7 @@ class DiscordAdapter:
         """Let the answers under way finish (for a while; those past it say they were
         interrupted), then disconnect."""
         await self._turns.drain(grace=self._shutdown_grace)
+        await self._files.close()
         await self.client.close()
         if self._connection is not None:
             self._connection.cancel()
@@ -188,7 +192,7 @@ class DiscordAdapter:
         await self._turns.idle()
 
     async def _setup_hook(self) -> None:
-        self.client.add_dynamic_items(self._feedback_class)
+        self.client.add_dynamic_items(self._feedback_class, self._approval_class)
         guild = discord.Object(id=self._guild_id) if self._guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
@@ -224,6 +228,27 @@ class DiscordAdapter:
 
     # ---- messages
 
+    async def _roles(self, author: discord.User | discord.Member) -> tuple[str, ...]:
+        """The author's role ids (@everyone's is the server's id). In a DM Discord sends a
+        user, not a member: when access rules name roles, the user's roles in the servers
+        the assistant shares with them are looked up, so a role blocked in the server is
+        blocked in DMs too."""
+        if isinstance(author, discord.Member):
+            return tuple(str(role.id) for role in author.roles)
+        if not self._assistant.access.names_roles("discord"):
+            return ()
+        roles: list[str] = []
+        for guild in self.client.guilds[:SERVERS_ASKED_FOR_ROLES]:
+            try:
+                member = guild.get_member(author.id) or await guild.fetch_member(author.id)
+            except discord.NotFound:
+                continue
+            except discord.HTTPException as exc:
+                log.warning("Discord: could not read a DM author's roles (%s)", exc.status)
+                continue
+            roles += [str(role.id) for role in member.roles]
+        return tuple(roles)
+
     async def on_message(self, message: discord.Message) -> None:
         """Everything happens on the turn's own task, which shutdown waits for; a bot's
         message (our own answers among them) needs none."""
@@ -243,11 +268,14 @@ class DiscordAdapter:
                 platform="discord",
                 user_id=str(message.author.id),
                 display_name=_speaker(message.author),
+                roles=await self._roles(message.author),
             ),
             text=_question(message, me),
             platform_message_id=str(message.id),
             dedupe_keys=(f"discord:msg:{message.id}",),
             reply_place=json.dumps({"channel_id": message.channel.id, "message_id": message.id}),
+            direct=message.guild is None,  # no server: a DM
+            attachments=await self._files.fetch(message.attachments),
         )
         reply = DiscordReply(
             message.channel,
@@ -255,6 +283,7 @@ class DiscordAdapter:
             reply_to=message,
             gate=self._gate,
             feedback_view=self._feedback_view,
+            approval_view=self._approval_view,
         )
         return Turn(inbound=inbound, surface=reply)
 
@@ -276,6 +305,7 @@ class DiscordAdapter:
             reply_to=channel.get_partial_message(message_id),
             gate=self._gate,
             feedback_view=self._feedback_view,
+            approval_view=self._approval_view,
         )
 
     async def close_cut_answer(self, place: str, shown: str | None, text: str) -> bool:
@@ -321,6 +351,12 @@ class DiscordAdapter:
         return ConversationRef(
             platform="discord", workspace=guild, channel=str(channel.id), thread=str(message.id)
         )
+
+    def _approval_view(self, approval_id: int) -> discord.ui.View:
+        view = discord.ui.View(timeout=None)
+        view.add_item(self._approval(APPROVE, approval_id))
+        view.add_item(self._approval(DECLINE, approval_id))
+        return view
 
     def _feedback_view(self, message_id: int) -> discord.ui.View:
         view = discord.ui.View(timeout=None)
@@ -403,7 +439,7 @@ def _question(message: discord.Message, me: discord.ClientUser) -> str:
     if own_role is not None:
         text = text.replace(f"<@&{own_role.id}>", "")
     text = text.strip()
-    if not text and (message.attachments or message.stickers):
+    if not text and message.stickers and not message.attachments:  # files: the engine names
         return "[The message held only an attachment or a sticker, which you cannot see.]"
     return text
 
@@ -412,6 +448,9 @@ def _speaker(user: discord.User | discord.Member) -> str:
     """The name people see, with the unique username when it differs (nicknames repeat)."""
     shown, unique = user.display_name, user.name
     return shown if shown.casefold() == unique.casefold() else f"{shown} ({unique})"
+
+
+SERVERS_ASKED_FOR_ROLES = 5  # a DM's author is looked up in at most this many servers
 
 
 def _reply_to_assistant(
@@ -474,3 +513,55 @@ def _feedback_button(
                 warnings.warn("a Discord click could not be answered", f"{exc.status} {exc.text}")
 
     return FeedbackButton, FeedbackButton
+
+
+def _approval_button(
+    assistant: Assistant, warnings: QuietWarnings
+) -> tuple[type[discord.ui.DynamicItem[Any]], Callable[[str, int], discord.ui.Item[Any]]]:
+    """Approve and Decline on a tool's ask, bound to this engine. The custom id carries the
+    answer and the ask's id, so a click is understood on any replica and after a restart;
+    only the user asked may decide (`Assistant.decide`), anyone else hears so privately."""
+
+    class ApprovalButton(
+        discord.ui.DynamicItem[discord.ui.Button[Any]],
+        template=rf"approval:(?P<answer>{APPROVE}|{DECLINE}):(?P<approval_id>[0-9]+)",
+    ):
+        def __init__(self, answer: str, approval_id: int) -> None:
+            approve = answer == APPROVE
+            super().__init__(
+                discord.ui.Button(
+                    style=discord.ButtonStyle.success if approve else discord.ButtonStyle.danger,
+                    label="Approve" if approve else "Decline",
+                    custom_id=f"approval:{answer}:{approval_id}",
+                )
+            )
+            self.answer = answer
+            self.approval_id = approval_id
+
+        @classmethod
+        async def from_custom_id(
+            cls,
+            interaction: discord.Interaction,
+            item: discord.ui.Item[Any],
+            match: re.Match[str],
+        ) -> ApprovalButton:
+            return cls(match["answer"], int(match["approval_id"]))
+
+        async def callback(self, interaction: discord.Interaction) -> None:
+            user = interaction.user
+            if not isinstance(user, discord.User | discord.Member):
+                warnings.warn("an unreadable Discord click was dropped", "it names no user")
+                return
+            try:  # answer within Discord's 3 s first; the store may be busy with turns
+                await interaction.response.defer(ephemeral=True, thinking=True)
+                text = await record_approval(
+                    assistant,
+                    str(self.approval_id),
+                    Actor(platform="discord", user_id=str(user.id)),
+                    approve=self.answer == APPROVE,
+                )
+                await interaction.followup.send(text, ephemeral=True)
+            except discord.HTTPException as exc:  # the interaction expired, or was answered
+                warnings.warn("a Discord click could not be answered", f"{exc.status} {exc.text}")
+
+    return ApprovalButton, ApprovalButton

@@ -14,7 +14,8 @@ from contextlib import suppress
 
 import discord
 
-from assistant.turns import Source
+from assistant.turns import ApprovalAsked, ApprovalDecided, Source
+from bots.chat_actions import approval_outcome, approval_request
 from bots.render import close_fences, open_fence, source_lines, split_message
 from bots.streaming import ChatToolNotes, failure_text
 
@@ -69,6 +70,7 @@ class DiscordReply(ChatToolNotes):
         reply_to: discord.Message | discord.PartialMessage | None,
         gate: ChannelGate,
         feedback_view: Callable[[int], discord.ui.View],
+        approval_view: Callable[[int], discord.ui.View] | None = None,
     ) -> None:
         super().__init__()
         self._channel = channel
@@ -79,6 +81,8 @@ class DiscordReply(ChatToolNotes):
         )
         self._gate = gate
         self._feedback_view = feedback_view
+        self._approval_view = approval_view
+        self._asks: dict[int, discord.Message] = {}  # approval id -> the message asking it
         self._messages: list[discord.Message] = []
         self._shown: list[str] = []
         self._typing: asyncio.Task[None] | None = None
@@ -98,6 +102,39 @@ class DiscordReply(ChatToolNotes):
             self._muted = True
         except discord.HTTPException as exc:
             log.info("Discord refused a preview (%s %s)", exc.status, exc.text)
+
+    async def ask_approval(self, asked: ApprovalAsked) -> None:
+        """The ask, pinging only the requester, with Approve and Decline."""
+        if self._approval_view is None:
+            log.warning("Discord: %s waits for an approval this surface cannot ask", asked.tool)
+            return
+        requester = int(asked.requester.user_id)
+        try:
+            self._asks[asked.approval_id] = await self._channel.send(
+                approval_request(asked, f"<@{requester}>", limit=MESSAGE_LIMIT),
+                reference=self._reply_to,  # type: ignore[arg-type]
+                mention_author=False,
+                allowed_mentions=discord.AllowedMentions.none().merge(
+                    discord.AllowedMentions(users=[discord.Object(id=requester)])
+                ),
+                view=self._approval_view(asked.approval_id),
+            )
+        except discord.HTTPException as exc:
+            log.warning(
+                "Discord refused a tool's request for approval (%s %s)", exc.status, exc.text
+            )
+
+    async def approval_decided(self, decided: ApprovalDecided) -> None:
+        asked = self._asks.pop(decided.approval_id, None)
+        who = decided.decided_by.partition(":")[2] if decided.decided_by else None
+        text = approval_outcome(decided, f"<@{who}>" if who else None)
+        try:
+            if asked is None:
+                await self._channel.send(text, allowed_mentions=ALLOWED_MENTIONS)
+            else:
+                await asked.edit(content=text, view=None, allowed_mentions=ALLOWED_MENTIONS)
+        except discord.HTTPException as exc:
+            log.warning("Discord refused to show a tool's approval (%s %s)", exc.status, exc.text)
 
     async def complete(self, text: str, message_id: int, sources: Sequence[Source] = ()) -> None:
         pieces = with_footnotes(self.with_tool_notes(text), sources)

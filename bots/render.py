@@ -142,7 +142,7 @@ def to_mrkdwn(markdown: str) -> str:
         if kind == "text":
             out.append(_prose_line(line))
         elif kind == "code" and fence is not None:
-            out.append(_escape(_dedent(line, fence.indent)))
+            out.append(escape_mrkdwn(_dedent(line, fence.indent)))
         else:
             out.append("```")  # Slack has no language tags, and no ~~~ fences
     return "\n".join(out)
@@ -179,7 +179,7 @@ def _inline(text: str, *, bold: str = "*", label: bool = False) -> str:
     shielded = _TOKEN.sub(keep, text)
     for pattern, template in _EMPHASIS:
         shielded = pattern.sub(template, shielded)
-    out = _escape(shielded).replace(_BOLD, bold).replace(_ITALIC, "_").replace(_STRIKE, "~")
+    out = escape_mrkdwn(shielded).replace(_BOLD, bold).replace(_ITALIC, "_").replace(_STRIKE, "~")
     parts = out.split(_KEPT)
     out = parts[0] + "".join(k + p for k, p in zip(kept, parts[1:], strict=True))
     return out.replace("|", LINK_PIPE) if label else out
@@ -190,15 +190,15 @@ def _render_token(m: re.Match[str], *, bold: str, label: bool) -> str:
     characters: Slack shows `&lt;` as `<` inside code too, and a raw `<!here>` would ping."""
     kind = m.lastgroup
     if kind == "code":
-        return _escape(m[0])
+        return escape_mrkdwn(m[0])
     if kind == "auto":
-        return _escape(m[0]) if label else m[0]
+        return escape_mrkdwn(m[0]) if label else m[0]
     if kind == "link":
         return _link(m, bold=bold, label=label)
     if kind == "bare":
-        return _escape(m[0])
+        return escape_mrkdwn(m[0])
     if kind == "escaped":
-        return _escape(m[0][1])
+        return escape_mrkdwn(m[0][1])
     return m[0]  # stray backticks, dotted names, our own sentinel characters: as they are
 
 
@@ -211,12 +211,12 @@ def _link(m: re.Match[str], *, bold: str, label: bool) -> str:
     if label or not url or url.startswith("#"):
         return text
     if not _SCHEME.match(url):
-        return f"{text} ({_escape(url)})"  # a relative link means nothing in Slack
-    target = _escape(url.replace("|", "%7C").replace(" ", "%20"))
+        return f"{text} ({escape_mrkdwn(url)})"  # a relative link means nothing in Slack
+    target = escape_mrkdwn(url.replace("|", "%7C").replace(" ", "%20"))
     return f"<{target}|{text}>" if text else f"<{target}>"
 
 
-def _escape(text: str) -> str:
+def escape_mrkdwn(text: str) -> str:
     """Slack's control characters, which must be entities wherever they are not markup."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -260,10 +260,10 @@ def mrkdwn_sources(sources: Iterable[Source]) -> list[str]:
 
 
 def _mrkdwn_source(source: Source) -> str:
-    label = _escape(source_label(source)).replace("|", LINK_PIPE)
+    label = escape_mrkdwn(source_label(source)).replace("|", LINK_PIPE)
     if not source.link:
         return f"[{source.number}] {label}"
-    target = _escape(source.link.replace("|", "%7C").replace(" ", "%20"))
+    target = escape_mrkdwn(source.link.replace("|", "%7C").replace(" ", "%20"))
     return f"[{source.number}] <{target}|{label}>"
 
 

@@ -36,8 +36,10 @@ from assistant.admin.grammar import CommandContext
 from assistant.engine import Assistant
 from assistant.reporting.notices import Notice
 from assistant.turns import Actor, ConversationRef, Failed, Ignored, Inbound
-from bots.chat_actions import QuietWarnings, record_vote, run_admin
+from bots.chat_actions import QuietWarnings, record_approval, record_vote, run_admin
 from bots.render import from_mrkdwn, to_mrkdwn
+from bots.slack_assistant import SlackAgent
+from bots.slack_files import SlackFiles
 from bots.slack_http import (
     Served,
     SlackEndpoint,
@@ -49,6 +51,7 @@ from bots.slack_http import (
 )
 from bots.slack_notices import slack_blocks
 from bots.slack_reply import (
+    APPROVAL_ACTIONS,
     FEEDBACK_DOWN,
     FEEDBACK_UP,
     Place,
@@ -121,6 +124,9 @@ class SlackAdapter:
         self.app.event("message")(self._on_message)
         self.app.command("/assistant")(self._on_command)
         self.app.action(re.compile(f"^({FEEDBACK_UP}|{FEEDBACK_DOWN})$"))(self._on_feedback)
+        self._agent = SlackAgent(assistant, self.client)  # assistant threads, App Home
+        self._agent.register(self.app)
+        self.app.action(re.compile(f"^({'|'.join(APPROVAL_ACTIONS)})$"))(self._on_approval)
         self._turns = TurnRunner(assistant, surface="slack", interval=update_interval)
         self._warnings = QuietWarnings(log)
         self._signing_secret = signing_secret
@@ -128,6 +134,7 @@ class SlackAdapter:
         self._names = SlackNames(
             AsyncWebClient(token=bot_token, base_url=api_url, retry_handlers=[])
         )
+        self._files = SlackFiles(self.client, token=bot_token, limits=assistant.attachment_limits)
         self._bot_user: str | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._runner: web.AppRunner | None = None
@@ -217,6 +224,7 @@ class SlackAdapter:
             await self._runner.cleanup()
             log.info("served %d Slack requests", self._served.requests)
         await self._turns.drain(grace=self._shutdown_grace)
+        await self._agent.close()
         await self._names.close()
         if self.client.session is not None:
             await self.client.session.close()
@@ -224,6 +232,7 @@ class SlackAdapter:
     async def idle(self) -> None:
         """Wait until every turn under way has been answered (tests and benchmarks)."""
         await self._turns.idle()
+        await self._agent.idle()
 
     # ---- messages
 
@@ -256,6 +265,9 @@ class SlackAdapter:
         assert turn.inbound is not None
         accepted = await self._assistant.accept(turn.inbound)
         if isinstance(accepted, Ignored):
+            return None
+        if isinstance(accepted, Failed) and not accepted.retryable:  # refused: say why, once
+            self._turns.start(_refused(turn, accepted))
             return None
         if isinstance(accepted, Failed):  # try once more on its own task, saying what failed
             return turn
@@ -309,8 +321,10 @@ class SlackAdapter:
             platform_message_id=ts,
             dedupe_keys=tuple(keys),
             reply_place=place.to_json(),
+            direct=event.get("channel_type") == "im",
+            attachments=await self._files.fetch(event.get("files")),  # bots/slack_files.py
         )
-        return Turn(inbound=inbound, surface=SlackReply(self.client, place))
+        return await self._agent.turn(inbound, place, direct=event.get("channel_type") == "im")
 
     # ---- answers a stopped process owed (see bots/recovery.py)
 
@@ -420,6 +434,23 @@ class SlackAdapter:
         )
         await respond(text=text, response_type="ephemeral", replace_original=False)
 
+    async def _on_approval(self, ack: Any, body: dict[str, Any], respond: AsyncRespond) -> None:
+        """Approve or Decline on a tool's ask: it counts only from the user asked; the ask's
+        message is updated by the turn waiting on it, and the clicker hears privately."""
+        await ack()
+        problem = action_problem(body)
+        if problem is not None:
+            self._warnings.warn("an unreadable Slack action was dropped", problem)
+            return
+        action = body["actions"][0]
+        text = await record_approval(
+            self._assistant,
+            str(action.get("value") or ""),
+            Actor(platform="slack", user_id=body["user"]["id"]),
+            approve=APPROVAL_ACTIONS[action["action_id"]],
+        )
+        await respond(text=text, response_type="ephemeral", replace_original=False)
+
 
 async def _unless_refused(what: str, channel: str, call: Awaitable[Any]) -> bool:
     """Make one call of a notice; a refusal only the operator can fix (a scope the app lacks,
@@ -434,6 +465,15 @@ async def _unless_refused(what: str, channel: str, call: Awaitable[Any]) -> bool
         log.error("Slack: %s was not posted in %s: %s", what, channel, advice)
         return False
     return True
+
+
+async def _refused(turn: Turn, refusal: Failed) -> None:
+    """Show why the engine refused a message (who may talk here, a rate limit): asking again
+    would change nothing, and the refusal is said once (see `assistant.access`)."""
+    try:
+        await turn.surface.fail(refusal.user_message, "")
+    finally:
+        await turn.surface.close()
 
 
 def _operator_advice(exc: SlackApiError) -> str | None:

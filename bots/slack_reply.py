@@ -17,8 +17,16 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from assistant.turns import Source
-from bots.render import close_fences, mrkdwn_sources, open_fence, split_message, to_mrkdwn
+from assistant.turns import ApprovalAsked, ApprovalDecided, Source
+from bots.chat_actions import APPROVE, DECLINE, approval_outcome, approval_request
+from bots.render import (
+    close_fences,
+    escape_mrkdwn,
+    mrkdwn_sources,
+    open_fence,
+    split_message,
+    to_mrkdwn,
+)
 from bots.streaming import ChatToolNotes, failure_text
 
 log = logging.getLogger(__name__)
@@ -28,6 +36,7 @@ STREAM_LIMIT = 12000  # what one streamed message holds; the rest continues belo
 THINKING = "_Thinking…_"
 FEEDBACK_UP = "feedback_up"
 FEEDBACK_DOWN = "feedback_down"
+APPROVAL_ACTIONS = {f"approval_{APPROVE}": True, f"approval_{DECLINE}": False}
 SOURCES_BLOCK = "sources"
 # Slack's limit on a context block's elements (docs.slack.dev, "Context block"): more sources
 # take further context blocks
@@ -79,6 +88,26 @@ def feedback_block(message_id: int) -> dict[str, Any]:
     }
 
 
+def approval_blocks(asked: ApprovalAsked) -> tuple[str, Blocks]:
+    """The ask as a message: what would run (the section `_send` puts first), then Approve
+    and Decline carrying its id."""
+    requester = f"<@{asked.requester.user_id}>"
+    text = approval_request(asked, requester, limit=TEXT_OBJECT_LIMIT, escape=escape_mrkdwn)
+
+    def button(approve: bool) -> dict[str, Any]:
+        return {
+            "type": "button",
+            "action_id": f"approval_{APPROVE if approve else DECLINE}",
+            "text": {"type": "plain_text", "text": "Approve" if approve else "Decline"},
+            "style": "primary" if approve else "danger",
+            "value": str(asked.approval_id),
+        }
+
+    return text, [
+        {"type": "actions", "block_id": "approval", "elements": [button(True), button(False)]}
+    ]
+
+
 def source_blocks(sources: Sequence[Source]) -> Blocks:
     """An answer's sources as context blocks (Slack's small grey line under a message), ten
     to a block. A line too long for one text object drops its link, never the source."""
@@ -111,6 +140,7 @@ class SlackReply(ChatToolNotes):
         # (while streaming: those holding what did not fit in the streamed message)
         self._shown: list[str] = []  # what each of them shows
         self._refusal: str | None = None  # a scope Slack said is missing: what to do about it
+        self._asks: dict[int, str] = {}  # approval id -> ts of the message asking it
 
     async def begin(self) -> None:
         if self._place.thread_ts is not None:
@@ -128,6 +158,28 @@ class SlackReply(ChatToolNotes):
                     return
                 log.info("Slack did not start a stream (%s); posting instead", slack_error(exc))
         await self._post(THINKING)
+
+    async def ask_approval(self, asked: ApprovalAsked) -> None:
+        text, blocks = approval_blocks(asked)
+        try:
+            self._asks[asked.approval_id] = await self._send(text, blocks)
+        except Exception as exc:
+            log.warning("Slack refused a tool's request for approval (%s)", slack_error(exc))
+
+    async def approval_decided(self, decided: ApprovalDecided) -> None:
+        ts = self._asks.pop(decided.approval_id, None)
+        who = decided.decided_by.partition(":")[2] if decided.decided_by else None
+        text = approval_outcome(decided, f"<@{who}>" if who else None)
+        try:
+            if ts is None:
+                await self._send(text)
+            else:  # the text alone, in place of the ask and its buttons
+                blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+                await self._client.chat_update(
+                    channel=self._place.channel, ts=ts, text=text, blocks=blocks
+                )
+        except Exception as exc:
+            log.warning("Slack refused to show a tool's approval (%s)", slack_error(exc))
 
     async def progress(self, text: str) -> None:
         if self._refusal is not None:  # nothing can show until the operator adds the scope

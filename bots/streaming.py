@@ -14,6 +14,8 @@ from contextlib import suppress
 from typing import Protocol
 
 from assistant.turns import (
+    ApprovalAsked,
+    ApprovalDecided,
     Completed,
     Event,
     Failed,
@@ -52,6 +54,14 @@ class ReplySurface(Protocol):
 
     async def tool_failed(self, name: str) -> None:
         """A tool failed; the model answers without it, and the user should know."""
+
+    async def ask_approval(self, asked: ApprovalAsked) -> None:
+        """A tool that acts on the user's behalf waits for their yes: show what it would do,
+        with Approve and Decline that reach `Assistant.decide` (which counts only the
+        requester's click). Should not raise: an ask nobody sees ends as a no at its time."""
+
+    async def approval_decided(self, decided: ApprovalDecided) -> None:
+        """Show how the ask ended (approved, declined, no answer), in place of its buttons."""
 
     async def complete(self, text: str, message_id: int, sources: Sequence[Source] = ()) -> None:
         """The whole answer; `message_id` is what feedback is recorded against. `sources` are
@@ -198,6 +208,7 @@ class _Delivery:
         self._started = False
         self._turn_id: int | None = None
         self._reported: str | None = None
+        self._not_approved: set[str] = set()  # calls whose ask was declined or unanswered
 
     async def run(self, events: AsyncIterator[Event]) -> Event | None:
         try:
@@ -230,7 +241,16 @@ class _Delivery:
             await self._report()
             await surface.tool_started(event.name, event.arguments)
         elif isinstance(event, ToolFinished) and not event.ok:
-            await surface.tool_failed(event.name)
+            if event.call_id not in self._not_approved:  # the ask already said it did not run
+                await surface.tool_failed(event.name)
+        elif isinstance(event, ApprovalAsked):
+            await pump.pause()
+            await self._report()
+            await surface.ask_approval(event)
+        elif isinstance(event, ApprovalDecided):
+            if event.decision != "approved":
+                self._not_approved.add(event.call_id)
+            await surface.approval_decided(event)
         elif isinstance(event, Completed):
             await pump.close()
             text = event.text if event.text.strip() else EMPTY_ANSWER

@@ -13,7 +13,16 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from assistant.turns import ESTIMATE_MARK, Actor, Completed, ConversationRef, Inbound, Source
+from assistant.turns import (
+    ESTIMATE_MARK,
+    Actor,
+    ApprovalAsked,
+    ApprovalDecided,
+    Completed,
+    ConversationRef,
+    Inbound,
+    Source,
+)
 from bots.render import SOURCES_TITLE, source_lines
 
 # The engine, the admin commands and the turn runner load while the prompt waits for a line.
@@ -29,6 +38,7 @@ HELP = (
     "(the admin commands), /help, /quit"
 )
 ADMIN_WORDS = ("prompt", "report", "eval", "knowledge")
+TERMINAL_ASK_LIMIT = 8000  # a tool's ask on a console: long arguments are cut, not scrolled
 
 
 ESTIMATE_LEGEND = f"{ESTIMATE_MARK} estimated: the model server sent no usage"
@@ -126,6 +136,7 @@ class TerminalChat:
         self._turns: TurnRunner | None = None
         self._last: Completed | None = None
         self._logs = logs  # the process's log handler, held while an answer prints
+        self._typed: asyncio.Future[str] | None = None  # a line being read, not yet taken
 
     async def run(self) -> None:
         await self._greet()
@@ -148,9 +159,7 @@ class TerminalChat:
         """The next line typed, read on a thread of its own (a daemon: a chat ending while the
         prompt waits must not wait for a line). The engine starts opening once the prompt
         shows; should that fail first, the chat ends with its error then."""
-        loop = asyncio.get_running_loop()
-        line: asyncio.Future[str] = loop.create_future()
-        threading.Thread(target=self._read_into, args=(loop, line), daemon=True).start()
+        line = self._reading()
         if self._opened is None:
             ready = self._start()
             either: list[asyncio.Future[Any]] = [line, ready]
@@ -158,7 +167,31 @@ class TerminalChat:
             if not line.done() and ready.exception() is not None:
                 self._console.print()  # the prompt's line stays as it was; the error goes below
                 ready.result()  # raises
+        self._typed = None
         return await line
+
+    def _reading(self) -> asyncio.Future[str]:
+        """The line being typed: one reader at a time, so a line an approval stopped waiting
+        for is the next line the chat reads, never lost to a second reader."""
+        if self._typed is None:
+            loop = asyncio.get_running_loop()
+            self._typed = loop.create_future()
+            threading.Thread(target=self._read_into, args=(loop, self._typed), daemon=True).start()
+        return self._typed
+
+    async def _approve(self, asked: ApprovalAsked) -> str:
+        """y/N for a tool that acts for the user; what the engine made of the answer. No line
+        within the ask's time is a no (that line is then read as the next message)."""
+        from bots.chat_actions import record_approval
+
+        line = self._reading()
+        await asyncio.wait([line], timeout=asked.timeout_s)
+        if not line.done() or line.exception() is not None:
+            return "No answer in time: it was not run."
+        self._typed = None
+        yes = line.result().strip().lower() in ("y", "yes")
+        assistant, _ = await self._engine()
+        return await record_approval(assistant, str(asked.approval_id), self._actor, approve=yes)
 
     def _read_into(self, loop: asyncio.AbstractEventLoop, line: asyncio.Future[str]) -> None:
         try:
@@ -260,7 +293,7 @@ class TerminalChat:
             self._turns = TurnRunner(assistant, surface="terminal", interval=0)
         inbound = Inbound(ref=self._ref, actor=self._actor, text=text)
         with self._logs.held() if self._logs else contextlib.nullcontext():
-            turn = Turn(inbound=inbound, surface=ConsoleReply(self._console))
+            turn = Turn(inbound=inbound, surface=ConsoleReply(self._console, approve=self._approve))
             last = await self._turns.answer(turn)
         if isinstance(last, Completed):
             self._last = last
@@ -280,8 +313,11 @@ def _settle(line: asyncio.Future[str], typed: str | BaseException) -> None:
 class ConsoleReply:
     """A `ReplySurface` on a console: text is printed as it grows, notes on lines of their own."""
 
-    def __init__(self, console: Console) -> None:
+    def __init__(
+        self, console: Console, *, approve: Callable[[ApprovalAsked], Awaitable[str]]
+    ) -> None:
         self._out = console
+        self._approve = approve
         self._printed = ""  # the part of the answer already on screen
         self._line_open = False  # something is on the current line; a note starts afresh
 
@@ -304,6 +340,18 @@ class ConsoleReply:
 
     async def tool_failed(self, name: str) -> None:
         self._note(f"[{name} failed]")
+
+    async def ask_approval(self, asked: ApprovalAsked) -> None:
+        from bots.chat_actions import approval_request
+
+        self._note(approval_request(asked, "you", limit=TERMINAL_ASK_LIMIT).replace("\n", "\n  "))
+        self._out.print("  Approve? Type y for yes, anything else for no.", style="bold")
+        self._note(await self._approve(asked))
+
+    async def approval_decided(self, decided: ApprovalDecided) -> None:
+        from bots.chat_actions import approval_outcome
+
+        self._note(approval_outcome(decided, None))
 
     def _note(self, line: str) -> None:
         self._out.print(("\n" if self._line_open else "") + "  " + line, style="dim", markup=False)

@@ -89,7 +89,7 @@ async def supervise(
                 stack.push_async_callback(fake_llm.stop)
                 base_url = fake_llm.base_url
             # the migrations and the prompt versions, once: workers find them done
-            runtime = await open_runtime(settings, base_url=base_url, fake=fake)
+            runtime = await open_runtime(settings, base_url=base_url, fake=fake, mcp=False)
             await runtime.close()
             log.info("starting %d workers on port %d", count, settings.slack_port)
             work_plans = plans(

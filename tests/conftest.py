@@ -239,11 +239,12 @@ async def slack() -> AsyncIterator[FakeSlack]:
 async def start_slack_bot(
     make_assistant: Callable[..., Any], store: Store, slack: FakeSlack
 ) -> AsyncIterator[Callable[..., Any]]:
-    """Start a Slack adapter (again: a restart) on the shared database; admin is UADMIN."""
+    """Start a Slack adapter (again: a restart) on the shared database; admin is UADMIN;
+    keyword args tune EngineConfig."""
     adapters: list[SlackAdapter] = []
 
-    async def start() -> SlackBot:
-        assistant = await make_assistant()
+    async def start(**config: Any) -> SlackBot:
+        assistant = await make_assistant(**config)
         commands = AdminCommands(
             prompts=store.prompts, versions=assistant.versions, admins=["slack:UADMIN"]
         )
@@ -284,11 +285,11 @@ async def start_discord_bot(
     make_assistant: Callable[..., Any], store: Store, discord_fake: FakeDiscord
 ) -> AsyncIterator[Callable[..., Any]]:
     """Start the Discord adapter (again: a restart) on the shared database; DISCORD_ADMIN is an
-    admin; keyword args reach DiscordAdapter."""
+    admin; keyword args reach DiscordAdapter, `engine` tunes EngineConfig."""
     adapters: list[DiscordAdapter] = []
 
-    async def start(**options: Any) -> DiscordAdapter:
-        assistant = await make_assistant()
+    async def start(engine: dict[str, Any] | None = None, **options: Any) -> DiscordAdapter:
+        assistant = await make_assistant(**(engine or {}))
         commands = AdminCommands(
             prompts=store.prompts, versions=assistant.versions, admins=[f"discord:{DISCORD_ADMIN}"]
         )

@@ -396,6 +396,7 @@ class EvalRunner:
             text=case.question,
             pinned_version=(prompt.version.name, prompt.version.version),
             use_cache=False,
+            can_ask=False,  # nobody is there to approve an action: it is not run
         )
         text, calls = [], []
         async with aclosing(self._assistant.respond(inbound)) as events:

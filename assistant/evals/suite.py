@@ -31,7 +31,7 @@ from assistant.evals.assertions import (
 from assistant.evals.retrieval import DEFAULT_DROP, DEFAULT_K, MAX_K, RetrievalCase
 from assistant.file_errors import TOO_INTRICATE, describe, parse_yaml, read_text
 from assistant.knowledge.catalog import check_name
-from assistant.prompts.files import PromptFileError
+from assistant.prompts.files import PromptFileError, is_known_tool
 
 SUITE_FILE = "evals.yaml"
 MAX_SUITE_BYTES = 4_000_000  # thousands of cases; a suite is read whole at every start
@@ -171,7 +171,7 @@ class _Source:
         return self.error(field, _unknown(what, name, available, listing=listing))
 
     def check_tool(self, field: str, name: str) -> None:
-        if name not in self.tools:
+        if not is_known_tool(name, self.tools):
             raise self.unknown(field, "tool", name, sorted(self.tools))
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -116,6 +116,21 @@ class MemoryPolicy(BaseModel):
         return max(self.summarize_over_tokens, self.context_tokens)
 
 
+# Slack shows at most four suggested prompts in an assistant thread
+# (docs.slack.dev, assistant.threads.setSuggestedPrompts)
+MAX_SUGGESTED_PROMPTS = 4
+
+
+class SuggestedPrompt(BaseModel):
+    """A prompt a chat surface offers when a conversation opens: `title` is what the user
+    sees, `message` what clicking it sends."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+
+
 class PromptVersion(BaseModel):
     """One released version of a prompt, exactly as its file says."""
 
@@ -135,6 +150,12 @@ class PromptVersion(BaseModel):
     response_schema: dict[str, Any] | None = None
     memory: MemoryPolicy = MemoryPolicy()
     cache: bool = False
+    # what a surface says when a user opens a conversation (Slack's assistant thread); a
+    # version without them gets the surface's own
+    greeting: str | None = Field(default=None, min_length=1)
+    suggested_prompts: tuple[SuggestedPrompt, ...] = Field(
+        default=(), max_length=MAX_SUGGESTED_PROMPTS
+    )
 
     _template: jinja2.Template = PrivateAttr()
 
@@ -296,9 +317,23 @@ def _check_placement(path: Path, version: PromptVersion) -> None:
         )
 
 
+def is_known_tool(name: str, known: Collection[str]) -> bool:
+    """`name` is in `known`, or is `server.tool` and `known` holds `server.*`: an MCP server's
+    tools are learnt once it connects, after the prompts load (assistant.mcp_servers)."""
+    if "*" in name:  # a pattern stands for tools not yet known, never for a tool
+        return False
+    server, dot, _ = name.partition(".")
+    return name in known or (bool(dot) and f"{server}.*" in known)
+
+
 def _check_tools(path: Path, version: PromptVersion, known: set[str]) -> None:
     for tool in version.tools:
-        if tool not in known:
+        if "*" in tool:
+            raise PromptFileError(
+                f"{path}: field 'tools': {tool!r} is a pattern; name each tool the version may "
+                "use (server.TOOL), so a tool a server adds later is not offered unasked"
+            )
+        if not is_known_tool(tool, known):
             available = ", ".join(sorted(known)) or "none"
             raise PromptFileError(
                 f"{path}: field 'tools': unknown tool {tool!r} (available: {available})"

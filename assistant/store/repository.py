@@ -7,7 +7,7 @@ import hashlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import bindparam, delete, insert, update
@@ -19,6 +19,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.records import CallRecord, NewMessage, PendingReply
+from assistant.store.approval_store import ApprovalStore
 from assistant.store.database import WorkRunner, create_engine
 from assistant.store.eval_store import EvalStore
 from assistant.store.knowledge_store import KnowledgeStore
@@ -90,6 +91,7 @@ class Store:
         self.prompts = PromptStore(engine, run=self._run)
         self.open_turns = OpenTurns(engine, run=self._run)
         self.votes = VoteStore(engine)
+        self.approvals = ApprovalStore(engine)
         self.evals = EvalStore(engine)
         self.knowledge = KnowledgeStore(engine, run=self._run)
 
@@ -169,9 +171,11 @@ class Store:
         claim: Sequence[str] = (),
         keep: timedelta = timedelta(hours=24),
         pending: PendingReply | None = None,
+        attachments: str | None = None,
     ) -> tuple[int, History] | None:
-        """Claim the delivery (`claim`: its dedupe keys), store the user's message and the
-        answer owed (`pending`) in one transaction, then read the conversation's history.
+        """Claim the delivery (`claim`: its dedupe keys), store the user's message (with the
+        JSON of what the model saw of its files, `attachments`) and the answer owed
+        (`pending`) in one transaction, then read the conversation's history.
         Returns the message's id and the history; None when the delivery was claimed before
         (then nothing is stored).
 
@@ -179,6 +183,7 @@ class Store:
         message without the record that it still needs an answer.
         """
         row = _message_row(message, conversation_id, prompt_version_id)
+        row["attachments"] = attachments
         claims, prune = self._claims(claim)
 
         def work(connection: Connection) -> tuple[int, History] | None:
@@ -231,6 +236,14 @@ class Store:
 
         return await self._run(work)
 
+    async def set_message_attachments(self, message_id: int, attachments: str | None) -> None:
+        """Correct what a message's files record says the model saw (its server refused the
+        images after the message was stored)."""
+        async with self.engine.begin() as connection:
+            await connection.execute(
+                update(Message).where(_messages.id == message_id).values(attachments=attachments)
+            )
+
     async def set_message_status(self, message_id: int, status: str) -> None:
         async with self.engine.begin() as connection:
             await connection.execute(
@@ -262,6 +275,29 @@ class Store:
                 select(func.count()).where(Message.conversation_id == conversation_id)
             )
             return result.one()
+
+    async def user_message_times(
+        self, author_id: str, *, since: datetime, limit: int
+    ) -> list[datetime]:
+        """When `author_id` (`platform:user`) sent their newest messages since `since`, newest
+        first, at most `limit`: what a rate limit counts, read from the (author_id,
+        created_at) index, so every replica counts the same."""
+        params = {"author_id": author_id, "since": since, "limit": limit}
+        return await self._run(lambda c: list(c.execute(_USER_TIMES, params).scalars()))
+
+    async def channel_message_times(
+        self, ref: ConversationRef, *, since: datetime, limit: int
+    ) -> list[datetime]:
+        """When the newest user messages in `ref`'s channel (any thread) were sent since
+        `since`, newest first, at most `limit`."""
+        params = {
+            "platform": ref.platform,
+            "workspace": ref.workspace,
+            "channel": ref.channel,
+            "since": since,
+            "limit": limit,
+        }
+        return await self._run(lambda c: list(c.execute(_CHANNEL_TIMES, params).scalars()))
 
     async def save_summary(
         self, conversation_id: int, *, summary: str, tokens: int, through_id: int
@@ -425,6 +461,39 @@ _FIND_CONVERSATION = sa_select(_conversations.id).where(
     _conversations.thread == bindparam("thread"),
 )
 _INSERT_CONVERSATION = insert(Conversation).returning(_conversations.id)
+_USER_TIMES = (
+    sa_select(_messages.created_at)
+    .where(
+        _messages.author_id == bindparam("author_id"),
+        _messages.created_at >= bindparam("since"),
+        _messages.role == "user",
+    )
+    .order_by(_messages.created_at.desc())
+    .limit(bindparam("limit"))
+)
+# Messages carry no channel: each of the channel's conversations is read from the window's
+# first message id (ids follow time), not from its start.
+_FIRST_SINCE = (
+    sa_select(_messages.id)
+    .where(_messages.created_at >= bindparam("since"))
+    .order_by(_messages.created_at)
+    .limit(1)
+    .scalar_subquery()
+)
+_CHANNEL_TIMES = (
+    sa_select(_messages.created_at)
+    .join(Conversation, _conversations.id == _messages.conversation_id)
+    .where(
+        _conversations.platform == bindparam("platform"),
+        _conversations.workspace == bindparam("workspace"),
+        _conversations.channel == bindparam("channel"),
+        _messages.id >= _FIRST_SINCE,
+        _messages.created_at >= bindparam("since"),
+        _messages.role == "user",
+    )
+    .order_by(_messages.created_at.desc())
+    .limit(bindparam("limit"))
+)
 _events = ProcessedEvent.__table__.c  # type: ignore[attr-defined]
 _FORGET_EVENTS = delete(ProcessedEvent).where(_events.created_at < bindparam("before"))
 _CLAIM_EVENT = insert(ProcessedEvent)

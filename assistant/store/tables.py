@@ -439,8 +439,8 @@ class ToolApproval(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(foreign_key="messages.id", index=True)  # the user's question
-    call_id: str = Field(max_length=128)
-    tool: str = Field(max_length=128)
+    call_id: str = Field(max_length=255)
+    tool: str = Field(max_length=255)  # an MCP tool's server.tool may be 161 characters
     arguments: str = Field(sa_column=Column(Text, nullable=False))
     requester: str = Field(max_length=160, description="platform:user_id")
     status: str = Field(

@@ -30,6 +30,7 @@ from aiohttp import web
 from assistant.testing.demo_model import DemoModel
 from assistant.testing.personalities import (
     EmbeddingServer,
+    ImageInput,
     Personality,
     auto_tool_choice_refusal,
     count_like,
@@ -38,6 +39,7 @@ from assistant.testing.personalities import (
     embedding_server,
     embedding_too_long,
     embeddings_unsupported,
+    image_refusal,
     is_reasoning_model,
     litellm_model_info,
     llamacpp_props,
@@ -92,7 +94,10 @@ class FakeLlm:
     `auto_tool_choice` (False: vLLM started without --enable-auto-tool-choice),
     `reasoning_tokens` (what an OpenAI reasoning model reports thinking), `object_arguments`
     (send tool arguments as a JSON object, as some servers wrongly do) and `tool_call_index`
-    (False: leave `index` out of tool-call deltas, as Ollama did before 0.4.7).
+    (False: leave `index` out of tool-call deltas, as Ollama did before 0.4.7). `image_input`
+    is what the served model does with an image: "accepted", "no-mmproj" (llama.cpp's server
+    without its projector: 500) or "text-only" (OpenAI's 400 for a model without vision);
+    every image received is kept, decoded, in `images` as (media type, bytes).
 
     `/v1/embeddings` answers as `embeds_like` does (None: as `like`; "llama-server" is
     llama.cpp's own server, unlike llama-cpp-python's "llamacpp"): `serves_embeddings=False`
@@ -118,6 +123,7 @@ class FakeLlm:
         serves_embeddings: bool = True,
         embedding_dimensions: int = EMBEDDING_DIMENSIONS,
         embedding_input_tokens: int | None = None,
+        image_input: ImageInput = "accepted",
     ) -> None:
         self.personality = personality(like)
         if not auto_tool_choice and like != "vllm":
@@ -126,6 +132,8 @@ class FakeLlm:
             )
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers, parallel to requests
+        self.image_input = image_input
+        self.images: list[tuple[str, bytes]] = []  # every image part received, decoded
         self.context_tokens = context_tokens or self.personality.context_tokens
         self.models = models
         self._strict_models = strict_models and not self.personality.answers_any_model
@@ -271,6 +279,11 @@ class FakeLlm:
         body = await request.json()
         self.requests.append(body)
         self.headers.append(dict(request.headers))
+        images = received_images(body)
+        self.images.extend(images)
+        refused = image_refusal(self.image_input) if images else None
+        if refused is not None:  # the server checks the content before anything else
+            return _json(refused[1], status=refused[0])
         head = self._queue[0] if self._queue else None
         if isinstance(head, Fail):  # a scripted failure comes before anything the server checks
             self._queue.popleft()
@@ -685,6 +698,21 @@ class _Slots:
 @contextlib.asynccontextmanager
 async def _no_wait() -> AsyncIterator[None]:
     yield
+
+
+def received_images(body: dict[str, Any]) -> list[tuple[str, bytes]]:
+    """The images a request's messages carry as `data:` URL parts: (media type, bytes)."""
+    found = []
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        for part in content if isinstance(content, list) else ():
+            if not isinstance(part, dict) or part.get("type") != "image_url":
+                continue
+            url = str((part.get("image_url") or {}).get("url") or "")
+            head, _, data = url.partition(",")
+            if head.startswith("data:") and head.endswith(";base64"):
+                found.append((head[5:-7], base64.b64decode(data)))
+    return found
 
 
 def _rendered(messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:

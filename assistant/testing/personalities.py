@@ -227,6 +227,29 @@ def unknown_model_refusal(model: str) -> dict[str, Any]:
     }
 
 
+ImageInput = Literal["accepted", "no-mmproj", "text-only"]
+
+
+def image_refusal(kind: ImageInput) -> tuple[int, dict[str, Any]] | None:
+    """A server's answer to an image for a model that cannot take one: llama.cpp's server
+    started without --mmproj throws in oaicompat_chat_params_parse (tools/server/utils.cpp),
+    which it answers 500; OpenAI answers a text-only model 400 (as clients quote the live API).
+    None: the image is taken."""
+    if kind == "no-mmproj":
+        message = (
+            "image input is not supported - hint: if this is unexpected, you may need to "
+            "provide the mmproj"
+        )
+        return 500, {"error": {"code": 500, "message": message, "type": "server_error"}}
+    if kind == "text-only":
+        return 400, _openai_error(
+            "Invalid content type. image_url is only supported by certain models.",
+            param="messages.[1].content.[1].type",
+            code="invalid_value",
+        )
+    return None
+
+
 def effort_refusal() -> dict[str, Any]:
     """What a chat (not reasoning) model answers to `reasoning_effort`."""
     return _openai_error(

@@ -27,8 +27,8 @@ def upgrade() -> None:
         "tool_approvals",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("message_id", sa.Integer(), nullable=False),
-        sa.Column("call_id", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
-        sa.Column("tool", sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+        sa.Column("call_id", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
+        sa.Column("tool", sqlmodel.sql.sqltypes.AutoString(length=255), nullable=False),
         sa.Column("arguments", sa.Text(), nullable=False),
         sa.Column("requester", sqlmodel.sql.sqltypes.AutoString(length=160), nullable=False),
         sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -55,11 +55,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.drop_index("ix_messages_author_id_created_at")
-        batch_op.drop_column("attachments")
-
+    # the approvals first: SQLite rebuilds `messages` to drop a column, which a table still
+    # referring to it forbids
     with op.batch_alter_table("tool_approvals", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_tool_approvals_message_id"))
 
     op.drop_table("tool_approvals")
+
+    with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_messages_author_id_created_at")
+        batch_op.drop_column("attachments")

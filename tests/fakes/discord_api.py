@@ -269,6 +269,7 @@ class FakeDiscord:
     ) -> None:
         self.message_content_intent = message_content_intent
         self.members_intent = members_intent
+        self.member_roles: dict[str, list[str]] = {}  # a user's roles in the server
         self.presences_intent = presences_intent
         self.shards = shards
         # echo=True: the bot's own messages, edits, deletions and typing come back down the
@@ -292,6 +293,9 @@ class FakeDiscord:
         self.commands: dict[str | None, list[dict[str, Any]]] = {}
         self.typing: list[str] = []
         self.uploads: dict[str, bytes] = {}  # attachment id -> the bytes the bot uploaded
+        # users' attachments: id -> (bytes, Content-Type served); and the ids downloaded
+        self.user_files: dict[str, tuple[bytes, str]] = {}
+        self.downloads: list[str] = []
         self.reactions: list[tuple[str, str, str, str]] = []  # (op, channel, message, emoji)
         self.threads: dict[str, dict[str, Any]] = {}  # threads the bot created
         self.text_channels: dict[str, dict[str, Any]] = {}  # more, from add_text_channel
@@ -328,6 +332,7 @@ class FakeDiscord:
         app = web.Application()
         app.router.add_get(GATEWAY_PATH, self._gateway)
         app.router.add_route("*", API_PREFIX + "/{tail:.*}", self._rest)
+        app.router.add_get("/attachments/{id}/{filename}", self._cdn)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -510,7 +515,7 @@ class FakeDiscord:
         self, user_id: str, *, with_user: bool = True, permissions: int | None = None
     ) -> dict[str, Any]:
         data: dict[str, Any] = {
-            "roles": [BOT_ROLE_ID] if user_id == BOT_ID else [],
+            "roles": [BOT_ROLE_ID] if user_id == BOT_ID else self.member_roles.get(user_id, []),
             "nick": None,
             "avatar": None,
             "joined_at": _iso(time.time() - 86400),
@@ -819,6 +824,37 @@ class FakeDiscord:
         return [r for r in self.interaction_responses if r["interaction_id"] == iid]
 
     # ---- payloads the bot receives
+
+    def attachment(
+        self, filename: str, data: bytes, content_type: str | None, *, size: int | None = None
+    ) -> dict[str, Any]:
+        """A user's attachment as MESSAGE_CREATE carries it, its bytes served at `url` (the
+        CDN needs no token). `size` is what Discord claims (default: the true one)."""
+        attachment_id = self.snowflake()
+        self.user_files[attachment_id] = (data, content_type or "application/octet-stream")
+        url = f"{self.base}/attachments/{attachment_id}/{filename}"
+        made: dict[str, Any] = {
+            "id": attachment_id,
+            "filename": filename,
+            "size": len(data) if size is None else size,
+            "url": url,
+            "proxy_url": url,
+        }
+        if content_type is not None:
+            made["content_type"] = content_type
+        return made
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        """An attachment's bytes: a user's, or one the bot uploaded."""
+        attachment_id = request.match_info["id"]
+        if attachment_id in self.user_files:
+            data, content_type = self.user_files[attachment_id]
+            self.downloads.append(attachment_id)
+            media, _, charset = content_type.partition("; charset=")
+            return web.Response(body=data, content_type=media, charset=charset or None)
+        if attachment_id in self.uploads:
+            return web.Response(body=self.uploads[attachment_id])
+        return web.Response(status=404, text="Not Found")
 
     def message_create(
         self,

@@ -51,19 +51,32 @@ METHOD_SCOPES: dict[str, str | None] = {
     "files.completeUploadExternal": "files:write",
     "conversations.replies": "*:history",  # the one for the kind of conversation, below
     "conversations.history": "*:history",
+    # loading states: chat:write since Slack's 2026-03-05 change (assistant:write is still
+    # accepted for now, and will not be)
+    "assistant.threads.setStatus": "chat:write",
+    "assistant.threads.setSuggestedPrompts": "assistant:write",
+    "assistant.threads.setTitle": "assistant:write",
+    "views.publish": None,
+    "files.info": "files:read",
 }
+# what Slack serves a download that the token may not make (no files:read, a bad token): its
+# sign-in page, with HTTP 200
+SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in</body></html>"
 # conversations.* need the history scope of the conversation's kind, told by its id here
 # (a mpim's id starts with G too; the fake knows no private C channels)
 HISTORY_SCOPES = {"C": "channels:history", "G": "groups:history", "D": "im:history"}
 # methods only an app-level token (xapp-) may call, and its scope
 APP_TOKEN_SCOPES = {"apps.connections.open": "connections:write"}
 # the scope a subscription to each bot event needs (docs.slack.dev/reference/events/<event>)
-EVENT_SCOPES = {
+EVENT_SCOPES: dict[str, str | None] = {
     "app_mention": "app_mentions:read",
     "message.channels": "channels:history",
     "message.groups": "groups:history",
     "message.im": "im:history",
     "message.mpim": "mpim:history",
+    "assistant_thread_started": "assistant:write",
+    "assistant_thread_context_changed": "assistant:write",
+    "app_home_opened": None,
 }
 
 
@@ -71,6 +84,12 @@ def manifest_scopes(path: Path = MANIFEST) -> frozenset[str]:
     """The bot scopes `manifest.yaml` asks for: what an installed app's token is granted."""
     manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
     return frozenset(manifest["oauth_config"]["scopes"]["bot"])
+
+
+def home_tab_enabled(path: Path = MANIFEST) -> bool:
+    """Whether `manifest.yaml` turns the App Home tab on: views.publish of a home view needs it."""
+    manifest = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return bool(manifest["features"].get("app_home", {}).get("home_tab_enabled"))
 
 
 def needed_scope(method: str, params: dict[str, Any]) -> str | None:
@@ -91,6 +110,7 @@ class SlackMessage:
     streaming: bool = False
     deleted: bool = False
     edits: int = 0
+    metadata: dict[str, Any] | None = None  # chat.postMessage's `metadata`, as Slack keeps it
 
     def buttons(self) -> list[dict[str, Any]]:
         return [
@@ -145,6 +165,8 @@ class FakeSlack:
         self.messages: dict[str, SlackMessage] = {}
         self.responses: list[dict[str, Any]] = []  # what was posted to response_urls
         self.files: dict[str, dict[str, Any]] = {}  # uploads: id -> {bytes, name, channel, ...}
+        self.shared: dict[str, dict[str, Any]] = {}  # users' files: id -> {bytes, mimetype, ...}
+        self.downloads: list[str] = []  # the ids of shared files the app downloaded
         self.names = names or {}
         self.streams_die_after: int | None = None  # appends, after which streams stop
         self._faults: dict[str, deque[Fault]] = defaultdict(deque)
@@ -156,6 +178,12 @@ class FakeSlack:
         self._socket_ws: web.WebSocketResponse | None = None
         self.socket_acks: list[dict[str, Any]] = []  # envelope acks received in Socket Mode
         self.sent: list[Sent] = []  # every signed request sent to the app, for replays
+        # the agent surface: each assistant thread's status, title and suggested prompts by
+        # (channel, thread_ts), and each user's published App Home view
+        self.statuses: dict[tuple[str, str], str] = {}
+        self.titles: dict[tuple[str, str], str] = {}
+        self.suggested: dict[tuple[str, str | None], dict[str, Any]] = {}
+        self.home_views: dict[str, dict[str, Any]] = {}
         self.base = ""
 
     async def start(self) -> FakeSlack:
@@ -167,6 +195,7 @@ class FakeSlack:
         app.router.add_get("/_fake/calls", self._recorded)
         app.router.add_get("/socket", self._socket)
         app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/files-pri/{file_id}/{name}", self._download)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -295,6 +324,64 @@ class FakeSlack:
             self.files[item["id"]].update(channel=params.get("channel_id"), title=item.get("title"))
         return {"ok": True, "files": [{"id": item["id"]} for item in shared]}
 
+    # ---- files users share in messages
+
+    def share_file(
+        self,
+        name: str,
+        data: bytes,
+        mimetype: str,
+        *,
+        size: int | None = None,
+        served_as: str | None = None,
+        connect: bool = False,
+    ) -> dict[str, Any]:
+        """A user's file, as a message event's `files` lists it; its download is served to a
+        bot token with files:read. `size` is what the event claims (default: the true one),
+        `served_as` the download's Content-Type (default: `mimetype`); `connect` lists it as
+        a Slack Connect channel does: only its id, with file_access check_file_info."""
+        file_id = f"F{next(self._clock):06d}"
+        url = f"{self.base}/files-pri/{file_id}/{name}"
+        record = {
+            "id": file_id,
+            "name": name,
+            "title": name,
+            "mimetype": mimetype,
+            "filetype": name.rsplit(".", 1)[-1],
+            "size": len(data) if size is None else size,
+            "mode": "hosted",
+            "url_private": url,
+            "url_private_download": f"{url}?download=1",
+        }
+        self.shared[file_id] = {"bytes": data, "served_as": served_as or mimetype, **record}
+        if connect:
+            return {"id": file_id, "mode": "file_access", "file_access": "check_file_info"}
+        return record
+
+    def _files_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        found = self.shared.get(str(params.get("file") or ""))
+        if found is None:
+            return {"ok": False, "error": "file_not_found"}
+        record = {k: v for k, v in found.items() if k not in ("bytes", "served_as")}
+        return {"ok": True, "file": record}
+
+    async def _download(self, request: web.Request) -> web.Response:
+        """A url_private download: the bytes for a bot token with files:read; Slack's sign-in
+        page (HTTP 200, text/html) for any other request, as Slack answers it."""
+        token = _token(request, {})
+        found = self.shared.get(request.match_info["file_id"])
+        allowed = (
+            token is not None
+            and token.startswith("xoxb-")
+            and token not in self.refused_tokens
+            and "files:read" in self._scopes_of(token)
+        )
+        if found is None or not allowed:
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        self.downloads.append(found["id"])
+        media, _, charset = str(found["served_as"]).partition("; charset=")
+        return web.Response(body=found["bytes"], content_type=media, charset=charset or None)
+
     def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.base.replace("http://", "ws://") + "/socket"}
 
@@ -346,7 +433,9 @@ class FakeSlack:
     def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
         """The bot's messages in a thread (the fake keeps no one else's), as Slack lists them."""
         found = self.thread(params["channel"], params["ts"])
-        return {"ok": True, "messages": [_listed(m) for m in found], "has_more": False}
+        metadata = str(params.get("include_all_metadata")).lower() in ("1", "true")
+        listed = [_listed(m, metadata=metadata) for m in found]
+        return {"ok": True, "messages": listed, "has_more": False}
 
     def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         oldest = float(params.get("oldest") or 0)
@@ -362,8 +451,10 @@ class FakeSlack:
             text=params.get("text", ""),
             thread_ts=params.get("thread_ts"),
             blocks=_blocks(params),
+            metadata=_json_field(params, "metadata"),
         )
         self.messages[message.ts] = message
+        self._replied(message)
         return {"ok": True, "channel": message.channel, "ts": message.ts}
 
     def _chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -378,6 +469,8 @@ class FakeSlack:
         message.blocks = _blocks(params)
         message.streaming = False
         message.edits += 1
+        if params.get("metadata"):
+            message.metadata = _json_field(params, "metadata")
         return {"ok": True, "channel": message.channel, "ts": message.ts}
 
     def _chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -401,6 +494,7 @@ class FakeSlack:
             streaming=True,
         )
         self.messages[message.ts] = message
+        self._replied(message)
         return {"ok": True, "channel": message.channel, "ts": message.ts}
 
     def _chat_appendStream(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -424,6 +518,50 @@ class FakeSlack:
         message.blocks = _blocks(params)
         message.streaming = False
         return {"ok": True, "channel": message.channel, "ts": message.ts}
+
+    # ---- the agent surface (assistant threads, App Home)
+
+    def _replied(self, message: SlackMessage) -> None:
+        """A reply in a thread clears its loading status, as Slack's does."""
+        if message.thread_ts is not None:
+            self.statuses.pop((message.channel, message.thread_ts), None)
+
+    def _assistant_threads_setStatus(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("channel_id") or not params.get("thread_ts") or "status" not in params:
+            return {"ok": False, "error": "invalid_arguments"}
+        where = (str(params["channel_id"]), str(params["thread_ts"]))
+        if params["status"]:
+            self.statuses[where] = str(params["status"])
+        else:  # an empty status clears it
+            self.statuses.pop(where, None)
+        return {"ok": True}
+
+    def _assistant_threads_setSuggestedPrompts(self, params: dict[str, Any]) -> dict[str, Any]:
+        prompts = params.get("prompts")
+        if not params.get("channel_id") or not isinstance(prompts, list) or len(prompts) > 4:
+            return {"ok": False, "error": "invalid_arguments"}
+        if any(not p.get("title") or not p.get("message") for p in prompts):
+            return {"ok": False, "error": "invalid_arguments"}
+        where = (str(params["channel_id"]), params.get("thread_ts"))
+        self.suggested[where] = {"title": params.get("title"), "prompts": prompts}
+        return {"ok": True}
+
+    def _assistant_threads_setTitle(self, params: dict[str, Any]) -> dict[str, Any]:
+        if not params.get("channel_id") or not params.get("thread_ts") or not params.get("title"):
+            return {"ok": False, "error": "invalid_arguments"}
+        self.titles[(str(params["channel_id"]), str(params["thread_ts"]))] = str(params["title"])
+        return {"ok": True}
+
+    def _views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        view = _json_field(params, "view")
+        if not params.get("user_id") or not view or not isinstance(view.get("blocks"), list):
+            return {"ok": False, "error": "invalid_arguments"}
+        if view.get("type") == "home" and not home_tab_enabled():
+            return {"ok": False, "error": "not_enabled"}
+        if len(view["blocks"]) > 100:
+            return {"ok": False, "error": "invalid_arguments"}
+        self.home_views[str(params["user_id"])] = view
+        return {"ok": True, "view": {"id": "V0HOME", **view}}
 
     def kill_streams(self) -> None:
         """Every open stream stops taking text, as Slack's do after a few minutes."""
@@ -567,8 +705,8 @@ def _blocks(params: dict[str, Any]) -> list[dict[str, Any]]:
     return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
 
 
-def _listed(message: SlackMessage) -> dict[str, Any]:
-    return {
+def _listed(message: SlackMessage, *, metadata: bool = False) -> dict[str, Any]:
+    listed = {
         "type": "message",
         "ts": message.ts,
         "text": message.text,
@@ -577,3 +715,14 @@ def _listed(message: SlackMessage) -> dict[str, Any]:
         "thread_ts": message.thread_ts,
         "blocks": message.blocks,
     }
+    if metadata and message.metadata is not None:  # asked for with include_all_metadata
+        listed["metadata"] = message.metadata
+    return listed
+
+
+def _json_field(params: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """An object argument, sent as JSON or as a JSON-encoded form field."""
+    value = params.get(name)
+    if isinstance(value, str) and value:
+        value = json.loads(value)
+    return value if isinstance(value, dict) else None
