@@ -180,14 +180,14 @@ def _refusal(reason: str, message: str, actor: Actor, ref: ConversationRef) -> R
 
 
 def rate_refusal(
-    limit: RateLimit, newest: Sequence[datetime], now: datetime, *, whose: str, channel: bool
+    limit: RateLimit, nth: datetime | None, now: datetime, *, whose: str, channel: bool
 ) -> Refusal | None:
-    """A refusal when `newest` (the times of the newest messages in the window, newest first,
-    at most `limit.count` of them) fills the limit of `whose` (`platform:id` of a person, or of
-    a channel when `channel`). It lifts when the oldest of them leaves the window."""
-    if len(newest) < limit.count:
+    """A refusal when the window holds `limit.count` messages of `whose` (`platform:id` of a
+    person, or of a channel when `channel`): `nth` is when the `limit.count`th newest of them
+    was sent, None when there were fewer. It lifts when that one leaves the window."""
+    if nth is None:
         return None
-    oldest = newest[limit.count - 1]
+    oldest = nth
     wait = _wait_words(oldest + limit.window - now)
     window = "the last 24 hours" if limit.unit == "day" else f"the last {limit.unit}"
     if channel:
@@ -226,13 +226,13 @@ def _plural(count: int, unit: str) -> str:
 class RecentMessages(Protocol):
     """What the gate needs of the store: stored user messages are what limits count."""
 
-    async def user_message_times(
-        self, author_id: str, *, since: datetime, limit: int
-    ) -> list[datetime]: ...
+    async def nth_user_message(
+        self, author_id: str, *, since: datetime, n: int
+    ) -> datetime | None: ...
 
-    async def channel_message_times(
-        self, ref: ConversationRef, *, since: datetime, limit: int
-    ) -> list[datetime]: ...
+    async def nth_channel_message(
+        self, ref: ConversationRef, *, since: datetime, n: int
+    ) -> datetime | None: ...
 
     async def claim_event(self, keys: Sequence[str], *, keep: timedelta) -> bool: ...
 
@@ -266,19 +266,19 @@ class AccessGate:
         now, user, channel = self._clock(), self._policy.user_rate, self._policy.channel_rate
         if user is not None:
             author = inbound.actor.qualified_id[:128]  # as messages store it
-            times = await self._messages.user_message_times(
-                author, since=now - user.window, limit=user.count
+            nth = await self._messages.nth_user_message(
+                author, since=now - user.window, n=user.count
             )
-            refused = rate_refusal(user, times, now, whose=author, channel=False)
+            refused = rate_refusal(user, nth, now, whose=author, channel=False)
             if refused is not None:
                 return refused
         if channel is not None and not inbound.direct:
             ref = inbound.ref
-            times = await self._messages.channel_message_times(
-                ref, since=now - channel.window, limit=channel.count
+            nth = await self._messages.nth_channel_message(
+                ref, since=now - channel.window, n=channel.count
             )
             where = f"{ref.platform}:{ref.channel}"
-            return rate_refusal(channel, times, now, whose=where, channel=True)
+            return rate_refusal(channel, nth, now, whose=where, channel=True)
         return None
 
     async def refuse(self, inbound: Inbound, refusal: Refusal) -> Failed | Ignored:

@@ -124,6 +124,14 @@ def knowledge_goals(found: dict[str, Any]) -> list[Goal]:
     return goals
 
 
+def access_goals(_: dict[str, Any]) -> list[Goal]:
+    """Every access rule on costs a message less than the rest of `accept` does again."""
+    return [
+        Goal("access: accept p50, every rule on / none", figure("ratio_p50_rules_over_open"),
+             at_most(3.0), "<= 3", "x"),
+    ]  # fmt: skip
+
+
 def soak_goals(_: dict[str, Any]) -> list[Goal]:
     return [
         Goal("soak: exactly one answer each", figure("exactly_one_answer_each"), yes, "yes"),
@@ -140,6 +148,7 @@ BENCHES = (
     Bench("workers", "workers_load.py", (), ("--per-worker", "100"), workers_goals),
     Bench("startup", "startup.py", (), ("--repeat", "1"), start_goals),
     Bench("engine", "engine_overhead.py", (), ("--quick",), engine_goals),
+    Bench("access", "access_gate.py", (), ("--quick",), access_goals),
     Bench("reports", "report_scale.py", ("--database", "both"), ("--quick",), report_goals),
     Bench("soak", "soak.py", (), ("--quick",), soak_goals),
     Bench(

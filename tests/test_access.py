@@ -114,15 +114,15 @@ def test_channel_allow_lists_leave_direct_messages_to_allow_dms() -> None:
 def test_a_full_window_says_how_many_and_when_to_come_back() -> None:
     limit = RateLimit.parse("3/hour")
     now = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-    sent = [now - timedelta(minutes=minutes) for minutes in (1, 10, 40)]
-    assert rate_refusal(limit, sent[:2], now, whose="slack:U1", channel=False) is None
-    refused = rate_refusal(limit, sent, now, whose="slack:U1", channel=False)
+    third_newest = now - timedelta(minutes=40)
+    assert rate_refusal(limit, None, now, whose="slack:U1", channel=False) is None  # fewer
+    refused = rate_refusal(limit, third_newest, now, whose="slack:U1", channel=False)
     assert refused is not None
     assert refused.message == (
         "You've sent 3 messages in the last hour, the limit here; try again in about 20 minutes."
     )
     daily = rate_refusal(
-        RateLimit.parse("1/day"), [now - timedelta(hours=3)], now, whose="x", channel=True
+        RateLimit.parse("1/day"), now - timedelta(hours=3), now, whose="x", channel=True
     )
     assert daily is not None and "in the last 24 hours" in daily.message
     assert "about 21 hours" in daily.message
@@ -353,12 +353,15 @@ async def test_recent_messages_are_read_per_user_and_per_channel(db: Store) -> N
         await db.begin_turn(conversation_id, message, prompt_version_id=None, token_limit=100)
     since = datetime.now(UTC) - timedelta(minutes=5)
 
-    mine = await db.user_message_times("slack:U1", since=since, limit=10)
-    assert len(mine) == 2 and mine[0] >= mine[1] >= since
-    assert len(await db.user_message_times("slack:U1", since=since, limit=1)) == 1
-    assert len(await db.channel_message_times(place(CHANNEL, "9"), since=since, limit=10)) == 2
+    newest = await db.nth_user_message("slack:U1", since=since, n=1)
+    second = await db.nth_user_message("slack:U1", since=since, n=2)
+    assert newest is not None and second is not None and newest >= second >= since
+    assert await db.nth_user_message("slack:U1", since=since, n=3) is None  # only two
+    here = place(CHANNEL, "9")
+    assert await db.nth_channel_message(here, since=since, n=2) is not None  # answers not
+    assert await db.nth_channel_message(here, since=since, n=3) is None  # counted
     later = datetime.now(UTC) + timedelta(minutes=1)
-    assert await db.user_message_times("slack:U1", since=later, limit=10) == []
+    assert await db.nth_user_message("slack:U1", since=later, n=1) is None
 
 
 # ---- two replicas, one store

@@ -260,3 +260,40 @@ async def test_a_hostile_ask_fits_one_discord_message(
     assert len(ask.content) <= 2000 and ask.content.count("```") == 2
     assert ask.content.endswith("means no.")
     await settle_discord(bot, discord_fake)
+
+
+async def test_discord_runs_nothing_when_nobody_answers_in_time(
+    start_discord_bot, discord_fake, fake_llm, tools, prompts_dir
+):
+    deleted = deletion(tools, prompts_dir, fake_llm)
+    bot = await start_discord_bot(engine={"approval_timeout": 1.0})
+    await discord_fake.send_message("delete T-1", mention_bot=True)
+
+    ask = await discord_ask(discord_fake)
+    await settle_discord(bot, discord_fake)
+
+    assert deleted == []
+    shown = discord_fake.messages[ask.id]
+    assert (
+        shown.content == "⌛ No answer in time: `delete_ticket` was not run."
+        and not shown.buttons()
+    )
+    told = fake_llm.requests[-1]["messages"][-1]
+    assert told["role"] == "tool" and "nobody approved it within 1 s" in told["content"]
+
+
+async def test_slack_runs_nothing_the_requester_declines(
+    start_slack_bot, slack, fake_llm, tools, prompts_dir
+):
+    deleted = deletion(tools, prompts_dir, fake_llm)
+    bot = await start_slack_bot()
+    await slack.send_event(bot.url, slack_mention("delete T-1"), event_id="E1")
+
+    ask = await slack_ask(slack)
+    _, decline = ask.buttons()
+    await slack.click(bot.url, decline, user="U1", message=ask)
+    await bot.settle(slack)
+
+    assert deleted == []
+    assert slack.responses[-1]["text"] == "Declined: it will not run."
+    assert slack_message(slack, ask.ts).text == "❌ Declined by <@U1>: `delete_ticket` was not run."

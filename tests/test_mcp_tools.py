@@ -238,33 +238,50 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-@pytest.fixture
-async def http_server() -> AsyncIterator[str]:
-    """The fixture server on a free loopback port, in a subprocess: its URL once it answers."""
-    port = free_port()
-    process = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
-        [sys.executable, str(SERVER), "http", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+class HttpServer:
+    """The fixture server on a free loopback port, in a subprocess, as an operator runs one:
+    it can die (a crash) and be started again on the same port."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/mcp"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on here
+            [sys.executable, str(SERVER), "http", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for _ in range(300):
             try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
             except OSError:
                 await asyncio.sleep(0.1)
                 continue
             writer.close()
             await writer.wait_closed()
-            break
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()  # uvicorn waits for open streams: killed if it takes too long
+            return
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()  # uvicorn waits for open streams: killed if it takes too long
         try:
-            process.wait(timeout=5)
+            self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+async def http_server() -> AsyncIterator[HttpServer]:
+    server = HttpServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 async def test_over_http_a_round_trip_a_hang_and_headers_from_the_environment(
@@ -273,7 +290,7 @@ async def test_over_http_a_round_trip_a_hang_and_headers_from_the_environment(
     monkeypatch.setenv("FIXTURE_TOKEN", "s3cret-token")
     write_tools(
         prompts_dir,
-        {"web": {"url": http_server, "headers": {"Authorization": "Bearer ${FIXTURE_TOKEN}"}}},
+        {"web": {"url": http_server.url, "headers": {"Authorization": "Bearer ${FIXTURE_TOKEN}"}}},
     )
     [declared] = load_servers(prompts_dir)
     await started()
@@ -287,6 +304,27 @@ async def test_over_http_a_round_trip_a_hang_and_headers_from_the_environment(
     assert added.ok and added.content == "42"
     assert hung.content == "error: the tool timed out after 0.5 s"
     assert later.ok and later.content == "after"
+
+
+async def test_over_http_a_crash_mid_call_is_an_error_and_the_server_is_found_again(
+    prompts_dir, tools, started, http_server
+):
+    """An HTTP server is the operator's to run: when it dies mid-call the model hears so, and
+    once it is back the assistant reconnects by itself."""
+    write_tools(prompts_dir, {"web": {"url": http_server.url}})
+    servers = await started()
+
+    crashed = await call(tools, "web.crash", {}, limit=10)
+    assert not crashed.ok and crashed.content.startswith("error: server web failed")
+    assert http_server.process is not None and http_server.process.wait(timeout=10) == 3
+
+    await http_server.start()  # the operator's restart, on the same port
+    for _ in range(100):  # reconnects with backoff (0.5 s doubling)
+        if servers.supervisors["web"].connected:
+            break
+        await asyncio.sleep(0.2)
+    later = await call(tools, "web.add", {"a": 2, "b": 3})
+    assert later.ok and later.content == "5"
 
 
 # ---- tools.yaml ---------------------------------------------------------------------------------

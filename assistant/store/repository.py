@@ -276,28 +276,27 @@ class Store:
             )
             return result.one()
 
-    async def user_message_times(
-        self, author_id: str, *, since: datetime, limit: int
-    ) -> list[datetime]:
-        """When `author_id` (`platform:user`) sent their newest messages since `since`, newest
-        first, at most `limit`: what a rate limit counts, read from the (author_id,
-        created_at) index, so every replica counts the same."""
-        params = {"author_id": author_id, "since": since, "limit": limit}
-        return await self._run(lambda c: list(c.execute(_USER_TIMES, params).scalars()))
+    async def nth_user_message(self, author_id: str, *, since: datetime, n: int) -> datetime | None:
+        """When `author_id` (`platform:user`) sent their `n`th newest message since `since`,
+        or None when they sent fewer: what a rate limit asks (is it reached, and when does it
+        lift), one row read from the (author_id, created_at) index, so every replica counts
+        the same."""
+        params = {"author_id": author_id, "since": since, "skip": n - 1}
+        return await self._run(lambda c: c.execute(_NTH_BY_USER, params).scalar())
 
-    async def channel_message_times(
-        self, ref: ConversationRef, *, since: datetime, limit: int
-    ) -> list[datetime]:
-        """When the newest user messages in `ref`'s channel (any thread) were sent since
-        `since`, newest first, at most `limit`."""
+    async def nth_channel_message(
+        self, ref: ConversationRef, *, since: datetime, n: int
+    ) -> datetime | None:
+        """When the `n`th newest user message in `ref`'s channel (any thread) since `since`
+        was sent, or None when there were fewer."""
         params = {
             "platform": ref.platform,
             "workspace": ref.workspace,
             "channel": ref.channel,
             "since": since,
-            "limit": limit,
+            "skip": n - 1,
         }
-        return await self._run(lambda c: list(c.execute(_CHANNEL_TIMES, params).scalars()))
+        return await self._run(lambda c: c.execute(_NTH_IN_CHANNEL, params).scalar())
 
     async def save_summary(
         self, conversation_id: int, *, summary: str, tokens: int, through_id: int
@@ -461,15 +460,15 @@ _FIND_CONVERSATION = sa_select(_conversations.id).where(
     _conversations.thread == bindparam("thread"),
 )
 _INSERT_CONVERSATION = insert(Conversation).returning(_conversations.id)
-_USER_TIMES = (
+_NTH_BY_USER = (
     sa_select(_messages.created_at)
-    .where(
+    .where(  # only user messages have an author: the (author_id, created_at) index alone
         _messages.author_id == bindparam("author_id"),
         _messages.created_at >= bindparam("since"),
-        _messages.role == "user",
     )
     .order_by(_messages.created_at.desc())
-    .limit(bindparam("limit"))
+    .limit(1)
+    .offset(bindparam("skip"))
 )
 # Messages carry no channel: each of the channel's conversations is read from the window's
 # first message id (ids follow time), not from its start.
@@ -480,7 +479,7 @@ _FIRST_SINCE = (
     .limit(1)
     .scalar_subquery()
 )
-_CHANNEL_TIMES = (
+_NTH_IN_CHANNEL = (
     sa_select(_messages.created_at)
     .join(Conversation, _conversations.id == _messages.conversation_id)
     .where(
@@ -492,7 +491,8 @@ _CHANNEL_TIMES = (
         _messages.role == "user",
     )
     .order_by(_messages.created_at.desc())
-    .limit(bindparam("limit"))
+    .limit(1)
+    .offset(bindparam("skip"))
 )
 _events = ProcessedEvent.__table__.c  # type: ignore[attr-defined]
 _FORGET_EVENTS = delete(ProcessedEvent).where(_events.created_at < bindparam("before"))
