@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from assistant.llm import ChatRequest, Completion, LlmError, Usage, wire_messages
 from assistant.pricing import PriceTable
 from assistant.records import NO_TOKENS, SERVER_TOKENS, CallRecord, estimated_by
 from assistant.tokens import TokenCounter
-from assistant.turns import TurnUsage
+from assistant.turns import PurposeUsage, TurnUsage
 
 CONTRACT_ERROR_LIMIT = 500  # the stored reason a reply broke its version's schema
 
@@ -17,11 +17,14 @@ class Ledger:
     """Every model call of one turn, in order. A phase adds the record of each call as the
     call ends, so a turn that fails or is abandoned part-way still accounts for what it spent."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_add: Callable[[CallRecord], None] | None = None) -> None:
         self._calls: list[CallRecord] = []
+        self._on_add = on_add  # the turn's instruments hear of each call as it ends
 
     def add(self, call: CallRecord) -> None:
         self._calls.append(call)
+        if self._on_add is not None:
+            self._on_add(call)
 
     @property
     def calls(self) -> tuple[CallRecord, ...]:
@@ -70,6 +73,7 @@ def completed_call(
         status="ok",
         error_class=error_class,
         contract_error=contract_error[:CONTRACT_ERROR_LIMIT] if contract_error else None,
+        finish_reason=completion.finish_reason,
     )
 
 
@@ -89,6 +93,7 @@ def failed_call(*, purpose: str, model: str, error: LlmError) -> CallRecord:
 
 def abandoned_call(
     *,
+    purpose: str = "reply",
     request: ChatRequest,
     text: str,
     elapsed_ms: float,
@@ -100,7 +105,7 @@ def abandoned_call(
     and priced."""
     usage = estimate_usage(counter, request, text)
     return CallRecord(
-        purpose="reply",
+        purpose=purpose,
         model=request.model,
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
@@ -153,4 +158,17 @@ def turn_usage(calls: Sequence[CallRecord]) -> TurnUsage:
         cache_hits=sum(c.cache_hit for c in calls),
         reasoning_tokens=sum(c.reasoning_tokens for c in calls),
         estimated=any(c.estimated for c in calls),
+        purposes=tuple(_by_purpose(calls)),
+        fallbacks=sum(c.fallback_for is not None for c in calls),
     )
+
+
+def _by_purpose(calls: Sequence[CallRecord]) -> list[PurposeUsage]:
+    purposes = list(dict.fromkeys(c.purpose for c in calls))
+    found = []
+    for purpose in purposes:
+        these = [c for c in calls if c.purpose == purpose]
+        unpriced = any(c.status == "ok" and c.cost_usd is None for c in these)
+        cost = None if unpriced else sum(c.cost_usd or 0.0 for c in these)
+        found.append(PurposeUsage(purpose=purpose, calls=len(these), cost_usd=cost))
+    return found

@@ -89,6 +89,9 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_port: int = Field(default=3000, ge=1, le=65535)
     slack_api_url: str = "https://slack.com/api/"
+    # /metrics, /healthz, /readyz on a port of their own; unset: on SLACK_PORT in HTTP mode,
+    # nowhere otherwise (docs/operations.md, "Metrics")
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
     discord_token: SecretStr | None = None
     discord_api_url: str | None = None
     discord_gateway_url: str | None = None
@@ -125,6 +128,9 @@ class Settings(BaseSettings):
     # `assistant run`'s processes sharing the HTTP port (`--workers` wins); unset: one per
     # usable core when Slack is served over HTTP, else one
     workers: int | None = Field(default=None, ge=1, le=256)
+    # messages (the user's, the answer, a search's query) in trace spans; OpenTelemetry's own
+    # OTEL_* settings are read by its SDK (docs/operations.md, "Traces")
+    otel_capture_content: bool = False
 
     @field_validator("admin_users", "report_channels", *_ACCESS_LISTS, mode="before")
     @classmethod
@@ -144,6 +150,17 @@ class Settings(BaseSettings):
         if value is not None:
             RateLimit.parse(value)  # raises ValueError showing the expected form
         return value
+
+    @model_validator(mode="after")
+    def _check_metrics_port(self) -> Settings:
+        """METRICS_PORT apart from SLACK_PORT when Slack's HTTP mode takes that one."""
+        slack_http = self.slack_bot_token is not None and self.slack_app_token is None
+        if slack_http and self.metrics_port == self.slack_port:
+            raise ValueError(
+                f"METRICS_PORT and SLACK_PORT are both {self.slack_port}; leave METRICS_PORT "
+                "unset to serve /metrics on Slack's port, or choose another"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_access_overlaps(self) -> Settings:

@@ -25,14 +25,24 @@ from assistant.access import AccessGate, AccessPolicy
 from assistant.accounting import Ledger
 from assistant.approvals import Approvals
 from assistant.attachments import NO_FILES, AttachmentLimits, PreparedMessage, prepare
+from assistant.budgets import BUDGET_EXCEEDED, Budgets
 from assistant.llm import ChatMessage, ChatModel, LlmError, LlmImagesRefused
 from assistant.memory import ContextBuilder, MessageTooLong, clean_name
+from assistant.observe import (
+    NO_OBSERVER,
+    UNWATCHED,
+    Guarded,
+    Observer,
+    TurnEnded,
+    TurnStarted,
+    TurnWatch,
+)
 from assistant.owed import OwedAnswers, new_worker_id
 from assistant.planning import TurnPlanner, TurnRefused, TurnSetup
 from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptCatalog, PromptVersion
 from assistant.prompts.versions import VersionResolver
-from assistant.records import NewMessage, OrphanedTurn, PendingReply
+from assistant.records import CallRecord, NewMessage, OrphanedTurn, PendingReply
 from assistant.rounds import Answer, ModelRounds
 from assistant.store import Store
 from assistant.store.approval_store import Verdict
@@ -77,6 +87,7 @@ class EngineConfig:
     access: AccessPolicy = field(default_factory=AccessPolicy)  # who may talk (all: open)
     # what adapters fetch of the files users send (ATTACHMENT_MAX_BYTES, ATTACHMENT_MAX_COUNT)
     attachments: AttachmentLimits = field(default_factory=AttachmentLimits)
+    daily_budget_usd: float | None = None  # DAILY_BUDGET_USD: a budget set from chat wins
 
 
 @dataclass(kw_only=True)
@@ -107,8 +118,10 @@ class Assistant:
         prices: PriceTable,
         config: EngineConfig = EngineConfig(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer  # traces and metrics, when the process has them
         self._model = model
         self._tools = tools
         self._prices = prices
@@ -134,6 +147,21 @@ class Assistant:
             store, worker_id=new_worker_id(), beat_seconds=config.heartbeat_seconds
         )
         self._access = AccessGate(config.access, store, keep=DEDUPE_WINDOW, clock=clock)
+        self.budgets = Budgets(store.budgets, daily_usd=config.daily_budget_usd, clock=clock)
+
+    @property
+    def prices(self) -> PriceTable:
+        return self._prices
+
+    async def record_calls(self, calls: Sequence[CallRecord], *, surface: str) -> None:
+        """Model calls made outside any turn (an eval's judge): stored, so reports, budgets
+        and `/cost` count them, and told to the instruments, so traces and metrics agree."""
+        await self._store.record_calls(calls)
+        for call in calls:
+            try:
+                self._observer.call(call, surface=surface)
+            except Exception:  # an instrument must not fail what it watches
+                log.exception("an instrument failed to record a call")
 
     @property
     def access(self) -> AccessPolicy:
@@ -307,35 +335,74 @@ class Assistant:
             async for event in events:
                 yield event
 
+    async def _over_budget(self, accepted: Accepted) -> Failed | None:
+        """A plain answer, and no model call, when a budget that applies here is spent. Checked
+        here rather than in `accept`: after the platform's ack (the sum is one query, but not
+        a free one), with the message stored, and for a resumed turn too; and a turn that
+        ends here is settled like any other that failed. A check that cannot be made lets
+        the turn go on (logged): a database hiccup must not silence the assistant."""
+        try:
+            refusal = await self.budgets.refusal(accepted.setup.inbound.ref)
+        except Exception:
+            log.exception("could not check the budgets; answering anyway")
+            return None
+        if refusal is None:
+            return None
+        return Failed(user_message=refusal, retryable=False, error_class=BUDGET_EXCEEDED)
+
     async def _answer(self, opened: Accepted) -> AsyncGenerator[Event, None]:
         setup, message_id = opened.setup, opened.message_id
-        ledger = Ledger()
         inbound = setup.inbound
+        watch = self._watch(opened)
+        ledger = Ledger(on_add=watch.call)
         tools = ToolContext(
             ref=inbound.ref,
             account=ledger.add,
             message_id=message_id,
             requester=inbound.actor if inbound.can_ask else None,
+            watch=watch,
         )
         shown = _Shown(started=setup.started)
-        recorded = False
+        ended: Completed | Failed | None = None
         try:
+            ended = await self._over_budget(opened)
+            if ended is not None:  # a plain answer, no model call: counted as a failed turn
+                yield ended
+                return
             async with aclosing(self._converse(opened, ledger, tools)) as events:
                 async for event in events:
                     shown.see(event)
                     yield event
             sources = cited(shown.text, tools.sources)
-            completed = await self._finish(setup, message_id, shown, ledger, sources)
-            recorded = True
-            yield completed
+            ended = await self._finish(setup, message_id, shown, ledger, sources)
+            yield ended
         except Exception as exc:
-            recorded = True
-            yield await self._fail(setup, message_id, shown, ledger, exc)
+            ended = await self._fail(setup, message_id, shown, ledger, exc)
+            yield ended
         except (GeneratorExit, asyncio.CancelledError):
-            if not recorded:
+            if ended is None:
                 unfinished = self._record_unfinished(setup, message_id, shown, ledger)
                 await asyncio.shield(unfinished)
             raise
+        finally:
+            watch.end(_ended(ended, shown, ledger))
+
+    def _watch(self, opened: Accepted) -> TurnWatch:
+        setup = opened.setup
+        started = TurnStarted(
+            started_ns=time.time_ns() - int((time.perf_counter() - setup.started) * 1e9),
+            surface=setup.inbound.ref.platform,
+            conversation=setup.inbound.ref,
+            prompt_version=setup.version.label,
+            model=setup.model,
+            message_id=opened.message_id,
+            text=setup.inbound.text,
+        )
+        try:
+            return Guarded(self._observer.turn(started))
+        except Exception:
+            log.exception("an instrument failed to start watching a turn")
+            return UNWATCHED
 
     async def _store_user_message(
         self, setup: TurnSetup, message: NewMessage, attachments: str | None
@@ -523,6 +590,29 @@ class Accepted:
     # the message's files as read for the model (a resumed turn has only the stored text:
     # its images were that turn's alone)
     files: PreparedMessage = NO_FILES
+
+
+def _ended(ended: Completed | Failed | None, shown: _Shown, ledger: Ledger) -> TurnEnded:
+    """How a turn ended, for its instruments: answered, failed, or left (its consumer went
+    away before an end was yielded)."""
+    total_ms = (time.perf_counter() - shown.started) * 1000
+    if isinstance(ended, Completed):
+        return TurnEnded(
+            outcome="completed",
+            error_class=None,
+            usage=ended.usage,
+            ttft_ms=ended.ttft_ms,
+            total_ms=ended.total_ms,
+            text=ended.text,
+        )
+    return TurnEnded(
+        outcome="failed" if ended is not None else "abandoned",
+        error_class=ended.error_class if ended is not None else "Abandoned",
+        usage=accounting.turn_usage(ledger.calls),
+        ttft_ms=shown.ttft_ms,
+        total_ms=total_ms,
+        text=shown.text,
+    )
 
 
 def _inbound_of(orphan: OrphanedTurn) -> Inbound:

@@ -20,6 +20,9 @@ def estimated_by(tokenizer: str) -> str:
     return ESTIMATE_PREFIX + tokenizer
 
 
+JUDGE = "judge"  # the purpose of an eval judge's calls: made in no conversation, eval traffic
+
+
 @dataclass(frozen=True, kw_only=True)
 class CallRecord:
     """One model call as it ended: everything is known when the record is made, so nothing
@@ -46,6 +49,9 @@ class CallRecord:
     cache_hit: bool = False
     contract_error: str | None = None
     fallback_for: str | None = None  # the version's own model, when a fallback made this call
+    # why the model stopped (stop, length, tool_calls, content_filter): traces show it; the
+    # store keeps only what `error_class` says of a cut-off (`finish_reason:length`)
+    finish_reason: str | None = None
 
     @property
     def estimated(self) -> bool:

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 # or cannot hold the context (a fallback may have a larger one).
 STAND_IN_FOR = (LlmUnavailable, LlmRateLimited, LlmTimeout, LlmEmptyStream, LlmContextOverflow)
 
+REPAIR = "repair"  # the purpose of the call that asks a reply breaking its schema again
+
 CUT_OFF_NOTES = {
     "length": "\n\n[The answer was cut off: it reached the length limit.]",
     "content_filter": "\n\n[The answer was stopped by the provider's content filter.]",
@@ -207,7 +209,7 @@ class ModelRounds:
                 request = replace(request, model=models.current)
 
     async def _round(
-        self, speaker: Speaker, request: ChatRequest, ledger: Ledger
+        self, speaker: Speaker, request: ChatRequest, ledger: Ledger, *, purpose: str = "reply"
     ) -> AsyncGenerator[TextDelta | RoundEnd, None]:
         """One model call: its text as it streams, then its end. The call's record, its flags
         set (cut off, contract broken), goes into the ledger however the call ends."""
@@ -223,19 +225,20 @@ class ModelRounds:
                 async for item in stream:
                     if isinstance(item, Completion):
                         check = _contract_check(speaker, item)
-                        account(self._completed(speaker, request, item, check))
+                        account(self._completed(speaker, request, item, check, purpose))
                         note = _cut_off_note(item)
                         yield RoundEnd(completion=item, note=note, check=check, model=request.model)
                     else:
                         streamed.append(item)
                         yield TextDelta(text=item)
         except LlmError as exc:
-            account(accounting.failed_call(purpose="reply", model=request.model, error=exc))
+            account(accounting.failed_call(purpose=purpose, model=request.model, error=exc))
             raise
         except (GeneratorExit, asyncio.CancelledError):
             elapsed_ms = (time.perf_counter() - started) * 1000
             account(
                 accounting.abandoned_call(
+                    purpose=purpose,
                     request=request,
                     text="".join(streamed),
                     elapsed_ms=elapsed_ms,
@@ -251,6 +254,7 @@ class ModelRounds:
         request: ChatRequest,
         completion: Completion,
         check: contracts.ContractCheck | None,
+        purpose: str,
     ) -> CallRecord:
         """The record of a call that completed; being cut off by the provider, or breaking
         the version's contract, is said on the record itself."""
@@ -258,7 +262,7 @@ class ModelRounds:
         if reason in CUT_OFF_NOTES:
             log.warning("model reply stopped early: finish_reason=%s", reason)
         return accounting.completed_call(
-            purpose="reply",
+            purpose=purpose,
             request=request,
             completion=completion,
             prices=self._prices,
@@ -401,7 +405,7 @@ class ModelRounds:
             params=speaker.version.params.request_fields(),
         )
         repaired: RoundEnd | None = None
-        async with aclosing(self._round(speaker, repair, ledger)) as items:
+        async with aclosing(self._round(speaker, repair, ledger, purpose=REPAIR)) as items:
             async for item in items:
                 if isinstance(item, RoundEnd):
                     repaired = item

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from assistant.config import Settings
+from assistant.observe import NO_OBSERVER, Observer, Observers
 from assistant.store import Store, migrate
 from assistant.store.eval_store import FAKE_MODEL
 
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from assistant.llm import OpenAIChatModel
     from assistant.mcp_servers.servers import McpServers
     from assistant.model_traits import ModelTable
+    from assistant.observability.metrics import Metrics
+    from assistant.observability.traces import Tracing
     from assistant.pricing import PriceTable
     from assistant.prompts.files import PromptCatalog
     from assistant.tools import ToolRegistry
@@ -45,12 +48,16 @@ class Runtime:
     knowledge: Knowledge
     fake: bool = False  # answered by the bundled fake model: reports are of its traffic
     mcp: McpServers | None = None  # tools.yaml's servers, when it declares any
+    metrics: Metrics | None = None  # what `/metrics` shows of this process's turns
+    tracing: Tracing | None = None  # OTLP traces, when OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
     async def close(self) -> None:
         if self.mcp is not None:  # first: their processes must not outlive this one
             await self.mcp.close()
         await self.model.close()
         await self.store.close()
+        if self.tracing is not None:  # last: the spans of everything above are sent
+            await self.tracing.close()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -132,8 +139,14 @@ async def open_runtime(
     from assistant.builtin_tools import builtin_registry
     from assistant.engine import Assistant
     from assistant.evals.runner import EvalRunner
+    from assistant.observability.metrics import Metrics
+    from assistant.observability.traces import open_tracing
     from assistant.pricing import PriceTable
 
+    metrics = Metrics()  # cheap: counted in memory, served by `run` (bots/ops_http.py)
+    # None (and OpenTelemetry never imported) unless an OTLP endpoint is set
+    tracing = open_tracing(capture_content=settings.otel_capture_content)
+    observer = metrics if tracing is None else Observers(metrics, tracing)
     model: OpenAIChatModel | None = None
     servers: McpServers | None = None
     try:
@@ -141,7 +154,7 @@ async def open_runtime(
         prices = PriceTable.load(settings.pricing_file)
         store = store or await open_store(settings)
         model = connect_model(settings, base_url=base_url)
-        knowledge = open_knowledge(settings, store, model, prices, fake=fake)
+        knowledge = open_knowledge(settings, store, model, prices, fake=fake, observer=observer)
         tools = builtin_registry(knowledge.search_knowledge)
         if mcp:
             servers = await start_mcp_servers(settings, tools, catalog, suites)
@@ -152,9 +165,12 @@ async def open_runtime(
             tools=tools,
             prices=prices,
             config=engine_config(settings, fake=fake),
+            observer=observer,
         )
         await assistant.sync_prompts()
     except BaseException:
+        if tracing is not None:
+            await tracing.close()
         if servers is not None:
             await servers.close()
         if model is not None:
@@ -193,6 +209,8 @@ async def open_runtime(
         knowledge=knowledge,
         fake=fake,
         mcp=servers,
+        metrics=metrics,
+        tracing=tracing,
     )
 
 
@@ -241,7 +259,13 @@ async def sync_knowledge(settings: Settings, runtime: Runtime) -> None:
 
 
 def open_knowledge(
-    settings: Settings, store: Store, model: OpenAIChatModel, prices: PriceTable, *, fake: bool
+    settings: Settings,
+    store: Store,
+    model: OpenAIChatModel,
+    prices: PriceTable,
+    *,
+    fake: bool,
+    observer: Observer = NO_OBSERVER,
 ) -> Knowledge:
     """Knowledge search and sync, embedding with EMBEDDING_MODEL on the model's own server
     (the fake serves its own vectors); without it, keyword search only. A query is embedded
@@ -252,7 +276,7 @@ def open_knowledge(
 
     name = FAKE_EMBEDDING_MODEL if fake else settings.embedding_model
     if name is None:
-        return Knowledge(store, None)
+        return Knowledge(store, None, observer=observer)
     client, key = model.client, model.sends_key
     return Knowledge(
         store,
@@ -260,6 +284,7 @@ def open_knowledge(
         query_embedder=Embedder(
             client, model=name, prices=prices, send_key=key, max_attempts=2, timeout=10.0
         ),
+        observer=observer,
     )
 
 
@@ -278,6 +303,7 @@ def engine_config(settings: Settings, *, fake: bool) -> EngineConfig:
         heartbeat_seconds=settings.worker_heartbeat_seconds,
         only_model=FAKE_MODEL if fake else None,  # the fake answers every version as itself
         access=settings.access_policy(),
+        daily_budget_usd=settings.daily_budget_usd,
     )
 
 
@@ -373,4 +399,5 @@ def admin_commands(settings: Settings, duties: ChatDuties) -> AdminCommands:
         reporter=duties.report,
         evaluator=duties.evaluate,
         knowledge=duties.knowledge,
+        budgets=duties.assistant.budgets,
     )

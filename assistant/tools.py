@@ -7,12 +7,14 @@ import hashlib
 import inspect
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, get_type_hints
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
+from assistant.observe import UNWATCHED, ToolRun, TurnWatch
 from assistant.records import CallRecord
 from assistant.turns import Actor, ConversationRef, Source
 
@@ -64,6 +66,7 @@ class ToolContext:
     - `sources`: what the tool found, numbered in the order found, for the answer to cite.
     - `message_id`, `requester`: the turn's question and its author, whose approval a tool
       marked `confirm` waits for (read by the engine, not by tools).
+    - `watch`: where a tool that searches reports the search (traces, metrics).
     """
 
     ref: ConversationRef
@@ -71,6 +74,7 @@ class ToolContext:
     sources: list[Source] = field(default_factory=list)
     message_id: int | None = None  # the user's message this turn answers
     requester: Actor | None = None  # who may approve an action; None: nobody can be asked
+    watch: TurnWatch = UNWATCHED  # the turn's instruments: each tool run, each search
 
     def cite(self, source: Source) -> Source:
         """`source` numbered for this turn: the same passage found twice keeps its number."""
@@ -265,10 +269,22 @@ class ToolRegistry:
 
         async def run_one(call_id: str, name: str, raw: str) -> ToolResult:
             tool = self._tools.get(name) if name in permitted else None
+            started = time.time_ns()
             if tool is None:
                 ok, content = False, f"error: no tool named {name!r} is available"
             else:
                 ok, content = await tool.run(raw, time_limit=time_limit, context=context)
+            if context is not None:
+                context.watch.tool(
+                    ToolRun(
+                        name=name,
+                        call_id=call_id,
+                        ok=ok,
+                        started_ns=started,
+                        ended_ns=time.time_ns(),
+                        source=tool.source if tool is not None else "unknown",
+                    )
+                )
             return ToolResult(call_id=call_id, name=name, ok=ok, content=content)
 
         return list(await asyncio.gather(*(run_one(*call) for call in calls)))

@@ -85,6 +85,17 @@ class TurnUsage:
     # Some call's tokens were counted by our tokenizer (its server sent no usage): the token
     # figures, and the cost priced from them, are estimates and are shown as such.
     estimated: bool = False
+    # the calls by what they were for (reply, summary, repair, embedding …), in the order
+    # first made: how many, and their cost (None when one is unpriced)
+    purposes: tuple[PurposeUsage, ...] = ()
+    fallbacks: int = 0  # calls a fallback model made because the version's own failed
+
+
+@dataclass(frozen=True, kw_only=True)
+class PurposeUsage:
+    purpose: str
+    calls: int
+    cost_usd: float | None
 
 
 @dataclass(frozen=True, kw_only=True)

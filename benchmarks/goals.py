@@ -83,6 +83,11 @@ def engine_goals(_: dict[str, Any]) -> list[Goal]:
     return [Goal(label, figure("ratio_p50_100"), at_most(1.1), "<= 1.1", "x")]
 
 
+def instruments_goals(_: dict[str, Any]) -> list[Goal]:
+    label = "instruments: a turn traced and metered / neither, p50"
+    return [Goal(label, figure("ratio_p50"), at_most(1.05), "<= 1.05", "x")]
+
+
 def report_goals(found: dict[str, Any]) -> list[Goal]:
     goals = []
     for database, sizes in found["results"].items():
@@ -148,6 +153,7 @@ BENCHES = (
     Bench("workers", "workers_load.py", (), ("--per-worker", "100"), workers_goals),
     Bench("startup", "startup.py", (), ("--repeat", "1"), start_goals),
     Bench("engine", "engine_overhead.py", (), ("--quick",), engine_goals),
+    Bench("instruments", "instruments_overhead.py", (), ("--quick",), instruments_goals),
     Bench("access", "access_gate.py", (), ("--quick",), access_goals),
     Bench("reports", "report_scale.py", ("--database", "both"), ("--quick",), report_goals),
     Bench("soak", "soak.py", (), ("--quick",), soak_goals),

@@ -322,6 +322,39 @@ def prompts(ctx: typer.Context) -> None:
     raise typer.Exit(_run(main))
 
 
+BUDGET_USAGE = (
+    "Usage: assistant budget ACTION ...  (the admin grammar, from a shell)\n"
+    + "\n".join("  " + line.strip() for line in USAGE.splitlines() if line.startswith("  budget "))
+)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def budget(ctx: typer.Context) -> None:
+    """Spending limits: show (every budget and what is spent) | set USD [--scope ...]
+    [--target PLACE] [--period day|month]."""
+    words = list(ctx.args)
+    if words in ([], ["help"], ["--help"], ["-h"]):
+        typer.echo(BUDGET_USAGE)
+        raise typer.Exit(0 if words else 2)
+    settings = _with_prompts(_settings())
+
+    from bots.chat_actions import run_admin
+
+    async def main() -> int:
+        async with _opened(settings) as runtime:
+            context = CommandContext(
+                actor=Actor(platform="cli", user_id=getpass.getuser()), surface="cli"
+            )
+            result = await run_admin(runtime.commands, shlex.join(["budget", *words]), context)
+            typer.echo(result.text, err=not result.ok)
+            return 0 if result.ok else 1
+
+    raise typer.Exit(_run(main))
+
+
 @eval_app.command("run")
 def eval_run(
     name: Annotated[str | None, typer.Argument(help="Prompt to evaluate (default: all).")] = None,

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any
 
@@ -175,6 +175,15 @@ class DiscordAdapter:
     @property
     def connection(self) -> asyncio.Task[None] | None:
         return self._connection
+
+    async def connected(self) -> bool:
+        """The gateway is up: ready, not closed, and its websocket (each shard's) open."""
+        client = self.client
+        if not client.is_ready() or client.is_closed():
+            return False
+        if isinstance(client, discord.AutoShardedClient):
+            return all(not shard.is_closed() for shard in client.shards.values())
+        return client.ws is not None and client.ws.open
 
     async def close(self) -> None:
         """Let the answers under way finish (for a while; those past it say they were
@@ -498,21 +507,34 @@ def _feedback_button(
             return cls(int(match["vote"]), int(match["message_id"]))
 
         async def callback(self, interaction: discord.Interaction) -> None:
-            user = interaction.user
-            if not isinstance(user, discord.User | discord.Member):
-                warnings.warn("an unreadable Discord click was dropped", "it names no user")
-                return
             where = str(interaction.channel_id) if interaction.channel_id else None
-            try:  # answer within Discord's 3 s first; the store may be busy with turns
-                await interaction.response.defer(ephemeral=True, thinking=True)
-                actor = Actor(platform="discord", user_id=str(user.id))
+
+            async def vote(actor: Actor) -> str:
                 answer = str(self.message_id)
-                text = await record_vote(assistant, answer, actor, vote=self.vote, clicked_in=where)
-                await interaction.followup.send(text, ephemeral=True)
-            except discord.HTTPException as exc:  # the interaction expired, or was answered
-                warnings.warn("a Discord click could not be answered", f"{exc.status} {exc.text}")
+                return await record_vote(assistant, answer, actor, vote=self.vote, clicked_in=where)
+
+            await _answer_click(interaction, warnings, vote)
 
     return FeedbackButton, FeedbackButton
+
+
+async def _answer_click(
+    interaction: discord.Interaction,
+    warnings: QuietWarnings,
+    act: Callable[[Actor], Awaitable[str]],
+) -> None:
+    """A button's click, answered privately: deferred first (Discord wants an answer within
+    3 s, and the store may be busy with turns), then what `act` made of the clicker's click."""
+    user = interaction.user
+    if not isinstance(user, discord.User | discord.Member):
+        warnings.warn("an unreadable Discord click was dropped", "it names no user")
+        return
+    try:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        text = await act(Actor(platform="discord", user_id=str(user.id)))
+        await interaction.followup.send(text, ephemeral=True)
+    except discord.HTTPException as exc:  # the interaction expired, or was answered
+        warnings.warn("a Discord click could not be answered", f"{exc.status} {exc.text}")
 
 
 def _approval_button(
@@ -548,20 +570,12 @@ def _approval_button(
             return cls(match["answer"], int(match["approval_id"]))
 
         async def callback(self, interaction: discord.Interaction) -> None:
-            user = interaction.user
-            if not isinstance(user, discord.User | discord.Member):
-                warnings.warn("an unreadable Discord click was dropped", "it names no user")
-                return
-            try:  # answer within Discord's 3 s first; the store may be busy with turns
-                await interaction.response.defer(ephemeral=True, thinking=True)
-                text = await record_approval(
-                    assistant,
-                    str(self.approval_id),
-                    Actor(platform="discord", user_id=str(user.id)),
-                    approve=self.answer == APPROVE,
+            async def decide(actor: Actor) -> str:
+                approve = self.answer == APPROVE
+                return await record_approval(
+                    assistant, str(self.approval_id), actor, approve=approve
                 )
-                await interaction.followup.send(text, ephemeral=True)
-            except discord.HTTPException as exc:  # the interaction expired, or was answered
-                warnings.warn("a Discord click could not be answered", f"{exc.status} {exc.text}")
+
+            await _answer_click(interaction, warnings, decide)
 
     return ApprovalButton, ApprovalButton

@@ -26,6 +26,8 @@ from assistant.admin.grammar import (
     RollbackPrompt,
     RunEvals,
     SearchKnowledge,
+    SetBudget,
+    ShowBudgets,
     ShowPrompt,
     ShowReport,
     SplitPrompt,
@@ -35,6 +37,7 @@ from assistant.admin.grammar import (
     Where,
     parse_split,
 )
+from assistant.budgets import BudgetPeriod
 from assistant.prompts.bindings import ScopeKind
 from assistant.turns import Actor, ConversationRef
 from bots.chat_actions import QuietWarnings, run_admin
@@ -136,6 +139,7 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
     prompt = app_commands.Group(name="prompt", description="Prompt versions: list, show, switch")
     evals = app_commands.Group(name="eval", description="Prompt evals")
     knowledge = app_commands.Group(name="knowledge", description="The team's documents")
+    budget = app_commands.Group(name="budget", description="Spending limits")
 
     def __init__(self, admin: AdminCommands, *, warnings: QuietWarnings) -> None:
         super().__init__()
@@ -243,6 +247,20 @@ class AssistantCommands(app_commands.Group, name="assistant", description="The t
         self, interaction: discord.Interaction, name: str, scope: ScopeKind | None = None
     ) -> None:
         await self._answer(interaction, DropKnowledge(name=name, where=Where(scope=scope)))
+
+    @budget.command(name="show", description="The budgets that apply here, and what is spent")
+    async def budget_show(self, interaction: discord.Interaction) -> None:
+        await self._answer(interaction, ShowBudgets())
+
+    @budget.command(name="set", description="Set a spending limit here (admins)")
+    async def budget_set(
+        self,
+        interaction: discord.Interaction,
+        usd: float,
+        scope: ScopeKind | None = None,
+        period: BudgetPeriod = "day",
+    ) -> None:
+        await self._answer(interaction, SetBudget(usd=usd, where=Where(scope=scope), period=period))
 
     async def _answer(self, interaction: discord.Interaction, command: Command) -> None:
         """Defer first (Discord waits 3 s at most), then answer in as many messages as the

@@ -11,16 +11,19 @@ import math
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from aiohttp import web
 
 from assistant.config import ConfigError, Settings
 from assistant.reporting.duties import Duties, DutySettings
 from assistant.reporting.schedule import Scheduler
 from assistant.runtime import Runtime, sync_knowledge
 from bots.notifier import ChannelNotifier
+from bots.ops_http import Ops, OpsServer, ops_for
 from bots.recovery import KeepAlive, TurnRecovery
 
 if TYPE_CHECKING:  # each platform's module loads its library (tens of MB): only when served
@@ -61,6 +64,7 @@ class Role:
     surfaces (Socket Mode, the Discord gateway: one connection per token) only in one."""
 
     http_socket: socket.socket | None = None  # None: bind SLACK_PORT itself
+    metrics_socket: socket.socket | None = None  # None: bind METRICS_PORT itself (when set)
     single_connections: bool = True
     schedules: bool = True  # stands for the scheduler's leader lock
 
@@ -119,12 +123,17 @@ async def serve(
     discord: DiscordAdapter | None = None
     scheduler: Scheduler | None = None
     upkeep: KeepAlive | None = None
+    ops = ops_for(runtime, lambda: running)
+    ops_server: OpsServer | None = None
     await runtime.assistant.owed.beat()  # alive before the first turn it accepts
     try:
+        ops_server = await start_ops(settings, ops, role.metrics_socket)
         if settings.slack_bot_token and (role.single_connections or serves_http(settings)):
             mode = "Socket Mode" if settings.slack_app_token else f"HTTP on {settings.slack_port}"
             log.info("Slack: connecting (%s)", mode)
-            slack = await _unless_stopped(start_slack(settings, runtime, role.http_socket), stop)
+            routes = ops.routes() if ops_server is None else []  # on Slack's port, else not
+            starting = start_slack(settings, runtime, role.http_socket, routes=routes)
+            slack = await _unless_stopped(starting, stop)
             if slack is None:
                 return
             running.append(slack)
@@ -158,6 +167,28 @@ async def serve(
         await asyncio.gather(*(adapter.close() for adapter in running))
         # what could not be finished stays owed: the next process to start answers it
         await runtime.assistant.owed.retire()
+        if ops_server is not None:  # last: a scrape sees the stop's final figures
+            await ops_server.close()
+
+
+async def start_ops(
+    settings: Settings, ops: Ops, sock: socket.socket | None = None
+) -> OpsServer | None:
+    """`/metrics`, `/healthz`, `/readyz` on METRICS_PORT (or `sock`, a worker's share of it)
+    when it is set; None when it is not, and then Slack's HTTP port serves them, if any."""
+    if settings.metrics_port is None:
+        if not serves_http(settings):
+            log.info("metrics: not served (set METRICS_PORT to serve /metrics and /readyz)")
+        return None
+    server = OpsServer(ops)
+    try:
+        await server.start(port=settings.metrics_port, sock=sock)
+    except OSError as exc:
+        raise ConfigError(
+            f"METRICS_PORT: cannot listen on port {settings.metrics_port} ({exc.strerror}); "
+            "is another process using it?"
+        ) from None
+    return server
 
 
 async def _unless_stopped(starting: Coroutine[Any, Any, T], stop: asyncio.Event) -> T | None:
@@ -177,10 +208,14 @@ async def _unless_stopped(starting: Coroutine[Any, Any, T], stop: asyncio.Event)
 
 
 async def start_slack(
-    settings: Settings, runtime: Runtime, http_socket: socket.socket | None = None
+    settings: Settings,
+    runtime: Runtime,
+    http_socket: socket.socket | None = None,
+    *,
+    routes: Sequence[web.RouteDef] = (),
 ) -> SlackAdapter:
     """Slack connected: Socket Mode, HTTP on SLACK_PORT, or HTTP on `http_socket` (a worker's
-    share of the port its supervisor bound)."""
+    share of the port its supervisor bound); `routes` served beside its events in HTTP mode."""
     from bots.slack_app import SlackAdapter  # slack-bolt: only when Slack is served
 
     assert settings.slack_bot_token is not None
@@ -197,7 +232,7 @@ async def start_slack(
         if app_token is not None:
             await adapter.connect_socket_mode(app_token.get_secret_value())
         else:
-            await adapter.serve_http(port=settings.slack_port, sock=http_socket)
+            await adapter.serve_http(port=settings.slack_port, sock=http_socket, routes=routes)
     except OSError as exc:  # HTTP mode's port (Socket Mode says its own failures)
         await adapter.close()
         raise ConfigError(

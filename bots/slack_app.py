@@ -14,7 +14,7 @@ import re
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -159,12 +159,15 @@ class SlackAdapter:
         port: int = 0,
         host: str = "0.0.0.0",  # noqa: S104
         sock: socket.socket | None = None,
+        routes: Sequence[web.RouteDef] = (),
     ) -> int:
         """Take Slack's events over HTTP, on `port` or on `sock` (a worker's share of the port
         its supervisor bound, `bots/workers.py`); returns the port (useful when `port` is 0).
         The port is taken first (a local problem, said without waiting on the network), then
-        the bot token is checked: a wrong one stops the start in one line (SlackSetupError)."""
+        the bot token is checked: a wrong one stops the start in one line (SlackSetupError).
+        `routes` are served beside the events (`/metrics`, `/healthz`, `/readyz`)."""
         app = self.web_app()
+        app.add_routes(routes)
         app.middlewares.append(self._served.middleware)
         self._share_connections()
         self._runner = web.AppRunner(app, access_log=None)
@@ -188,6 +191,14 @@ class SlackAdapter:
         self._socket = AsyncSocketModeHandler(self.app, app_token)
         await self._socket.connect_async()  # type: ignore[no-untyped-call]
         log.info("Slack connected in Socket Mode")
+
+    async def connected(self) -> bool:
+        """Socket Mode: its connection is up; HTTP mode: the bot token was accepted at start
+        and the endpoint still serves (there is no connection to lose)."""
+        if self._socket is not None:
+            socket_mode = self._socket.client  # the Socket Mode connection, not the Web API
+            return bool(await socket_mode.is_connected())
+        return self._runner is not None and self._bot_user is not None
 
     async def check_bot_token(self) -> None:
         """Raise SlackSetupError in one line unless SLACK_BOT_TOKEN works."""
@@ -221,7 +232,8 @@ class SlackAdapter:
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
         if self._runner is not None:
-            await self._runner.cleanup()
+            runner, self._runner = self._runner, None  # not ready any more (`connected`)
+            await runner.cleanup()
             log.info("served %d Slack requests", self._served.requests)
         await self._turns.drain(grace=self._shutdown_grace)
         await self._agent.close()

@@ -67,16 +67,19 @@ def listening_socket(port: int, host: str = "0.0.0.0") -> socket.socket:  # noqa
 
 
 class Served:
-    """How many requests this process answered (logged at stop: which worker took its share)."""
+    """How many Slack requests this process answered (logged at stop: which worker took its
+    share); probes and scrapes of the same port are not Slack's."""
 
-    def __init__(self) -> None:
+    def __init__(self, path: str = "/slack/events") -> None:
         self.requests = 0
+        self._path = path
 
     @web.middleware
     async def middleware(
         self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        self.requests += 1
+        if request.path == self._path:
+            self.requests += 1
         return await handler(request)
 
 

@@ -22,6 +22,7 @@ from assistant.turns import (
     ConversationRef,
     Inbound,
     Source,
+    TurnUsage,
 )
 from bots.render import SOURCES_TITLE, source_lines
 
@@ -34,10 +35,10 @@ if TYPE_CHECKING:
 HELP = (
     "Commands: /cost (tokens, cost and latency of the last turn), /good and /bad (rate the "
     "last answer), /new [NAME] (another conversation), /list, /prompt … /report … /eval run … "
-    "/knowledge … "
+    "/knowledge … /budget … "
     "(the admin commands), /help, /quit"
 )
-ADMIN_WORDS = ("prompt", "report", "eval", "knowledge")
+ADMIN_WORDS = ("prompt", "report", "eval", "knowledge", "budget")
 TERMINAL_ASK_LIMIT = 8000  # a tool's ask on a console: long arguments are cut, not scrolled
 
 
@@ -59,10 +60,26 @@ def describe(done: Completed) -> str:
         details += f", {mark}{usage.reasoning_tokens} reasoning"
     line = (
         f"{mark}{usage.prompt_tokens} prompt + {mark}{usage.completion_tokens} completion tokens "
-        f"({details}) in {usage.calls} call(s), {cost}; "
+        f"({details}) in {usage.calls} call(s){_kinds(usage, mark)}, {cost}; "
         f"first token {ttft}, total {done.total_ms:.0f} ms; {done.prompt_version} on {done.model}"
     )
     return f"{line} ({ESTIMATE_LEGEND})" if usage.estimated else line
+
+
+def _kinds(usage: TurnUsage, mark: str) -> str:
+    """What the calls were for, when not all were replies: every call a turn made (a summary
+    fold, a contract repair, a search's embedding, a fallback) is in its cost, and said so."""
+    kinds = usage.purposes
+    if not usage.fallbacks and all(kind.purpose == "reply" for kind in kinds):
+        return ""
+    parts = [
+        f"{kind.calls} {kind.purpose} "
+        + (f"{mark}${kind.cost_usd:.6f}" if kind.cost_usd is not None else "unpriced")
+        for kind in kinds
+    ]
+    if usage.fallbacks:
+        parts.append(f"{usage.fallbacks} by a fallback model")
+    return f" ({', '.join(parts)})"
 
 
 class HeldLogs(logging.Handler):

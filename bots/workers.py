@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -43,6 +44,7 @@ from multiprocessing.connection import wait as wait_for_any
 from multiprocessing.process import BaseProcess
 
 from assistant.config import ConfigError, Settings
+from assistant.observability.metrics import process_ended, shared_across_processes
 from assistant.runtime import open_runtime
 from assistant.testing import FakeLlm
 from bots import services
@@ -69,6 +71,7 @@ class WorkerPlan:
     base_url: str | None  # the model server (`--fake`: the supervisor's fake)
     fake: bool
     user_errors: tuple[type[BaseException], ...]  # said in one line, not as a traceback
+    metrics_socket: socket.socket | None = None  # its share of METRICS_PORT, when set
 
 
 class WorkerFailed(ConfigError):
@@ -82,6 +85,9 @@ async def supervise(
     SIGINT or SIGTERM. With `fake`, one fake model here answers every worker."""
     with contextlib.ExitStack() as sockets:
         bound = bind(settings, count, sockets)
+        metrics_sockets = bind_metrics(settings, count, sockets)
+        # every worker's figures in one folder: a scrape of any worker shows all of them
+        sockets.enter_context(shared_across_processes())
         async with contextlib.AsyncExitStack() as stack:
             base_url = None
             if fake:
@@ -95,6 +101,11 @@ async def supervise(
             work_plans = plans(
                 settings, bound, base_url=base_url, fake=fake, user_errors=user_errors
             )
+            if metrics_sockets:
+                work_plans = [
+                    dataclasses.replace(plan, metrics_socket=shared)
+                    for plan, shared in zip(work_plans, metrics_sockets, strict=True)
+                ]
             await Supervisor(work_plans).run()
 
 
@@ -133,6 +144,23 @@ def bind(settings: Settings, count: int, stack: contextlib.ExitStack) -> list[so
     except OSError as exc:
         raise ConfigError(
             f"SLACK_PORT: cannot listen on port {settings.slack_port} ({exc.strerror}); "
+            "is another process using it?"
+        ) from None
+
+
+def bind_metrics(
+    settings: Settings, count: int, stack: contextlib.ExitStack
+) -> list[socket.socket]:
+    """METRICS_PORT, when set, bound once per worker as SLACK_PORT is; ConfigError in one line
+    when it is taken."""
+    if settings.metrics_port is None:
+        return []
+    try:
+        _nobody_listens(settings.metrics_port)
+        return [stack.enter_context(listening_socket(settings.metrics_port)) for _ in range(count)]
+    except OSError as exc:
+        raise ConfigError(
+            f"METRICS_PORT: cannot listen on port {settings.metrics_port} ({exc.strerror}); "
             "is another process using it?"
         ) from None
 
@@ -227,6 +255,7 @@ class Supervisor:
                 if kind == "ready":
                     self._ready_now(plan.index)
         await asyncio.to_thread(process.join)
+        process_ended(process.pid)  # its turns in flight are no longer
         return ready, error, _ending(process.exitcode)
 
     def _ready_now(self, index: int) -> None:
@@ -285,6 +314,7 @@ async def _serve(plan: WorkerPlan, status: Connection) -> None:
     runtime = await open_runtime(plan.settings, base_url=plan.base_url, fake=plan.fake)
     role = services.Role(
         http_socket=plan.http_socket,
+        metrics_socket=plan.metrics_socket,
         single_connections=plan.single_connections,
         schedules=plan.schedules,
     )

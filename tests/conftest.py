@@ -21,6 +21,7 @@ from assistant.builtin_tools import builtin_registry
 from assistant.engine import Assistant, EngineConfig
 from assistant.evals.runner import EvalRunner
 from assistant.llm import OpenAIChatModel, Timeouts
+from assistant.observe import NO_OBSERVER, Observer
 from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.store import Store, migrate
@@ -186,7 +187,13 @@ def runner_for(
 
 
 async def build_assistant(
-    store: Store, model: OpenAIChatModel, prompts_dir: Path, tools: ToolRegistry, **config: Any
+    store: Store,
+    model: OpenAIChatModel,
+    prompts_dir: Path,
+    tools: ToolRegistry,
+    *,
+    observer: Observer = NO_OBSERVER,
+    **config: Any,
 ) -> Assistant:
     """An engine as one serving process has it: each has its own worker id."""
     catalog = PromptCatalog(
@@ -199,6 +206,7 @@ async def build_assistant(
         tools=tools,
         prices=PriceTable.load(),
         config=EngineConfig(**config),
+        observer=observer,
     )
     await assistant.sync_prompts()
     return assistant

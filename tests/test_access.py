@@ -5,7 +5,7 @@ person gets one polite answer, and nothing of their message reaches the model or
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,15 @@ from assistant.access import (
     decide,
     rate_refusal,
 )
-from assistant.admin.commands import AdminCommands
 from assistant.config import ConfigError, Settings, load_settings
 from assistant.records import NewMessage
 from assistant.store import Store
 from assistant.testing import FakeLlm, Reply
 from assistant.turns import Actor, Completed, ConversationRef, Failed, Ignored, Inbound
 from bots.discord_app import DiscordAdapter
-from bots.slack_app import SlackAdapter
 from tests.conftest import SlackBot, collect, settle
-from tests.fakes.discord_api import CHANNEL_ID, GUILD_ID, OWNER_ID, THREAD_ID, TOKEN, FakeDiscord
-from tests.fakes.slack_api import BOT_USER, SIGNING_SECRET, TEAM, FakeSlack
+from tests.fakes.discord_api import CHANNEL_ID, OWNER_ID, THREAD_ID, FakeDiscord
+from tests.fakes.slack_api import BOT_USER, TEAM
 
 CHANNEL = "C0GENERAL"
 OTHER_CHANNEL = "C0RANDOM"
@@ -195,32 +193,13 @@ def test_the_settings_become_one_policy(clean_env: None, monkeypatch: pytest.Mon
 
 
 @pytest.fixture
-async def start_gated_slack(
-    make_assistant: Callable[..., Any], store: Store, slack: FakeSlack
-) -> AsyncIterator[Callable[..., Any]]:
+def start_gated_slack(start_slack_bot: Callable[..., Any]) -> Callable[..., Any]:
     """A Slack adapter whose engine applies `policy`."""
-    adapters: list[SlackAdapter] = []
 
     async def start(policy: AccessPolicy) -> SlackBot:
-        assistant = await make_assistant(access=policy)
-        commands = AdminCommands(
-            prompts=store.prompts, versions=assistant.versions, admins=["slack:UADMIN"]
-        )
-        adapter = SlackAdapter(
-            assistant=assistant,
-            commands=commands,
-            bot_token="xoxb-test-token",
-            signing_secret=SIGNING_SECRET,
-            api_url=slack.api_url,
-            update_interval=0.01,
-        )
-        port = await adapter.serve_http(port=0, host="127.0.0.1")
-        adapters.append(adapter)
-        return SlackBot(adapter, assistant, f"http://127.0.0.1:{port}/slack/events")
+        return await start_slack_bot(access=policy)
 
-    yield start
-    for adapter in adapters:
-        await adapter.close()
+    return start
 
 
 def mention(text: str, *, ts: str, user: str = "U1", channel: str = CHANNEL) -> dict[str, Any]:
@@ -422,33 +401,18 @@ async def test_the_terminal_and_evals_are_never_gated(make_assistant, fake_llm: 
 
 
 @pytest.fixture
-async def start_gated_discord(
-    make_assistant: Callable[..., Any], store: Store, discord_fake: FakeDiscord
-) -> AsyncIterator[Callable[..., Any]]:
+def start_gated_discord(
+    start_discord_bot: Callable[..., Any], discord_fake: FakeDiscord
+) -> Callable[..., Any]:
     """The Discord adapter whose engine applies `policy`; the server has a contractors role."""
     plain_roles = discord_fake.roles
     contractors = {**plain_roles()[0], "id": CONTRACTORS, "name": "contractors", "position": 2}
     discord_fake.roles = lambda: [*plain_roles(), contractors]  # type: ignore[method-assign]
-    adapters: list[DiscordAdapter] = []
 
     async def start(policy: AccessPolicy) -> DiscordAdapter:
-        assistant = await make_assistant(access=policy)
-        commands = AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=[])
-        adapter = DiscordAdapter(
-            assistant=assistant,
-            commands=commands,
-            token=TOKEN,
-            guild_id=int(GUILD_ID),
-            edit_interval=0.01,
-            guild_ready_timeout=0.05,
-        )
-        adapters.append(adapter)
-        await adapter.start()
-        return adapter
+        return await start_discord_bot(engine={"access": policy})
 
-    yield start
-    for adapter in adapters:
-        await adapter.close()
+    return start
 
 
 def shown(fake: FakeDiscord, channel_id: str) -> list[str]:

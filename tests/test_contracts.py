@@ -11,6 +11,7 @@ from assistant.contracts import check_reply
 from assistant.prompts.files import PromptFileError, load_prompt_file
 from assistant.testing import Reply
 from assistant.turns import Completed, Failed, TextDelta
+from bots.terminal import describe
 from tests.conftest import ALICE, REF, ConversationRef, collect, inbound, write_prompt
 
 SCHEMA = {
@@ -63,6 +64,11 @@ async def test_a_violation_gets_one_repair_and_then_succeeds(
     conversation = await store.find_conversation(REF)
     calls = await store.llm_calls(conversation.id)
     assert [c.contract_error is not None for c in calls] == [True, False]
+    assert [c.purpose for c in calls] == ["reply", "repair"]  # the repair is told apart
+    reply, repair = done.usage.purposes  # and /cost shows it with the same figures
+    assert (reply.calls, repair.calls) == (1, 1)
+    assert reply.cost_usd + repair.cost_usd == pytest.approx(sum(c.cost_usd for c in calls))
+    assert f"in 2 call(s) (1 reply ${reply.cost_usd:.6f}, 1 repair $" in describe(done)
     shown = await AdminCommands(prompts=store.prompts, versions=assistant.versions, admins=()).run(
         "prompt show assistant", CommandContext(actor=ALICE, surface="test")
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import text
 
 from assistant.admin.commands import AdminCommands, CommandContext
 from assistant.evals.runner import JUDGE_INSTRUCTIONS
@@ -109,6 +110,14 @@ async def test_the_judge_grades_with_the_rubric(prompts_dir, runner_for, store):
     suite = suite_from(prompts_dir, suite_spec)
     run = await (await runner_for()).run(suite, 1)
     assert run.pass_rate == 1.0
+    async with store.engine.connect() as connection:  # the judge's call is accounted too
+        judged = (
+            await connection.execute(
+                text("SELECT model, status, prompt_tokens FROM llm_calls WHERE purpose = 'judge'")
+            )
+        ).all()
+    [(model, status, tokens)] = judged
+    assert (model, status) == ("gpt-4o-mini", "ok") and tokens > 0
 
 
 async def test_consistency_is_below_one_when_the_model_varies(prompts_dir, runner_for):

@@ -36,6 +36,8 @@ def loaded_after(code: str, *, cwd: Path, stdin: str = "") -> set[str]:
 
 def test_the_terminal_chat_loads_no_platform_and_no_chart(tmp_path, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path}/chat.db")
+    for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROMPTS_DIR", str(REPO / "prompts"))
     chat = (
         "import sys\nfrom bots.cli import app\n"
@@ -44,6 +46,7 @@ def test_the_terminal_chat_loads_no_platform_and_no_chart(tmp_path, monkeypatch)
     loaded = loaded_after(chat, cwd=tmp_path, stdin="hello\n/quit\n")
     assert "openai" in loaded  # it did start and answer
     assert not loaded & set(SURFACES)
+    assert "opentelemetry" not in loaded  # no OTLP endpoint: tracing's SDK stays unloaded
 
 
 @pytest.mark.parametrize(
@@ -53,7 +56,7 @@ def test_the_terminal_chat_loads_no_platform_and_no_chart(tmp_path, monkeypatch)
         ("bots.services", SURFACES),  # `run`: each platform's module only once it is served
         ("bots.slack_app", ("discord", "matplotlib")),
         ("bots.discord_app", ("slack_bolt", "slack_sdk", "matplotlib")),
-        ("assistant.runtime", (*SURFACES, "assistant.doctor")),
+        ("assistant.runtime", (*SURFACES, "assistant.doctor", "opentelemetry")),
     ],
 )
 def test_importing_a_module_loads_none_of_what_it_does_not_use(module, absent, tmp_path):

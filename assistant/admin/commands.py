@@ -29,6 +29,8 @@ from assistant.admin.grammar import (
     RollbackPrompt,
     RunEvals,
     SearchKnowledge,
+    SetBudget,
+    ShowBudgets,
     ShowPrompt,
     ShowReport,
     SplitPrompt,
@@ -40,6 +42,7 @@ from assistant.admin.grammar import (
     check_place,
     parse,
 )
+from assistant.budgets import Budgets
 from assistant.evals.retrieval import describe, latest
 from assistant.evals.suite import EvalSuite
 from assistant.knowledge.service import Knowledge, source_of
@@ -78,6 +81,8 @@ def command_failed(error_id: str, command: Command | None) -> str:
         after = "check `prompt list` before trying again, in case it took effect"
     elif isinstance(command, (UseKnowledge, DropKnowledge)):
         after = "check `knowledge list` before trying again, in case it took effect"
+    elif isinstance(command, SetBudget):
+        after = "check `budget show` before trying again, in case it took effect"
     elif isinstance(command, RunEvals):
         after = "eval runs that finished before it are kept"
     else:
@@ -105,6 +110,7 @@ class AdminCommands:
         reporter: Callable[[str], Awaitable[str]] | None = None,
         evaluator: Callable[[str | None, int | None], Awaitable[str]] | None = None,
         knowledge: Knowledge | None = None,
+        budgets: Budgets | None = None,
     ) -> None:
         self._prompts = prompts
         self._versions = versions
@@ -114,6 +120,7 @@ class AdminCommands:
         self._reporter = reporter  # period ("24h") -> the report as text
         self._evaluator = evaluator  # (name, version) -> the runs' summary
         self._knowledge = knowledge
+        self._budgets = budgets
 
     async def run(self, text: str, context: CommandContext) -> CommandResult:
         """A command typed as text: parsed, then run as `execute` runs it; never raises."""
@@ -139,9 +146,10 @@ class AdminCommands:
         if isinstance(command, CHANGES) and not self._may_change(context):
             return CommandResult(
                 ok=False,
-                text="Only admins may change prompts or knowledge, or run evals "
+                text="Only admins may change prompts, knowledge or budgets, or run evals "
                 f"({context.actor.qualified_id} is not in ADMIN_USERS). Reading commands (list, "
-                "show, diff, history, report, knowledge search) are open to everyone.",
+                "show, diff, history, report, knowledge search, budget show) are open to "
+                "everyone.",
             )
         check_numbers(command)
         check_place(command, context)
@@ -173,7 +181,25 @@ class AdminCommands:
             return await self._evaluator(command.name, command.version)
         if isinstance(command, (ListKnowledge, SearchKnowledge, UseKnowledge, DropKnowledge)):
             return await self._on_knowledge(command, context)
+        if isinstance(command, (ShowBudgets, SetBudget)):
+            return await self._on_budget(command, context)
         return await self._history(command)
+
+    async def _on_budget(self, command: ShowBudgets | SetBudget, context: CommandContext) -> str:
+        """`budget show`: what applies here (from the shell, every budget); `budget set`:
+        audited, in this channel unless a scope or target says otherwise."""
+        if self._budgets is None:
+            raise CommandError("Budgets are not available here.")
+        if isinstance(command, ShowBudgets):
+            return await self._budgets.show(context.ref)
+        scope = self._scope(command.where, context)
+        return await self._budgets.set(
+            scope,
+            command.period,
+            command.usd,
+            actor=context.actor.qualified_id,
+            surface=context.surface,
+        )
 
     async def _on_knowledge(
         self,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from assistant.budgets import BUDGET_PERIODS, MAX_USD, BudgetPeriod, check_usd
 from assistant.prompts.bindings import ScopeKind
 from assistant.prompts.files import MAX_VERSION
 from assistant.turns import Actor, ConversationRef
@@ -31,6 +32,8 @@ Usage:
   knowledge search WORDS...
   knowledge use NAME [--scope global|workspace|channel] [--target PLACE]
   knowledge drop NAME [--scope global|workspace|channel] [--target PLACE]
+  budget show
+  budget set USD [--scope global|workspace|channel] [--target PLACE] [--period day|month]
 The scope defaults to this channel (global from the shell). PLACE is platform/workspace[/channel],
 e.g. slack/T0123/C0456. A VERSION is a whole number from 1; a WEIGHT one from 0 to 100."""
 
@@ -147,6 +150,18 @@ class DropKnowledge:
     where: Where
 
 
+@dataclass(frozen=True, kw_only=True)
+class ShowBudgets:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetBudget:
+    usd: float
+    where: Where
+    period: BudgetPeriod = "day"
+
+
 Command = (
     ListPrompts
     | ShowPrompt
@@ -161,10 +176,20 @@ Command = (
     | SearchKnowledge
     | UseKnowledge
     | DropKnowledge
+    | ShowBudgets
+    | SetBudget
 )
 # an eval run costs money too
-CHANGES = (UsePrompt, RollbackPrompt, SplitPrompt, RunEvals, UseKnowledge, DropKnowledge)
-_PLACED = (UsePrompt, RollbackPrompt, SplitPrompt, UseKnowledge, DropKnowledge)
+CHANGES = (
+    UsePrompt,
+    RollbackPrompt,
+    SplitPrompt,
+    RunEvals,
+    UseKnowledge,
+    DropKnowledge,
+    SetBudget,
+)
+_PLACED = (UsePrompt, RollbackPrompt, SplitPrompt, UseKnowledge, DropKnowledge, SetBudget)
 
 
 def check_place(command: Command, context: CommandContext) -> None:
@@ -181,6 +206,11 @@ def check_numbers(command: Command) -> None:
     """Refuse versions and weights out of bounds however the command was made: a surface that
     builds typed commands (Discord's integer options) is held to what parsing enforces, and a
     version past MAX_VERSION would overflow the database's INTEGER column."""
+    if isinstance(command, SetBudget):
+        try:
+            check_usd(command.usd)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
     versions: list[int | None] = []
     if isinstance(command, (ShowPrompt, UsePrompt, RunEvals)):
         versions = [command.version]
@@ -214,9 +244,12 @@ def parse(text: str) -> Command:
         return _parse_eval(words[2:])
     if words and words[0] == "knowledge":
         return _parse_knowledge(words[1:])
+    if words and words[0] == "budget":
+        return _parse_budget(words[1:])
     if len(words) < 2 or words[0] != "prompt":
         raise UsageError(
-            "commands start with 'prompt' or 'knowledge' and an action, 'eval run' or 'report'"
+            "commands start with 'prompt', 'knowledge' or 'budget' and an action, "
+            "'eval run' or 'report'"
         )
     action, args = words[1], words[2:]
     positional, options = _split_options(args)
@@ -284,6 +317,52 @@ def _parse_knowledge(args: list[str]) -> Command:
         kind = UseKnowledge if action == "use" else DropKnowledge
         return kind(name=positional[0], where=_where(options))
     raise UsageError("'knowledge' takes list, search, use or drop")
+
+
+def _parse_budget(args: list[str]) -> Command:
+    action, rest = (args[0], args[1:]) if args else ("show", [])
+    if action == "show":
+        if rest:
+            raise UsageError("'budget show' takes no arguments")
+        return ShowBudgets()
+    if action != "set":
+        raise UsageError("'budget' takes show or set")
+    period: BudgetPeriod = "day"
+    if "--period" in rest:
+        at = rest.index("--period")
+        period = _budget_period(rest[at + 1] if at + 1 < len(rest) else None)
+        rest = rest[:at] + rest[at + 2 :]
+    positional, options = _split_options(rest)
+    if len(positional) != 1 or "force" in options:
+        raise UsageError("'budget set' takes an amount in USD, a scope, a place and a period")
+    return SetBudget(usd=_usd(positional[0]), where=_where(options), period=period)
+
+
+def _budget_period(word: str | None) -> BudgetPeriod:
+    for period in BUDGET_PERIODS:
+        if word == period:
+            return period
+    shown = "nothing" if word is None else _shown(word)
+    raise UsageError(f"--period is day or month, not {shown}")
+
+
+def _usd(word: str) -> float:
+    """An amount like 5, 5.50 or $5.50: digits only (no 1e3, nan or inf), above 0 and at most
+    MAX_USD, and never more than four decimals (a budget is money, not a float's noise)."""
+    amount = word.removeprefix("$").replace(",", "")
+    whole, dot, cents = amount.partition(".")
+    readable = (
+        amount.isascii()
+        and whole.isdigit()
+        and len(whole) <= len(str(int(MAX_USD)))
+        and (not dot or (cents.isdigit() and len(cents) <= 4))
+    )
+    if readable and 0 < float(amount) <= MAX_USD:
+        return float(amount)
+    raise UsageError(
+        f"a budget is an amount in USD above 0 and at most {MAX_USD:,.0f}, "
+        f"like 5 or 12.50, not {_shown(word)}"
+    )
 
 
 def _split_options(args: Sequence[str]) -> tuple[list[str], dict[str, str]]:

@@ -19,6 +19,7 @@ from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any
 
+from assistant import accounting
 from assistant.builtin_tools import KNOWLEDGE_TOOL
 from assistant.engine import Assistant
 from assistant.evals import suite as evals
@@ -37,7 +38,7 @@ from assistant.knowledge.service import Knowledge
 from assistant.llm import ChatMessage, ChatModel, ChatRequest, LlmError, complete
 from assistant.prompts.bindings import Scope
 from assistant.prompts.files import PromptFile
-from assistant.records import CallRecord
+from assistant.records import JUDGE, CallRecord
 from assistant.store import Store
 from assistant.store.eval_store import FAKE_MODEL
 from assistant.store.knowledge_store import Hit
@@ -55,6 +56,7 @@ from assistant.turns import (
 )
 
 log = logging.getLogger(__name__)
+
 
 EVAL_ACTOR = Actor(platform="eval", user_id="runner", display_name="eval")
 JUDGE_INSTRUCTIONS = (
@@ -445,7 +447,8 @@ class EvalRunner:
             )
 
     async def _judge(self, rubric: str, question: str, answer: str) -> tuple[bool | None, str]:
-        """Grade an answer against a rubric with the configured model."""
+        """Grade an answer against a rubric with the configured model. The call is accounted
+        (purpose "judge"): an eval's judging costs money too, and counts toward budgets."""
         request = ChatRequest(
             model=self._judge_model,
             messages=[
@@ -460,7 +463,17 @@ class EvalRunner:
         try:
             completion = await complete(self._model, request)
         except LlmError as exc:
+            failed = accounting.failed_call(purpose=JUDGE, model=self._judge_model, error=exc)
+            await self._assistant.record_calls([failed], surface="eval")
             return None, f"the judge could not be asked ({exc})"
+        judged = accounting.completed_call(
+            purpose=JUDGE,
+            request=request,
+            completion=completion,
+            prices=self._assistant.prices,
+            counter=TokenCounter(self._judge_model),
+        )
+        await self._assistant.record_calls([judged], surface="eval")
         try:
             verdict = json.loads(completion.text)
             return bool(verdict["pass"]), str(verdict.get("reason", ""))

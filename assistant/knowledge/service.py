@@ -9,6 +9,7 @@ server can; without embeddings the search runs on keywords alone, and the proces
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 from assistant.knowledge.catalog import load_catalog
 from assistant.knowledge.embeddings import Embedder, EmbeddingError
 from assistant.knowledge.sync import Progress, Syncer, SyncError, SyncReport, adopt_declared
+from assistant.observe import NO_OBSERVER, Observer, Retrieval
 from assistant.records import CallRecord
 from assistant.store import Store
 from assistant.store.knowledge_store import CollectionInfo, Hit, KnowledgeStore, SearchOutcome
@@ -48,8 +50,10 @@ class Knowledge:
         *,
         query_embedder: Embedder | None = None,
         limit: int = PASSAGES,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer  # a sync's embeddings are traced and counted too
         self._query_embedder = query_embedder or embedder
         self._limit = limit
         self._said_keywords_only = False
@@ -63,6 +67,11 @@ class Knowledge:
     async def record(self, calls: Sequence[CallRecord]) -> None:
         """Account calls made outside a turn (a search from a command, a sync)."""
         await self._store.record_calls(calls)
+        for call in calls:
+            try:
+                self._observer.call(call, surface="knowledge")
+            except Exception:  # an instrument must not fail what it watches
+                log.exception("an instrument failed to record a call")
 
     async def sync(
         self, collection: CollectionInfo, *, progress: Progress | None = None
@@ -117,7 +126,18 @@ class Knowledge:
     async def search_knowledge(self, query: str, context: ToolContext) -> str:
         """Search the team's own documents (handbooks, runbooks, product docs) for passages
         about `query`. Returns numbered passages; cite the ones you use by number, like [1]."""
+        started = time.time_ns()
         found = await self.search_here(context.ref, query, account=context.account)
+        context.watch.retrieval(
+            Retrieval(
+                query=query,
+                collections=tuple(c.name for c in found.collections),
+                hits=len(found.outcome.hits),
+                mode=found.outcome.mode,
+                started_ns=started,
+                ended_ns=time.time_ns(),
+            )
+        )
         if not found.collections:
             return "No knowledge collection is available in this conversation."
         if not found.outcome.hits:

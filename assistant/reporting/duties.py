@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from assistant.budgets import ALERT_LEVELS, Budgets, alert_text
 from assistant.evals.runner import EvalRunner, RunOutcome
 from assistant.evals.suite import EvalSuite
 from assistant.reporting.chart import chart_png
@@ -21,7 +22,6 @@ from assistant.reporting.notices import Notice, Notifier
 from assistant.reporting.schedule import ScheduledJob, cron
 from assistant.reporting.wording import report_text
 from assistant.store import Store
-from assistant.store.report_store import ReportQueries
 from assistant.store.tables import EvalRun
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ DRIFT_POINTS = 0.10  # a version's pass rate falling this much since its previou
 SPIKE_WINDOW = timedelta(minutes=15)
 SPIKE_MIN_CALLS = 10
 SPIKE_RATE = 0.25
-BUDGET_LEVELS = (0.8, 1.0)
+BUDGET_LEVELS = ALERT_LEVELS
 _ALERT_MEMORY = timedelta(days=30)
 Clock = Callable[[], datetime]
 
@@ -133,21 +133,20 @@ class Duties:
         await self._check_errors()
 
     async def _check_budget(self) -> None:
-        budget = self._settings.daily_budget_usd
-        if not budget:
-            return
-        now = self._clock()
-        today = Period(start=now.replace(hour=0, minute=0, second=0, microsecond=0), end=now)
-        # the report's cost_usd, without the rest of the report: production's priced spend
-        spent = await ReportQueries(self._store.engine).priced_cost(today.start, today.end)
-        for level in BUDGET_LEVELS:
-            if spent >= budget * level:
-                text = (
-                    f"⚠️ Daily budget: ${spent:.2f} spent today, {spent / budget:.0%} of "
-                    f"${budget:.2f} (DAILY_BUDGET_USD)."
-                )
-                key = f"budget:{today.start.date().isoformat()}:{level:g}"
-                await self._alert(key, Notice(title="Budget", text=text))
+        """Every budget (each set from chat, and DAILY_BUDGET_USD unless one overrides it)
+        against what was spent in its period, in one query: an alert at each level, once per
+        budget, amount and period (a raised budget is a new condition)."""
+        budgets = Budgets(
+            self._store.budgets, daily_usd=self._settings.daily_budget_usd, clock=self._clock
+        )
+        for status in await budgets.statuses(None):
+            for level in BUDGET_LEVELS:
+                if status.used >= level:
+                    key = (
+                        f"budget:{status.budget.key}:{status.start.date().isoformat()}:"
+                        f"{status.budget.usd:g}:{level:g}"
+                    )
+                    await self._alert(key, Notice(title="Budget", text=alert_text(status)))
 
     async def _check_errors(self) -> None:
         now = self._clock()

@@ -190,7 +190,7 @@ class Report:
     cost_usd: float  # priced calls only: a lower bound when unpriced_calls > 0
     unpriced_calls: int
     unpriced_models: tuple[str, ...]
-    eval_cost_usd: float  # eval turns: apart from every other figure
+    eval_cost_usd: float  # eval turns and their judge: apart from every other figure
     eval_unpriced_calls: int
     cost_by_model: dict[str, float]  # priced models, most expensive first
     by_version: list[VersionFigures]

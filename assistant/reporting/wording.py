@@ -60,7 +60,8 @@ def report_text(report: Report) -> str:
         lines.append(f"⚠️ {note}")
     lines += ["", "**Traffic**", f"- {_traffic(report, ', ')}", f"- {_calls(report, ', ')}"]
     where = "answered by the fake model" if report.fake else "in production"
-    lines += ["", "**Cost**", f"- {_cost(report)} {where}, eval runs {_eval_cost(report)}"]
+    evals = f"eval runs {_eval_cost(report)} (their judge's calls included)"
+    lines += ["", "**Cost**", f"- {_cost(report)} {where}, {evals}"]
     lines += [f"  - {line}" for line in model_lines(report)]
     lines.append(f"- tokens: {_tokens(report, ', ')}")
     legend = estimate_note(report)

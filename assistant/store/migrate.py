@@ -55,10 +55,10 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     try:
         await _upgrade(engine, revision)
     except (sa_exc.DBAPIError, OSError) as exc:
-        raise DatabaseUnreachable(f"DATABASE_URL: cannot use the database ({_why(exc)})") from None
+        raise DatabaseUnreachable(f"DATABASE_URL: cannot use the database ({why(exc)})") from None
 
 
-def _why(exc: Exception) -> str:
+def why(exc: Exception) -> str:
     """The driver's own complaint, first line only (`database "x" does not exist`, `password
     authentication failed for user "y"`, `Connect call failed`)."""
     cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc

@@ -88,7 +88,7 @@ class PromptStore:
 
     async def usage(self, prompt_version_id: int) -> VersionUsage:
         """How a version has done in production: replies, contract violations, cache hits."""
-        replies = col(LlmCall.purpose) == "reply"
+        replies = col(LlmCall.purpose).in_(("reply", "repair"))  # a repair breaks it too
         query = select(
             func.count(),
             func.count().filter(col(LlmCall.contract_error).is_not(None)),

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Mapped, aliased
 from sqlalchemy.sql import Executable
 from sqlmodel import col
 
-from assistant.records import ESTIMATE_PREFIX
+from assistant.records import ESTIMATE_PREFIX, JUDGE
 from assistant.store.eval_store import FAKE_MODEL
 from assistant.store.tables import (
     Conversation,
@@ -135,6 +135,7 @@ class ReportQueries:
         """Every call in the period (eval and fake ones too: see `CallTotals.traffic`), grouped
         by UTC hour (or day, `by_day`), so a report can fold them into its buckets."""
         bucket = self._utc_bucket(col(LlmCall.created_at), by_day=by_day)
+        platform = _platform_of_call()
         cost, status = col(LlmCall.cost_usd), col(LlmCall.status)
         estimated = col(LlmCall.token_source).startswith(ESTIMATE_PREFIX, autoescape=True)
         # Group by the raw platform, not by an "is eval" test: a bound parameter in GROUP BY
@@ -144,7 +145,7 @@ class ReportQueries:
                 bucket.label("bucket"),
                 col(LlmCall.model),
                 col(LlmCall.prompt_version_id),
-                col(Conversation.platform),
+                platform.label("platform"),
                 func.count().label("calls"),
                 _count_where(status == "error").label("errors"),
                 _count_where(and_(cost.is_(None), status != "error")).label("unpriced"),
@@ -167,7 +168,7 @@ class ReportQueries:
                 bucket,
                 col(LlmCall.model),
                 col(LlmCall.prompt_version_id),
-                col(Conversation.platform),
+                platform,
             )
         )
         starts = _BucketStarts()
@@ -366,12 +367,21 @@ def _within(column: Mapped[datetime], start: datetime, end: datetime) -> ColumnE
 
 
 def _studied_call(fake: bool) -> ColumnElement[bool]:
-    """A call in a conversation that is not an eval's (or in none) that the bundled fake model
-    did not answer (or, `fake`, did)."""
+    """A call in a conversation that is not an eval's (or in none, but for an eval's judge)
+    that the bundled fake model did not answer (or, `fake`, did)."""
     platform = col(Conversation.platform)
     model = col(LlmCall.model)
     answered = (model == FAKE_MODEL) if fake else (model != FAKE_MODEL)
-    return and_(or_(platform.is_(None), platform != EVAL_PLATFORM), answered)
+    judged = col(LlmCall.purpose) == JUDGE
+    return and_(or_(platform.is_(None), platform != EVAL_PLATFORM), ~judged, answered)
+
+
+def _platform_of_call() -> ColumnElement[Any]:
+    """The platform a call counts under: its conversation's, and the eval platform for an
+    eval's judge (made in no conversation). Literals, not bound parameters: the expression
+    is grouped by too."""
+    judged = col(LlmCall.purpose) == literal_column(f"'{JUDGE}'")
+    return case((judged, literal_column(f"'{EVAL_PLATFORM}'")), else_=col(Conversation.platform))
 
 
 def _fake_conversations(start: datetime, end: datetime) -> Select[int | None]:

@@ -20,6 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.records import CallRecord, NewMessage, PendingReply
 from assistant.store.approval_store import ApprovalStore
+from assistant.store.budget_store import BudgetStore
 from assistant.store.database import WorkRunner, create_engine
 from assistant.store.eval_store import EvalStore
 from assistant.store.knowledge_store import KnowledgeStore
@@ -92,6 +93,7 @@ class Store:
         self.open_turns = OpenTurns(engine, run=self._run)
         self.votes = VoteStore(engine)
         self.approvals = ApprovalStore(engine)
+        self.budgets = BudgetStore(engine)
         self.evals = EvalStore(engine)
         self.knowledge = KnowledgeStore(engine, run=self._run)
 
@@ -596,12 +598,14 @@ def _call_row(
     prompt_version_id: int | None,
     message_id: int | None,
 ) -> dict[str, Any]:
+    fields = _fields(call)
+    del fields["finish_reason"]  # for traces: the table keeps cut-offs in error_class
     return table_row(
         LlmCall,
         conversation_id=conversation_id,
         prompt_version_id=prompt_version_id,
         message_id=message_id,
-        **_fields(call),
+        **fields,
     )
 
 

@@ -450,3 +450,44 @@ class ToolApproval(SQLModel, table=True):
     asked_at: datetime = Field(default_factory=utcnow)
     expires_at: datetime
     decided_at: datetime | None = None
+
+
+class BudgetRow(SQLModel, table=True):
+    """A spending limit set from chat: for everything (global), a workspace or a channel, per
+    UTC day or month. When spent, new turns there get a plain answer, not a model call."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        UniqueConstraint(
+            "scope", "platform", "workspace", "channel", "period", name="uq_budget_scope_period"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str = Field(max_length=16, description="global | workspace | channel")
+    platform: str = Field(default="", max_length=32)
+    workspace: str = Field(default="", max_length=128)
+    channel: str = Field(default="", max_length=128)
+    period: str = Field(max_length=8, description="day | month (UTC)")
+    usd: float
+    set_by: str = Field(max_length=160)
+    set_at: datetime = Field(default_factory=utcnow)
+
+
+class BudgetAudit(SQLModel, table=True):
+    """Every change of a budget: who, from which surface, where, which period, from what, to
+    what, when."""
+
+    __tablename__ = "budget_audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(max_length=160)
+    surface: str = Field(max_length=32)
+    scope: str = Field(max_length=16)
+    platform: str = Field(default="", max_length=32)
+    workspace: str = Field(default="", max_length=128)
+    channel: str = Field(default="", max_length=128)
+    period: str = Field(max_length=8)
+    before_usd: float | None = Field(default=None, description="NULL: no budget was set")
+    after_usd: float

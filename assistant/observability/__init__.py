@@ -1,0 +1,1 @@
+"""The process's instruments: metrics, health and traces of what the engine does."""
