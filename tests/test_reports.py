@@ -375,6 +375,29 @@ async def test_an_empty_period(db: Store):
     assert "no replies" in report_text(report)
 
 
+async def test_every_kind_of_call_is_in_the_cost_and_said_by_kind(db: Store):
+    """A summary fold, a contract repair and a search's embedding cost money too: the report's
+    cost counts them, and says what each kind came to."""
+    seed = Seed(db)
+    at = START + timedelta(hours=1)
+    for purpose, cost in (("reply", 0.03), ("reply", 0.01), ("summary", 0.004), ("repair", 0.002)):
+        await seed.call(at, purpose=purpose, cost_usd=cost)
+    await seed.call(at, purpose="embedding", model="text-embedding-3-small", cost_usd=0.0001)
+
+    report = await build_report(db, WEEK)
+
+    assert report.cost_usd == pytest.approx(0.0461)
+    assert {kind: calls for kind, (calls, _) in report.by_purpose.items()} == {
+        "reply": 2, "summary": 1, "repair": 1, "embedding": 1,
+    }  # fmt: skip
+    assert report.by_purpose["summary"][1] == pytest.approx(0.004)
+    [line] = [line for line in report_text(report).splitlines() if "by kind" in line]
+    assert line == (
+        "  - by kind: reply $0.0400 (2 calls), summary $0.0040 (1 call), repair $0.0020 (1 call), "
+        "embedding $0.0001 (1 call)"
+    )
+
+
 async def test_fake_model_and_eval_traffic_are_left_out_and_said_so(db: Store):
     seed = Seed(db)
     v1 = await seed.version("assistant", 1)

@@ -193,6 +193,8 @@ class Report:
     eval_cost_usd: float  # eval turns and their judge: apart from every other figure
     eval_unpriced_calls: int
     cost_by_model: dict[str, float]  # priced models, most expensive first
+    # what production's calls were for (reply, summary, repair, embedding …): calls and cost
+    by_purpose: dict[str, tuple[int, float]] = field(default_factory=dict)
     by_version: list[VersionFigures]
     ttft_ms: Percentiles  # reply calls answered by the model (not the cache)
     total_ms: Percentiles
@@ -296,6 +298,10 @@ async def build_report(
         eval_cost_usd=evals.cost_usd,
         eval_unpriced_calls=evals.unpriced,
         cost_by_model=_cost_by_model(by_model),
+        by_purpose={
+            purpose: (tally.calls, tally.cost_usd)
+            for purpose, tally in _tally_by(studied, lambda row: row.purpose).items()
+        },
         by_version=await _by_version(
             queries, period, studied, traffic, votes, ids, named, searches
         ),

@@ -186,7 +186,20 @@ def _budget(report: Report) -> str | None:
 
 
 def model_lines(report: Report) -> list[str]:
-    return [f"{model}: {usd(cost)}" for model, cost in report.cost_by_model.items()]
+    lines = [f"{model}: {usd(cost)}" for model, cost in report.cost_by_model.items()]
+    kinds = purpose_line(report)
+    return [*lines, kinds] if kinds else lines
+
+
+def purpose_line(report: Report) -> str | None:
+    """What the calls were for, when not all were replies: every call a turn makes (a summary
+    fold, a contract repair, a search's embedding, a fallback) is in the cost, and said so."""
+    kinds = sorted(report.by_purpose.items(), key=lambda item: (-item[1][1], item[0]))
+    if all(purpose == "reply" for purpose, _ in kinds):
+        return None
+    return "by kind: " + ", ".join(
+        f"{purpose} {usd(cost)} ({count(calls, 'call')})" for purpose, (calls, cost) in kinds
+    )
 
 
 def version_traffic(version: VersionFigures) -> str:

@@ -65,6 +65,7 @@ class CallTotals:
     estimated_prompt_tokens: int  # the part of prompt_tokens those calls make up
     estimated_completion_tokens: int
     fallback_answers: int  # calls a fallback model answered for the version's own
+    purpose: str = "reply"  # reply, summary, repair, embedding, judge
 
     @property
     def traffic(self) -> Traffic:
@@ -146,6 +147,7 @@ class ReportQueries:
                 col(LlmCall.model),
                 col(LlmCall.prompt_version_id),
                 platform.label("platform"),
+                col(LlmCall.purpose),
                 func.count().label("calls"),
                 _count_where(status == "error").label("errors"),
                 _count_where(and_(cost.is_(None), status != "error")).label("unpriced"),
@@ -169,6 +171,7 @@ class ReportQueries:
                 col(LlmCall.model),
                 col(LlmCall.prompt_version_id),
                 platform,
+                col(LlmCall.purpose),
             )
         )
         starts = _BucketStarts()
@@ -460,4 +463,5 @@ def _call_totals(row: AnyRow, start: datetime) -> CallTotals:
         estimated_prompt_tokens=int(row.estimated_prompt),
         estimated_completion_tokens=int(row.estimated_completion),
         fallback_answers=int(row.fallback_answers),
+        purpose=row.purpose,
     )
