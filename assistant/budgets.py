@@ -169,12 +169,16 @@ class Budgets:
         self._sums = {m: kept for m, kept in self._sums.items() if kept[0] > clock}
         if len(self._sums) > _REMEMBERED:  # many places this process answers in: start over
             self._sums = {}
-        missing = [m for m in dict.fromkeys(measured) if m not in self._sums]
+        # read before the query: another turn may drop an expired sum while this one waits
+        found = {m: self._sums[m][1] for m in measured if m in self._sums}
+        missing = [m for m in dict.fromkeys(measured) if m not in found]
         if missing:
             until = clock + self._reuse_seconds
             summed = await self._store.spent(missing)
-            self._sums.update({m: (until, s) for m, s in zip(missing, summed, strict=True)})
-        return [self._sums[m][1] for m in measured]
+            fresh = dict(zip(missing, summed, strict=True))
+            found.update(fresh)
+            self._sums.update({m: (until, spent) for m, spent in fresh.items()})
+        return [found[m] for m in measured]
 
     async def set(
         self, scope: Scope, period: BudgetPeriod, usd: float, *, actor: str, surface: str

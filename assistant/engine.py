@@ -250,6 +250,32 @@ class Assistant:
                 yield event
 
     async def accept(self, inbound: Inbound) -> Accepted | Failed | Ignored:
+        """`_accept`, with a message that gets no answer from the model told to the
+        instruments: a database outage or a refusal shows on the dashboards too."""
+        accepted = await self._accept(inbound)
+        if isinstance(accepted, Failed):
+            self._unanswered(inbound, accepted)
+        return accepted
+
+    def _unanswered(self, inbound: Inbound, failed: Failed) -> None:
+        started = TurnStarted(
+            started_ns=time.time_ns(),
+            surface=inbound.ref.platform,
+            conversation=inbound.ref,
+            prompt_version="",
+            model="",
+            message_id=0,
+            text=inbound.text,
+        )
+        try:
+            watch: TurnWatch = Guarded(self._observer.turn(started))
+        except Exception:
+            log.exception("an instrument failed to start watching a turn")
+            return
+        ended = _ended(failed, _Shown(started=time.perf_counter()), Ledger())
+        watch.end(ended)
+
+    async def _accept(self, inbound: Inbound) -> Accepted | Failed | Ignored:
         """Resolve the version, then claim the delivery and store the message in one
         transaction. Fast enough to finish before a platform is acked, so an acked message is
         never lost; each step that fails says so in its own words. A message its sender may not
@@ -364,9 +390,19 @@ class Assistant:
         )
         shown = _Shown(started=setup.started)
         ended: Completed | Failed | None = None
+        told = False  # the instruments heard the end: before the surface shows it, so a
+        # dashboard never lags an answer a user has seen
+
+        def tell(end: Completed | Failed | None) -> None:
+            nonlocal told
+            if not told:
+                told = True
+                watch.end(_ended(end, shown, ledger))
+
         try:
             ended = await self._over_budget(opened)
-            if ended is not None:  # a plain answer, no model call: counted as a failed turn
+            if ended is not None:  # a plain answer, no model call: counted as refused
+                tell(ended)
                 yield ended
                 return
             async with aclosing(self._converse(opened, ledger, tools)) as events:
@@ -375,9 +411,11 @@ class Assistant:
                     yield event
             sources = cited(shown.text, tools.sources)
             ended = await self._finish(setup, message_id, shown, ledger, sources)
+            tell(ended)
             yield ended
         except Exception as exc:
             ended = await self._fail(setup, message_id, shown, ledger, exc)
+            tell(ended)
             yield ended
         except (GeneratorExit, asyncio.CancelledError):
             if ended is None:
@@ -385,7 +423,7 @@ class Assistant:
                 await asyncio.shield(unfinished)
             raise
         finally:
-            watch.end(_ended(ended, shown, ledger))
+            tell(ended)  # abandoned: the consumer went away before an end
 
     def _watch(self, opened: Accepted) -> TurnWatch:
         setup = opened.setup
@@ -592,6 +630,10 @@ class Accepted:
     files: PreparedMessage = NO_FILES
 
 
+# turns ended by a rule (access, budget), counted apart from failures
+REFUSALS = frozenset({"AccessDenied", "RateLimited", "BudgetExceeded"})
+
+
 def _ended(ended: Completed | Failed | None, shown: _Shown, ledger: Ledger) -> TurnEnded:
     """How a turn ended, for its instruments: answered, failed, or left (its consumer went
     away before an end was yielded)."""
@@ -605,8 +647,14 @@ def _ended(ended: Completed | Failed | None, shown: _Shown, ledger: Ledger) -> T
             total_ms=ended.total_ms,
             text=ended.text,
         )
+    if ended is None:
+        outcome = "abandoned"
+    elif ended.error_class in REFUSALS:
+        outcome = "refused"  # the operator's rule, not a fault: no error to alert on
+    else:
+        outcome = "failed"
     return TurnEnded(
-        outcome="failed" if ended is not None else "abandoned",
+        outcome=outcome,
         error_class=ended.error_class if ended is not None else "Abandoned",
         usage=accounting.turn_usage(ledger.calls),
         ttft_ms=shown.ttft_ms,

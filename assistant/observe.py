@@ -147,11 +147,22 @@ class Observers:
         self._observers = observers
 
     def turn(self, started: TurnStarted) -> TurnWatch:
-        return _Watches(tuple(o.turn(started) for o in self._observers))
+        """Each instrument's watch, guarded on its own: one that fails leaves the others
+        whole (metrics' turns in flight must still come down when tracing breaks)."""
+        watches = []
+        for observer in self._observers:
+            try:
+                watches.append(Guarded(observer.turn(started)))
+            except Exception:
+                log.exception("an instrument failed to start watching a turn")
+        return _Watches(tuple(watches))
 
     def call(self, record: CallRecord, *, surface: str) -> None:
         for observer in self._observers:
-            observer.call(record, surface=surface)
+            try:
+                observer.call(record, surface=surface)
+            except Exception:
+                log.exception("an instrument failed to record a call")
 
 
 class _Watches:

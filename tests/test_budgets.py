@@ -368,6 +368,9 @@ def test_budget_commands_parse(text: str, command: object) -> None:
         ("budget set inf", "not 'inf'"),
         ("budget set 2000000", "at most 1,000,000"),
         ("budget set 5.123456", "not '5.123456'"),
+        ("budget set 1,50", "with a decimal point, like 12.50, not '1,50'"),  # not $150
+        ("budget set 0,5", "with a decimal point"),
+        ("budget set 1,0,0,0", "a comma only groups thousands"),
         ("budget set 5 --period week", "--period is day or month, not 'week'"),
         ("budget set 5 --period", "--period is day or month, not nothing"),
         ("budget set 5 --scope team", "the scope is global, workspace or channel"),

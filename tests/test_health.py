@@ -23,6 +23,7 @@ from assistant.observability.health import (
     model_check,
 )
 from assistant.observability.metrics import Metrics
+from assistant.store import Store, migrate
 from assistant.testing import FakeLlm, Reply
 from bots.ops_http import Ops, OpsServer
 from tests.conftest import (
@@ -203,3 +204,22 @@ async def test_assistant_run_serves_them_on_metrics_port_for_the_discord_gateway
     log = stderr.decode()
     assert process.returncode == 0, log
     assert f"metrics and health on http://0.0.0.0:{metrics_port}/metrics" in log
+
+
+async def test_a_schema_behind_is_unready_and_one_a_newer_build_migrated_is_not(sqlite_url):
+    """Behind: this build's tables are missing. Ahead: a rolling deploy's first new replica
+    migrated it; the old replicas keep serving, or none would be left."""
+    store = Store.connect(sqlite_url)
+    try:
+        await migrate.upgrade(store.engine, "0011")
+        behind = await migrations_check(store.engine, every=0).state()
+        assert not behind.ok and "this build expects" in behind.detail
+
+        await migrate.upgrade(store.engine)
+        assert (await migrations_check(store.engine, every=0).state()).ok
+        async with store.engine.begin() as connection:
+            await connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+        ahead = await migrations_check(store.engine, every=0).state()
+        assert ahead.ok and "newer than this build's" in ahead.detail
+    finally:
+        await store.close()

@@ -15,11 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from assistant.access import AccessPolicy
 from assistant.engine import Assistant
 from assistant.llm import OpenAIChatModel
 from assistant.observability.health import Health
 from assistant.observability.metrics import OTHER, LabelBounds, Metrics
-from assistant.observe import ToolRun
+from assistant.observe import Observers, ToolRun, TurnStarted, TurnWatch
 from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.records import CallRecord
@@ -27,9 +28,9 @@ from assistant.store import Store
 from assistant.store.tables import LlmCall
 from assistant.testing import CallTools, Fail, Reply
 from assistant.tools import ToolRegistry
-from assistant.turns import Completed, ConversationRef
+from assistant.turns import Actor, Completed, ConversationRef, Failed, Inbound
 from bots.ops_http import Ops, OpsServer
-from tests.conftest import collect, inbound, migrated, write_prompt
+from tests.conftest import build_assistant, collect, inbound, migrated, write_prompt
 from tests.test_run import env as env  # the fixture, shared
 from tests.test_workers import answers, ask, serving
 
@@ -133,7 +134,9 @@ async def test_a_scrape_after_a_few_turns_matches_the_accounting_rows(
         assert total(samples, "assistant_tokens_total", direction=direction) == expected
     priced = [row.cost_usd for row in rows if row.cost_usd is not None]
     assert total(samples, "assistant_cost_usd_total") == pytest.approx(sum(priced))
-    assert total(samples, "assistant_unpriced_calls_total") == len(rows) - len(priced)
+    billed_unpriced = [r for r in rows if r.cost_usd is None and r.status != "error"]
+    assert total(samples, "assistant_unpriced_calls_total") == len(billed_unpriced)
+    assert any(r.cost_usd is None and r.status == "error" for r in rows)  # not counted above
     fallbacks = [row for row in rows if row.fallback_for is not None]
     assert total(samples, "assistant_fallbacks_total", model="gpt-4.1-mini") == len(fallbacks) == 1
     failed = [row for row in rows if row.status == "error"]
@@ -208,3 +211,62 @@ async def test_two_workers_show_the_same_whole_figures_on_their_shared_port(
             rows = list((await session.exec(select(LlmCall))).all())
         assert total(samples, "assistant_model_calls_total") == len(rows) == asks
         assert await workers.stop() == 0, workers.log[-4000:]
+
+
+class BrokenInstrument:
+    """An instrument that fails at everything (a misconfigured plugin, a bug)."""
+
+    def turn(self, started: TurnStarted) -> TurnWatch:
+        raise RuntimeError("broken instrument")
+
+    def call(self, record: CallRecord, *, surface: str) -> None:
+        raise RuntimeError("broken instrument")
+
+
+async def test_a_broken_instrument_leaves_the_others_whole_and_the_turn_answered(
+    store, model, prompts_dir, tools, fake_llm
+):
+    metrics = Metrics()
+    assistant = await build_assistant(
+        store, model, prompts_dir, tools, observer=Observers(BrokenInstrument(), metrics)
+    )
+    fake_llm.script(Reply(text="Still here."))
+
+    events = await collect(assistant.respond(inbound("hello")))
+
+    assert isinstance(events[-1], Completed) and events[-1].text == "Still here."
+    counted = metrics.registry.get_sample_value
+    assert counted("assistant_turns_in_flight", {"surface": "test"}) == 0
+    turns = [
+        s.value
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if s.name == "assistant_turns_total" and s.labels.get("outcome") == "completed"
+    ]
+    assert turns == [1.0]
+
+
+async def test_a_refused_message_is_counted_as_refused_not_as_an_error(
+    store, model, prompts_dir, tools, fake_llm
+):
+    """A message the rules refuse gets no model call, yet shows on the dashboards: as a turn
+    refused, not a failure to alert on."""
+    metrics = Metrics()
+    policy = AccessPolicy(blocked_users=frozenset({"slack:U9"}))
+    assistant = await build_assistant(
+        store, model, prompts_dir, tools, observer=metrics, access=policy
+    )
+    blocked = Inbound(
+        ref=ConversationRef(platform="slack", workspace="T1", channel="C1", thread="1"),
+        actor=Actor(platform="slack", user_id="U9"),
+        text="let me in",
+    )
+
+    events = await collect(assistant.respond(blocked))
+
+    assert isinstance(events[-1], Failed) and fake_llm.requests == []
+    samples = [
+        (s.name, s.labels, s.value) for family in metrics.registry.collect() for s in family.samples
+    ]
+    assert total(samples, "assistant_turns_total", outcome="refused", surface="slack") == 1
+    assert total(samples, "assistant_errors_total") == 0

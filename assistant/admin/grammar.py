@@ -7,6 +7,7 @@ a rule about a command is written here once, on the typed command, never on its 
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -346,10 +347,20 @@ def _budget_period(word: str | None) -> BudgetPeriod:
     raise UsageError(f"--period is day or month, not {shown}")
 
 
+_GROUPED = re.compile(r"[0-9]{1,3}(,[0-9]{3})+(\.[0-9]+)?")
+
+
 def _usd(word: str) -> float:
     """An amount like 5, 5.50 or $5.50: digits only (no 1e3, nan or inf), above 0 and at most
     MAX_USD, and never more than four decimals (a budget is money, not a float's noise)."""
-    amount = word.removeprefix("$").replace(",", "")
+    amount = word.removeprefix("$")
+    if "," in amount:  # thousands grouped (1,000.50), never a decimal comma (1,50 is not 150)
+        if not _GROUPED.fullmatch(amount):
+            raise UsageError(
+                f"write a budget with a decimal point, like 12.50, not {_shown(word)} "
+                "(a comma only groups thousands: 1,000)"
+            )
+        amount = amount.replace(",", "")
     whole, dot, cents = amount.partition(".")
     readable = (
         amount.isascii()

@@ -10,6 +10,7 @@ long. What a check says names the problem, never a URL, token or key.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from assistant.llm import OpenAIChatModel
 from assistant.store import migrate
+
+log = logging.getLogger(__name__)
 
 DATABASE_TIMEOUT = 2.0
 DATABASE_EVERY = 1.0
@@ -152,16 +155,22 @@ def database_check(engine: AsyncEngine, *, every: float = DATABASE_EVERY) -> Rem
             async with engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
         except (sa_exc.DBAPIError, OSError) as exc:
-            raise Unready(f"the database does not answer ({migrate.why(exc)})") from None
+            # the driver's words name hosts, roles and databases: the log's, not the body's
+            log.warning("readiness: the database does not answer (%s)", migrate.why(exc))
+            raise Unready("the database does not answer (the log says why)") from None
         return "answers"
 
     return Remembered("database", probe, timeout=DATABASE_TIMEOUT, every=every)
 
 
 def migrations_check(engine: AsyncEngine, *, every: float = MIGRATIONS_EVERY) -> Remembered:
-    """The database's schema is the one this build's migrations end at: read from
-    alembic_version with one query, against the head read from the files once."""
+    """The database's schema is the one this build's migrations end at, or newer: read from
+    alembic_version with one query, against the revisions read from the files once. A schema
+    a newer build migrated (a rolling deploy's first new replica) keeps this one serving:
+    migrations add, so the old code still works on it, and turning every old replica unready
+    at once would leave no replica at all."""
     head = migrate.head_revision()
+    known = migrate.known_revisions()
 
     async def probe() -> str:
         try:
@@ -169,9 +178,12 @@ def migrations_check(engine: AsyncEngine, *, every: float = MIGRATIONS_EVERY) ->
                 rows = await connection.exec_driver_sql("SELECT version_num FROM alembic_version")
                 stored = {str(row[0]) for row in rows}
         except (sa_exc.DBAPIError, OSError) as exc:
-            raise Unready(f"cannot read the schema's revision ({migrate.why(exc)})") from None
+            log.warning("readiness: cannot read the schema's revision (%s)", migrate.why(exc))
+            raise Unready("cannot read the schema's revision (the log says why)") from None
+        found = ", ".join(sorted(stored)) or "none"
+        if head is not None and stored and not stored & known:
+            return f"at {found}, newer than this build's {head}"
         if head is not None and stored != {head}:
-            found = ", ".join(sorted(stored)) or "none"
             raise Unready(f"the database is at revision {found}, this build expects {head}")
         return f"at {head}" if head else "revision not checked (no single head)"
 

@@ -195,13 +195,13 @@ class Metrics:
         ):
             if count:
                 self.tokens.labels(*labels, direction).inc(count)
-        if record.cost_usd is None:
+        if record.cost_usd is None and record.status != "error":  # a failed call cost nothing
             self.unpriced.labels(*labels).inc()
-        elif record.cost_usd > 0:
+        elif record.cost_usd is not None and record.cost_usd > 0:
             self.cost.labels(*labels).inc(record.cost_usd)
         if record.status == "error":
             self.errors.labels(turn.surface, "call", self._error(record.error_class)).inc()
-        elif record.status == "ok":
+        elif record.status == "ok" and not record.cache_hit:  # the server itself answered
             self.last_model_answer = time.monotonic()
         if record.fallback_for is not None:
             from_model = self._model(record.fallback_for)

@@ -166,14 +166,16 @@ class _TurnSpans:
     def tool(self, run: ToolRun) -> None:
         from opentelemetry.trace import SpanKind, StatusCode
 
+        # a name no tool has is the model's invention: never a span name (names are indexed)
+        name = run.name if run.source != "unknown" else "unknown"
         span = self._tracer.start_span(
-            f"execute_tool {run.name}",
+            f"execute_tool {name}",
             context=self._context,
             kind=SpanKind.INTERNAL,
             start_time=run.started_ns,
             attributes={
                 "gen_ai.operation.name": "execute_tool",
-                "gen_ai.tool.name": run.name,
+                "gen_ai.tool.name": name,
                 "gen_ai.tool.call.id": run.call_id,
                 # a built-in runs here (function); an MCP server's runs elsewhere (extension)
                 "gen_ai.tool.type": "function" if run.source == "built-in" else "extension",

@@ -104,8 +104,22 @@ async def _stored_revisions(connection: AsyncConnection) -> set[str]:
 def head_revision(folder: Path | None = None) -> str | None:
     """The newest revision of the shipped migrations, read from their files as alembic reads
     `revision` and `down_revision`; None when that is not one clear head (alembic decides)."""
-    revisions: set[str] = set()
-    parents: set[str] = set()
+    graph = _graph(folder)
+    if graph is None:
+        return None
+    heads = set(graph) - {parent for parent in graph.values() if parent is not None}
+    return heads.pop() if len(heads) == 1 else None
+
+
+def known_revisions(folder: Path | None = None) -> frozenset[str]:
+    """Every revision this build ships: a database at one it does not know was migrated by a
+    newer build."""
+    return frozenset(_graph(folder) or {})
+
+
+def _graph(folder: Path | None) -> dict[str, str | None] | None:
+    """Each shipped revision and its parent; None when one cannot be read plainly."""
+    graph: dict[str, str | None] = {}
     for script in sorted((folder or Path(MIGRATIONS_DIR) / "versions").glob("*.py")):
         found = dict(_REVISION_LINE.findall(script.read_text(encoding="utf-8")))
         if "revision" not in found:
@@ -113,11 +127,8 @@ def head_revision(folder: Path | None = None) -> str | None:
         revision, parent = _literal(found["revision"]), _literal(found.get("down_revision", ""))
         if revision is None or parent is _UNREADABLE:
             return None
-        revisions.add(revision)
-        if parent is not None:
-            parents.add(str(parent))
-    heads = revisions - parents
-    return heads.pop() if len(heads) == 1 else None
+        graph[revision] = parent
+    return graph
 
 
 _UNREADABLE = "\0"
