@@ -37,6 +37,7 @@ from sqlalchemy import insert, update
 from assistant.builtin_tools import builtin_registry
 from assistant.engine import Assistant
 from assistant.llm import OpenAIChatModel, Timeouts
+from assistant.observe import NO_OBSERVER, Observer
 from assistant.pricing import PriceTable
 from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.store import Store, migrate
@@ -102,7 +103,11 @@ async def seed(store: Store, size: int) -> None:
             )
 
 
-async def engine_for(directory: Path, size: int, base_url: str) -> tuple[Assistant, Store]:
+async def engine_for(
+    directory: Path, size: int, base_url: str, observer: Observer = NO_OBSERVER
+) -> tuple[Assistant, Store, OpenAIChatModel]:
+    """An engine on a store of its own in `directory`, `size` messages of history, answering
+    through `base_url`, told to `observer` (traces and metrics, or nobody)."""
     prompts = directory / "prompts" / "assistant"
     prompts.mkdir(parents=True)
     (prompts / "1.yaml").write_text(yaml.safe_dump(PROMPT))
@@ -122,9 +127,10 @@ async def engine_for(directory: Path, size: int, base_url: str) -> tuple[Assista
         ),
         tools=tools,
         prices=PriceTable.load(),
+        observer=observer,
     )
     await assistant.sync_prompts()
-    return assistant, store
+    return assistant, store, model
 
 
 async def engine_turn(assistant: Assistant, index: int) -> float:
@@ -203,7 +209,7 @@ async def measure(
     )
     for size in sizes:
         with tempfile.TemporaryDirectory() as directory:
-            assistant, store = await engine_for(Path(directory), size, base_url)
+            assistant, store, model = await engine_for(Path(directory), size, base_url)
             for index in range(10):  # warm up connections, caches, the tokenizer
                 await engine_turn(assistant, index)
             body = await asyncio.to_thread(last_request, base_url)
@@ -216,6 +222,7 @@ async def measure(
                 runs["create"].append(await bare_create(client, body))
                 runs["post"].append(await bare_post(client, body))
             await store.close()
+            await model.close()
         results[size] = runs
     await client.close()
     return results

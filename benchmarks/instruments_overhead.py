@@ -29,17 +29,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import yaml
-from engine_overhead import ACTOR, PROMPT, REF, free_port, percentile, seed, wait_until_up
+from engine_overhead import ACTOR, REF, engine_for, free_port, percentile, wait_until_up
 
 from assistant import accounting
-from assistant.builtin_tools import builtin_registry
 from assistant.engine import Assistant
-from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.observability.metrics import Metrics
 from assistant.observability.traces import Tracing, open_tracing
 from assistant.observe import (
-    NO_OBSERVER,
     Guarded,
     Observer,
     Observers,
@@ -47,10 +43,7 @@ from assistant.observe import (
     TurnEnded,
     TurnStarted,
 )
-from assistant.pricing import PriceTable
-from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.records import CallRecord
-from assistant.store import Store, migrate
 from assistant.testing import CallTools, FakeLlm, Reply
 from assistant.testing.scripts import Script
 from assistant.turns import Inbound
@@ -96,35 +89,6 @@ def wait_for_receiver(url: str) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("the OTLP receiver did not start")
-
-
-async def engine(
-    directory: Path, base_url: str, observer: Observer
-) -> tuple[Assistant, Store, OpenAIChatModel]:
-    prompts = directory / "prompts" / "assistant"
-    prompts.mkdir(parents=True)
-    (prompts / "1.yaml").write_text(yaml.safe_dump(PROMPT))
-    tools = builtin_registry()
-    store = Store.connect(f"sqlite:///{directory}/bench.db")
-    await migrate.upgrade(store.engine)
-    await seed(store, HISTORY)
-    model = OpenAIChatModel.connect(
-        api_key="bench", base_url=base_url, timeouts=Timeouts(), max_retries=0
-    )
-    catalog = PromptCatalog(
-        load_prompts_dir(directory / "prompts", known_tools=tools.names()),
-        default_prompt="assistant",
-    )
-    assistant = Assistant(
-        store=store,
-        model=model,
-        catalog=catalog,
-        tools=tools,
-        prices=PriceTable.load(),
-        observer=observer,
-    )
-    await assistant.sync_prompts()
-    return assistant, store, model
 
 
 async def turn(assistant: Assistant, index: int) -> float:
@@ -176,8 +140,8 @@ async def measure(base_url: str, turns: int, measured: str) -> dict[str, list[fl
     instruments = Observers(*chosen[measured])
     runs: dict[str, list[float]] = {"off": [], "on": []}
     with tempfile.TemporaryDirectory() as off_dir, tempfile.TemporaryDirectory() as on_dir:
-        off, off_store, off_model = await engine(Path(off_dir), base_url, NO_OBSERVER)
-        on, on_store, on_model = await engine(Path(on_dir), base_url, instruments)
+        off, off_store, off_model = await engine_for(Path(off_dir), HISTORY, base_url)
+        on, on_store, on_model = await engine_for(Path(on_dir), HISTORY, base_url, instruments)
         for index in range(10):  # warm up connections, caches, the tokenizer, the exporter
             await turn(off, index)
             await turn(on, index)

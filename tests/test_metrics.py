@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -16,18 +15,12 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from assistant.access import AccessPolicy
-from assistant.engine import Assistant
-from assistant.llm import OpenAIChatModel
 from assistant.observability.health import Health
 from assistant.observability.metrics import OTHER, LabelBounds, Metrics
 from assistant.observe import Observers, ToolRun, TurnStarted, TurnWatch
-from assistant.pricing import PriceTable
-from assistant.prompts.files import PromptCatalog, load_prompts_dir
 from assistant.records import CallRecord
-from assistant.store import Store
 from assistant.store.tables import LlmCall
 from assistant.testing import CallTools, Fail, Reply
-from assistant.tools import ToolRegistry
 from assistant.turns import Actor, Completed, ConversationRef, Failed, Inbound
 from bots.ops_http import Ops, OpsServer
 from tests.conftest import build_assistant, collect, inbound, migrated, write_prompt
@@ -71,30 +64,12 @@ async def metrics_url() -> AsyncIterator[tuple[Metrics, str]]:
     await server.close()
 
 
-async def watched_assistant(
-    store: Store, model: OpenAIChatModel, prompts_dir: Path, tools: ToolRegistry, metrics: Metrics
-) -> Assistant:
-    catalog = PromptCatalog(
-        load_prompts_dir(prompts_dir, known_tools=tools.names()), default_prompt="assistant"
-    )
-    assistant = Assistant(
-        store=store,
-        model=model,
-        catalog=catalog,
-        tools=tools,
-        prices=PriceTable.load(),
-        observer=metrics,
-    )
-    await assistant.sync_prompts()
-    return assistant
-
-
 async def test_a_scrape_after_a_few_turns_matches_the_accounting_rows(
     store, model, prompts_dir, tools, fake_llm, metrics_url
 ):
     metrics, url = metrics_url
     write_prompt(prompts_dir, fallback_models=["gpt-4.1-mini"])
-    assistant = await watched_assistant(store, model, prompts_dir, tools, metrics)
+    assistant = await build_assistant(store, model, prompts_dir, tools, observer=metrics)
     fake_llm.script(
         Reply(text="A plain answer."),
         CallTools(calls=(("calculator", {"expression": "6*7"}),)),
