@@ -267,13 +267,8 @@ class Assistant:
             message_id=0,
             text=inbound.text,
         )
-        try:
-            watch: TurnWatch = Guarded(self._observer.turn(started))
-        except Exception:
-            log.exception("an instrument failed to start watching a turn")
-            return
         ended = _ended(failed, _Shown(started=time.perf_counter()), Ledger())
-        watch.end(ended)
+        self._watching(started).end(ended)
 
     async def _accept(self, inbound: Inbound) -> Accepted | Failed | Ignored:
         """Resolve the version, then claim the delivery and store the message in one
@@ -436,6 +431,10 @@ class Assistant:
             message_id=opened.message_id,
             text=setup.inbound.text,
         )
+        return self._watching(started)
+
+    def _watching(self, started: TurnStarted) -> TurnWatch:
+        """The instruments' watch on a turn; none when they cannot start one (logged)."""
         try:
             return Guarded(self._observer.turn(started))
         except Exception:
