@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from assistant import accounting, contracts
-from assistant.access import AccessGate, AccessPolicy
+from assistant.access import GATED_PLATFORMS, AccessGate, AccessPolicy, decide
 from assistant.accounting import Ledger
 from assistant.approvals import Approvals
 from assistant.attachments import NO_FILES, AttachmentLimits, PreparedMessage, prepare
@@ -167,6 +167,12 @@ class Assistant:
     def access(self) -> AccessPolicy:
         """Who may talk here: an adapter reads what the rules need (a DM author's roles)."""
         return self._config.access
+
+    def listed_out(self, inbound: Inbound) -> bool:
+        """Whether the access lists refuse `inbound` (no store read): an adapter fetches no
+        file of a message that will not be answered. `accept` still says the refusal."""
+        gated = inbound.ref.platform in GATED_PLATFORMS
+        return gated and decide(self._config.access, inbound) is not None
 
     @property
     def attachment_limits(self) -> AttachmentLimits:

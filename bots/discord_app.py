@@ -16,6 +16,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from dataclasses import replace
 from typing import Any
 
 import aiohttp
@@ -284,8 +285,10 @@ class DiscordAdapter:
             dedupe_keys=(f"discord:msg:{message.id}",),
             reply_place=json.dumps({"channel_id": message.channel.id, "message_id": message.id}),
             direct=message.guild is None,  # no server: a DM
-            attachments=await self._files.fetch(message.attachments),
         )
+        if message.attachments and not self._assistant.listed_out(inbound):
+            files = await self._files.fetch(message.attachments)
+            inbound = replace(inbound, attachments=files)
         reply = DiscordReply(
             message.channel,
             channel_id=message.channel.id,

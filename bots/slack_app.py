@@ -15,6 +15,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -334,8 +335,10 @@ class SlackAdapter:
             dedupe_keys=tuple(keys),
             reply_place=place.to_json(),
             direct=event.get("channel_type") == "im",
-            attachments=await self._files.fetch(event.get("files")),  # bots/slack_files.py
         )
+        if event.get("files") and not self._assistant.listed_out(inbound):
+            files = await self._files.fetch(event.get("files"))  # bots/slack_files.py
+            inbound = replace(inbound, attachments=files)
         return await self._agent.turn(inbound, place, direct=event.get("channel_type") == "im")
 
     # ---- answers a stopped process owed (see bots/recovery.py)

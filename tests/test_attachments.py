@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
+from assistant.access import AccessPolicy
 from assistant.attachments import AttachmentLimits
 from assistant.llm import OpenAIChatModel, Timeouts
 from assistant.model_traits import ModelTable
@@ -365,3 +366,14 @@ async def test_the_bot_token_never_goes_to_a_file_stored_elsewhere(slack_bot, sl
 
     assert received == []
     assert "notes.txt was not read: it is not stored on Slack" in shown
+
+
+async def test_a_blocked_users_files_are_never_downloaded(start_slack_bot, slack, fake_llm):
+    """The access lists refuse the message: its files are not worth a download."""
+    bot = await start_slack_bot(access=AccessPolicy(blocked_users=frozenset({"slack:U1"})))
+
+    image = slack.share_file("a.png", picture(), "image/png")
+    shown = await ask_slack(bot, slack, "read this", image)
+
+    assert slack.downloads == [] and fake_llm.requests == []
+    assert "don't have access" in shown
