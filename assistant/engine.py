@@ -36,6 +36,7 @@ from assistant.observe import (
     TurnEnded,
     TurnStarted,
     TurnWatch,
+    tell_calls,
 )
 from assistant.owed import OwedAnswers, new_worker_id
 from assistant.planning import TurnPlanner, TurnRefused, TurnSetup
@@ -157,11 +158,7 @@ class Assistant:
         """Model calls made outside any turn (an eval's judge): stored, so reports, budgets
         and `/cost` count them, and told to the instruments, so traces and metrics agree."""
         await self._store.record_calls(calls)
-        for call in calls:
-            try:
-                self._observer.call(call, surface=surface)
-            except Exception:  # an instrument must not fail what it watches
-                log.exception("an instrument failed to record a call")
+        tell_calls(self._observer, calls, surface=surface)
 
     @property
     def access(self) -> AccessPolicy:

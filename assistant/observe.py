@@ -14,7 +14,7 @@ record says how long it took, and it is reported as it ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -114,6 +114,16 @@ class _Nobody:
 NO_OBSERVER: Observer = _Nobody()
 
 
+def tell_calls(observer: Observer, calls: Iterable[CallRecord], *, surface: str) -> None:
+    """Calls made outside any turn, told to `observer`; an instrument that fails is logged,
+    never raised: it must not fail what it watches."""
+    for call in calls:
+        try:
+            observer.call(call, surface=surface)
+        except Exception:
+            log.exception("an instrument failed to record a call")
+
+
 class Guarded:
     """A watch whose failures are logged, never raised: an instrument must not break a turn."""
 
@@ -159,10 +169,7 @@ class Observers:
 
     def call(self, record: CallRecord, *, surface: str) -> None:
         for observer in self._observers:
-            try:
-                observer.call(record, surface=surface)
-            except Exception:
-                log.exception("an instrument failed to record a call")
+            tell_calls(observer, (record,), surface=surface)
 
 
 class _Watches:

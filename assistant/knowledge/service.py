@@ -17,7 +17,7 @@ from pathlib import Path
 from assistant.knowledge.catalog import load_catalog
 from assistant.knowledge.embeddings import Embedder, EmbeddingError
 from assistant.knowledge.sync import Progress, Syncer, SyncError, SyncReport, adopt_declared
-from assistant.observe import NO_OBSERVER, Observer, Retrieval
+from assistant.observe import NO_OBSERVER, Observer, Retrieval, tell_calls
 from assistant.records import CallRecord
 from assistant.store import Store
 from assistant.store.knowledge_store import CollectionInfo, Hit, KnowledgeStore, SearchOutcome
@@ -67,11 +67,7 @@ class Knowledge:
     async def record(self, calls: Sequence[CallRecord]) -> None:
         """Account calls made outside a turn (a search from a command, a sync)."""
         await self._store.record_calls(calls)
-        for call in calls:
-            try:
-                self._observer.call(call, surface="knowledge")
-            except Exception:  # an instrument must not fail what it watches
-                log.exception("an instrument failed to record a call")
+        tell_calls(self._observer, calls, surface="knowledge")
 
     async def sync(
         self, collection: CollectionInfo, *, progress: Progress | None = None
